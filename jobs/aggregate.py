@@ -1,0 +1,262 @@
+"""The daily aggregation job: bronze/step_samples -> silver/daily_steps.
+
+Incremental: the job remembers (in ``ops/job_runs``) which bronze version it last aggregated. On
+the next run it compares the bronze files then and now; each added or removed file's statistics
+(patient range, time range) give a *scope*, and only the patient-days inside the scopes are
+recomputed, from all bronze samples that can touch them. Each batch is written with one atomic
+replace-by-predicate commit, so a crash leaves every patient-day either old or new, and running
+the job again over the same bronze is a no-op.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+import polars as pl
+import pyarrow.compute as pc
+
+from jobs.daily import SAMPLE_COLUMNS, daily_steps
+from jobs.runs import job_run
+from lakehouse.catalog import DAILY_STEPS, JOB_RUNS, STEP_SAMPLES
+from lakehouse.storage import Lake, sql_literal
+
+JOB = "aggregate"
+# History operations that rewrite files without changing the data.
+_NO_DATA_CHANGE = {"OPTIMIZE", "VACUUM START", "VACUUM END"}
+# Samples are at most 24 h long and offsets at most 14 h, so a local day only receives samples
+# that start within two days of it.
+_SAMPLE_REACH = timedelta(days=2)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Patient-days to recompute: patients in [first_patient, last_patient], dates in [first_day,
+    last_day]; None means unbounded."""
+
+    first_patient: str | None = None
+    last_patient: str | None = None
+    first_day: date | None = None
+    last_day: date | None = None
+
+
+@dataclass(frozen=True)
+class AggregateSummary:
+    """What one aggregation run did."""
+
+    mode: str  # "full", "incremental" or "up-to-date"
+    bronze_version: int | None
+    scopes: int
+    batches: int
+    samples_in: int
+    days_out: int
+
+
+def last_aggregated_version(lake: Lake) -> int | None:
+    """The bronze version the last successful aggregation run covered, None if there was none."""
+    runs = (
+        lake.scan(JOB_RUNS)
+        .filter((pl.col("job") == JOB) & (pl.col("status") == "succeeded"))
+        .sort("finished_at")
+        .select("details")
+        .collect()
+    )
+    for details in reversed(runs["details"].to_list()):
+        version = json.loads(details or "{}").get("bronze_version")
+        if version is not None:
+            return int(version)
+    return None
+
+
+def _file_scopes(stats: pl.DataFrame) -> list[Scope]:
+    return [
+        Scope(
+            first_patient=row["min.patient_id"],
+            last_patient=row["max.patient_id"],
+            first_day=(row["min.start_ts"] - timedelta(days=1)).date(),
+            last_day=(row["max.end_ts"] + timedelta(days=1)).date(),
+        )
+        for row in stats.iter_rows(named=True)
+    ]
+
+
+def merge_scopes(scopes: list[Scope]) -> list[Scope]:
+    """Merge scopes whose patient ranges overlap (their date ranges are united)."""
+    merged: list[Scope] = []
+    for scope in sorted(scopes, key=lambda s: (s.first_patient or "", s.last_patient or "")):
+        if merged and (scope.first_patient or "") <= (merged[-1].last_patient or ""):
+            last = merged.pop()
+            scope = Scope(
+                first_patient=last.first_patient,
+                last_patient=max(last.last_patient or "", scope.last_patient or ""),
+                first_day=min(last.first_day or date.max, scope.first_day or date.max),
+                last_day=max(last.last_day or date.min, scope.last_day or date.min),
+            )
+        merged.append(scope)
+    return merged
+
+
+def changed_scopes(lake: Lake, since_version: int) -> list[Scope] | None:
+    """Scopes touched by bronze commits after ``since_version``; None when nothing changed data."""
+    history = lake.history(STEP_SAMPLES)
+    newer = [c for c in history if int(c.get("version", -1)) > since_version]
+    if all(c.get("operation") in _NO_DATA_CHANGE for c in newer):
+        return None
+    before = lake.file_stats(STEP_SAMPLES, version=since_version)
+    now = lake.file_stats(STEP_SAMPLES)
+    added = now.filter(~pl.col("path").is_in(before["path"].implode()))
+    removed = before.filter(~pl.col("path").is_in(now["path"].implode()))
+    return merge_scopes(_file_scopes(added) + _file_scopes(removed))
+
+
+def _patient_filter(first: str | None, last: str | None, *, last_inclusive: bool) -> pc.Expression:
+    condition = pc.scalar(True)
+    if first is not None:
+        condition = condition & (pc.field("patient_id") >= first)
+    if last is not None:
+        upper = pc.field("patient_id") <= last if last_inclusive else pc.field("patient_id") < last
+        condition = condition & upper
+    return condition
+
+
+def _time_filter(scope: Scope) -> pc.Expression:
+    condition = pc.scalar(True)
+    if scope.first_day is not None:
+        start = datetime.combine(scope.first_day, datetime.min.time()) - _SAMPLE_REACH
+        condition = condition & (
+            pc.field("start_ts") >= pc.scalar(start).cast("timestamp[us, tz=UTC]")
+        )
+    if scope.last_day is not None:
+        end = datetime.combine(scope.last_day, datetime.min.time()) + _SAMPLE_REACH
+        condition = condition & (
+            pc.field("start_ts") < pc.scalar(end).cast("timestamp[us, tz=UTC]")
+        )
+    return condition
+
+
+def _patient_batches(counts: pl.DataFrame, batch_samples: int) -> list[str]:
+    """First patient of each batch so that a batch holds about ``batch_samples`` samples."""
+    starts: list[str] = []
+    running = batch_samples  # forces a batch to start at the first patient
+    for patient, n in counts.sort("patient_id").iter_rows():
+        if running + n > batch_samples:
+            starts.append(patient)
+            running = 0
+        running += n
+    return starts
+
+
+def _replace_predicate(scope: Scope, first: str | None, upper: str | None, inclusive: bool) -> str:
+    parts = []
+    if first is not None:
+        parts.append(f"patient_id >= {sql_literal(first)}")
+    if upper is not None:
+        parts.append(f"patient_id {'<=' if inclusive else '<'} {sql_literal(upper)}")
+    if scope.first_day is not None:
+        parts.append(f"date >= {sql_literal(scope.first_day.isoformat())}")
+    if scope.last_day is not None:
+        parts.append(f"date <= {sql_literal(scope.last_day.isoformat())}")
+    return " AND ".join(parts) or "true"
+
+
+def _aggregate_scope(
+    lake: Lake, scope: Scope, *, batch_samples: int, progress: Callable[[int], None] | None
+) -> tuple[int, int, int]:
+    """Recompute one scope batch by batch. Returns (batches, samples read, days written)."""
+    scope_rows = _patient_filter(scope.first_patient, scope.last_patient, last_inclusive=True)
+    scope_rows = scope_rows & _time_filter(scope)
+    counts = (
+        lake.read_columns(
+            STEP_SAMPLES,
+            columns=["patient_id"],
+            where=scope_rows,
+            dictionary_columns=("patient_id",),
+        )
+        .group_by(pl.col("patient_id").cast(pl.String))
+        .len()
+    )
+    starts = _patient_batches(counts, batch_samples)
+    if not starts:
+        # no samples left in the scope: its patient-days are removed from silver
+        lake.delete(
+            DAILY_STEPS, _replace_predicate(scope, scope.first_patient, scope.last_patient, True)
+        )
+        return 0, 0, 0
+    # Batches tile the scope's whole patient range, so every silver row in the scope is replaced.
+    bounds: list[str | None] = [scope.first_patient, *starts[1:]]
+    uppers: list[str | None] = [*starts[1:], scope.last_patient]
+    samples_in = days_out = 0
+    for index, (first, upper) in enumerate(zip(bounds, uppers, strict=True)):
+        last_batch = index == len(bounds) - 1
+        where = _patient_filter(first, upper, last_inclusive=last_batch) & _time_filter(scope)
+        samples = lake.read_columns(
+            STEP_SAMPLES,
+            columns=list(SAMPLE_COLUMNS),
+            where=where,
+            dictionary_columns=("patient_id", "source"),
+        )
+        days = daily_steps(samples.lazy())
+        if scope.first_day is not None:
+            days = days.filter(pl.col("date") >= scope.first_day)
+        if scope.last_day is not None:
+            days = days.filter(pl.col("date") <= scope.last_day)
+        daily = days.collect()
+        lake.replace(
+            DAILY_STEPS,
+            daily,
+            predicate=_replace_predicate(scope, first, upper, last_batch),
+            metadata={"job": JOB},
+        )
+        samples_in += samples.height
+        days_out += daily.height
+        if progress is not None:
+            progress(samples.height)
+    return len(bounds), samples_in, days_out
+
+
+def run(
+    lake: Lake,
+    *,
+    batch_samples: int = 12_000_000,
+    full: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> AggregateSummary:
+    """Bring silver/daily_steps up to date with bronze/step_samples.
+
+    Args:
+        lake: the lake.
+        batch_samples: samples per batch (bounds peak memory).
+        full: recompute everything instead of only what changed.
+        progress: called with the number of samples of each finished batch.
+    """
+    with job_run(lake, JOB) as record:
+        bronze_version = lake.version(STEP_SAMPLES)
+        previous = None if full or not lake.exists(DAILY_STEPS) else last_aggregated_version(lake)
+        if bronze_version is None:
+            scopes: list[Scope] | None = None
+            mode = "up-to-date"
+        elif previous is None:
+            scopes, mode = [Scope()], "full"
+        elif previous >= bronze_version:
+            scopes, mode = None, "up-to-date"
+        else:
+            scopes = changed_scopes(lake, previous)
+            mode = "incremental" if scopes is not None else "up-to-date"
+        batches = samples_in = days_out = 0
+        for scope in scopes or []:
+            done = _aggregate_scope(lake, scope, batch_samples=batch_samples, progress=progress)
+            batches, samples_in, days_out = (
+                batches + done[0],
+                samples_in + done[1],
+                days_out + done[2],
+            )
+        summary = AggregateSummary(
+            mode, bronze_version, len(scopes or []), batches, samples_in, days_out
+        )
+        record.rows_in, record.rows_out = samples_in, days_out
+        record.details.update(
+            bronze_version=bronze_version, mode=mode, scopes=summary.scopes, batches=batches
+        )
+        return summary

@@ -1,0 +1,82 @@
+"""Records every job run in ``ops/job_runs`` with its cost figures.
+
+Usage::
+
+    with job_run(lake, "aggregate") as run:
+        ...
+        run.rows_in, run.rows_out = n_in, n_out
+
+A run that raises is recorded as ``failed`` with its one-line error, then the error propagates.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import time
+import traceback
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import polars as pl
+
+from lakehouse.catalog import JOB_RUNS
+from lakehouse.storage import Lake
+
+
+@dataclass
+class JobRun:
+    """The figures a running job reports about itself."""
+
+    job: str
+    engine: str
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    rows_in: int = 0
+    rows_out: int = 0
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@contextmanager
+def job_run(lake: Lake, job: str, *, engine: str = "local") -> Iterator[JobRun]:
+    """Time a job and append its row to ``ops/job_runs`` when it ends, whatever the outcome."""
+    run = JobRun(job=job, engine=engine)
+    started = datetime.now(UTC)
+    wall0, cpu0 = time.perf_counter(), _cpu_seconds()
+    error: str | None = None
+    try:
+        yield run
+    except BaseException as err:
+        error = f"{type(err).__name__}: {err}".splitlines()[0][:500]
+        run.details["traceback_tail"] = traceback.format_exc(limit=3)[-2000:]
+        raise
+    finally:
+        row = {
+            "run_id": run.run_id,
+            "job": job,
+            "started_at": started,
+            "finished_at": datetime.now(UTC),
+            "status": "succeeded" if error is None else "failed",
+            "rows_in": run.rows_in,
+            "rows_out": run.rows_out,
+            "error": error,
+            "engine": engine,
+            "wall_seconds": time.perf_counter() - wall0,
+            "cpu_seconds": _cpu_seconds() - cpu0,
+            "peak_rss_mb": peak_rss_mb(),
+            "details": json.dumps(run.details, default=str, sort_keys=True),
+        }
+        lake.append(JOB_RUNS, pl.DataFrame([row]))

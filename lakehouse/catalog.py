@@ -1,0 +1,324 @@
+"""The table catalog: every table of the lake declared once (schema, partitioning, keys).
+
+Jobs, the dashboard and the tests import these declarations; no schema is written anywhere else.
+Partitioning follows DESIGN.md: never one folder per patient. Bronze and silver are partitioned by
+calendar month, files are written sorted by ``patient_id`` and time so that row-group statistics
+prune reads for one patient or a range of patients.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+UTC_TS = pa.timestamp("us", tz="UTC")
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One Delta table of the lake.
+
+    Args:
+        layer: lake layer (``bronze``, ``silver``, ``gold``, ``models``, ``ops``, ``synthetic``).
+        name: table name inside the layer.
+        schema: Arrow schema of the table, partition columns included.
+        keys: columns that identify a row (unique per row).
+        partition_by: Hive-style partition columns.
+        sort_by: order of rows inside each written file.
+        description: one line for ``mobility lake info`` and the SQL page.
+    """
+
+    layer: str
+    name: str
+    schema: pa.Schema
+    keys: tuple[str, ...]
+    partition_by: tuple[str, ...] = ()
+    sort_by: tuple[str, ...] = ()
+    description: str = ""
+    columns: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "columns", tuple(self.schema.names))
+        missing = [
+            c for c in (*self.keys, *self.partition_by, *self.sort_by) if c not in self.columns
+        ]
+        if missing:
+            raise ValueError(f"{self.path}: unknown columns {missing}")
+
+    @property
+    def path(self) -> str:
+        """Path of the table relative to the lake root, ``<layer>/<name>``."""
+        return f"{self.layer}/{self.name}"
+
+    @property
+    def qualified_name(self) -> str:
+        """Name of the table's view in DuckDB, ``<layer>.<name>``."""
+        return f"{self.layer}.{self.name}"
+
+
+def _schema(*fields: tuple[str, pa.DataType] | tuple[str, pa.DataType, bool]) -> pa.Schema:
+    out = []
+    for spec in fields:
+        name, dtype = spec[0], spec[1]
+        nullable = spec[2] if len(spec) == 3 else True
+        out.append(pa.field(name, dtype, nullable=nullable))
+    return pa.schema(out)
+
+
+STEP_SAMPLES = TableSpec(
+    layer="bronze",
+    name="step_samples",
+    schema=_schema(
+        ("patient_id", pa.string(), False),
+        ("start_ts", UTC_TS, False),
+        ("end_ts", UTC_TS, False),
+        ("utc_offset_minutes", pa.int16(), False),
+        ("steps", pa.float64(), False),
+        ("source", pa.string(), False),
+        ("month", pa.string(), False),
+    ),
+    keys=("patient_id", "source", "start_ts", "end_ts"),
+    partition_by=("month",),
+    sort_by=("patient_id", "start_ts"),
+    description="Raw step samples as recorded by each device; month = UTC month of start_ts.",
+)
+
+PATIENTS = TableSpec(
+    layer="bronze",
+    name="patients",
+    schema=_schema(
+        ("patient_id", pa.string(), False),
+        ("disease_group", pa.string(), False),
+        ("timezone", pa.string(), False),
+        ("sex", pa.string()),
+        ("birth_year", pa.int16()),
+        ("country", pa.string()),
+        ("enrolled_on", pa.date32()),
+    ),
+    keys=("patient_id",),
+    sort_by=("patient_id",),
+    description="One row per patient: disease group (MS, PD, RA, OTHER), time zone, demographics.",
+)
+
+THERAPIES = TableSpec(
+    layer="bronze",
+    name="therapies",
+    schema=_schema(
+        ("patient_id", pa.string(), False),
+        ("therapy", pa.string(), False),
+        ("start_date", pa.date32(), False),
+        ("end_date", pa.date32()),
+    ),
+    keys=("patient_id", "therapy", "start_date"),
+    sort_by=("patient_id", "start_date"),
+    description="Therapy courses; end_date null = ongoing.",
+)
+
+SIDE_EFFECTS = TableSpec(
+    layer="bronze",
+    name="side_effects",
+    schema=_schema(
+        ("patient_id", pa.string(), False),
+        ("date", pa.date32(), False),
+        ("effect", pa.string(), False),
+        ("severity", pa.int16(), False),
+    ),
+    keys=("patient_id", "date", "effect"),
+    sort_by=("patient_id", "date"),
+    description="Reported side effects; severity is the CTCAE grade 1 (mild) to 5.",
+)
+
+DIAGNOSES = TableSpec(
+    layer="bronze",
+    name="diagnoses",
+    schema=_schema(
+        ("patient_id", pa.string(), False),
+        ("code", pa.string(), False),
+        ("diagnosed_on", pa.date32(), False),
+        ("description", pa.string()),
+    ),
+    keys=("patient_id", "code"),
+    sort_by=("patient_id", "diagnosed_on"),
+    description="Diagnoses as ICD-10 codes with the date of diagnosis.",
+)
+
+QUARANTINE = TableSpec(
+    layer="bronze",
+    name="quarantine",
+    schema=_schema(
+        ("source_file", pa.string(), False),
+        ("record", pa.int64(), False),
+        ("reason", pa.string(), False),
+        ("raw", pa.string()),
+        ("patient_id", pa.string()),
+        ("quarantined_at", UTC_TS, False),
+    ),
+    keys=("source_file", "record"),
+    sort_by=("source_file", "record"),
+    description="Rejected input rows with the reason; record = line or element number in the file.",
+)
+
+DAILY_STEPS = TableSpec(
+    layer="silver",
+    name="daily_steps",
+    schema=_schema(
+        ("patient_id", pa.string(), False),
+        ("date", pa.date32(), False),
+        ("steps", pa.float64(), False),
+        ("coverage_hours", pa.int16(), False),
+        ("n_samples", pa.int32(), False),
+        ("n_sources", pa.int16(), False),
+        ("is_wear_day", pa.bool_(), False),
+        ("month", pa.string(), False),
+    ),
+    keys=("patient_id", "date"),
+    partition_by=("month",),
+    sort_by=("patient_id", "date"),
+    description="Steps per patient and local calendar day after overlap de-duplication.",
+)
+
+FEATURES = TableSpec(
+    layer="silver",
+    name="features",
+    schema=_schema(
+        ("patient_id", pa.string(), False),
+        ("date", pa.date32(), False),
+        ("month", pa.string(), False),
+    ),
+    keys=("patient_id", "date"),
+    partition_by=("month",),
+    sort_by=("patient_id", "date"),
+    description="Model features per patient-day; feature columns are named by family prefix.",
+)
+
+FORECASTS = TableSpec(
+    layer="gold",
+    name="forecasts",
+    schema=_schema(
+        ("patient_id", pa.string(), False),
+        ("model", pa.string(), False),
+        ("origin_date", pa.date32(), False),
+        ("target_date", pa.date32(), False),
+        ("yhat", pa.float64(), False),
+        ("yhat_lower", pa.float64()),
+        ("yhat_upper", pa.float64()),
+    ),
+    keys=("patient_id", "model", "origin_date", "target_date"),
+    sort_by=("patient_id", "model", "target_date"),
+    description="Daily-steps forecasts per patient, model and forecast origin.",
+)
+
+EXPLANATIONS = TableSpec(
+    layer="gold",
+    name="explanations",
+    schema=_schema(
+        ("patient_id", pa.string(), False),
+        ("model", pa.string(), False),
+        ("origin_date", pa.date32(), False),
+        ("target_date", pa.date32(), False),
+        ("feature", pa.string(), False),
+        ("contribution", pa.float64(), False),
+    ),
+    keys=("patient_id", "model", "origin_date", "target_date", "feature"),
+    sort_by=("patient_id", "model", "target_date"),
+    description="Additive contributions per forecast row; they sum to the row's yhat.",
+)
+
+BACKTESTS = TableSpec(
+    layer="gold",
+    name="backtests",
+    schema=_schema(
+        ("model", pa.string(), False),
+        ("cluster", pa.string(), False),
+        ("origin_date", pa.date32(), False),
+        ("horizon_days", pa.int32(), False),
+        ("mae", pa.float64()),
+        ("rmse", pa.float64()),
+        ("mase", pa.float64()),
+        ("coverage", pa.float64()),
+    ),
+    keys=("model", "cluster", "origin_date", "horizon_days"),
+    description="Rolling-origin backtest errors per model, cluster, origin and horizon.",
+)
+
+REGISTRY = TableSpec(
+    layer="models",
+    name="registry",
+    schema=_schema(
+        ("model_id", pa.string(), False),
+        ("kind", pa.string(), False),
+        ("cluster", pa.string(), False),
+        ("version", pa.int32(), False),
+        ("trained_at", UTC_TS, False),
+        ("params", pa.string()),
+        ("metrics", pa.string()),
+        ("artifact_uri", pa.string()),
+        ("status", pa.string(), False),
+    ),
+    keys=("model_id",),
+    description="Trained models with parameters, metrics (JSON), artifact location and status.",
+)
+
+JOB_RUNS = TableSpec(
+    layer="ops",
+    name="job_runs",
+    schema=_schema(
+        ("run_id", pa.string(), False),
+        ("job", pa.string(), False),
+        ("started_at", UTC_TS, False),
+        ("finished_at", UTC_TS, False),
+        ("status", pa.string(), False),
+        ("rows_in", pa.int64()),
+        ("rows_out", pa.int64()),
+        ("error", pa.string()),
+        ("engine", pa.string()),
+        ("wall_seconds", pa.float64()),
+        ("cpu_seconds", pa.float64()),
+        ("peak_rss_mb", pa.float64()),
+        ("details", pa.string()),
+    ),
+    keys=("run_id",),
+    description="One row per finished job run (succeeded or failed) with its cost figures.",
+)
+
+GROUND_TRUTH = TableSpec(
+    layer="synthetic",
+    name="ground_truth",
+    schema=_schema(
+        ("patient_id", pa.string(), False),
+        ("therapy", pa.string(), False),
+        ("effect_steps", pa.float64(), False),
+        ("start_date", pa.date32(), False),
+        ("end_date", pa.date32()),
+        ("ramp_days", pa.int32(), False),
+    ),
+    keys=("patient_id", "therapy", "start_date"),
+    sort_by=("patient_id", "start_date"),
+    description="Synthetic population only: the true additive daily effect of each therapy course.",
+)
+
+TABLES: tuple[TableSpec, ...] = (
+    STEP_SAMPLES,
+    PATIENTS,
+    THERAPIES,
+    SIDE_EFFECTS,
+    DIAGNOSES,
+    QUARANTINE,
+    DAILY_STEPS,
+    FEATURES,
+    FORECASTS,
+    EXPLANATIONS,
+    BACKTESTS,
+    REGISTRY,
+    JOB_RUNS,
+    GROUND_TRUTH,
+)
+
+
+def table_by_path(path: str) -> TableSpec:
+    """The table declared at ``<layer>/<name>`` (raises KeyError if none)."""
+    for table in TABLES:
+        if table.path == path:
+            return table
+    raise KeyError(path)

@@ -1,0 +1,43 @@
+"""Configuration at the edge: the one place that reads the process environment.
+
+Everything else receives a :class:`Settings` object (or values taken from it).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Environment variables delta-rs / object_store understand for S3-compatible storage. Credentials
+# are never written in code or config files: they come from here or the AWS default chain.
+_STORAGE_ENV_PREFIXES = ("AWS_", "AZURE_", "GOOGLE_")
+
+
+class Settings(BaseSettings):
+    """Process-wide settings, built from environment variables."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    lake_uri: str = Field(default="./lake", alias="LAKE_URI")
+    engine: Literal["local", "spark"] = Field(default="local", alias="MOBILITY_ENGINE")
+    spark_master: str = Field(default="local[*]", alias="SPARK_MASTER")
+    # Rows per batch when aggregating bronze samples: bounds peak memory independent of lake size.
+    aggregate_batch_samples: int = Field(default=12_000_000, alias="MOBILITY_AGGREGATE_BATCH")
+
+    def storage_options(self) -> dict[str, str]:
+        """Object-store options for delta-rs, taken only from the environment."""
+        return {
+            key: value
+            for key, value in os.environ.items()
+            if key.startswith(_STORAGE_ENV_PREFIXES) and value
+        }
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The settings of this process (read once)."""
+    return Settings()

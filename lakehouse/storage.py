@@ -1,0 +1,350 @@
+"""The one I/O gateway to the Delta tables of the lake.
+
+Only this module (and :mod:`lakehouse.query`) imports ``deltalake`` or knows where a table lives.
+Writes are idempotent by construction (replace by predicate, merge on keys, app transactions) and
+retry Delta commit conflicts with backoff.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+from deltalake import CommitProperties, DeltaTable, Transaction, WriterProperties, write_deltalake
+from deltalake.exceptions import CommitFailedError, TableNotFoundError
+
+from lakehouse.catalog import TableSpec
+from lakehouse.errors import StorageError
+
+T = TypeVar("T")
+
+_MAX_COMMIT_ATTEMPTS = 8
+_WRITER = WriterProperties(compression="ZSTD", compression_level=3, max_row_group_size=1_048_576)
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    """What ``mobility lake info`` shows for one table."""
+
+    path: str
+    exists: bool
+    version: int | None
+    rows: int
+    files: int
+    size_bytes: int
+
+
+def _with_commit_retry(action: Callable[[], T], *, what: str) -> T:
+    """Run a Delta commit, retrying conflicts with exponential backoff and jitter."""
+    for attempt in range(_MAX_COMMIT_ATTEMPTS):
+        try:
+            return action()
+        except CommitFailedError as err:
+            if attempt == _MAX_COMMIT_ATTEMPTS - 1:
+                raise StorageError(
+                    f"{what}: commit conflict persisted after "
+                    f"{_MAX_COMMIT_ATTEMPTS} attempts ({err})"
+                ) from err
+            time.sleep(min(5.0, 0.05 * 2**attempt) * (1 + random.random()))
+    raise AssertionError("unreachable")
+
+
+def sql_literal(value: object) -> str:
+    """A value as a SQL literal for Delta predicates (strings quoted and escaped)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+class Lake:
+    """A lakehouse rooted at a local folder or an ``s3://bucket/prefix`` URI.
+
+    Args:
+        uri: root of the lake.
+        storage_options: object-store options (from the environment only, see Settings).
+    """
+
+    def __init__(self, uri: str, *, storage_options: Mapping[str, str] | None = None) -> None:
+        if "://" not in uri:
+            uri = str(Path(uri).expanduser().resolve())
+        self.uri = uri.rstrip("/")
+        self.storage_options = dict(storage_options or {})
+
+    @property
+    def is_local(self) -> bool:
+        """Whether the lake is a folder on this machine."""
+        return "://" not in self.uri or self.uri.startswith("file://")
+
+    def table_uri(self, table: TableSpec) -> str:
+        """Where ``table`` lives."""
+        return f"{self.uri}/{table.path}"
+
+    # ---------------------------------------------------------------- reading
+
+    def exists(self, table: TableSpec) -> bool:
+        """Whether the table has been created."""
+        return DeltaTable.is_deltatable(self.table_uri(table), self.storage_options or None)
+
+    def delta(self, table: TableSpec, *, version: int | None = None) -> DeltaTable:
+        """The Delta table handle (raises StorageError when it does not exist)."""
+        try:
+            return DeltaTable(
+                self.table_uri(table), version=version, storage_options=self.storage_options or None
+            )
+        except TableNotFoundError as err:
+            raise StorageError(f"table {table.path} does not exist in {self.uri}") from err
+
+    def version(self, table: TableSpec) -> int | None:
+        """Current version of the table, None when it does not exist."""
+        if not self.exists(table):
+            return None
+        return self.delta(table).version()
+
+    def dataset(self, table: TableSpec) -> pads.Dataset:
+        """The table as a pyarrow dataset (empty with the declared schema when missing)."""
+        if not self.exists(table):
+            return pads.dataset(table.schema.empty_table())
+        return self.delta(table).to_pyarrow_dataset()
+
+    def scan(self, table: TableSpec) -> pl.LazyFrame:
+        """The table as a Polars LazyFrame (empty with the declared schema when missing)."""
+        if not self.exists(table):
+            return empty_frame(table).lazy()
+        return pl.scan_delta(self.table_uri(table), storage_options=self.storage_options or None)
+
+    def read_columns(
+        self,
+        table: TableSpec,
+        *,
+        columns: list[str] | None = None,
+        where: pc.Expression | None = None,
+        dictionary_columns: tuple[str, ...] = (),
+    ) -> pl.DataFrame:
+        """Read selected columns and rows through Arrow (file and row-group statistics prune).
+
+        Args:
+            table: the table.
+            columns: columns to read (all when None).
+            where: an Arrow filter expression, e.g. ``pc.field("patient_id") >= "P1"``.
+            dictionary_columns: string columns read dictionary-encoded, which arrive in Polars as
+                ``Categorical`` without materialising every string (much faster for IDs).
+        """
+        if not self.exists(table):
+            frame = empty_frame(table)
+            return frame.select(columns) if columns else frame
+        dataset = self.delta(table).to_pyarrow_dataset(
+            parquet_read_options=pads.ParquetReadOptions(dictionary_columns=set(dictionary_columns))
+        )
+        arrow = dataset.to_table(columns=columns, filter=where)
+        frame = pl.from_arrow(arrow)
+        assert isinstance(frame, pl.DataFrame)
+        return frame
+
+    def read(self, table: TableSpec) -> pl.DataFrame:
+        """The whole table (for small tables: patients, clinical data, ops)."""
+        return self.scan(table).collect()
+
+    def history(self, table: TableSpec, *, limit: int | None = None) -> list[dict[str, Any]]:
+        """Commit history, newest first; empty when the table does not exist."""
+        if not self.exists(table):
+            return []
+        return self.delta(table).history(limit)
+
+    def file_stats(self, table: TableSpec, *, version: int | None = None) -> pl.DataFrame:
+        """One row per data file: path, size, record count, partition values and min/max stats."""
+        if not self.exists(table):
+            return pl.DataFrame()
+        actions = self.delta(table, version=version).get_add_actions(flatten=True)
+        return pl.from_arrow(pa.table(actions))  # type: ignore[return-value]
+
+    def info(self, table: TableSpec) -> TableInfo:
+        """Version, rows, files and bytes of a table."""
+        if not self.exists(table):
+            return TableInfo(table.path, False, None, 0, 0, 0)
+        stats = self.file_stats(table)
+        files = stats.height
+        rows = int(stats["num_records"].sum()) if files else 0
+        size = int(stats["size_bytes"].sum()) if files else 0
+        return TableInfo(table.path, True, self.delta(table).version(), rows, files, size)
+
+    # ---------------------------------------------------------------- writing
+
+    def append(
+        self,
+        table: TableSpec,
+        data: pl.DataFrame | pa.Table,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        app_id: str | None = None,
+        app_version: int | None = None,
+    ) -> bool:
+        """Append rows.
+
+        With ``app_id`` and ``app_version`` the commit is recorded as that application transaction
+        and skipped when the table has already seen that version or a later one, so a retried
+        job never appends the same batch twice.
+
+        Returns:
+            True when rows were committed, False when the transaction was already applied.
+        """
+        if app_id is not None and app_version is not None and self.exists(table):
+            done = self.delta(table).transaction_version(app_id)
+            if done is not None and done >= app_version:
+                return False
+        arrow = conform(table, data)
+        transactions = (
+            [Transaction(app_id=app_id, version=app_version)]
+            if app_id is not None and app_version is not None
+            else None
+        )
+        _with_commit_retry(
+            lambda: write_deltalake(
+                self.table_uri(table),
+                arrow,
+                mode="append",
+                partition_by=list(table.partition_by) or None,
+                storage_options=self.storage_options or None,
+                writer_properties=_WRITER,
+                commit_properties=CommitProperties(
+                    custom_metadata=dict(metadata or {}), app_transactions=transactions
+                ),
+            ),
+            what=f"append to {table.path}",
+        )
+        return True
+
+    def replace(
+        self,
+        table: TableSpec,
+        data: pl.DataFrame | pa.Table,
+        *,
+        predicate: str | None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        """Atomically replace the rows matching ``predicate`` by ``data`` (all rows when None).
+
+        Every row of ``data`` must satisfy the predicate. Re-running with the same data leaves the
+        same table content.
+        """
+        arrow = conform(table, data)
+        mode = "overwrite"
+        if not self.exists(table):
+            predicate = None
+        _with_commit_retry(
+            lambda: write_deltalake(
+                self.table_uri(table),
+                arrow,
+                mode=mode,
+                predicate=predicate,
+                partition_by=list(table.partition_by) or None,
+                storage_options=self.storage_options or None,
+                writer_properties=_WRITER,
+                commit_properties=CommitProperties(custom_metadata=dict(metadata or {})),
+            ),
+            what=f"replace in {table.path}",
+        )
+
+    def upsert(
+        self,
+        table: TableSpec,
+        data: pl.DataFrame | pa.Table,
+        *,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        """Insert rows or update the rows with the same keys (merge on the table's keys)."""
+        arrow = conform(table, data)
+        if not self.exists(table):
+            self.append(table, arrow, metadata=metadata)
+            return
+        on = " AND ".join(f"target.{k} = source.{k}" for k in table.keys)
+
+        def merge() -> None:
+            (
+                self.delta(table)
+                .merge(
+                    arrow,
+                    predicate=on,
+                    source_alias="source",
+                    target_alias="target",
+                    writer_properties=_WRITER,
+                    commit_properties=CommitProperties(custom_metadata=dict(metadata or {})),
+                )
+                .when_matched_update_all()
+                .when_not_matched_insert_all()
+                .execute()
+            )
+
+        _with_commit_retry(merge, what=f"merge into {table.path}")
+
+    def delete(self, table: TableSpec, predicate: str) -> None:
+        """Delete the rows matching ``predicate`` (no-op when the table does not exist)."""
+        if not self.exists(table):
+            return
+        _with_commit_retry(
+            lambda: self.delta(table).delete(predicate, writer_properties=_WRITER),
+            what=f"delete from {table.path}",
+        )
+
+    # ---------------------------------------------------------------- upkeep
+
+    def optimize(self, table: TableSpec, *, vacuum_hours: int = 168) -> dict[str, Any]:
+        """Compact small files (z-ordered by the table's sort columns) and vacuum old files.
+
+        Args:
+            table: the table.
+            vacuum_hours: files no longer referenced for this many hours are deleted.
+        """
+        delta = self.delta(table)
+        order = [c for c in table.sort_by if c not in table.partition_by]
+
+        def compact() -> dict[str, Any]:
+            if order:
+                return delta.optimize.z_order(order, writer_properties=_WRITER)
+            return delta.optimize.compact(writer_properties=_WRITER)
+
+        metrics = _with_commit_retry(compact, what=f"optimize {table.path}")
+        removed = delta.vacuum(
+            retention_hours=vacuum_hours,
+            dry_run=False,
+            enforce_retention_duration=vacuum_hours >= 168,
+        )
+        return {**metrics, "vacuumed_files": len(removed)}
+
+
+def empty_frame(table: TableSpec) -> pl.DataFrame:
+    """An empty Polars frame with the table's schema."""
+    return pl.from_arrow(table.schema.empty_table())  # type: ignore[return-value]
+
+
+def conform(table: TableSpec, data: pl.DataFrame | pa.Table) -> pa.Table:
+    """``data`` as Arrow with exactly the table's columns, order and types, sorted for writing."""
+    frame = data if isinstance(data, pl.DataFrame) else pl.from_arrow(data)
+    assert isinstance(frame, pl.DataFrame)
+    missing = [c for c in table.columns if c not in frame.columns]
+    if missing:
+        raise StorageError(f"{table.path}: rows lack columns {missing}")
+    if table.sort_by and frame.height > 1:
+        frame = frame.sort(list(table.sort_by))
+    arrow = frame.select(table.columns).to_arrow()
+    try:
+        return arrow.cast(table.schema)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as err:
+        raise StorageError(f"{table.path}: rows do not fit the table schema ({err})") from err
+
+
+def in_list_predicate(column: str, values: Iterable[object]) -> str:
+    """``column IN (...)`` as a Delta predicate."""
+    items = ", ".join(sql_literal(v) for v in values)
+    return f"{column} IN ({items})" if items else "false"
