@@ -13,14 +13,15 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 import polars as pl
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from jobs.daily import SAMPLE_COLUMNS, daily_steps
 from jobs.runs import job_run
-from lakehouse.catalog import DAILY_STEPS, JOB_RUNS, STEP_SAMPLES
+from lakehouse.catalog import DAILY_STEPS, JOB_RUNS, STEP_SAMPLES, UTC_TS
 from lakehouse.storage import Lake, sql_literal
 
 JOB = "aggregate"
@@ -121,18 +122,17 @@ def _patient_filter(first: str | None, last: str | None, *, last_inclusive: bool
     return condition
 
 
+def _utc_scalar(day: date, shift: timedelta) -> pc.Expression:
+    instant = datetime.combine(day, time(0), tzinfo=UTC) + shift
+    return pc.scalar(pa.scalar(instant, type=UTC_TS))
+
+
 def _time_filter(scope: Scope) -> pc.Expression:
     condition = pc.scalar(True)
     if scope.first_day is not None:
-        start = datetime.combine(scope.first_day, datetime.min.time()) - _SAMPLE_REACH
-        condition = condition & (
-            pc.field("start_ts") >= pc.scalar(start).cast("timestamp[us, tz=UTC]")
-        )
+        condition &= pc.field("start_ts") >= _utc_scalar(scope.first_day, -_SAMPLE_REACH)
     if scope.last_day is not None:
-        end = datetime.combine(scope.last_day, datetime.min.time()) + _SAMPLE_REACH
-        condition = condition & (
-            pc.field("start_ts") < pc.scalar(end).cast("timestamp[us, tz=UTC]")
-        )
+        condition &= pc.field("start_ts") < _utc_scalar(scope.last_day, _SAMPLE_REACH)
     return condition
 
 

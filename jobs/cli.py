@@ -1,0 +1,247 @@
+"""The ``mobility`` command line (also ``python -m jobs``).
+
+Every command takes the lake from ``--lake``, else ``LAKE_URI``, else ``./lake``. Errors a user can
+cause print one line and exit with status 2; nothing is half-written.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Literal
+
+import click
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from lakehouse.catalog import TABLES
+from lakehouse.errors import InputError, MobilityError
+from lakehouse.settings import get_settings
+from lakehouse.storage import Lake
+
+app = typer.Typer(
+    name="mobility",
+    help="Clinical mobility lakehouse: generate, ingest, aggregate, query.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+lake_app = typer.Typer(help="Inspect and maintain the lake's tables.", no_args_is_help=True)
+app.add_typer(lake_app, name="lake")
+
+console = Console(stderr=True)
+
+
+@dataclass
+class Context:
+    """What every command receives from the global options."""
+
+    lake: Lake
+    engine: Literal["local", "spark"]
+
+
+def _context(ctx: typer.Context) -> Context:
+    obj = ctx.find_root().obj
+    assert isinstance(obj, Context)
+    return obj
+
+
+@app.callback()
+def _global_options(
+    ctx: typer.Context,
+    lake: Annotated[
+        str | None, typer.Option("--lake", help="Lake root: a folder or s3://bucket/prefix.")
+    ] = None,
+    engine: Annotated[
+        str | None, typer.Option("--engine", help="Where transforms run: local or spark.")
+    ] = None,
+) -> None:
+    settings = get_settings()
+    chosen = engine or settings.engine
+    if chosen not in ("local", "spark"):
+        raise InputError(f"unknown engine {chosen!r}: use local or spark")
+    if chosen == "spark":
+        raise InputError("the spark engine is not available in this version; use --engine local")
+    ctx.obj = Context(
+        lake=Lake(lake or settings.lake_uri, storage_options=settings.storage_options()),
+        engine="local",
+    )
+
+
+@contextmanager
+def _progress(description: str, total: int | None) -> Iterator[Progress]:
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as progress:
+        progress.add_task(description, total=total)
+        yield progress
+
+
+@app.command()
+def generate(
+    ctx: typer.Context,
+    patients: Annotated[int, typer.Option(min=1, help="Number of synthetic patients.")],
+    seed: Annotated[int, typer.Option(min=0, help="Random seed (same seed, same data).")] = 42,
+    years: Annotated[float, typer.Option(min=0.1, max=20, help="Years of history.")] = 3.0,
+    landing: Annotated[
+        Path | None,
+        typer.Option(help="Write landing files (device exports, clinical CSVs) here instead."),
+    ] = None,
+    end_date: Annotated[
+        str | None, typer.Option(help="Last day of history, YYYY-MM-DD (default fixed).")
+    ] = None,
+) -> None:
+    """Create a synthetic patient population (bronze tables, or landing files)."""
+    from jobs import generate as generate_job
+
+    last_day = _parse_date(end_date) if end_date else None
+    with _progress("generating patients", patients) as progress:
+        summary = generate_job.run(
+            _context(ctx).lake,
+            patients=patients,
+            seed=seed,
+            years=years,
+            landing=landing,
+            end_date=last_day,
+            progress=lambda done: progress.update(progress.task_ids[0], completed=done),
+        )
+    typer.echo(summary.describe())
+
+
+@app.command()
+def aggregate(
+    ctx: typer.Context,
+    full: Annotated[bool, typer.Option(help="Recompute every patient-day.")] = False,
+) -> None:
+    """Aggregate raw step samples into silver/daily_steps (only what changed)."""
+    from jobs import aggregate as aggregate_job
+
+    lake = _context(ctx).lake
+    with _progress("aggregating samples", None) as progress:
+        summary = aggregate_job.run(
+            lake,
+            batch_samples=get_settings().aggregate_batch_samples,
+            full=full,
+            progress=lambda n: progress.advance(progress.task_ids[0], n),
+        )
+    typer.echo(
+        f"aggregate: {summary.mode}, {summary.samples_in:,} samples -> "
+        f"{summary.days_out:,} patient-days in {summary.batches} batch(es)"
+    )
+
+
+@app.command()
+def pipeline(ctx: typer.Context) -> None:
+    """Run every stage that is due, in order (today: aggregate)."""
+    aggregate(ctx, full=False)
+
+
+@app.command()
+def sql(
+    ctx: typer.Context,
+    query: Annotated[str, typer.Argument(help="One read-only SQL query over the lake views.")],
+    max_rows: Annotated[int, typer.Option(min=1, help="Row cap.")] = 10_000,
+    timeout: Annotated[float, typer.Option(min=0.1, help="Time limit in seconds.")] = 30.0,
+) -> None:
+    """Query the lake through the read-only SQL sandbox; prints CSV."""
+    from lakehouse.query import connect, run_query
+
+    result = run_query(
+        connect(_context(ctx).lake), query, timeout_seconds=timeout, row_cap=max_rows
+    )
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(result.table.column_names)
+    for row in result.table.to_pylist():
+        writer.writerow(row.values())
+    if result.truncated:
+        console.print(f"[yellow]result truncated to {max_rows:,} rows[/yellow]")
+
+
+@app.command()
+def scheduler(ctx: typer.Context) -> None:
+    """Run the pipeline once a day (the Procfile worker)."""
+    from jobs.schedule import run_forever
+
+    run_forever(_context(ctx).lake)
+
+
+@lake_app.command("info")
+def lake_info(ctx: typer.Context) -> None:
+    """List tables with their version, rows, files and size."""
+    lake = _context(ctx).lake
+    table = Table(title=f"lake {lake.uri}")
+    for column in ("table", "version", "rows", "files", "size MB"):
+        table.add_column(column, justify="left" if column == "table" else "right")
+    for spec in TABLES:
+        info = lake.info(spec)
+        if not info.exists:
+            table.add_row(spec.path, "-", "-", "-", "-")
+            continue
+        table.add_row(
+            spec.path,
+            str(info.version),
+            f"{info.rows:,}",
+            f"{info.files:,}",
+            f"{info.size_bytes / 1e6:,.1f}",
+        )
+    Console().print(table)
+
+
+@lake_app.command("optimize")
+def lake_optimize(
+    ctx: typer.Context,
+    table: Annotated[
+        str | None, typer.Option(help="Only this table, as layer/name (default: all).")
+    ] = None,
+    vacuum_hours: Annotated[
+        int, typer.Option(min=0, help="Delete files unreferenced for this many hours.")
+    ] = 168,
+) -> None:
+    """Compact small files (z-ordered by patient and time) and vacuum old ones."""
+    lake = _context(ctx).lake
+    chosen = [t for t in TABLES if table is None or t.path == table]
+    if not chosen:
+        raise InputError(f"unknown table {table!r}; see `mobility lake info`")
+    for spec in chosen:
+        if not lake.exists(spec):
+            continue
+        before = lake.info(spec).files
+        metrics = lake.optimize(spec, vacuum_hours=vacuum_hours)
+        typer.echo(
+            f"{spec.path}: {before} -> {lake.info(spec).files} files, "
+            f"{metrics.get('vacuumed_files', 0)} vacuumed"
+        )
+
+
+def _parse_date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError as err:
+        raise InputError(f"not a date (YYYY-MM-DD): {text!r}") from err
+
+
+def main() -> None:
+    """Entry point: run the CLI, turning expected errors into one line and exit status 2."""
+    try:
+        app(standalone_mode=False)
+    except click.exceptions.Exit as done:
+        sys.exit(done.exit_code)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
+    except MobilityError as err:
+        console.print(f"error: {err}", markup=False, highlight=False)
+        sys.exit(2)

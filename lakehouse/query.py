@@ -1,0 +1,94 @@
+"""The DuckDB query layer: every catalog table as a view ``<layer>.<name>`` over the lake.
+
+DuckDB cannot download its ``delta`` extension here, so each view scans the table's current files
+through ``DeltaTable.to_pyarrow_dataset()`` (missing tables appear as empty views with their
+declared schema). The sandboxed connection used by the analysts' SQL console and ``mobility sql``
+turns off external access, Python replacement scans and configuration changes, caps memory, and
+interrupts queries that run too long.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import duckdb
+import pyarrow as pa
+
+from lakehouse.catalog import TABLES
+from lakehouse.errors import InputError
+from lakehouse.storage import Lake
+
+DEFAULT_TIMEOUT_SECONDS = 30.0
+DEFAULT_ROW_CAP = 10_000
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """Rows of a query, capped; ``truncated`` says whether more rows existed."""
+
+    table: pa.Table
+    truncated: bool
+
+
+def connect(
+    lake: Lake, *, sandbox: bool = True, memory_limit: str = "2GB"
+) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with every lake table registered as a view.
+
+    Args:
+        lake: the lake to expose.
+        sandbox: lock the connection down for untrusted SQL (external access off, configuration
+            locked). Views are registered before locking.
+        memory_limit: DuckDB memory limit.
+    """
+    con = duckdb.connect(
+        ":memory:",
+        config={"python_enable_replacements": False, "memory_limit": memory_limit, "threads": 2},
+    )
+    for table in TABLES:
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {table.layer}")
+        source = f"_arrow_{table.layer}_{table.name}"
+        con.register(source, lake.dataset(table))
+        con.execute(f"CREATE OR REPLACE VIEW {table.qualified_name} AS SELECT * FROM {source}")
+    if sandbox:
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+    return con
+
+
+def run_query(
+    con: duckdb.DuckDBPyConnection,
+    sql: str,
+    params: list[object] | None = None,
+    *,
+    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+    row_cap: int = DEFAULT_ROW_CAP,
+) -> QueryResult:
+    """Run one query with bound parameters, a time limit and a row cap.
+
+    Raises:
+        InputError: the query failed or ran out of time (one line, safe to show a user).
+    """
+    timer = threading.Timer(timeout_seconds, con.interrupt)
+    timer.start()
+    try:
+        relation = con.sql(sql, params=params or None)
+        if relation is None:  # a statement without a result
+            return QueryResult(pa.table({}), truncated=False)
+        reader = relation.to_arrow_reader(min(row_cap + 1, 100_000))
+        batches: list[pa.RecordBatch] = []
+        rows = 0
+        for batch in reader:
+            batches.append(batch)
+            rows += batch.num_rows
+            if rows > row_cap:
+                break
+        table = pa.Table.from_batches(batches, schema=reader.schema)
+    except duckdb.InterruptException as err:
+        raise InputError(f"query stopped after the {timeout_seconds:g} s time limit") from err
+    except duckdb.Error as err:
+        raise InputError(f"query failed: {str(err).splitlines()[0]}") from err
+    finally:
+        timer.cancel()
+    return QueryResult(table.slice(0, row_cap), truncated=table.num_rows > row_cap)

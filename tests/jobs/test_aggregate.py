@@ -1,0 +1,143 @@
+"""The aggregation job: incremental, idempotent, and equal to a full recomputation."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from jobs import aggregate
+from jobs.daily import daily_steps
+from lakehouse.catalog import DAILY_STEPS, JOB_RUNS, STEP_SAMPLES
+from lakehouse.storage import Lake
+
+
+def _samples(patients: list[str], first_day: datetime, days: int, seed: int) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for patient in patients:
+        for day in range(days):
+            for _ in range(int(rng.integers(3, 12))):
+                start = first_day + timedelta(days=day, minutes=int(rng.integers(0, 24 * 60)))
+                rows.append(
+                    {
+                        "patient_id": patient,
+                        "start_ts": start,
+                        "end_ts": start + timedelta(seconds=int(rng.integers(0, 1800))),
+                        "utc_offset_minutes": int(rng.choice([-300, 60, 330])),
+                        "steps": float(rng.integers(0, 800)),
+                        "source": str(rng.choice(["phone", "watch"])),
+                    }
+                )
+    return pl.DataFrame(rows).with_columns(
+        pl.col("start_ts").cast(pl.Datetime("us", "UTC")),
+        pl.col("end_ts").cast(pl.Datetime("us", "UTC")),
+        pl.col("utc_offset_minutes").cast(pl.Int16),
+        month=pl.col("start_ts").dt.strftime("%Y-%m"),
+    )
+
+
+def _silver(lake: Lake) -> pl.DataFrame:
+    return lake.read(DAILY_STEPS).sort("patient_id", "date")
+
+
+def _expected(lake: Lake) -> pl.DataFrame:
+    """Daily steps recomputed from all of bronze in one go."""
+    bronze = lake.read(STEP_SAMPLES)
+    return daily_steps(bronze.lazy()).collect().sort("patient_id", "date")
+
+
+def _same(actual: pl.DataFrame, expected: pl.DataFrame) -> None:
+    assert actual.height == expected.height
+    assert_frame_equal(
+        actual.select(expected.columns), expected, check_dtypes=False, abs_tol=1e-6
+    )
+
+
+@pytest.fixture
+def lake(tmp_path) -> Lake:
+    return Lake(str(tmp_path / "lake"))
+
+
+START = datetime(2024, 1, 25, tzinfo=UTC)
+
+
+def test_first_run_is_full_and_matches_independent_recompute(lake: Lake) -> None:
+    lake.append(STEP_SAMPLES, _samples(["P1", "P2", "P3"], START, 20, seed=1))
+    summary = aggregate.run(lake, batch_samples=150)  # small batches: several batches
+    assert summary.mode == "full"
+    assert summary.batches > 1
+    _same(_silver(lake), _expected(lake))
+
+
+def test_rerun_is_a_no_op(lake: Lake) -> None:
+    lake.append(STEP_SAMPLES, _samples(["P1", "P2"], START, 10, seed=2))
+    aggregate.run(lake)
+    version = lake.version(DAILY_STEPS)
+    summary = aggregate.run(lake)
+    assert summary.mode == "up-to-date"
+    assert lake.version(DAILY_STEPS) == version
+    runs = lake.read(JOB_RUNS).filter(pl.col("job") == "aggregate")
+    assert runs.height == 2
+    assert (runs["status"] == "succeeded").all()
+    assert json.loads(runs.sort("finished_at")["details"][-1])["mode"] == "up-to-date"
+
+
+def test_new_batch_recomputes_only_the_patient_days_it_touches(lake: Lake) -> None:
+    lake.append(STEP_SAMPLES, _samples(["P1", "P2", "P3"], START, 30, seed=3))
+    aggregate.run(lake)
+    before = _silver(lake)
+    # late data for P2 over 3 days inside the history, plus a brand-new patient P9
+    late = _samples(["P2"], START + timedelta(days=10), 3, seed=4)
+    lake.append(STEP_SAMPLES, pl.concat([late, _samples(["P9"], START, 5, seed=5)]))
+    summary = aggregate.run(lake)
+    assert summary.mode == "incremental"
+    after = _silver(lake)
+    _same(after, _expected(lake))
+    # P1's days were outside every scope and P3 is beyond the scope's patient range: untouched
+    assert summary.days_out < after.height
+    for patient in ("P1",):
+        assert_frame_equal(
+            before.filter(pl.col("patient_id") == patient),
+            after.filter(pl.col("patient_id") == patient),
+        )
+
+
+def test_deleted_samples_disappear_from_daily_steps(lake: Lake) -> None:
+    lake.append(STEP_SAMPLES, _samples(["P1"], START, 5, seed=6))
+    lake.append(STEP_SAMPLES, _samples(["P2"], START, 5, seed=7))
+    aggregate.run(lake)
+    lake.delete(STEP_SAMPLES, "patient_id = 'P2'")
+    summary = aggregate.run(lake)
+    assert summary.mode == "incremental"
+    silver = _silver(lake)
+    assert set(silver["patient_id"]) == {"P1"}
+    _same(silver, _expected(lake))
+
+
+def test_compaction_of_bronze_needs_no_recompute(lake: Lake) -> None:
+    for seed in range(3):
+        lake.append(STEP_SAMPLES, _samples([f"P{seed}"], START, 3, seed=seed))
+    aggregate.run(lake)
+    lake.optimize(STEP_SAMPLES, vacuum_hours=168)
+    assert aggregate.run(lake).mode == "up-to-date"
+
+
+def test_full_flag_recomputes_and_leaves_the_same_content(lake: Lake) -> None:
+    lake.append(STEP_SAMPLES, _samples(["P1", "P2"], START, 8, seed=8))
+    aggregate.run(lake)
+    first = _silver(lake)
+    summary = aggregate.run(lake, full=True, batch_samples=50)
+    assert summary.mode == "full"
+    assert_frame_equal(_silver(lake), first)
+
+
+def test_empty_lake_records_a_run_and_writes_nothing(lake: Lake) -> None:
+    summary = aggregate.run(lake)
+    assert summary.mode == "up-to-date"
+    assert not lake.exists(DAILY_STEPS)
+    assert lake.read(JOB_RUNS).height == 1
