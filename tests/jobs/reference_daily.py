@@ -20,7 +20,9 @@ def reference_daily(samples: list[dict[str, Any]]) -> dict[tuple[str, date], dic
     source. Returns steps, coverage_hours, n_samples, n_sources per patient-day.
     """
     # (patient, local hour start, offset) -> source -> steps
-    hours: dict[tuple[str, datetime, int], dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    hours: dict[tuple[str, datetime, int], dict[str, float]] = defaultdict(
+        lambda: defaultdict(float)
+    )
     samples_per_day: dict[tuple[str, date], int] = defaultdict(int)
     sources_per_day: dict[tuple[str, date], set[str]] = defaultdict(set)
     for sample in samples:

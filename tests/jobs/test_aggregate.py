@@ -53,9 +53,7 @@ def _expected(lake: Lake) -> pl.DataFrame:
 
 def _same(actual: pl.DataFrame, expected: pl.DataFrame) -> None:
     assert actual.height == expected.height
-    assert_frame_equal(
-        actual.select(expected.columns), expected, check_dtypes=False, abs_tol=1e-6
-    )
+    assert_frame_equal(actual.select(expected.columns), expected, check_dtypes=False, abs_tol=1e-6)
 
 
 @pytest.fixture
