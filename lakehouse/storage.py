@@ -148,9 +148,7 @@ class Lake:
             parquet_read_options=pads.ParquetReadOptions(dictionary_columns=set(dictionary_columns))
         )
         arrow = dataset.to_table(columns=columns, filter=where)
-        frame = pl.from_arrow(arrow)
-        assert isinstance(frame, pl.DataFrame)
-        return frame
+        return pl.DataFrame(arrow)
 
     def read(self, table: TableSpec) -> pl.DataFrame:
         """The whole table (for small tables: patients, clinical data, ops)."""
@@ -239,14 +237,13 @@ class Lake:
         same table content.
         """
         arrow = conform(table, data)
-        mode = "overwrite"
         if not self.exists(table):
             predicate = None
         _with_commit_retry(
             lambda: write_deltalake(
                 self.table_uri(table),
                 arrow,
-                mode=mode,
+                mode="overwrite",
                 predicate=predicate,
                 partition_by=list(table.partition_by) or None,
                 storage_options=self.storage_options or None,

@@ -30,7 +30,7 @@ _SHORT_HISTORY_DAYS = 90
 
 # Average walking bouts per fully worn day; with non-wear and phone+watch duplicates this gives
 # about 26,700 samples per patient-year (Apple Health exports of active users look like that).
-BOUTS_PER_WORN_DAY = 58.0
+BOUTS_PER_WORN_DAY = 74.0
 
 
 @dataclass(frozen=True)
