@@ -38,8 +38,14 @@ SAMPLE_COLUMNS = ("patient_id", "start_ts", "end_ts", "utc_offset_minutes", "ste
 
 def _code_table(frame: pl.LazyFrame, column: str, code: str) -> pl.LazyFrame:
     """The distinct values of ``column`` with a dense Int64 code numbered from 0."""
+    # Sorted, so every evaluation of this lazy plan numbers the values the same way: the plan is
+    # used twice (to encode and to decode), and ``unique()`` alone has no stable order.
     return (
-        frame.select(column).unique().with_row_index(code).with_columns(pl.col(code).cast(pl.Int64))
+        frame.select(column)
+        .unique()
+        .sort(column)
+        .with_row_index(code)
+        .with_columns(pl.col(code).cast(pl.Int64))
     )
 
 
