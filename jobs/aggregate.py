@@ -197,12 +197,11 @@ def _aggregate_scope(
             where=where,
             dictionary_columns=("patient_id", "source"),
         )
-        days = daily_steps(samples.lazy())
+        daily = daily_steps(samples)
         if scope.first_day is not None:
-            days = days.filter(pl.col("date") >= scope.first_day)
+            daily = daily.filter(pl.col("date") >= scope.first_day)
         if scope.last_day is not None:
-            days = days.filter(pl.col("date") <= scope.last_day)
-        daily = days.collect()
+            daily = daily.filter(pl.col("date") <= scope.last_day)
         lake.replace(
             DAILY_STEPS,
             daily,

@@ -243,5 +243,7 @@ def main() -> None:
         err.show()
         sys.exit(err.exit_code)
     except MobilityError as err:
-        console.print(f"error: {err}", markup=False, highlight=False)
+        message = " ".join(str(err).splitlines())
+        # soft_wrap: the console must not fold a long message onto several lines.
+        console.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)

@@ -14,12 +14,15 @@ Pure Polars (no storage), shared by every engine. Rules (DESIGN.md, "Daily aggre
 - ``is_wear_day`` marks days with at least :data:`MIN_WEAR_HOURS` hours of coverage and some steps;
   other days are non-wear: kept for the record but treated as missing by forecasting.
 
-For speed the three group-bys run on single ``Int64`` keys packed from dense integer codes instead
-of strings (hashing strings dominated the cost); the codes are decoded once at the end.
+Speed: bronze files are sorted by patient, source and time, so most samples of one (patient,
+source, local hour) arrive next to each other. Those runs are summed with one linear pass
+(``numpy.add.reduceat``) before any hashing; the hash group-bys then see a few rows per hour
+instead of every sample. The result never depends on the input order, only the speed does.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
 US_PER_MINUTE = 60_000_000
@@ -27,54 +30,109 @@ US_PER_HOUR = 3_600_000_000
 MIN_WEAR_HOURS = 8
 
 # A local hour is packed with its UTC offset so the two real hours sharing one wall-clock label
-# on the DST fall-back night stay apart: slot = hour * 2048 + (offset + 840), offsets |x| <= 840.
+# on the DST fall-back night stay apart: slot = hour * 2048 + (offset + 840), |offset| <= 840.
 _OFFSET_SLOTS = 2048
 _OFFSET_SHIFT = 840
-_SLOT_BASE = 1 << 31  # hours since 1970 * 2048 stays below 2**31 until the year 2089
-_DAY_BASE = 1 << 20
 
 SAMPLE_COLUMNS = ("patient_id", "start_ts", "end_ts", "utc_offset_minutes", "steps", "source")
+DAILY_COLUMNS = (
+    "patient_id",
+    "date",
+    "steps",
+    "coverage_hours",
+    "n_samples",
+    "n_sources",
+    "is_wear_day",
+    "month",
+)
+_PIECE_SCHEMA = {
+    "patient": pl.UInt32,
+    "source": pl.UInt32,
+    "slot": pl.Int64,
+    "steps": pl.Float64,
+    "n_samples": pl.Int64,
+}
 
 
-def _code_table(frame: pl.LazyFrame, column: str, code: str) -> pl.LazyFrame:
-    """The distinct values of ``column`` with a dense Int64 code numbered from 0."""
-    # Sorted, so every evaluation of this lazy plan numbers the values the same way: the plan is
-    # used twice (to encode and to decode), and ``unique()`` alone has no stable order.
-    return (
-        frame.select(column)
-        .unique()
-        .sort(column)
-        .with_row_index(code)
-        .with_columns(pl.col(code).cast(pl.Int64))
-    )
+def _local_hours(samples: pl.DataFrame) -> pl.DataFrame:
+    """Local start/end in microseconds since the epoch and the first/last local hour touched.
 
-
-def _hourly_pieces(samples: pl.LazyFrame) -> pl.LazyFrame:
-    """One row per (sample, local hour it touches) with the steps falling in that hour.
-
-    Input columns: ``pair`` (dense code of patient and source), ``start_ts``, ``end_ts``,
-    ``utc_offset_minutes``, ``steps``. Output: ``pair, slot, steps, starts_day``.
+    Expects integer ``patient`` and ``source`` codes next to the sample columns.
     """
-    offset_us = pl.col("utc_offset_minutes").cast(pl.Int64) * US_PER_MINUTE
-    local = samples.select(
-        "pair",
+    offset = pl.col("utc_offset_minutes").cast(pl.Int64)
+    return samples.select(
+        "patient",
+        "source",
         "steps",
-        "utc_offset_minutes",
-        local_start=pl.col("start_ts").dt.epoch("us") + offset_us,
-        local_end=pl.col("end_ts").dt.epoch("us") + offset_us,
+        offset_slot=offset + _OFFSET_SHIFT,
+        local_start=pl.col("start_ts").dt.epoch("us") + offset * US_PER_MINUTE,
+        local_end=pl.col("end_ts").dt.epoch("us") + offset * US_PER_MINUTE,
     ).with_columns(
         first_hour=pl.col("local_start") // US_PER_HOUR,
         # end is exclusive: a sample ending exactly on the hour does not touch the next hour
         last_hour=pl.max_horizontal(pl.col("local_end") - 1, pl.col("local_start")) // US_PER_HOUR,
     )
-    offset_slot = pl.col("utc_offset_minutes").cast(pl.Int64) + _OFFSET_SHIFT
-    within_hour = local.filter(pl.col("first_hour") == pl.col("last_hour")).select(
-        "pair",
-        "steps",
-        slot=pl.col("first_hour") * _OFFSET_SLOTS + offset_slot,
-        starts_day=pl.lit(1, dtype=pl.Int32),
+
+
+def _coded(samples: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The samples with ``patient`` and ``source`` as integer codes, and the patient code table.
+
+    The group-bys below then hash integers, not strings. Codes are the categorical physical
+    values of this very frame; they are only meaningful together with the returned table.
+    """
+    patient = samples["patient_id"].cast(pl.Categorical)
+    codes = patient.to_physical()
+    first_rows = (
+        pl.DataFrame({"patient": codes})
+        .with_row_index("row")
+        .group_by("patient")
+        .agg(pl.col("row").first())
     )
-    spanning = (
+    patients = first_rows.select(
+        "patient", patient_id=patient.gather(first_rows["row"]).cast(pl.String)
+    )
+    coded = samples.select(
+        "start_ts",
+        "end_ts",
+        "utc_offset_minutes",
+        "steps",
+        patient=codes,
+        source=pl.col("source").cast(pl.Categorical).to_physical(),
+    )
+    return coded, patients
+
+
+def _within_hour_runs(local: pl.DataFrame) -> pl.DataFrame:
+    """Samples inside one local hour, consecutive rows of the same (patient, source, hour)
+    summed in one linear pass."""
+    first_hour = local["first_hour"].to_numpy()
+    inside = np.flatnonzero(first_hour == local["last_hour"].to_numpy())
+    if inside.size == 0:
+        return pl.DataFrame(schema=_PIECE_SCHEMA)
+    patient = local["patient"].to_numpy()[inside]
+    source = local["source"].to_numpy()[inside]
+    slot = first_hour[inside] * _OFFSET_SLOTS + local["offset_slot"].to_numpy()[inside]
+    changed = np.empty(inside.size, dtype=bool)
+    changed[0] = True
+    np.not_equal(slot[1:], slot[:-1], out=changed[1:])
+    changed[1:] |= patient[1:] != patient[:-1]
+    changed[1:] |= source[1:] != source[:-1]
+    starts = np.flatnonzero(changed)
+    return pl.DataFrame(
+        {
+            "patient": patient[starts],
+            "source": source[starts],
+            "slot": slot[starts],
+            "steps": np.add.reduceat(local["steps"].to_numpy()[inside], starts),
+            "n_samples": np.diff(np.append(starts, inside.size)),
+        },
+        schema=_PIECE_SCHEMA,
+    )
+
+
+def _spanning_pieces(local: pl.DataFrame) -> pl.DataFrame:
+    """Samples touching several local hours, split in proportion to the time in each hour."""
+    return (
         local.filter(pl.col("first_hour") != pl.col("last_hour"))
         .with_columns(hour=pl.int_ranges("first_hour", pl.col("last_hour") + 1))
         .explode("hour")
@@ -83,79 +141,59 @@ def _hourly_pieces(samples: pl.LazyFrame) -> pl.LazyFrame:
             - pl.max_horizontal("local_start", pl.col("hour") * US_PER_HOUR),
         )
         .select(
-            "pair",
+            "patient",
+            "source",
+            slot=pl.col("hour") * _OFFSET_SLOTS + pl.col("offset_slot"),
             steps=pl.col("steps")
             * pl.col("piece_us")
             / (pl.col("local_end") - pl.col("local_start")),
-            slot=pl.col("hour") * _OFFSET_SLOTS + offset_slot,
             # a sample counts once per local day: on its first hour and at each local midnight
-            starts_day=((pl.col("hour") == pl.col("first_hour")) | (pl.col("hour") % 24 == 0)).cast(
-                pl.Int32
+            n_samples=((pl.col("hour") == pl.col("first_hour")) | (pl.col("hour") % 24 == 0)).cast(
+                pl.Int64
             ),
         )
     )
-    return pl.concat([within_hour, spanning], how="vertical")
 
 
-def daily_steps(samples: pl.LazyFrame) -> pl.LazyFrame:
+def daily_steps(samples: pl.DataFrame) -> pl.DataFrame:
     """Aggregate valid step samples into daily steps per patient and local date.
 
     Args:
         samples: rows with ``patient_id, start_ts, end_ts, utc_offset_minutes, steps, source``
             (already validated: no negative steps, end not before start, offset within 14 h).
+            ``patient_id`` and ``source`` may be strings or categoricals. Input sorted by
+            patient, source and time is fastest; any order gives the same result.
 
     Returns:
         ``patient_id, date, steps, coverage_hours, n_samples, n_sources, is_wear_day, month``,
         one row per patient and local date that has at least one sample.
     """
-    named = samples.select(SAMPLE_COLUMNS).with_columns(
-        pl.col("patient_id").cast(pl.Categorical), pl.col("source").cast(pl.Categorical)
-    )
-    # dense 0..n-1 codes per batch, so (patient, source, local hour) packs into one Int64
-    patients = _code_table(named, "patient_id", "patient")
-    sources = _code_table(named, "source", "source_code")
-    n_sources = sources.select(pl.len().cast(pl.Int64)).collect().item()
-    coded = named.join(patients, on="patient_id", how="inner").join(
-        sources, on="source", how="inner"
-    )
-    pieces = _hourly_pieces(
-        coded.with_columns(pair=pl.col("patient") * n_sources + pl.col("source_code"))
-    )
+    coded, patient_ids = _coded(samples.select(SAMPLE_COLUMNS))
+    local = _local_hours(coded)
+    pieces = pl.concat([_within_hour_runs(local), _spanning_pieces(local)], how="vertical")
     per_source_hour = (
-        pieces.group_by(key=pl.col("pair") * _SLOT_BASE + pl.col("slot"))
-        .agg(steps=pl.col("steps").sum(), n_samples=pl.col("starts_day").sum())
-        .with_columns(
-            patient=(pl.col("key") // _SLOT_BASE) // n_sources,
-            source_code=(pl.col("key") // _SLOT_BASE) % n_sources,
-            slot=pl.col("key") % _SLOT_BASE,
-        )
-        .with_columns(day=(pl.col("slot") // _OFFSET_SLOTS) // 24)
+        pieces.lazy()
+        .group_by("patient", "source", "slot")
+        .agg(pl.col("steps").sum(), pl.col("n_samples").sum())
+        .with_columns(day=pl.col("slot") // (_OFFSET_SLOTS * 24))
     )
-    per_hour = per_source_hour.group_by(key=pl.col("patient") * _SLOT_BASE + pl.col("slot")).agg(
+    per_hour = per_source_hour.group_by("patient", "day", "slot").agg(
         # the source with the most steps in the hour wins; the others recorded the same walking
-        steps=pl.col("steps").max(),
-        n_samples=pl.col("n_samples").sum(),
-        patient=pl.col("patient").first(),
-        day=pl.col("day").first(),
+        pl.col("steps").max(),
+        pl.col("n_samples").sum(),
     )
-    day_key = pl.col("patient") * _DAY_BASE + pl.col("day")
-    sources_per_day = (
-        per_source_hour.select(day_key=day_key, source_code="source_code")
-        .unique()
-        .group_by("day_key")
-        .agg(n_sources=pl.len().cast(pl.Int16))
+    sources_per_day = per_source_hour.group_by("patient", "day").agg(
+        n_sources=pl.col("source").n_unique().cast(pl.Int16)
     )
     daily = (
-        per_hour.group_by(day_key=day_key)
+        per_hour.group_by("patient", "day")
         .agg(
-            patient=pl.col("patient").first(),
-            day=pl.col("day").first(),
-            steps=pl.col("steps").sum(),
+            pl.col("steps").sum(),
             coverage_hours=pl.len().cast(pl.Int16),
             n_samples=pl.col("n_samples").sum().cast(pl.Int32),
         )
-        .join(sources_per_day, on="day_key", how="inner")
-        .join(patients.select("patient", pl.col("patient_id").cast(pl.String)), on="patient")
+        .join(sources_per_day, on=["patient", "day"], how="inner")
+        .join(patient_ids.lazy(), on="patient", how="inner")
         .with_columns(date=pl.col("day").cast(pl.Int32).cast(pl.Date))
     )
     return daily.select(
@@ -167,4 +205,4 @@ def daily_steps(samples: pl.LazyFrame) -> pl.LazyFrame:
         "n_sources",
         is_wear_day=(pl.col("coverage_hours") >= MIN_WEAR_HOURS) & (pl.col("steps") > 0),
         month=pl.col("date").dt.strftime("%Y-%m"),
-    )
+    ).collect()

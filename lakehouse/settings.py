@@ -9,8 +9,10 @@ import os
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from lakehouse.errors import InputError
 
 # Environment variables delta-rs / object_store understand for S3-compatible storage. Credentials
 # are never written in code or config files: they come from here or the AWS default chain.
@@ -39,5 +41,16 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The settings of this process (read once)."""
-    return Settings()
+    """The settings of this process (read once).
+
+    Raises:
+        InputError: an environment variable has a value the product cannot use.
+    """
+    try:
+        return Settings()
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in problem['loc'])}: {problem['msg']}"
+            for problem in err.errors()
+        )
+        raise InputError(f"bad setting in the environment: {problems}") from err

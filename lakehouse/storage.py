@@ -303,16 +303,18 @@ class Lake:
             table: the table.
             vacuum_hours: files no longer referenced for this many hours are deleted.
         """
-        delta = self.delta(table)
         order = [c for c in table.sort_by if c not in table.partition_by]
 
         def compact() -> dict[str, Any]:
+            # A fresh handle per attempt: after a conflict, re-planning from the stale snapshot
+            # would only hit the same conflict again.
+            delta = self.delta(table)
             if order:
                 return delta.optimize.z_order(order, writer_properties=_WRITER)
             return delta.optimize.compact(writer_properties=_WRITER)
 
         metrics = _with_commit_retry(compact, what=f"optimize {table.path}")
-        removed = delta.vacuum(
+        removed = self.delta(table).vacuum(
             retention_hours=vacuum_hours,
             dry_run=False,
             enforce_retention_duration=vacuum_hours >= 168,

@@ -48,7 +48,7 @@ def _silver(lake: Lake) -> pl.DataFrame:
 def _expected(lake: Lake) -> pl.DataFrame:
     """Daily steps recomputed from all of bronze in one go."""
     bronze = lake.read(STEP_SAMPLES)
-    return daily_steps(bronze.lazy()).collect().sort("patient_id", "date")
+    return daily_steps(bronze).sort("patient_id", "date")
 
 
 def _same(actual: pl.DataFrame, expected: pl.DataFrame) -> None:

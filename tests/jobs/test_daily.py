@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
 
 from jobs.daily import MIN_WEAR_HOURS, daily_steps
 from tests.jobs.reference_daily import reference_daily
@@ -33,7 +34,7 @@ def _sample(
     }
 
 
-def _frame(samples: list[dict[str, Any]]) -> pl.LazyFrame:
+def _frame(samples: list[dict[str, Any]]) -> pl.DataFrame:
     return pl.DataFrame(
         samples,
         schema={
@@ -44,11 +45,11 @@ def _frame(samples: list[dict[str, Any]]) -> pl.LazyFrame:
             "steps": pl.Float64,
             "source": pl.String,
         },
-    ).lazy()
+    )
 
 
 def _daily(samples: list[dict[str, Any]]) -> dict[tuple[str, date], dict[str, Any]]:
-    out = daily_steps(_frame(samples)).collect()
+    out = daily_steps(_frame(samples))
     return {(r["patient_id"], r["date"]): r for r in out.iter_rows(named=True)}
 
 
@@ -162,7 +163,7 @@ def test_patients_are_kept_apart_and_month_column_matches_date() -> None:
 
 
 def test_empty_input_gives_empty_output_with_schema() -> None:
-    out = daily_steps(_frame([])).collect()
+    out = daily_steps(_frame([]))
     assert out.height == 0
     assert out.columns == [
         "patient_id",
@@ -214,13 +215,32 @@ def test_matches_an_independent_computation(samples: list[dict[str, Any]]) -> No
 @given(st.lists(_sample_strategy, min_size=1, max_size=40))
 def test_single_source_steps_are_conserved(samples: list[dict[str, Any]]) -> None:
     one_source = [s | {"source": "phone"} for s in samples]
-    out = daily_steps(_frame(one_source)).collect()
+    out = daily_steps(_frame(one_source))
     assert out["steps"].sum() == pytest.approx(sum(s["steps"] for s in one_source), abs=1e-6)
     # with several sources, nothing is double counted: at most the sum, at least the best source
-    out_all = daily_steps(_frame(samples)).collect()
+    out_all = daily_steps(_frame(samples))
     per_source: dict[str, float] = {}
     for s in samples:
         per_source[s["source"]] = per_source.get(s["source"], 0.0) + s["steps"]
     total = out_all["steps"].sum()
     assert total <= sum(per_source.values()) + 1e-6
     assert (out_all["steps"] >= 0).all()
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(_sample_strategy, min_size=2, max_size=40), st.randoms(use_true_random=False))
+def test_result_does_not_depend_on_row_order_or_string_interning(
+    samples: list[dict[str, Any]], random: Any
+) -> None:
+    # intern unrelated strings first, so categorical codes differ from a fresh process
+    pl.Series(["watch", "zz-other", "ring", "C'D", "phone"]).cast(pl.Categorical)
+    in_order = daily_steps(_frame(sorted(samples, key=lambda s: (s["patient_id"], s["source"]))))
+    shuffled = list(samples)
+    random.shuffle(shuffled)
+    as_categorical = _frame(shuffled).with_columns(
+        pl.col("source").cast(pl.Categorical), pl.col("patient_id").cast(pl.Categorical)
+    )
+    for other in (daily_steps(_frame(shuffled)), daily_steps(as_categorical)):
+        assert_frame_equal(
+            other.sort("patient_id", "date"), in_order.sort("patient_id", "date"), abs_tol=1e-6
+        )

@@ -1,0 +1,130 @@
+"""Benchmark: cold daily aggregation of a synthetic population, against a plain Polars reference.
+
+For each population size: generate N patients straight into bronze, then time in separate child
+processes (so each peak RSS is its own):
+
+- ``aggregate``: ``jobs.aggregate.run`` cold (empty silver), end to end: read bronze, split, de-
+  duplicate, write silver/daily_steps, record the run;
+- ``reference``: a plain Polars ``group_by(patient_id, date).sum()`` over the same bronze table
+  (local date from each sample's offset; no splitting, no de-duplication, nothing written).
+
+Prints samples/s, wall time and peak RSS for both and the ratio aggregate/reference.
+
+    python benchmarks/bench_aggregate.py --patients 100 1000 [--workdir /tmp/mobility-bench]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def _child(kind: str, lake_uri: str) -> None:
+    import polars as pl
+
+    from jobs import aggregate
+    from lakehouse.catalog import STEP_SAMPLES
+    from lakehouse.storage import Lake
+
+    lake = Lake(lake_uri)
+    samples = lake.info(STEP_SAMPLES).rows
+    start = time.perf_counter()
+    if kind == "aggregate":
+        summary = aggregate.run(lake, full=True)
+        days = summary.days_out
+    else:
+        local_date = (
+            pl.col("start_ts") + pl.duration(minutes=pl.col("utc_offset_minutes"))
+        ).dt.date()
+        days = (
+            lake.scan(STEP_SAMPLES)
+            .group_by("patient_id", local_date.alias("date"))
+            .agg(pl.col("steps").sum())
+            .collect()
+            .height
+        )
+    wall = time.perf_counter() - start
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"samples": samples, "days": days, "wall": wall, "rss_mb": rss_mb}))
+
+
+def _measure(kind: str, lake_uri: str) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", kind, "--lake", lake_uri],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--patients", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--workdir", default="/tmp/mobility-bench")
+    parser.add_argument("--keep", action="store_true", help="keep the generated lakes")
+    parser.add_argument("--child", choices=["aggregate", "reference"])
+    parser.add_argument("--lake")
+    args = parser.parse_args()
+    if args.child:
+        _child(args.child, args.lake)
+        return
+
+    rows = []
+    for n in args.patients:
+        lake_dir = Path(args.workdir) / f"lake-{n}"
+        shutil.rmtree(lake_dir, ignore_errors=True)
+        start = time.perf_counter()
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "jobs",
+                "--lake",
+                str(lake_dir),
+                "generate",
+                "--patients",
+                str(n),
+                "--seed",
+                str(args.seed),
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        generate_wall = time.perf_counter() - start
+        aggregate_run = _measure("aggregate", str(lake_dir))
+        reference_run = _measure("reference", str(lake_dir))
+        samples = aggregate_run["samples"]
+        row = {
+            "patients": n,
+            "samples": int(samples),
+            "generate_s": round(generate_wall, 1),
+            "aggregate_s": round(aggregate_run["wall"], 2),
+            "aggregate_samples_per_s": round(samples / aggregate_run["wall"]),
+            "aggregate_peak_rss_mb": round(aggregate_run["rss_mb"]),
+            "reference_s": round(reference_run["wall"], 2),
+            "reference_samples_per_s": round(samples / reference_run["wall"]),
+            "reference_peak_rss_mb": round(reference_run["rss_mb"]),
+            "ratio_aggregate_to_reference": round(aggregate_run["wall"] / reference_run["wall"], 2),
+            "patient_days": int(aggregate_run["days"]),
+        }
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        if not args.keep:
+            shutil.rmtree(lake_dir, ignore_errors=True)
+    print()
+    header = list(rows[0])
+    print(" | ".join(header))
+    for row in rows:
+        print(" | ".join(str(row[h]) for h in header))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""Fixtures for the dashboard tests: an empty lake and the demo lake, with caches cleared."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import streamlit as st
+
+from dashboard import data
+from lakehouse.settings import get_settings
+from lakehouse.storage import Lake
+from tests.dashboard.demo_lake import DemoLake, build_demo_lake
+
+
+def _forget_caches() -> None:
+    get_settings.cache_clear()
+    data.clear_caches()
+    st.cache_data.clear()
+    st.cache_resource.clear()
+
+
+@pytest.fixture(scope="session")
+def demo_lake_root(tmp_path_factory: pytest.TempPathFactory) -> DemoLake:
+    """The demo lake, built once for the session (tests only read it)."""
+    return build_demo_lake(tmp_path_factory.mktemp("demo_lake"))
+
+
+@pytest.fixture
+def demo_lake(demo_lake_root: DemoLake, monkeypatch: pytest.MonkeyPatch) -> Iterator[DemoLake]:
+    """``LAKE_URI`` pointing at the demo lake, with every cache cleared."""
+    monkeypatch.setenv("LAKE_URI", demo_lake_root.lake.uri)
+    _forget_caches()
+    yield demo_lake_root
+    _forget_caches()
+
+
+@pytest.fixture
+def empty_lake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Lake]:
+    """``LAKE_URI`` pointing at an empty folder, with every cache cleared."""
+    root = tmp_path / "empty_lake"
+    root.mkdir()
+    monkeypatch.setenv("LAKE_URI", str(root))
+    _forget_caches()
+    yield Lake(str(root))
+    _forget_caches()

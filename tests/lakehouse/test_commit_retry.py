@@ -1,0 +1,104 @@
+"""Delta commit conflicts are retried with backoff; concurrent appends lose no commit."""
+
+from __future__ import annotations
+
+import threading
+
+import polars as pl
+import pytest
+from deltalake.exceptions import CommitFailedError
+
+from lakehouse import Lake, StorageError
+from lakehouse.catalog import STEP_SAMPLES
+from lakehouse.storage import _MAX_COMMIT_ATTEMPTS, _with_commit_retry
+from tests.lakehouse.frames import edge_rows
+
+
+@pytest.fixture
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Backoff delays asked for, without waiting."""
+    delays: list[float] = []
+    monkeypatch.setattr("lakehouse.storage.time.sleep", delays.append)
+    return delays
+
+
+def test_retries_conflicts_then_returns_the_result(sleeps: list[float]) -> None:
+    calls = 0
+
+    def commit() -> str:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            raise CommitFailedError("a concurrent transaction deleted data this operation read")
+        return "committed"
+
+    assert _with_commit_retry(commit, what="merge into silver/daily_steps") == "committed"
+    assert calls == 3
+    assert len(sleeps) == 2
+    assert all(0 < delay <= 10 for delay in sleeps)
+
+
+def test_persistent_conflict_raises_storage_error(sleeps: list[float]) -> None:
+    calls = 0
+
+    def commit() -> None:
+        nonlocal calls
+        calls += 1
+        raise CommitFailedError("conflict")
+
+    with pytest.raises(
+        StorageError, match="merge into silver/daily_steps: commit conflict"
+    ) as info:
+        _with_commit_retry(commit, what="merge into silver/daily_steps")
+    assert calls == _MAX_COMMIT_ATTEMPTS
+    assert len(sleeps) == _MAX_COMMIT_ATTEMPTS - 1
+    assert isinstance(info.value.__cause__, CommitFailedError)
+    assert "\n" not in str(info.value)
+
+
+def test_other_errors_are_not_retried(sleeps: list[float]) -> None:
+    calls = 0
+
+    def commit() -> None:
+        nonlocal calls
+        calls += 1
+        raise ValueError("schema mismatch")
+
+    with pytest.raises(ValueError, match="schema mismatch"):
+        _with_commit_retry(commit, what="append")
+    assert calls == 1
+    assert sleeps == []
+
+
+def _batch(writer: int, batch: int) -> pl.DataFrame:
+    rows = edge_rows(STEP_SAMPLES, (1, 2))
+    return rows.with_columns(
+        pl.lit(f"writer-{writer}").alias("source"),
+        pl.Series("patient_id", [f"P{writer}-{batch}-a", f"P{writer}-{batch}-b"]),
+    )
+
+
+def test_concurrent_appends_lose_no_commit(lake: Lake) -> None:
+    writers, batches_each = 2, 10
+    start = threading.Barrier(writers)
+    errors: list[BaseException] = []
+
+    def write(writer: int) -> None:
+        own_lake = Lake(lake.uri)
+        start.wait()
+        try:
+            for batch in range(batches_each):
+                own_lake.append(STEP_SAMPLES, _batch(writer, batch))
+        except BaseException as err:
+            errors.append(err)
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors
+    samples = lake.read(STEP_SAMPLES)
+    assert samples.height == writers * batches_each * 2
+    assert samples["patient_id"].n_unique() == samples.height
+    assert lake.version(STEP_SAMPLES) == writers * batches_each - 1

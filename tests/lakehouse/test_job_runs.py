@@ -1,0 +1,55 @@
+"""Every job run, succeeded or failed, leaves one row in ops/job_runs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from jobs.runs import job_run
+from lakehouse import Lake
+from lakehouse.catalog import JOB_RUNS
+
+
+def test_succeeded_run_is_recorded_with_its_figures(lake: Lake) -> None:
+    with job_run(lake, "unit-test") as run:
+        run.rows_in, run.rows_out = 120, 7
+        run.details["batches"] = 2
+        sum(range(100_000))  # some CPU time to measure
+
+    runs = lake.read(JOB_RUNS)
+    assert runs.height == 1
+    row = runs.row(0, named=True)
+    assert row["run_id"] == run.run_id
+    assert row["job"] == "unit-test"
+    assert row["status"] == "succeeded"
+    assert (row["rows_in"], row["rows_out"]) == (120, 7)
+    assert row["error"] is None
+    assert row["engine"] == "local"
+    assert row["wall_seconds"] >= 0
+    assert row["cpu_seconds"] >= 0
+    assert row["peak_rss_mb"] > 0
+    assert row["started_at"] <= row["finished_at"]
+    assert row["started_at"].tzinfo is not None
+    assert json.loads(row["details"]) == {"batches": 2}
+
+
+def test_failed_run_is_recorded_with_one_line_error_and_re_raised(lake: Lake) -> None:
+    with pytest.raises(ValueError, match="bronze version 3 is gone"), job_run(lake, "unit-test"):
+        raise ValueError("bronze version 3 is gone\nsecond line of detail")
+
+    row = lake.read(JOB_RUNS).row(0, named=True)
+    assert row["status"] == "failed"
+    assert row["error"] == "ValueError: bronze version 3 is gone"
+    assert "traceback_tail" in json.loads(row["details"])
+    assert (row["rows_in"], row["rows_out"]) == (0, 0)
+
+
+def test_runs_accumulate_with_distinct_ids(lake: Lake) -> None:
+    for _ in range(3):
+        with job_run(lake, "unit-test", engine="spark"):
+            pass
+    runs = lake.read(JOB_RUNS)
+    assert runs.height == 3
+    assert runs["run_id"].n_unique() == 3
+    assert runs["engine"].to_list() == ["spark"] * 3

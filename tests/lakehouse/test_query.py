@@ -1,0 +1,171 @@
+"""The DuckDB layer: catalog views over the lake and the read-only SQL sandbox."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+
+from lakehouse import InputError, Lake
+from lakehouse.catalog import DAILY_STEPS, TABLES, TableSpec
+from lakehouse.query import connect, run_query
+from tests.lakehouse.frames import edge_rows
+
+
+@pytest.fixture
+def con(lake: Lake) -> Iterator[duckdb.DuckDBPyConnection]:
+    connection = connect(lake)
+    yield connection
+    connection.close()
+
+
+def _ids(table: TableSpec) -> str:
+    return table.path
+
+
+@pytest.mark.parametrize("table", TABLES, ids=_ids)
+def test_empty_lake_exposes_every_table_as_empty_view(
+    con: duckdb.DuckDBPyConnection, table: TableSpec
+) -> None:
+    described = run_query(con, f"DESCRIBE {table.qualified_name}").table
+    assert tuple(described.column("column_name").to_pylist()) == table.columns
+    count = run_query(con, f"SELECT count(*) AS n FROM {table.qualified_name}").table
+    assert count.column("n").to_pylist() == [0]
+
+
+def test_written_rows_are_queryable_with_bound_parameters(lake: Lake) -> None:
+    rows = edge_rows(DAILY_STEPS)
+    lake.append(DAILY_STEPS, rows)
+    con = connect(lake)
+    result = run_query(
+        con,
+        "SELECT patient_id, date, steps FROM silver.daily_steps WHERE patient_id = ?",
+        ["O'Brien-ü"],
+    )
+    assert result.table.to_pylist() == [
+        {"patient_id": "O'Brien-ü", "date": rows["date"][0], "steps": rows["steps"][0]}
+    ]
+    assert not result.truncated
+    # The parameter is bound, not spliced: a quote-bearing value cannot change the query.
+    injected = run_query(
+        con,
+        "SELECT count(*) AS n FROM silver.daily_steps WHERE patient_id = ?",
+        ["x' OR '1'='1"],
+    )
+    assert injected.table.column("n").to_pylist() == [0]
+
+
+def test_views_join_across_layers(lake: Lake) -> None:
+    lake.append(DAILY_STEPS, edge_rows(DAILY_STEPS))
+    lake.append(TABLES[1], edge_rows(TABLES[1]))  # bronze/patients
+    result = run_query(
+        connect(lake),
+        "SELECT count(*) AS n FROM silver.daily_steps d JOIN bronze.patients p USING (patient_id)",
+    )
+    assert result.table.column("n").to_pylist() == [3]
+
+
+@pytest.mark.parametrize(
+    ("row_cap", "rows", "truncated"), [(10, 10, True), (25, 25, False), (30, 25, False)]
+)
+def test_row_cap_sets_truncated(
+    con: duckdb.DuckDBPyConnection, row_cap: int, rows: int, truncated: bool
+) -> None:
+    result = run_query(con, "SELECT * FROM range(25)", row_cap=row_cap)
+    assert result.table.num_rows == rows
+    assert result.truncated is truncated
+
+
+def test_row_cap_stops_a_large_result_early(con: duckdb.DuckDBPyConnection) -> None:
+    result = run_query(con, "SELECT * FROM range(50000000)", row_cap=5, timeout_seconds=10)
+    assert result.table.column(0).to_pylist() == [0, 1, 2, 3, 4]
+    assert result.truncated
+
+
+REFUSED = {
+    "copy_to": "COPY (SELECT 1 AS x) TO '{tmp}/stolen.csv'",
+    "read_csv": "SELECT * FROM read_csv('/etc/passwd')",
+    "read_csv_of_lake_file": "SELECT * FROM read_csv('{tmp}/visible.csv')",
+    "read_text": "SELECT * FROM read_text('/etc/passwd')",
+    "glob": "SELECT * FROM glob('/etc/*')",
+    "install": "INSTALL httpfs",
+    "load": "LOAD httpfs",
+    "attach": "ATTACH '{tmp}/other.duckdb' AS other",
+    "set_memory_limit": "SET memory_limit = '64GB'",
+    "unlock_configuration": "SET lock_configuration = false",
+    "enable_external_access": "SET enable_external_access = true",
+    "getenv": "SELECT getenv('HOME')",
+}
+
+
+@pytest.mark.parametrize("sql", REFUSED.values(), ids=REFUSED.keys())
+def test_sandbox_refuses(con: duckdb.DuckDBPyConnection, tmp_path: Path, sql: str) -> None:
+    (tmp_path / "visible.csv").write_text("secret\n42\n")
+    with pytest.raises(InputError) as info:
+        run_query(con, sql.format(tmp=tmp_path))
+    message = str(info.value)
+    assert message.startswith("query failed: ")
+    assert "\n" not in message
+    assert not (tmp_path / "stolen.csv").exists()
+    assert not (tmp_path / "other.duckdb").exists()
+
+
+def test_sandbox_off_can_read_files(lake: Lake, tmp_path: Path) -> None:
+    # Control: the refusals above come from the sandbox, not from a broken query.
+    (tmp_path / "visible.csv").write_text("secret\n42\n")
+    open_con = connect(lake, sandbox=False)
+    result = run_query(open_con, f"SELECT secret FROM read_csv('{tmp_path}/visible.csv')")
+    assert result.table.column("secret").to_pylist() == [42]
+
+
+def test_sandbox_cannot_read_python_variables(con: duckdb.DuckDBPyConnection) -> None:
+    secret_cohort = pl.DataFrame({"patient_id": ["P1"], "diagnosis": ["G35"]})
+    assert secret_cohort.height == 1
+    with pytest.raises(InputError, match="secret_cohort"):
+        run_query(con, "SELECT * FROM secret_cohort")
+    # DuckDB looks variables up in the frame that calls it: here that is this test's frame.
+    with pytest.raises(duckdb.CatalogException):
+        con.sql("SELECT * FROM secret_cohort").fetchall()
+
+
+def test_plain_duckdb_would_read_python_variables() -> None:
+    # Control for the test above: without the sandbox setting, the variable is readable.
+    secret_cohort = pl.DataFrame({"patient_id": ["P1"]})
+    assert secret_cohort.height == 1
+    with duckdb.connect(":memory:") as plain:
+        assert plain.sql("SELECT * FROM secret_cohort").fetchall() == [("P1",)]
+
+
+def test_runaway_query_is_interrupted(con: duckdb.DuckDBPyConnection) -> None:
+    started = time.perf_counter()
+    with pytest.raises(InputError, match=r"time limit") as info:
+        run_query(
+            con,
+            "SELECT count(*) FROM range(100000000) a, range(100000000) b",
+            timeout_seconds=0.5,
+        )
+    assert time.perf_counter() - started < 10
+    assert "\n" not in str(info.value)
+    # The connection is still usable after the interrupt.
+    assert run_query(con, "SELECT 1 AS x").table.column("x").to_pylist() == [1]
+
+
+def test_bad_sql_is_one_line_input_error(con: duckdb.DuckDBPyConnection) -> None:
+    with pytest.raises(InputError) as info:
+        run_query(con, "SELECT * FROM nope")
+    assert str(info.value).startswith("query failed: Catalog Error")
+    assert "\n" not in str(info.value)
+
+
+def test_views_are_a_snapshot_taken_at_connect(lake: Lake) -> None:
+    # Callers reconnect (or key caches by table version) to see newer commits.
+    con = connect(lake)
+    lake.append(DAILY_STEPS, edge_rows(DAILY_STEPS))
+    stale = run_query(con, "SELECT count(*) AS n FROM silver.daily_steps").table
+    fresh = run_query(connect(lake), "SELECT count(*) AS n FROM silver.daily_steps").table
+    assert stale.column("n").to_pylist() == [0]
+    assert fresh.column("n").to_pylist() == [3]
