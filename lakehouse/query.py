@@ -57,6 +57,23 @@ def connect(
     return con
 
 
+_READ_ONLY = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+
+
+def _require_one_read_only_statement(con: duckdb.DuckDBPyConnection, sql: str) -> None:
+    """Refuse anything but one SELECT / EXPLAIN: the views are shared between users, so
+    CREATE, DROP or SET from one analyst must not change what another sees."""
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error as err:
+        raise InputError(f"query failed: {str(err).splitlines()[0]}") from err
+    if len(statements) != 1:
+        raise InputError(f"send exactly one statement (got {len(statements)})")
+    if statements[0].type not in _READ_ONLY:
+        kind = statements[0].type.name.replace("_", " ")
+        raise InputError(f"only read-only queries are allowed (got a {kind} statement)")
+
+
 def run_query(
     con: duckdb.DuckDBPyConnection,
     sql: str,
@@ -70,6 +87,7 @@ def run_query(
     Raises:
         InputError: the query failed or ran out of time (one line, safe to show a user).
     """
+    _require_one_read_only_statement(con, sql)
     timer = threading.Timer(timeout_seconds, con.interrupt)
     timer.start()
     try:

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 from deltalake import CommitProperties, DeltaTable, Transaction, WriterProperties, write_deltalake
-from deltalake.exceptions import CommitFailedError, TableNotFoundError
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 from lakehouse.catalog import TableSpec
 from lakehouse.errors import StorageError
@@ -43,7 +43,11 @@ class TableInfo:
 
 
 def _with_commit_retry(action: Callable[[], T], *, what: str) -> T:
-    """Run a Delta commit, retrying conflicts with exponential backoff and jitter."""
+    """Run a Delta commit, retrying conflicts with exponential backoff and jitter.
+
+    Raises:
+        StorageError: the conflict persisted, or Delta refused the write (one line).
+    """
     for attempt in range(_MAX_COMMIT_ATTEMPTS):
         try:
             return action()
@@ -54,6 +58,8 @@ def _with_commit_retry(action: Callable[[], T], *, what: str) -> T:
                     f"{_MAX_COMMIT_ATTEMPTS} attempts ({err})"
                 ) from err
             time.sleep(min(5.0, 0.05 * 2**attempt) * (1 + random.random()))
+        except DeltaError as err:
+            raise StorageError(f"{what}: {str(err).splitlines()[0]}") from err
     raise AssertionError("unreachable")
 
 

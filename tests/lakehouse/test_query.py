@@ -99,6 +99,9 @@ REFUSED = {
     "unlock_configuration": "SET lock_configuration = false",
     "enable_external_access": "SET enable_external_access = true",
     "getenv": "SELECT getenv('HOME')",
+    "create_view": "CREATE OR REPLACE VIEW silver.daily_steps AS SELECT 1 AS x",
+    "drop_view": "DROP VIEW silver.daily_steps",
+    "two_statements": "SELECT 1; SELECT 2",
 }
 
 
@@ -108,10 +111,38 @@ def test_sandbox_refuses(con: duckdb.DuckDBPyConnection, tmp_path: Path, sql: st
     with pytest.raises(InputError) as info:
         run_query(con, sql.format(tmp=tmp_path))
     message = str(info.value)
-    assert message.startswith("query failed: ")
+    assert message.startswith(("query failed: ", "only read-only", "send exactly one"))
     assert "\n" not in message
     assert not (tmp_path / "stolen.csv").exists()
     assert not (tmp_path / "other.duckdb").exists()
+
+
+ENGINE_REFUSED = [
+    "copy_to",
+    "install",
+    "load",
+    "attach",
+    "set_memory_limit",
+    "unlock_configuration",
+    "enable_external_access",
+]
+
+
+@pytest.mark.parametrize("name", ENGINE_REFUSED)
+def test_locked_engine_refuses_even_without_the_statement_check(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path, name: str
+) -> None:
+    # Defence in depth: the connection's own configuration refuses these too.
+    with pytest.raises(duckdb.Error):
+        con.execute(REFUSED[name].format(tmp=tmp_path))
+    assert not (tmp_path / "stolen.csv").exists()
+    assert not (tmp_path / "other.duckdb").exists()
+
+
+def test_views_cannot_be_redefined_through_run_query(con: duckdb.DuckDBPyConnection) -> None:
+    with pytest.raises(InputError):
+        run_query(con, REFUSED["create_view"])
+    assert run_query(con, "SELECT * FROM silver.daily_steps").table.column_names[0] == "patient_id"
 
 
 def test_sandbox_off_can_read_files(lake: Lake, tmp_path: Path) -> None:
