@@ -26,6 +26,8 @@ class TableSpec:
         keys: columns that identify a row (unique per row).
         partition_by: Hive-style partition columns.
         sort_by: order of rows inside each written file.
+        z_order: columns ``lake optimize`` z-orders by; empty means plain compaction, which keeps
+            each file's sorted runs (the daily aggregation relies on them for speed).
         description: one line for ``mobility lake info`` and the SQL page.
     """
 
@@ -35,6 +37,7 @@ class TableSpec:
     keys: tuple[str, ...]
     partition_by: tuple[str, ...] = ()
     sort_by: tuple[str, ...] = ()
+    z_order: tuple[str, ...] = ()
     description: str = ""
     columns: tuple[str, ...] = field(init=False)
 
@@ -80,7 +83,8 @@ STEP_SAMPLES = TableSpec(
     ),
     keys=("patient_id", "source", "start_ts", "end_ts"),
     partition_by=("month",),
-    sort_by=("patient_id", "start_ts"),
+    # by source too: one device's samples of one hour sit together (see jobs/daily.py)
+    sort_by=("patient_id", "source", "start_ts"),
     description="Raw step samples as recorded by each device; month = UTC month of start_ts.",
 )
 
@@ -175,6 +179,7 @@ DAILY_STEPS = TableSpec(
     keys=("patient_id", "date"),
     partition_by=("month",),
     sort_by=("patient_id", "date"),
+    z_order=("patient_id", "date"),
     description="Steps per patient and local calendar day after overlap de-duplication.",
 )
 
@@ -189,6 +194,7 @@ FEATURES = TableSpec(
     keys=("patient_id", "date"),
     partition_by=("month",),
     sort_by=("patient_id", "date"),
+    z_order=("patient_id", "date"),
     description="Model features per patient-day; feature columns are named by family prefix.",
 )
 

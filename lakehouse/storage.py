@@ -303,13 +303,13 @@ class Lake:
     # ---------------------------------------------------------------- upkeep
 
     def optimize(self, table: TableSpec, *, vacuum_hours: int = 168) -> dict[str, Any]:
-        """Compact small files (z-ordered by the table's sort columns) and vacuum old files.
+        """Compact small files (z-ordered where the table declares it) and vacuum old files.
 
         Args:
             table: the table.
             vacuum_hours: files no longer referenced for this many hours are deleted.
         """
-        order = [c for c in table.sort_by if c not in table.partition_by]
+        order = [c for c in table.z_order if c not in table.partition_by]
 
         def compact() -> dict[str, Any]:
             # A fresh handle per attempt: after a conflict, re-planning from the stale snapshot

@@ -160,7 +160,8 @@ def _draw_profile(
     group = str(rng.choice(ref.DISEASE_GROUPS, p=ref.DISEASE_SHARES))
     disease = ref.DISEASES[group]
     sex = "F" if rng.random() < disease.share_female else "M"
-    age = int(round(np.clip(rng.normal(disease.age_mean, disease.age_sd), ref.MIN_AGE, ref.MAX_AGE)))
+    drawn_age = float(rng.normal(disease.age_mean, disease.age_sd))
+    age = round(min(max(drawn_age, ref.MIN_AGE), ref.MAX_AGE))
     weights = np.array([home.weight for home in ref.HOMES])
     home = ref.HOMES[int(rng.choice(len(ref.HOMES), p=weights / weights.sum()))]
     first_name = str(rng.choice(ref.FIRST_NAMES[sex][home.country]))
@@ -338,7 +339,10 @@ def _draw_diagnoses(
     if wanted and candidates:
         weights = np.array([c.weight for c in candidates])
         chosen = rng.choice(
-            len(candidates), size=min(wanted, len(candidates)), replace=False, p=weights / weights.sum()
+            len(candidates),
+            size=min(wanted, len(candidates)),
+            replace=False,
+            p=weights / weights.sum(),
         )
         for i in sorted(int(i) for i in chosen):
             code = candidates[i]
