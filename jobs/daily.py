@@ -1,6 +1,6 @@
 """Daily aggregation transform: raw step samples -> steps per patient and local calendar day.
 
-Pure Polars (no storage), shared by every engine. Rules (DESIGN.md, "Daily aggregation rules"):
+Pure (no storage), shared by every engine. Rules (DESIGN.md, "Daily aggregation rules"):
 
 - a sample's local time comes from its own ``utc_offset_minutes``;
 - a sample is split across local hour boundaries (and so across midnight) in proportion to time;
@@ -14,15 +14,17 @@ Pure Polars (no storage), shared by every engine. Rules (DESIGN.md, "Daily aggre
 - ``is_wear_day`` marks days with at least :data:`MIN_WEAR_HOURS` hours of coverage and some steps;
   other days are non-wear: kept for the record but treated as missing by forecasting.
 
-Speed: bronze files are sorted by patient, source and time, so most samples of one (patient,
-source, local hour) arrive next to each other. Those runs are summed with one linear pass
-(``numpy.add.reduceat``) before any hashing; the hash group-bys then see a few rows per hour
-instead of every sample. The result never depends on the input order, only the speed does.
+Speed (about 80 M samples per 1,000 patients): patients and sources become dense integer codes,
+and each group-by hashes one packed ``Int64`` key instead of strings. Bronze files are sorted by
+patient, source and time, so the samples of one (patient, source, local hour) mostly arrive next
+to each other; those runs are summed in one linear pass (``numpy.add.reduceat``) before any
+hashing. The result never depends on the input order; only the speed does.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 import polars as pl
 
 US_PER_MINUTE = 60_000_000
@@ -33,6 +35,10 @@ MIN_WEAR_HOURS = 8
 # on the DST fall-back night stay apart: slot = hour * 2048 + (offset + 840), |offset| <= 840.
 _OFFSET_SLOTS = 2048
 _OFFSET_SHIFT = 840
+_SLOTS_PER_DAY = _OFFSET_SLOTS * 24
+# Packed keys: slots since 1970 stay below 2**31 until 2089, days below 2**20.
+_SLOT_BASE = 1 << 31
+_DAY_BASE = 1 << 20
 
 SAMPLE_COLUMNS = ("patient_id", "start_ts", "end_ts", "utc_offset_minutes", "steps", "source")
 DAILY_COLUMNS = (
@@ -45,24 +51,40 @@ DAILY_COLUMNS = (
     "is_wear_day",
     "month",
 )
-_PIECE_SCHEMA = {
-    "patient": pl.UInt32,
-    "source": pl.UInt32,
-    "slot": pl.Int64,
-    "steps": pl.Float64,
-    "n_samples": pl.Int64,
-}
+_PIECE_SCHEMA = pl.Schema(
+    {"pair": pl.Int64, "slot": pl.Int64, "steps": pl.Float64, "n_samples": pl.Int64}
+)
 
 
-def _local_hours(samples: pl.DataFrame) -> pl.DataFrame:
-    """Local start/end in microseconds since the epoch and the first/last local hour touched.
+def _dense_codes(values: pl.Series) -> tuple[npt.NDArray[np.int64], pl.Series]:
+    """Dense 0..n-1 codes of a string column, and the distinct values in code order."""
+    categorical = values.cast(pl.Categorical)
+    physical = categorical.to_physical().to_numpy()
+    if physical.size == 0:
+        return physical.astype(np.int64), values.head(0).cast(pl.String)
+    present = np.zeros(int(physical.max()) + 1, dtype=bool)
+    present[physical] = True
+    distinct = np.flatnonzero(present)
+    lookup = np.zeros(present.size, dtype=np.int64)
+    lookup[distinct] = np.arange(distinct.size)
+    first_row = np.full(present.size, -1, dtype=np.int64)
+    # the last write wins, so write rows in reverse to keep each code's first row
+    first_row[physical[::-1]] = np.arange(physical.size - 1, -1, -1)
+    names = categorical.gather(first_row[distinct]).cast(pl.String)
+    return lookup[physical], names
 
-    Expects integer ``patient`` and ``source`` codes next to the sample columns.
+
+def _pieces(samples: pl.DataFrame, pair: npt.NDArray[np.int64]) -> pl.DataFrame:
+    """Steps per (patient-source pair, local hour slot) piece.
+
+    Samples inside one hour are summed run by run; samples touching several hours are split in
+    proportion to the time in each hour. ``n_samples`` counts a sample once per local day: on
+    its first hour and at each local midnight it crosses.
     """
     offset = pl.col("utc_offset_minutes").cast(pl.Int64)
-    return samples.select(
-        "patient",
-        "source",
+    # NumPy arrays, not a new frame: mixing the one-chunk ``pair`` with the many-chunk columns
+    # read from Delta would make Polars rechunk everything
+    local = samples.select(
         "steps",
         offset_slot=offset + _OFFSET_SHIFT,
         local_start=pl.col("start_ts").dt.epoch("us") + offset * US_PER_MINUTE,
@@ -72,87 +94,47 @@ def _local_hours(samples: pl.DataFrame) -> pl.DataFrame:
         # end is exclusive: a sample ending exactly on the hour does not touch the next hour
         last_hour=pl.max_horizontal(pl.col("local_end") - 1, pl.col("local_start")) // US_PER_HOUR,
     )
-
-
-def _coded(samples: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The samples with ``patient`` and ``source`` as integer codes, and the patient code table.
-
-    The group-bys below then hash integers, not strings. Codes are the categorical physical
-    values of this very frame; they are only meaningful together with the returned table.
-    """
-    patient = samples["patient_id"].cast(pl.Categorical)
-    codes = patient.to_physical()
-    first_rows = (
-        pl.DataFrame({"patient": codes})
-        .with_row_index("row")
-        .group_by("patient")
-        .agg(pl.col("row").first())
-    )
-    patients = first_rows.select(
-        "patient", patient_id=patient.gather(first_rows["row"]).cast(pl.String)
-    )
-    coded = samples.select(
-        "start_ts",
-        "end_ts",
-        "utc_offset_minutes",
-        "steps",
-        patient=codes,
-        source=pl.col("source").cast(pl.Categorical).to_physical(),
-    )
-    return coded, patients
-
-
-def _within_hour_runs(local: pl.DataFrame) -> pl.DataFrame:
-    """Samples inside one local hour, consecutive rows of the same (patient, source, hour)
-    summed in one linear pass."""
-    first_hour = local["first_hour"].to_numpy()
-    inside = np.flatnonzero(first_hour == local["last_hour"].to_numpy())
-    if inside.size == 0:
-        return pl.DataFrame(schema=_PIECE_SCHEMA)
-    patient = local["patient"].to_numpy()[inside]
-    source = local["source"].to_numpy()[inside]
-    slot = first_hour[inside] * _OFFSET_SLOTS + local["offset_slot"].to_numpy()[inside]
-    changed = np.empty(inside.size, dtype=bool)
-    changed[0] = True
-    np.not_equal(slot[1:], slot[:-1], out=changed[1:])
-    changed[1:] |= patient[1:] != patient[:-1]
-    changed[1:] |= source[1:] != source[:-1]
-    starts = np.flatnonzero(changed)
-    return pl.DataFrame(
-        {
-            "patient": patient[starts],
-            "source": source[starts],
-            "slot": slot[starts],
-            "steps": np.add.reduceat(local["steps"].to_numpy()[inside], starts),
-            "n_samples": np.diff(np.append(starts, inside.size)),
-        },
-        schema=_PIECE_SCHEMA,
-    )
-
-
-def _spanning_pieces(local: pl.DataFrame) -> pl.DataFrame:
-    """Samples touching several local hours, split in proportion to the time in each hour."""
-    return (
-        local.filter(pl.col("first_hour") != pl.col("last_hour"))
+    column = {name: local[name].to_numpy() for name in local.columns}
+    within = column["first_hour"] == column["last_hour"]
+    inside = np.flatnonzero(within)
+    runs = pl.DataFrame(schema=_PIECE_SCHEMA)
+    if inside.size:
+        pairs = pair[inside]
+        slot = column["first_hour"][inside] * _OFFSET_SLOTS + column["offset_slot"][inside]
+        changed = np.empty(inside.size, dtype=bool)
+        changed[0] = True
+        np.not_equal(slot[1:], slot[:-1], out=changed[1:])
+        changed[1:] |= pairs[1:] != pairs[:-1]
+        starts = np.flatnonzero(changed)
+        runs = pl.DataFrame(
+            {
+                "pair": pairs[starts],
+                "slot": slot[starts],
+                "steps": np.add.reduceat(column["steps"][inside], starts),
+                "n_samples": np.diff(np.append(starts, inside.size)),
+            },
+            schema=_PIECE_SCHEMA,
+        )
+    across = np.flatnonzero(~within)
+    spanning = (
+        pl.DataFrame({"pair": pair[across], **{k: v[across] for k, v in column.items()}})
         .with_columns(hour=pl.int_ranges("first_hour", pl.col("last_hour") + 1))
         .explode("hour")
-        .with_columns(
-            piece_us=pl.min_horizontal("local_end", (pl.col("hour") + 1) * US_PER_HOUR)
-            - pl.max_horizontal("local_start", pl.col("hour") * US_PER_HOUR),
-        )
         .select(
-            "patient",
-            "source",
+            "pair",
             slot=pl.col("hour") * _OFFSET_SLOTS + pl.col("offset_slot"),
             steps=pl.col("steps")
-            * pl.col("piece_us")
+            * (
+                pl.min_horizontal("local_end", (pl.col("hour") + 1) * US_PER_HOUR)
+                - pl.max_horizontal("local_start", pl.col("hour") * US_PER_HOUR)
+            )
             / (pl.col("local_end") - pl.col("local_start")),
-            # a sample counts once per local day: on its first hour and at each local midnight
             n_samples=((pl.col("hour") == pl.col("first_hour")) | (pl.col("hour") % 24 == 0)).cast(
                 pl.Int64
             ),
         )
     )
+    return pl.concat([runs, spanning.cast(_PIECE_SCHEMA)], how="vertical")
 
 
 def daily_steps(samples: pl.DataFrame) -> pl.DataFrame:
@@ -168,33 +150,54 @@ def daily_steps(samples: pl.DataFrame) -> pl.DataFrame:
         ``patient_id, date, steps, coverage_hours, n_samples, n_sources, is_wear_day, month``,
         one row per patient and local date that has at least one sample.
     """
-    coded, patient_ids = _coded(samples.select(SAMPLE_COLUMNS))
-    local = _local_hours(coded)
-    pieces = pl.concat([_within_hour_runs(local), _spanning_pieces(local)], how="vertical")
+    samples = samples.select(SAMPLE_COLUMNS)
+    patient, patient_ids = _dense_codes(samples["patient_id"])
+    source, source_names = _dense_codes(samples["source"])
+    n_sources = max(len(source_names), 1)
     per_source_hour = (
-        pieces.lazy()
-        .group_by("patient", "source", "slot")
+        _pieces(samples, patient * n_sources + source)
+        .lazy()
+        .group_by(key=pl.col("pair") * _SLOT_BASE + pl.col("slot"))
         .agg(pl.col("steps").sum(), pl.col("n_samples").sum())
-        .with_columns(day=pl.col("slot") // (_OFFSET_SLOTS * 24))
+        .select(
+            "steps",
+            "n_samples",
+            patient=pl.col("key") // _SLOT_BASE // n_sources,
+            source=pl.col("key") // _SLOT_BASE % n_sources,
+            slot=pl.col("key") % _SLOT_BASE,
+        )
+        .with_columns(day_key=pl.col("patient") * _DAY_BASE + pl.col("slot") // _SLOTS_PER_DAY)
+        .collect()  # used twice below: evaluate once
+        .lazy()
     )
-    per_hour = per_source_hour.group_by("patient", "day", "slot").agg(
+    per_hour = per_source_hour.group_by(
+        hour_key=pl.col("patient") * _SLOT_BASE + pl.col("slot")
+    ).agg(
         # the source with the most steps in the hour wins; the others recorded the same walking
         pl.col("steps").max(),
         pl.col("n_samples").sum(),
+        pl.col("day_key").first(),
     )
-    sources_per_day = per_source_hour.group_by("patient", "day").agg(
-        n_sources=pl.col("source").n_unique().cast(pl.Int16)
+    sources_per_day = (
+        per_source_hour.select(key=pl.col("day_key") * n_sources + pl.col("source"))
+        .unique()
+        .group_by(day_key=pl.col("key") // n_sources)
+        .agg(n_sources=pl.len().cast(pl.Int16))
     )
+    names = pl.DataFrame({"patient": np.arange(len(patient_ids)), "patient_id": patient_ids})
     daily = (
-        per_hour.group_by("patient", "day")
+        per_hour.group_by("day_key")
         .agg(
             pl.col("steps").sum(),
             coverage_hours=pl.len().cast(pl.Int16),
             n_samples=pl.col("n_samples").sum().cast(pl.Int32),
         )
-        .join(sources_per_day, on=["patient", "day"], how="inner")
-        .join(patient_ids.lazy(), on="patient", how="inner")
-        .with_columns(date=pl.col("day").cast(pl.Int32).cast(pl.Date))
+        .join(sources_per_day, on="day_key", how="inner")
+        .with_columns(
+            patient=pl.col("day_key") // _DAY_BASE,
+            date=(pl.col("day_key") % _DAY_BASE).cast(pl.Int32).cast(pl.Date),
+        )
+        .join(names.lazy(), on="patient", how="inner")
     )
     return daily.select(
         "patient_id",
