@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
@@ -161,64 +162,90 @@ def _replace_predicate(scope: Scope, first: str | None, upper: str | None, inclu
     return " AND ".join(parts) or "true"
 
 
-def _aggregate_scope(
-    lake: Lake, scope: Scope, *, batch_samples: int, progress: Callable[[int], None] | None
-) -> tuple[int, int, int]:
-    """Recompute one scope batch by batch. Returns (batches, samples read, days written)."""
-    scope_rows = _patient_filter(scope.first_patient, scope.last_patient, last_inclusive=True)
-    scope_rows = scope_rows & _time_filter(scope)
+def _scope_batches(
+    lake: Lake, scope: Scope, batch_samples: int
+) -> list[tuple[str | None, str | None]]:
+    """Patient ranges [first, upper) that tile the scope, each with about ``batch_samples``
+    samples. The last range includes its upper bound (the scope's last patient)."""
+    stats = lake.file_stats(STEP_SAMPLES)
+    if stats.height and scope.last_patient is not None:
+        stats = stats.filter(pl.col("min.patient_id") <= scope.last_patient)
+    if stats.height and scope.first_patient is not None:
+        stats = stats.filter(pl.col("max.patient_id") >= scope.first_patient)
+    estimate = int(stats["num_records"].sum()) if stats.height else 0
+    if estimate <= batch_samples:
+        # small enough for one batch: no need to count samples per patient first
+        return [(scope.first_patient, scope.last_patient)]
+    where = _patient_filter(scope.first_patient, scope.last_patient, last_inclusive=True)
     counts = (
         lake.read_columns(
             STEP_SAMPLES,
             columns=["patient_id"],
-            where=scope_rows,
+            where=where & _time_filter(scope),
             dictionary_columns=("patient_id",),
         )
-        .group_by(pl.col("patient_id").cast(pl.String))
+        .group_by("patient_id")
         .len()
+        .with_columns(pl.col("patient_id").cast(pl.String))
     )
     starts = _patient_batches(counts, batch_samples)
-    if not starts:
-        # no samples left in the scope: its patient-days are removed from silver
-        lake.delete(
-            DAILY_STEPS, _replace_predicate(scope, scope.first_patient, scope.last_patient, True)
-        )
-        return 0, 0, 0
-    # Batches tile the scope's whole patient range, so every silver row in the scope is replaced.
     bounds: list[str | None] = [scope.first_patient, *starts[1:]]
     uppers: list[str | None] = [*starts[1:], scope.last_patient]
-    samples_in = days_out = 0
-    for index, (first, upper) in enumerate(zip(bounds, uppers, strict=True)):
-        last_batch = index == len(bounds) - 1
-        where = _patient_filter(first, upper, last_inclusive=last_batch) & _time_filter(scope)
-        samples = lake.read_columns(
+    return list(zip(bounds, uppers, strict=True))
+
+
+def _aggregate_scope(
+    lake: Lake, scope: Scope, *, batch_samples: int, progress: Callable[[int], None] | None
+) -> tuple[int, int, int]:
+    """Recompute one scope batch by batch. Returns (batches, samples read, days written).
+
+    The batches tile the scope's whole patient range, so every silver row in the scope is
+    replaced (rows whose samples are gone are deleted). The next batch is read while the
+    current one is aggregated.
+    """
+    batches = _scope_batches(lake, scope, batch_samples)
+
+    def read(index: int) -> pl.DataFrame:
+        first, upper = batches[index]
+        last_batch = index == len(batches) - 1
+        return lake.read_columns(
             STEP_SAMPLES,
             columns=list(SAMPLE_COLUMNS),
-            where=where,
+            where=_patient_filter(first, upper, last_inclusive=last_batch) & _time_filter(scope),
             dictionary_columns=("patient_id", "source"),
         )
-        daily = daily_steps(samples)
-        if scope.first_day is not None:
-            daily = daily.filter(pl.col("date") >= scope.first_day)
-        if scope.last_day is not None:
-            daily = daily.filter(pl.col("date") <= scope.last_day)
-        lake.replace(
-            DAILY_STEPS,
-            daily,
-            predicate=_replace_predicate(scope, first, upper, last_batch),
-            metadata={"job": JOB},
-        )
-        samples_in += samples.height
-        days_out += daily.height
-        if progress is not None:
-            progress(samples.height)
-    return len(bounds), samples_in, days_out
+
+    samples_in = days_out = 0
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        upcoming = reader.submit(read, 0)
+        for index, (first, upper) in enumerate(batches):
+            samples = upcoming.result()
+            if index + 1 < len(batches):
+                upcoming = reader.submit(read, index + 1)
+            daily = daily_steps(samples)
+            if scope.first_day is not None:
+                daily = daily.filter(pl.col("date") >= scope.first_day)
+            if scope.last_day is not None:
+                daily = daily.filter(pl.col("date") <= scope.last_day)
+            last_batch = index == len(batches) - 1
+            lake.replace(
+                DAILY_STEPS,
+                daily,
+                predicate=_replace_predicate(scope, first, upper, last_batch),
+                metadata={"job": JOB},
+            )
+            samples_in += samples.height
+            days_out += daily.height
+            if progress is not None:
+                progress(samples.height)
+            del samples  # free this batch before the next one arrives
+    return len(batches), samples_in, days_out
 
 
 def run(
     lake: Lake,
     *,
-    batch_samples: int = 12_000_000,
+    batch_samples: int = 8_000_000,
     full: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> AggregateSummary:
