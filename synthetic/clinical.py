@@ -24,7 +24,7 @@ _DEVICE_SHARES = (0.50, 0.42, 0.08)
 
 # Share of patients whose data covers the whole simulated period, and of patients with a short
 # history (< 90 days) that forecasting must treat as "too little history".
-_FULL_HISTORY_SHARE = 0.55
+_FULL_HISTORY_SHARE = 0.70
 _SHORT_HISTORY_SHARE = 0.08
 _SHORT_HISTORY_DAYS = 90
 

@@ -1,0 +1,313 @@
+"""The ``generate`` job: a synthetic patient population for development, demos and scale tests.
+
+Direct mode writes the bronze tables (step_samples, patients, therapies, side_effects, diagnoses,
+quarantine) plus ``synthetic/ground_truth``. Landing mode writes the files ingestion reads (see
+:mod:`synthetic.landing`) and only ``synthetic/ground_truth`` into the lake.
+
+Both are idempotent per seed: every row a population writes is identified by the seed's patient-ID
+prefix (``SYN{seed}-``) or, in bronze/quarantine, by ``source_file = 'synthetic:seed={seed}'``. A
+run first removes the seed's step samples, then appends them in batches of patients (memory stays
+flat however many patients), then replaces the seed's rows of the small tables. Re-running with
+the same arguments leaves the same table content. Other seeds' and real patients' rows are never
+touched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Literal
+
+import polars as pl
+
+from jobs.runs import job_run
+from jobs.validation import quarantine_reason
+from lakehouse.catalog import GROUND_TRUTH, QUARANTINE, STEP_SAMPLES
+from lakehouse.errors import InputError
+from lakehouse.storage import Lake, sql_literal
+from synthetic.clinical import ClinicalHistory
+from synthetic.landing import write_apple_health_export, write_clinical_csvs
+from synthetic.population import (
+    DEFAULT_END_DATE,
+    SimulatedPatient,
+    clinical_frames,
+    id_prefix,
+    samples_frame,
+    simulate_patient,
+)
+
+# Samples per batch: large enough for few, big Parquet files, small enough for flat memory.
+BATCH_SAMPLES = 3_000_000
+_SAMPLES_PER_PATIENT_YEAR = 26_700
+MAX_PATIENTS = 999_999  # IDs have six digits
+
+
+@dataclass(frozen=True)
+class GenerateSummary:
+    """What a generate run produced.
+
+    Args:
+        mode: ``direct`` (bronze tables) or ``landing`` (files).
+        patients: patients simulated.
+        samples: step samples written (to bronze/step_samples, or as StepCount records).
+        quarantined: corrupt samples (in bronze/quarantine, or written into the exports).
+        therapies: therapy courses (= ground-truth rows).
+        side_effects: side-effect reports.
+        diagnoses: diagnoses.
+        landing_files: files written in landing mode.
+        seconds: wall time of the run.
+    """
+
+    mode: Literal["direct", "landing"]
+    patients: int
+    samples: int
+    quarantined: int
+    therapies: int
+    side_effects: int
+    diagnoses: int
+    landing_files: int
+    seconds: float
+
+    @property
+    def samples_per_second(self) -> float:
+        """Generation and write throughput."""
+        return self.samples / self.seconds if self.seconds > 0 else 0.0
+
+    def describe(self) -> str:
+        """One line for the CLI."""
+        if self.mode == "landing":
+            where = f"{self.landing_files:,} landing files"
+            corrupt = f"{self.quarantined:,} corrupt left for ingest to quarantine"
+        else:
+            where, corrupt = "bronze tables", f"{self.quarantined:,} corrupt quarantined"
+        return (
+            f"generate: {self.patients:,} patients, {self.samples:,} samples ({corrupt}), "
+            f"{self.therapies:,} therapy courses, "
+            f"{self.side_effects:,} side effects, {self.diagnoses:,} diagnoses -> {where} "
+            f"in {self.seconds:.1f} s ({self.samples_per_second:,.0f} samples/s)"
+        )
+
+
+def seed_predicate(seed: int) -> str:
+    """Delta predicate matching the rows of one population: IDs starting with ``SYN{seed}-``.
+
+    A range rather than LIKE so that file statistics prune files of other seeds and patients.
+    """
+    prefix = id_prefix(seed)
+    upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    return f"patient_id >= {sql_literal(prefix)} AND patient_id < {sql_literal(upper)}"
+
+
+def quarantine_source(seed: int) -> str:
+    """``source_file`` of a population's quarantined samples."""
+    return f"synthetic:seed={seed}"
+
+
+def quarantine_time(end_date: date) -> datetime:
+    """The simulated ingestion instant stamped on quarantined rows.
+
+    The day after the simulated period rather than the wall clock, so re-runs are identical.
+    """
+    return datetime.combine(end_date + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
+
+
+def split_quarantine(
+    samples: pl.DataFrame, *, source_file: str, quarantined_at: datetime
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Split samples into valid bronze/step_samples rows and bronze/quarantine rows.
+
+    Args:
+        samples: frame from :func:`synthetic.population.samples_frame` (step_samples columns
+            plus ``record``).
+        source_file: ``source_file`` of the quarantine rows.
+        quarantined_at: ``quarantined_at`` of the quarantine rows.
+
+    Returns:
+        The valid samples with exactly the step_samples columns, and the rejected ones with the
+        quarantine columns (``raw`` is the row as JSON).
+    """
+    reasons = samples.select(quarantine_reason()).to_series()
+    bad = reasons.is_not_null()
+    # Corrupt rows are rare: keep the big frame's buffers unless some row must go.
+    valid = samples.select(STEP_SAMPLES.columns)
+    if bad.any():
+        valid = valid.filter(~bad)
+    raw_columns = [c for c in STEP_SAMPLES.columns if c != "month"]
+    rejected = (
+        samples.filter(bad)
+        .with_columns(reason=reasons.filter(bad))
+        .select(
+            source_file=pl.lit(source_file),
+            record=pl.col("record"),
+            reason=pl.col("reason"),
+            raw=pl.struct(raw_columns).struct.json_encode(),
+            patient_id=pl.col("patient_id"),
+            quarantined_at=pl.lit(quarantined_at, dtype=pl.Datetime("us", "UTC")),
+        )
+    )
+    # Filtered string columns can still point into the whole batch's buffers; copy the few
+    # rejected rows out so that keeping them does not keep every batch alive.
+    return valid, pl.DataFrame(rejected.to_dicts(), schema=rejected.schema)
+
+
+def batch_size(years: float) -> int:
+    """Patients per batch so that a batch holds about BATCH_SAMPLES samples."""
+    return max(1, int(BATCH_SAMPLES / (_SAMPLES_PER_PATIENT_YEAR * max(years, 0.01))))
+
+
+def _batches(
+    patients: int, seed: int, years: float, end_date: date
+) -> Iterator[list[SimulatedPatient]]:
+    size = batch_size(years)
+    for first in range(1, patients + 1, size):
+        last = min(patients, first + size - 1)
+        yield [
+            simulate_patient(seed, index, years=years, end_date=end_date)
+            for index in range(first, last + 1)
+        ]
+
+
+def _validate(patients: int, seed: int, years: float) -> None:
+    if not 1 <= patients <= MAX_PATIENTS:
+        raise InputError(f"--patients must be between 1 and {MAX_PATIENTS}, got {patients}")
+    if seed < 0:
+        raise InputError(f"--seed must be zero or positive, got {seed}")
+    if not 0 < years <= 30:
+        raise InputError(f"--years must be above 0 and at most 30, got {years:g}")
+
+
+def run(
+    lake: Lake,
+    *,
+    patients: int,
+    seed: int,
+    years: float = 3.0,
+    landing: Path | None = None,
+    end_date: date | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> GenerateSummary:
+    """Generate a synthetic population and write it to the lake or as landing files.
+
+    Args:
+        lake: the lake (bronze tables in direct mode; ground truth and job runs always).
+        patients: number of patients (IDs ``SYN{seed}-000001`` ...).
+        seed: population seed; the same arguments always give the same data.
+        years: length of the simulated period, ending on ``end_date``.
+        landing: write landing files into this directory instead of bronze tables.
+        end_date: last simulated day (default 2026-10-31, fixed for reproducibility).
+        progress: called after each batch with the number of patients finished so far.
+
+    Returns:
+        Counts of what was written.
+
+    Raises:
+        InputError: when an argument is out of range.
+    """
+    _validate(patients, seed, years)
+    end = end_date or DEFAULT_END_DATE
+    started = time.perf_counter()
+    with job_run(lake, "generate") as job:
+        if landing is None:
+            summary = _run_direct(lake, patients, seed, years, end, progress)
+        else:
+            summary = _run_landing(lake, patients, seed, years, end, landing, progress)
+        summary = dataclasses.replace(summary, seconds=time.perf_counter() - started)
+        job.rows_out = summary.samples
+        job.details = {
+            **asdict(summary),
+            "seed": seed,
+            "years": years,
+            "end_date": end.isoformat(),
+            "landing": str(landing) if landing else None,
+        }
+    return summary
+
+
+def _run_direct(
+    lake: Lake,
+    patients: int,
+    seed: int,
+    years: float,
+    end: date,
+    progress: Callable[[int], None] | None,
+) -> GenerateSummary:
+    source_file = quarantine_source(seed)
+    quarantined_at = quarantine_time(end)
+    metadata = {"job": "generate", "seed": str(seed)}
+    lake.delete(STEP_SAMPLES, seed_predicate(seed))
+    histories: list[ClinicalHistory] = []
+    rejected: list[pl.DataFrame] = []
+    written = 0
+    # One batch at a time. Writing in a background thread while simulating the next batch was
+    # measured: barely faster (Polars and delta-rs already use every core) but memory grew with
+    # the number of batches (allocator arenas per thread), so the simple loop stays flat.
+    for batch in _batches(patients, seed, years, end):
+        histories.extend(p.history for p in batch)
+        valid, bad = split_quarantine(
+            samples_frame(batch), source_file=source_file, quarantined_at=quarantined_at
+        )
+        del batch
+        rejected.append(bad)
+        lake.append(STEP_SAMPLES, valid, metadata=metadata)
+        written += valid.height
+        del valid
+        if progress is not None:
+            progress(len(histories))
+    quarantine = pl.concat(rejected)
+    lake.replace(QUARANTINE, quarantine, predicate=f"source_file = {sql_literal(source_file)}")
+    frames = clinical_frames(histories)
+    for table, frame in frames.by_table().items():
+        lake.replace(table, frame, predicate=seed_predicate(seed))
+    return GenerateSummary(
+        mode="direct",
+        patients=patients,
+        samples=written,
+        quarantined=quarantine.height,
+        therapies=frames.therapies.height,
+        side_effects=frames.side_effects.height,
+        diagnoses=frames.diagnoses.height,
+        landing_files=0,
+        seconds=0.0,
+    )
+
+
+def _run_landing(
+    lake: Lake,
+    patients: int,
+    seed: int,
+    years: float,
+    end: date,
+    landing: Path,
+    progress: Callable[[int], None] | None,
+) -> GenerateSummary:
+    exports = landing / "apple-health"
+    histories: list[ClinicalHistory] = []
+    files = samples = corrupt = 0
+    # One patient at a time: an export is streamed to disk, so nothing needs batching here.
+    for index in range(1, patients + 1):
+        patient = simulate_patient(seed, index, years=years, end_date=end)
+        write_apple_health_export(patient, exports)
+        files += 1
+        samples += len(patient.samples)
+        corrupt += int(patient.samples.corrupt.sum())
+        histories.append(patient.history)
+        if progress is not None:
+            progress(index)
+    frames = clinical_frames(histories)
+    files += len(write_clinical_csvs(frames, landing))
+    lake.replace(GROUND_TRUTH, frames.ground_truth, predicate=seed_predicate(seed))
+    return GenerateSummary(
+        mode="landing",
+        patients=patients,
+        samples=samples - corrupt,
+        quarantined=corrupt,
+        therapies=frames.therapies.height,
+        side_effects=frames.side_effects.height,
+        diagnoses=frames.diagnoses.height,
+        landing_files=files,
+        seconds=0.0,
+    )
