@@ -17,12 +17,10 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
 import polars as pl
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from jobs.daily import SAMPLE_COLUMNS, daily_steps
 from jobs.runs import job_run
-from lakehouse.catalog import DAILY_STEPS, JOB_RUNS, STEP_SAMPLES, UTC_TS
+from lakehouse.catalog import DAILY_STEPS, JOB_RUNS, STEP_SAMPLES
 from lakehouse.storage import Lake, sql_literal
 
 JOB = "aggregate"
@@ -113,27 +111,23 @@ def changed_scopes(lake: Lake, since_version: int) -> list[Scope] | None:
     return merge_scopes(_file_scopes(added) + _file_scopes(removed))
 
 
-def _patient_filter(first: str | None, last: str | None, *, last_inclusive: bool) -> pc.Expression:
-    condition = pc.scalar(True)
+def _patient_filter(first: str | None, last: str | None, *, last_inclusive: bool) -> pl.Expr:
+    condition = pl.lit(True)
     if first is not None:
-        condition = condition & (pc.field("patient_id") >= first)
+        condition &= pl.col("patient_id") >= first
     if last is not None:
-        upper = pc.field("patient_id") <= last if last_inclusive else pc.field("patient_id") < last
-        condition = condition & upper
+        condition &= pl.col("patient_id") <= last if last_inclusive else pl.col("patient_id") < last
     return condition
 
 
-def _utc_scalar(day: date, shift: timedelta) -> pc.Expression:
-    instant = datetime.combine(day, time(0), tzinfo=UTC) + shift
-    return pc.scalar(pa.scalar(instant, type=UTC_TS))
-
-
-def _time_filter(scope: Scope) -> pc.Expression:
-    condition = pc.scalar(True)
+def _time_filter(scope: Scope) -> pl.Expr:
+    condition = pl.lit(True)
     if scope.first_day is not None:
-        condition &= pc.field("start_ts") >= _utc_scalar(scope.first_day, -_SAMPLE_REACH)
+        start = datetime.combine(scope.first_day, time(0), tzinfo=UTC) - _SAMPLE_REACH
+        condition &= pl.col("start_ts") >= start
     if scope.last_day is not None:
-        condition &= pc.field("start_ts") < _utc_scalar(scope.last_day, _SAMPLE_REACH)
+        end = datetime.combine(scope.last_day, time(0), tzinfo=UTC) + _SAMPLE_REACH
+        condition &= pl.col("start_ts") < end
     return condition
 
 
@@ -178,15 +172,11 @@ def _scope_batches(
         return [(scope.first_patient, scope.last_patient)]
     where = _patient_filter(scope.first_patient, scope.last_patient, last_inclusive=True)
     counts = (
-        lake.read_columns(
-            STEP_SAMPLES,
-            columns=["patient_id"],
-            where=where & _time_filter(scope),
-            dictionary_columns=("patient_id",),
-        )
+        lake.scan(STEP_SAMPLES)
+        .filter(where & _time_filter(scope))
         .group_by("patient_id")
         .len()
-        .with_columns(pl.col("patient_id").cast(pl.String))
+        .collect()
     )
     starts = _patient_batches(counts, batch_samples)
     bounds: list[str | None] = [scope.first_patient, *starts[1:]]
@@ -208,12 +198,8 @@ def _aggregate_scope(
     def read(index: int) -> pl.DataFrame:
         first, upper = batches[index]
         last_batch = index == len(batches) - 1
-        return lake.read_columns(
-            STEP_SAMPLES,
-            columns=list(SAMPLE_COLUMNS),
-            where=_patient_filter(first, upper, last_inclusive=last_batch) & _time_filter(scope),
-            dictionary_columns=("patient_id", "source"),
-        )
+        where = _patient_filter(first, upper, last_inclusive=last_batch) & _time_filter(scope)
+        return lake.scan(STEP_SAMPLES).filter(where).select(SAMPLE_COLUMNS).collect()
 
     samples_in = days_out = 0
     with ThreadPoolExecutor(max_workers=1) as reader:

@@ -57,21 +57,30 @@ _PIECE_SCHEMA = pl.Schema(
 
 
 def _dense_codes(values: pl.Series) -> tuple[npt.NDArray[np.int64], pl.Series]:
-    """Dense 0..n-1 codes of a string column, and the distinct values in code order."""
-    categorical = values.cast(pl.Categorical)
-    physical = categorical.to_physical().to_numpy()
-    if physical.size == 0:
-        return physical.astype(np.int64), values.head(0).cast(pl.String)
-    present = np.zeros(int(physical.max()) + 1, dtype=bool)
-    present[physical] = True
-    distinct = np.flatnonzero(present)
-    lookup = np.zeros(present.size, dtype=np.int64)
-    lookup[distinct] = np.arange(distinct.size)
-    first_row = np.full(present.size, -1, dtype=np.int64)
-    # the last write wins, so write rows in reverse to keep each code's first row
-    first_row[physical[::-1]] = np.arange(physical.size - 1, -1, -1)
-    names = categorical.gather(first_row[distinct]).cast(pl.String)
-    return lookup[physical], names
+    """Dense 0..n-1 codes of a string column, and the distinct values in code order.
+
+    Works on runs of equal neighbours, so sorted input (bronze is sorted by patient and source)
+    costs one comparison per row plus work on a few thousand runs; any order is correct.
+    """
+    values = values.cast(pl.String)
+    if values.len() == 0:
+        return np.zeros(0, dtype=np.int64), values
+    changed = values.ne_missing(values.shift(1)).fill_null(True).to_numpy()
+    starts = np.flatnonzero(changed)
+    run_values = values.gather(starts)
+    distinct = run_values.unique().sort()
+    run_codes = (
+        pl.DataFrame({"value": run_values})
+        .join(
+            pl.DataFrame({"value": distinct, "code": np.arange(distinct.len())}),
+            on="value",
+            how="left",
+            maintain_order="left",
+        )["code"]
+        .to_numpy()
+    )
+    lengths = np.diff(np.append(starts, values.len()))
+    return np.repeat(run_codes.astype(np.int64), lengths), distinct
 
 
 def _pieces(samples: pl.DataFrame, pair: npt.NDArray[np.int64]) -> pl.DataFrame:
