@@ -23,6 +23,8 @@ hashing. The result never depends on the input order; only the speed does.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 import polars as pl
@@ -41,15 +43,17 @@ _SLOT_BASE = 1 << 31
 _DAY_BASE = 1 << 20
 
 SAMPLE_COLUMNS = ("patient_id", "start_ts", "end_ts", "utc_offset_minutes", "steps", "source")
-DAILY_COLUMNS = (
-    "patient_id",
-    "date",
-    "steps",
-    "coverage_hours",
-    "n_samples",
-    "n_sources",
-    "is_wear_day",
-    "month",
+DAILY_SCHEMA = pl.Schema(
+    {
+        "patient_id": pl.String,
+        "date": pl.Date,
+        "steps": pl.Float64,
+        "coverage_hours": pl.Int16,
+        "n_samples": pl.Int32,
+        "n_sources": pl.Int16,
+        "is_wear_day": pl.Boolean,
+        "month": pl.String,
+    }
 )
 _PIECE_SCHEMA = pl.Schema(
     {"pair": pl.Int64, "slot": pl.Int64, "steps": pl.Float64, "n_samples": pl.Int64}
@@ -86,13 +90,13 @@ def _dense_codes(values: pl.Series) -> tuple[npt.NDArray[np.int64], pl.Series]:
 def _pieces(samples: pl.DataFrame, pair: npt.NDArray[np.int64]) -> pl.DataFrame:
     """Steps per (patient-source pair, local hour slot) piece.
 
-    Samples inside one hour are summed run by run; samples touching several hours are split in
-    proportion to the time in each hour. ``n_samples`` counts a sample once per local day: on
-    its first hour and at each local midnight it crosses.
+    Every sample first counts whole in its first local hour, and consecutive samples of the same
+    pair and hour are summed in one linear pass (no copy of the big arrays). The few samples
+    that touch several hours then add correction pieces: minus the part that is not in the first
+    hour, plus each later hour's part in proportion to time. ``n_samples`` counts a sample once
+    per local day: in its first hour and at each local midnight it crosses.
     """
     offset = pl.col("utc_offset_minutes").cast(pl.Int64)
-    # NumPy arrays, not a new frame: mixing the one-chunk ``pair`` with the many-chunk columns
-    # read from Delta would make Polars rechunk everything
     local = samples.select(
         "steps",
         offset_slot=offset + _OFFSET_SHIFT,
@@ -103,47 +107,45 @@ def _pieces(samples: pl.DataFrame, pair: npt.NDArray[np.int64]) -> pl.DataFrame:
         # end is exclusive: a sample ending exactly on the hour does not touch the next hour
         last_hour=pl.max_horizontal(pl.col("local_end") - 1, pl.col("local_start")) // US_PER_HOUR,
     )
-    column = {name: local[name].to_numpy() for name in local.columns}
-    within = column["first_hour"] == column["last_hour"]
-    inside = np.flatnonzero(within)
-    runs = pl.DataFrame(schema=_PIECE_SCHEMA)
-    if inside.size:
-        pairs = pair[inside]
-        slot = column["first_hour"][inside] * _OFFSET_SLOTS + column["offset_slot"][inside]
-        changed = np.empty(inside.size, dtype=bool)
-        changed[0] = True
-        np.not_equal(slot[1:], slot[:-1], out=changed[1:])
-        changed[1:] |= pairs[1:] != pairs[:-1]
-        starts = np.flatnonzero(changed)
-        runs = pl.DataFrame(
-            {
-                "pair": pairs[starts],
-                "slot": slot[starts],
-                "steps": np.add.reduceat(column["steps"][inside], starts),
-                "n_samples": np.diff(np.append(starts, inside.size)),
-            },
-            schema=_PIECE_SCHEMA,
-        )
-    across = np.flatnonzero(~within)
-    spanning = (
-        pl.DataFrame({"pair": pair[across], **{k: v[across] for k, v in column.items()}})
+    slot = local.select(pl.col("first_hour") * _OFFSET_SLOTS + pl.col("offset_slot")).to_series()
+    first_slot = slot.to_numpy()
+    changed = np.empty(first_slot.size, dtype=bool)
+    changed[0] = True
+    np.not_equal(first_slot[1:], first_slot[:-1], out=changed[1:])
+    changed[1:] |= pair[1:] != pair[:-1]
+    starts = np.flatnonzero(changed)
+    runs = pl.DataFrame(
+        {
+            "pair": pair[starts],
+            "slot": first_slot[starts],
+            "steps": np.add.reduceat(local["steps"].to_numpy(), starts),
+            "n_samples": np.diff(np.append(starts, first_slot.size)),
+        },
+        schema=_PIECE_SCHEMA,
+    )
+    spans = local["first_hour"] != local["last_hour"]
+    corrections = (
+        local.with_columns(pair=pl.Series(pair))
+        .filter(spans)
         .with_columns(hour=pl.int_ranges("first_hour", pl.col("last_hour") + 1))
         .explode("hour")
-        .select(
-            "pair",
-            slot=pl.col("hour") * _OFFSET_SLOTS + pl.col("offset_slot"),
-            steps=pl.col("steps")
+        .with_columns(
+            share=pl.col("steps")
             * (
                 pl.min_horizontal("local_end", (pl.col("hour") + 1) * US_PER_HOUR)
                 - pl.max_horizontal("local_start", pl.col("hour") * US_PER_HOUR)
             )
             / (pl.col("local_end") - pl.col("local_start")),
-            n_samples=((pl.col("hour") == pl.col("first_hour")) | (pl.col("hour") % 24 == 0)).cast(
-                pl.Int64
-            ),
+            first=pl.col("hour") == pl.col("first_hour"),
+        )
+        .select(
+            "pair",
+            slot=pl.col("hour") * _OFFSET_SLOTS + pl.col("offset_slot"),
+            steps=pl.when("first").then(pl.col("share") - pl.col("steps")).otherwise("share"),
+            n_samples=(~pl.col("first") & (pl.col("hour") % 24 == 0)).cast(pl.Int64),
         )
     )
-    return pl.concat([runs, spanning.cast(_PIECE_SCHEMA)], how="vertical")
+    return pl.concat([runs, corrections.cast(_PIECE_SCHEMA)], how="vertical")
 
 
 def daily_steps(samples: pl.DataFrame) -> pl.DataFrame:
@@ -160,61 +162,107 @@ def daily_steps(samples: pl.DataFrame) -> pl.DataFrame:
         one row per patient and local date that has at least one sample.
     """
     samples = samples.select(SAMPLE_COLUMNS)
+    if samples.height == 0:
+        return pl.DataFrame(schema=DAILY_SCHEMA)
     patient, patient_ids = _dense_codes(samples["patient_id"])
     source, source_names = _dense_codes(samples["source"])
     n_sources = max(len(source_names), 1)
-    per_source_hour = (
-        _pieces(samples, patient * n_sources + source)
-        .lazy()
-        .group_by(key=pl.col("pair") * _SLOT_BASE + pl.col("slot"))
-        .agg(pl.col("steps").sum(), pl.col("n_samples").sum())
-        .select(
-            "steps",
-            "n_samples",
-            patient=pl.col("key") // _SLOT_BASE // n_sources,
-            source=pl.col("key") // _SLOT_BASE % n_sources,
-            slot=pl.col("key") % _SLOT_BASE,
-        )
-        .with_columns(day_key=pl.col("patient") * _DAY_BASE + pl.col("slot") // _SLOTS_PER_DAY)
-        .collect()  # used twice below: evaluate once
-        .lazy()
-    )
-    per_hour = per_source_hour.group_by(
-        hour_key=pl.col("patient") * _SLOT_BASE + pl.col("slot")
-    ).agg(
-        # the source with the most steps in the hour wins; the others recorded the same walking
-        pl.col("steps").max(),
-        pl.col("n_samples").sum(),
-        pl.col("day_key").first(),
-    )
-    sources_per_day = (
-        per_source_hour.select(key=pl.col("day_key") * n_sources + pl.col("source"))
-        .unique()
-        .group_by(day_key=pl.col("key") // n_sources)
-        .agg(n_sources=pl.len().cast(pl.Int16))
-    )
-    names = pl.DataFrame({"patient": np.arange(len(patient_ids)), "patient_id": patient_ids})
-    daily = (
-        per_hour.group_by("day_key")
-        .agg(
-            pl.col("steps").sum(),
-            coverage_hours=pl.len().cast(pl.Int16),
-            n_samples=pl.col("n_samples").sum().cast(pl.Int32),
-        )
-        .join(sources_per_day, on="day_key", how="inner")
-        .with_columns(
-            patient=pl.col("day_key") // _DAY_BASE,
-            date=(pl.col("day_key") % _DAY_BASE).cast(pl.Int32).cast(pl.Date),
-        )
-        .join(names.lazy(), on="patient", how="inner")
-    )
-    return daily.select(
-        "patient_id",
-        "date",
-        "steps",
-        "coverage_hours",
-        "n_samples",
-        "n_sources",
+    pieces = _pieces(samples, patient * n_sources + source)
+    days = _reduce_sorted(pieces, n_sources)
+    return pl.DataFrame(
+        {
+            "patient_id": patient_ids.gather(days["patient"]),
+            "date": pl.Series(days["day"].astype(np.int32)).cast(pl.Date),
+            "steps": days["steps"],
+            "coverage_hours": days["coverage_hours"].astype(np.int16),
+            "n_samples": days["n_samples"].astype(np.int32),
+            "n_sources": days["n_sources"].astype(np.int16),
+        }
+    ).with_columns(
         is_wear_day=(pl.col("coverage_hours") >= MIN_WEAR_HOURS) & (pl.col("steps") > 0),
         month=pl.col("date").dt.strftime("%Y-%m"),
-    ).collect()
+    )
+
+
+def _run_starts(keys: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """Index of the first row of each run of equal neighbours (``keys`` is not empty)."""
+    return np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
+
+
+def _source_bits(local_source: npt.NDArray[np.int64], width: int) -> npt.NDArray[np.uint64]:
+    """Each row's source as a one-bit set, in as many 64-bit words as the widest patient needs."""
+    words = np.zeros((local_source.size, (width + 63) // 64), dtype=np.uint64)
+    words[np.arange(local_source.size), local_source // 64] = np.left_shift(
+        np.uint64(1), (local_source % 64).astype(np.uint64)
+    )
+    return words
+
+
+def _reduce_bits(
+    bits: npt.NDArray[np.uint64], starts: npt.NDArray[np.int64]
+) -> npt.NDArray[np.uint64]:
+    """Union of the source sets of each run."""
+    return np.bitwise_or.reduceat(bits, starts, axis=0)
+
+
+def _count_bits(bits: npt.NDArray[np.uint64]) -> npt.NDArray[np.int64]:
+    """Number of sources in each set."""
+    counts: npt.NDArray[np.int64] = np.bitwise_count(bits).sum(axis=1, dtype=np.int64)
+    return counts
+
+
+def _local_source_codes(
+    pair: npt.NDArray[np.int64], n_sources: int
+) -> tuple[npt.NDArray[np.int64], int]:
+    """Each (patient, source) pair's source numbered within its patient (0, 1, ...), and the
+    largest count of sources any patient has."""
+    distinct = np.sort(pl.Series(pair).unique().to_numpy())
+    owner = distinct // n_sources
+    first_of_owner = np.searchsorted(owner, owner, side="left")
+    local = np.arange(distinct.size) - first_of_owner
+    width = int(local.max()) + 1 if local.size else 1
+    return local[np.searchsorted(distinct, pair)], width
+
+
+def _reduce_sorted(pieces: pl.DataFrame, n_sources: int) -> dict[str, npt.NDArray[Any]]:
+    """Per source-hour sums, the best source per hour, then days: one sort, then linear passes.
+
+    Pieces are sorted by (patient, local hour slot, source), so every level below is a run of
+    neighbours: summed or maximised with ``reduceat`` instead of hashed.
+    """
+    pair = pieces["pair"].to_numpy()
+    patient = pair // n_sources
+    local_source, width = _local_source_codes(pair, n_sources)
+    key = (patient * _SLOT_BASE + pieces["slot"].to_numpy()) * width + local_source
+    order = pl.Series(key).arg_sort().to_numpy()
+    key = key[order]
+    steps = pieces["steps"].to_numpy()[order]
+    counts = pieces["n_samples"].to_numpy()[order]
+
+    # one row per (patient, hour slot, source): sums over that source's pieces
+    starts = _run_starts(key)
+    source_steps = np.add.reduceat(steps, starts)
+    source_counts = np.add.reduceat(counts, starts)
+    hour_key = key[starts] // width
+    source_bit = _source_bits(local_source[order][starts], width)
+
+    # one row per (patient, hour slot): the source with the most steps wins
+    starts = _run_starts(hour_key)
+    hour_steps = np.maximum.reduceat(source_steps, starts)
+    hour_counts = np.add.reduceat(source_counts, starts)
+    hour_sources = _reduce_bits(source_bit, starts)
+    hour_key = hour_key[starts]
+    day_key = (hour_key // _SLOT_BASE) * _DAY_BASE + (hour_key % _SLOT_BASE) // _SLOTS_PER_DAY
+
+    # one row per (patient, local day)
+    starts = _run_starts(day_key)
+    day_sources = _reduce_bits(hour_sources, starts)
+    day_key = day_key[starts]
+    return {
+        "patient": day_key // _DAY_BASE,
+        "day": day_key % _DAY_BASE,
+        "steps": np.add.reduceat(hour_steps, starts),
+        "coverage_hours": np.diff(np.append(starts, hour_key.size)),
+        "n_samples": np.add.reduceat(hour_counts, starts),
+        "n_sources": _count_bits(day_sources),
+    }
