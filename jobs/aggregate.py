@@ -11,8 +11,9 @@ the job again over the same bronze is a no-op.
 from __future__ import annotations
 
 import json
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
@@ -29,6 +30,8 @@ _NO_DATA_CHANGE = {"OPTIMIZE", "VACUUM START", "VACUUM END"}
 # Samples are at most 24 h long and offsets at most 14 h, so a local day only receives samples
 # that start within two days of it.
 _SAMPLE_REACH = timedelta(days=2)
+# Batches read and aggregated at the same time (one per core on the 2-core reference machine).
+_BATCHES_IN_FLIGHT = 2
 
 
 @dataclass(frozen=True)
@@ -190,48 +193,50 @@ def _aggregate_scope(
     """Recompute one scope batch by batch. Returns (batches, samples read, days written).
 
     The batches tile the scope's whole patient range, so every silver row in the scope is
-    replaced (rows whose samples are gone are deleted). The next batch is read while the
-    current one is aggregated.
+    replaced (rows whose samples are gone are deleted). Two batches are read and aggregated at
+    once on worker threads (Polars and NumPy release the GIL), while this thread commits the
+    finished ones in order; at most :data:`_BATCHES_IN_FLIGHT` batches are in memory.
     """
     batches = _scope_batches(lake, scope, batch_samples)
 
-    def read(index: int) -> pl.DataFrame:
+    def aggregate_batch(index: int) -> tuple[pl.DataFrame, int]:
         first, upper = batches[index]
         last_batch = index == len(batches) - 1
         where = _patient_filter(first, upper, last_inclusive=last_batch) & _time_filter(scope)
-        return lake.scan(STEP_SAMPLES).filter(where).select(SAMPLE_COLUMNS).collect()
+        samples = lake.scan(STEP_SAMPLES).filter(where).select(SAMPLE_COLUMNS).collect()
+        daily = daily_steps(samples)
+        if scope.first_day is not None:
+            daily = daily.filter(pl.col("date") >= scope.first_day)
+        if scope.last_day is not None:
+            daily = daily.filter(pl.col("date") <= scope.last_day)
+        return daily, samples.height
 
     samples_in = days_out = 0
-    with ThreadPoolExecutor(max_workers=1) as reader:
-        upcoming = reader.submit(read, 0)
+    with ThreadPoolExecutor(max_workers=_BATCHES_IN_FLIGHT) as workers:
+        in_flight: deque[Future[tuple[pl.DataFrame, int]]] = deque()
+        submitted = 0
         for index, (first, upper) in enumerate(batches):
-            samples = upcoming.result()
-            if index + 1 < len(batches):
-                upcoming = reader.submit(read, index + 1)
-            daily = daily_steps(samples)
-            if scope.first_day is not None:
-                daily = daily.filter(pl.col("date") >= scope.first_day)
-            if scope.last_day is not None:
-                daily = daily.filter(pl.col("date") <= scope.last_day)
-            last_batch = index == len(batches) - 1
+            while submitted < len(batches) and len(in_flight) < _BATCHES_IN_FLIGHT:
+                in_flight.append(workers.submit(aggregate_batch, submitted))
+                submitted += 1
+            daily, n_samples = in_flight.popleft().result()
             lake.replace(
                 DAILY_STEPS,
                 daily,
-                predicate=_replace_predicate(scope, first, upper, last_batch),
+                predicate=_replace_predicate(scope, first, upper, index == len(batches) - 1),
                 metadata={"job": JOB},
             )
-            samples_in += samples.height
+            samples_in += n_samples
             days_out += daily.height
             if progress is not None:
-                progress(samples.height)
-            del samples  # free this batch before the next one arrives
+                progress(n_samples)
     return len(batches), samples_in, days_out
 
 
 def run(
     lake: Lake,
     *,
-    batch_samples: int = 8_000_000,
+    batch_samples: int = 4_000_000,
     full: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> AggregateSummary:
