@@ -32,6 +32,8 @@ _NO_DATA_CHANGE = {"OPTIMIZE", "VACUUM START", "VACUUM END"}
 _SAMPLE_REACH = timedelta(days=2)
 # Batches read and aggregated at the same time (one per core on the 2-core reference machine).
 _BATCHES_IN_FLIGHT = 2
+# Patient-days gathered before one commit: few commits and files, bounded memory (~100 MB).
+_COMMIT_DAYS = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -134,16 +136,34 @@ def _time_filter(scope: Scope) -> pl.Expr:
     return condition
 
 
-def _patient_batches(counts: pl.DataFrame, batch_samples: int) -> list[str]:
-    """First patient of each batch so that a batch holds about ``batch_samples`` samples."""
+def _patient_batches(units: list[tuple[str, int]], batch_samples: int) -> list[str]:
+    """First patient of each batch, packing (first patient, samples) units in order so that a
+    batch holds about ``batch_samples`` samples."""
     starts: list[str] = []
-    running = batch_samples  # forces a batch to start at the first patient
-    for patient, n in counts.sort("patient_id").iter_rows():
-        if running + n > batch_samples:
-            starts.append(patient)
+    running = batch_samples  # forces a batch to start at the first unit
+    for first_patient, samples in units:
+        if running + samples > batch_samples:
+            starts.append(first_patient)
             running = 0
-        running += n
+        running += samples
     return starts
+
+
+def _file_segments(stats: pl.DataFrame) -> list[tuple[str, str, int]]:
+    """Patient ranges that no bronze file straddles, with their sample counts.
+
+    Batches cut only between segments read every file once; a cut inside a file's patient range
+    would make two batches decode the same row groups.
+    """
+    segments: list[tuple[str, str, int]] = []
+    ranges = stats.select("min.patient_id", "max.patient_id", "num_records").sort("min.patient_id")
+    for low, high, records in ranges.iter_rows():
+        if segments and low <= segments[-1][1]:
+            first, last, total = segments[-1]
+            segments[-1] = (first, max(last, high), total + records)
+        else:
+            segments.append((low, high, records))
+    return segments
 
 
 def _replace_predicate(scope: Scope, first: str | None, upper: str | None, inclusive: bool) -> str:
@@ -171,17 +191,18 @@ def _scope_batches(
         stats = stats.filter(pl.col("max.patient_id") >= scope.first_patient)
     estimate = int(stats["num_records"].sum()) if stats.height else 0
     if estimate <= batch_samples:
-        # small enough for one batch: no need to count samples per patient first
+        # small enough for one batch: no need to plan
         return [(scope.first_patient, scope.last_patient)]
-    where = _patient_filter(scope.first_patient, scope.last_patient, last_inclusive=True)
-    counts = (
-        lake.scan(STEP_SAMPLES)
-        .filter(where & _time_filter(scope))
-        .group_by("patient_id")
-        .len()
-        .collect()
-    )
-    starts = _patient_batches(counts, batch_samples)
+    units: list[tuple[str, int]] = []
+    for first, last, records in _file_segments(stats):
+        if records <= batch_samples:
+            units.append((first, records))
+            continue
+        # a segment too big for one batch (e.g. compacted files): count its patients' samples
+        where = _patient_filter(first, last, last_inclusive=True) & _time_filter(scope)
+        counts = lake.scan(STEP_SAMPLES).filter(where).group_by("patient_id").len().collect()
+        units.extend(counts.sort("patient_id").iter_rows())
+    starts = _patient_batches(units, batch_samples)
     bounds: list[str | None] = [scope.first_patient, *starts[1:]]
     uppers: list[str | None] = [*starts[1:], scope.last_patient]
     return list(zip(bounds, uppers, strict=True))
@@ -194,8 +215,9 @@ def _aggregate_scope(
 
     The batches tile the scope's whole patient range, so every silver row in the scope is
     replaced (rows whose samples are gone are deleted). Two batches are read and aggregated at
-    once on worker threads (Polars and NumPy release the GIL), while this thread commits the
-    finished ones in order; at most :data:`_BATCHES_IN_FLIGHT` batches are in memory.
+    once on worker threads (Polars and NumPy release the GIL); this thread gathers the finished
+    ones in order and commits each :data:`_COMMIT_DAYS` patient-days as one atomic replace of
+    their contiguous patient range.
     """
     batches = _scope_batches(lake, scope, batch_samples)
 
@@ -212,6 +234,19 @@ def _aggregate_scope(
         return daily, samples.height
 
     samples_in = days_out = 0
+    pending: list[pl.DataFrame] = []  # aggregated batches not yet committed
+    pending_first: str | None = None
+
+    def commit(upper: str | None, inclusive: bool) -> None:
+        # one atomic replace for the contiguous patient range of the pending batches
+        lake.replace(
+            DAILY_STEPS,
+            pl.concat(pending),
+            predicate=_replace_predicate(scope, pending_first, upper, inclusive),
+            metadata={"job": JOB},
+        )
+        pending.clear()
+
     with ThreadPoolExecutor(max_workers=_BATCHES_IN_FLIGHT) as workers:
         in_flight: deque[Future[tuple[pl.DataFrame, int]]] = deque()
         submitted = 0
@@ -220,12 +255,12 @@ def _aggregate_scope(
                 in_flight.append(workers.submit(aggregate_batch, submitted))
                 submitted += 1
             daily, n_samples = in_flight.popleft().result()
-            lake.replace(
-                DAILY_STEPS,
-                daily,
-                predicate=_replace_predicate(scope, first, upper, index == len(batches) - 1),
-                metadata={"job": JOB},
-            )
+            if not pending:
+                pending_first = first
+            pending.append(daily)
+            last_batch = index == len(batches) - 1
+            if last_batch or sum(frame.height for frame in pending) >= _COMMIT_DAYS:
+                commit(upper, last_batch)
             samples_in += n_samples
             days_out += daily.height
             if progress is not None:

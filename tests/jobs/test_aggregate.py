@@ -139,3 +139,22 @@ def test_empty_lake_records_a_run_and_writes_nothing(lake: Lake) -> None:
     assert summary.mode == "up-to-date"
     assert not lake.exists(DAILY_STEPS)
     assert lake.read(JOB_RUNS).height == 1
+
+
+def test_commits_in_several_groups_give_the_same_content(lake: Lake, monkeypatch) -> None:
+    lake.append(STEP_SAMPLES, _samples(["P1", "P2", "P3", "P4"], START, 12, seed=9))
+    monkeypatch.setattr(aggregate, "_COMMIT_DAYS", 10)  # commit after every batch or two
+    before = lake.version(DAILY_STEPS)
+    summary = aggregate.run(lake, batch_samples=100)
+    assert summary.batches >= 3
+    assert lake.version(DAILY_STEPS) - (before or 0) >= 2  # several commits
+    _same(_silver(lake), _expected(lake))
+
+
+def test_batches_follow_file_boundaries(lake: Lake) -> None:
+    # two appends = two files per month whose patient ranges do not overlap: one batch each
+    lake.append(STEP_SAMPLES, _samples(["A1", "A2"], START, 3, seed=10))
+    lake.append(STEP_SAMPLES, _samples(["B1", "B2"], START, 3, seed=11))
+    per_file = lake.file_stats(STEP_SAMPLES)["num_records"].max()
+    batches = aggregate._scope_batches(lake, aggregate.Scope(), int(per_file) + 1)
+    assert [first for first, _ in batches] == [None, "B1"]
