@@ -16,7 +16,6 @@ from typing import Any, TypeVar
 
 import polars as pl
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.dataset as pads
 from deltalake import CommitProperties, DeltaTable, Transaction, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
@@ -129,32 +128,6 @@ class Lake:
         if not self.exists(table):
             return empty_frame(table).lazy()
         return pl.scan_delta(self.table_uri(table), storage_options=self.storage_options or None)
-
-    def read_columns(
-        self,
-        table: TableSpec,
-        *,
-        columns: list[str] | None = None,
-        where: pc.Expression | None = None,
-        dictionary_columns: tuple[str, ...] = (),
-    ) -> pl.DataFrame:
-        """Read selected columns and rows through Arrow (file and row-group statistics prune).
-
-        Args:
-            table: the table.
-            columns: columns to read (all when None).
-            where: an Arrow filter expression, e.g. ``pc.field("patient_id") >= "P1"``.
-            dictionary_columns: string columns read dictionary-encoded, which arrive in Polars as
-                ``Categorical`` without materialising every string (much faster for IDs).
-        """
-        if not self.exists(table):
-            frame = empty_frame(table)
-            return frame.select(columns) if columns else frame
-        dataset = self.delta(table).to_pyarrow_dataset(
-            parquet_read_options=pads.ParquetReadOptions(dictionary_columns=set(dictionary_columns))
-        )
-        arrow = dataset.to_table(columns=columns, filter=where)
-        return pl.DataFrame(arrow)
 
     def read(self, table: TableSpec) -> pl.DataFrame:
         """The whole table (for small tables: patients, clinical data, ops)."""

@@ -6,7 +6,6 @@ from datetime import date
 from pathlib import Path
 
 import polars as pl
-import pyarrow.compute as pc
 import pytest
 from deltalake import DeltaTable
 from hypothesis import HealthCheck, given, settings
@@ -74,16 +73,6 @@ def test_generated_frames_round_trip(
     round_trip()
 
 
-@pytest.mark.parametrize("table", TABLES, ids=_ids)
-def test_read_columns_selects_and_filters(lake: Lake, table: TableSpec) -> None:
-    lake.append(table, edge_rows(table))
-    key = table.keys[0]
-    wanted = edge_rows(table, (1,))[key][0]
-    picked = lake.read_columns(table, columns=[key], where=pc.field(key) == wanted)
-    assert picked.columns == [key]
-    assert picked[key].to_list() == [wanted]
-
-
 # ------------------------------------------------------------------ missing tables
 
 
@@ -96,7 +85,7 @@ def test_missing_table_reads_as_empty_frame_with_schema(lake: Lake, table: Table
     assert frame.schema == empty_frame(table).schema
     assert list(frame.schema) == list(table.columns)
     assert lake.dataset(table).schema == table.schema
-    assert lake.read_columns(table, columns=[table.keys[0]]).columns == [table.keys[0]]
+    assert lake.scan(table).collect().schema == frame.schema
     assert lake.history(table) == []
 
 
