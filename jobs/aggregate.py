@@ -48,6 +48,14 @@ class Scope:
 
 
 @dataclass(frozen=True)
+class Bronze:
+    """One snapshot of bronze/step_samples: every batch of a run reads the same version."""
+
+    samples: pl.LazyFrame
+    files: pl.DataFrame  # file statistics of that version
+
+
+@dataclass(frozen=True)
 class AggregateSummary:
     """What one aggregation run did."""
 
@@ -103,14 +111,15 @@ def merge_scopes(scopes: list[Scope]) -> list[Scope]:
     return merged
 
 
-def changed_scopes(lake: Lake, since_version: int) -> list[Scope] | None:
-    """Scopes touched by bronze commits after ``since_version``; None when nothing changed data."""
+def changed_scopes(lake: Lake, since_version: int, until_version: int) -> list[Scope] | None:
+    """Scopes touched by bronze commits in (since_version, until_version]; None when those
+    commits changed no data."""
     history = lake.history(STEP_SAMPLES)
-    newer = [c for c in history if int(c.get("version", -1)) > since_version]
+    newer = [c for c in history if since_version < int(c.get("version", -1)) <= until_version]
     if all(c.get("operation") in _NO_DATA_CHANGE for c in newer):
         return None
     before = lake.file_stats(STEP_SAMPLES, version=since_version)
-    now = lake.file_stats(STEP_SAMPLES)
+    now = lake.file_stats(STEP_SAMPLES, version=until_version)
     added = now.filter(~pl.col("path").is_in(before["path"].implode()))
     removed = before.filter(~pl.col("path").is_in(now["path"].implode()))
     return merge_scopes(_file_scopes(added) + _file_scopes(removed))
@@ -180,11 +189,11 @@ def _replace_predicate(scope: Scope, first: str | None, upper: str | None, inclu
 
 
 def _scope_batches(
-    lake: Lake, scope: Scope, batch_samples: int
+    bronze: Bronze, scope: Scope, batch_samples: int
 ) -> list[tuple[str | None, str | None]]:
     """Patient ranges [first, upper) that tile the scope, each with about ``batch_samples``
     samples. The last range includes its upper bound (the scope's last patient)."""
-    stats = lake.file_stats(STEP_SAMPLES)
+    stats = bronze.files
     if stats.height and scope.last_patient is not None:
         stats = stats.filter(pl.col("min.patient_id") <= scope.last_patient)
     if stats.height and scope.first_patient is not None:
@@ -200,7 +209,7 @@ def _scope_batches(
             continue
         # a segment too big for one batch (e.g. compacted files): count its patients' samples
         where = _patient_filter(first, last, last_inclusive=True) & _time_filter(scope)
-        counts = lake.scan(STEP_SAMPLES).filter(where).group_by("patient_id").len().collect()
+        counts = bronze.samples.filter(where).group_by("patient_id").len().collect()
         units.extend(counts.sort("patient_id").iter_rows())
     starts = _patient_batches(units, batch_samples)
     bounds: list[str | None] = [scope.first_patient, *starts[1:]]
@@ -209,7 +218,12 @@ def _scope_batches(
 
 
 def _aggregate_scope(
-    lake: Lake, scope: Scope, *, batch_samples: int, progress: Callable[[int], None] | None
+    lake: Lake,
+    bronze: Bronze,
+    scope: Scope,
+    *,
+    batch_samples: int,
+    progress: Callable[[int], None] | None,
 ) -> tuple[int, int, int]:
     """Recompute one scope batch by batch. Returns (batches, samples read, days written).
 
@@ -219,13 +233,13 @@ def _aggregate_scope(
     ones in order and commits each :data:`_COMMIT_DAYS` patient-days as one atomic replace of
     their contiguous patient range.
     """
-    batches = _scope_batches(lake, scope, batch_samples)
+    batches = _scope_batches(bronze, scope, batch_samples)
 
     def aggregate_batch(index: int) -> tuple[pl.DataFrame, int]:
         first, upper = batches[index]
         last_batch = index == len(batches) - 1
         where = _patient_filter(first, upper, last_inclusive=last_batch) & _time_filter(scope)
-        samples = lake.scan(STEP_SAMPLES).filter(where).select(SAMPLE_COLUMNS).collect()
+        samples = bronze.samples.filter(where).select(SAMPLE_COLUMNS).collect()
         daily = daily_steps(samples)
         if scope.first_day is not None:
             daily = daily.filter(pl.col("date") >= scope.first_day)
@@ -294,11 +308,18 @@ def run(
         elif previous >= bronze_version:
             scopes, mode = None, "up-to-date"
         else:
-            scopes = changed_scopes(lake, previous)
+            scopes = changed_scopes(lake, previous, bronze_version)
             mode = "incremental" if scopes is not None else "up-to-date"
         batches = samples_in = days_out = 0
+        if scopes:
+            bronze = Bronze(
+                samples=lake.scan(STEP_SAMPLES, version=bronze_version),
+                files=lake.file_stats(STEP_SAMPLES, version=bronze_version),
+            )
         for scope in scopes or []:
-            done = _aggregate_scope(lake, scope, batch_samples=batch_samples, progress=progress)
+            done = _aggregate_scope(
+                lake, bronze, scope, batch_samples=batch_samples, progress=progress
+            )
             batches, samples_in, days_out = (
                 batches + done[0],
                 samples_in + done[1],

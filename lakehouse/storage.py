@@ -123,11 +123,19 @@ class Lake:
             return pads.dataset(table.schema.empty_table())
         return self.delta(table).to_pyarrow_dataset()
 
-    def scan(self, table: TableSpec) -> pl.LazyFrame:
-        """The table as a Polars LazyFrame (empty with the declared schema when missing)."""
+    def scan(self, table: TableSpec, *, version: int | None = None) -> pl.LazyFrame:
+        """The table as a Polars LazyFrame (empty with the declared schema when missing).
+
+        Args:
+            table: the table.
+            version: read this version instead of the latest; the frame stays pinned to the
+                snapshot it was created from however often it is collected.
+        """
         if not self.exists(table):
             return empty_frame(table).lazy()
-        return pl.scan_delta(self.table_uri(table), storage_options=self.storage_options or None)
+        return pl.scan_delta(
+            self.table_uri(table), version=version, storage_options=self.storage_options or None
+        )
 
     def read(self, table: TableSpec) -> pl.DataFrame:
         """The whole table (for small tables: patients, clinical data, ops)."""

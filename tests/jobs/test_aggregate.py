@@ -156,5 +156,25 @@ def test_batches_follow_file_boundaries(lake: Lake) -> None:
     lake.append(STEP_SAMPLES, _samples(["A1", "A2"], START, 3, seed=10))
     lake.append(STEP_SAMPLES, _samples(["B1", "B2"], START, 3, seed=11))
     per_file = lake.file_stats(STEP_SAMPLES)["num_records"].max()
-    batches = aggregate._scope_batches(lake, aggregate.Scope(), int(per_file) + 1)
+    bronze = aggregate.Bronze(lake.scan(STEP_SAMPLES), lake.file_stats(STEP_SAMPLES))
+    batches = aggregate._scope_batches(bronze, aggregate.Scope(), int(per_file) + 1)
     assert [first for first, _ in batches] == [None, "B1"]
+
+
+def test_a_run_reads_one_bronze_snapshot(lake: Lake, monkeypatch) -> None:
+    # samples committed while a run is under way belong to the next run, not half to this one
+    lake.append(STEP_SAMPLES, _samples(["P1", "P2", "P3"], START, 6, seed=12))
+    original = aggregate.daily_steps
+
+    def daily_then_late_commit(samples: pl.DataFrame) -> pl.DataFrame:
+        if lake.version(STEP_SAMPLES) == 0:
+            lake.append(STEP_SAMPLES, _samples(["P3"], START + timedelta(days=30), 2, seed=13))
+        return original(samples)
+
+    monkeypatch.setattr(aggregate, "daily_steps", daily_then_late_commit)
+    first = aggregate.run(lake, batch_samples=60)
+    assert first.bronze_version == 0
+    assert _silver(lake)["date"].max() < (START + timedelta(days=30)).date()
+    monkeypatch.setattr(aggregate, "daily_steps", original)
+    assert aggregate.run(lake).mode == "incremental"
+    _same(_silver(lake), _expected(lake))
