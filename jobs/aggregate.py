@@ -16,6 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from typing import TypeVar
 
 import polars as pl
 
@@ -25,6 +26,7 @@ from lakehouse.catalog import DAILY_STEPS, JOB_RUNS, STEP_SAMPLES
 from lakehouse.storage import Lake, sql_literal
 
 JOB = "aggregate"
+T = TypeVar("T", str, date)
 # History operations that rewrite files without changing the data.
 _NO_DATA_CHANGE = {"OPTIMIZE", "VACUUM START", "VACUUM END"}
 # Samples are at most 24 h long and offsets at most 14 h, so a local day only receives samples
@@ -67,8 +69,9 @@ class AggregateSummary:
     days_out: int
 
 
-def last_aggregated_version(lake: Lake) -> int | None:
-    """The bronze version the last successful aggregation run covered, None if there was none."""
+def last_aggregated_version(lake: Lake, bronze_table_id: str) -> int | None:
+    """The bronze version the last successful aggregation run covered, None if there was none
+    or it covered another bronze table (one dropped and rebuilt since, whose versions restart)."""
     runs = (
         lake.scan(JOB_RUNS)
         .filter((pl.col("job") == JOB) & (pl.col("status") == "succeeded"))
@@ -77,9 +80,11 @@ def last_aggregated_version(lake: Lake) -> int | None:
         .collect()
     )
     for details in reversed(runs["details"].to_list()):
-        version = json.loads(details or "{}").get("bronze_version")
-        if version is not None:
-            return int(version)
+        covered = json.loads(details or "{}")
+        if covered.get("bronze_version") is not None:
+            if covered.get("bronze_table_id") != bronze_table_id:
+                return None
+            return int(covered["bronze_version"])
     return None
 
 
@@ -95,19 +100,39 @@ def _file_scopes(stats: pl.DataFrame) -> list[Scope]:
     ]
 
 
+def _lowest(a: T | None, b: T | None) -> T | None:
+    """The lower of two bounds where None means unbounded below."""
+    return None if a is None or b is None else min(a, b)
+
+
+def _highest(a: T | None, b: T | None) -> T | None:
+    """The higher of two bounds where None means unbounded above."""
+    return None if a is None or b is None else max(a, b)
+
+
 def merge_scopes(scopes: list[Scope]) -> list[Scope]:
-    """Merge scopes whose patient ranges overlap (their date ranges are united)."""
+    """Merge scopes whose patient ranges overlap (their date ranges are united).
+
+    None stands for "unbounded" on every side and stays so in the merged scope.
+    """
     merged: list[Scope] = []
-    for scope in sorted(scopes, key=lambda s: (s.first_patient or "", s.last_patient or "")):
-        if merged and (scope.first_patient or "") <= (merged[-1].last_patient or ""):
-            last = merged.pop()
-            scope = Scope(
-                first_patient=last.first_patient,
-                last_patient=max(last.last_patient or "", scope.last_patient or ""),
-                first_day=min(last.first_day or date.max, scope.first_day or date.max),
-                last_day=max(last.last_day or date.min, scope.last_day or date.min),
+    ordered = sorted(scopes, key=lambda s: (s.first_patient is not None, s.first_patient or ""))
+    for scope in ordered:
+        previous = merged[-1] if merged else None
+        overlaps = previous is not None and (
+            previous.last_patient is None
+            or scope.first_patient is None
+            or scope.first_patient <= previous.last_patient
+        )
+        if previous is not None and overlaps:
+            merged[-1] = Scope(
+                first_patient=_lowest(previous.first_patient, scope.first_patient),
+                last_patient=_highest(previous.last_patient, scope.last_patient),
+                first_day=_lowest(previous.first_day, scope.first_day),
+                last_day=_highest(previous.last_day, scope.last_day),
             )
-        merged.append(scope)
+        else:
+            merged.append(scope)
     return merged
 
 
@@ -207,13 +232,22 @@ def _scope_batches(
         if records <= batch_samples:
             units.append((first, records))
             continue
-        # a segment too big for one batch (e.g. compacted files): count its patients' samples
-        where = _patient_filter(first, last, last_inclusive=True) & _time_filter(scope)
+        # a segment too big for one batch (e.g. compacted files): count the samples of its
+        # patients that fall in the scope
+        low = first if scope.first_patient is None else max(first, scope.first_patient)
+        high = last if scope.last_patient is None else min(last, scope.last_patient)
+        where = _patient_filter(low, high, last_inclusive=True) & _time_filter(scope)
         counts = bronze.samples.filter(where).group_by("patient_id").len().collect()
         units.extend(counts.sort("patient_id").iter_rows())
-    starts = _patient_batches(units, batch_samples)
-    bounds: list[str | None] = [scope.first_patient, *starts[1:]]
-    uppers: list[str | None] = [*starts[1:], scope.last_patient]
+    # cut points strictly inside the scope: the batches then tile exactly the scope's range
+    cuts = [
+        start
+        for start in _patient_batches(units, batch_samples)[1:]
+        if (scope.first_patient is None or start > scope.first_patient)
+        and (scope.last_patient is None or start <= scope.last_patient)
+    ]
+    bounds: list[str | None] = [scope.first_patient, *cuts]
+    uppers: list[str | None] = [*cuts, scope.last_patient]
     return list(zip(bounds, uppers, strict=True))
 
 
@@ -299,7 +333,12 @@ def run(
     """
     with job_run(lake, JOB) as record:
         bronze_version = lake.version(STEP_SAMPLES)
-        previous = None if full or not lake.exists(DAILY_STEPS) else last_aggregated_version(lake)
+        bronze_id = lake.table_id(STEP_SAMPLES) if bronze_version is not None else None
+        previous = (
+            None
+            if full or bronze_id is None or not lake.exists(DAILY_STEPS)
+            else last_aggregated_version(lake, bronze_id)
+        )
         if bronze_version is None:
             scopes: list[Scope] | None = None
             mode = "up-to-date"
@@ -330,6 +369,10 @@ def run(
         )
         record.rows_in, record.rows_out = samples_in, days_out
         record.details.update(
-            bronze_version=bronze_version, mode=mode, scopes=summary.scopes, batches=batches
+            bronze_version=bronze_version,
+            bronze_table_id=bronze_id,
+            mode=mode,
+            scopes=summary.scopes,
+            batches=batches,
         )
         return summary

@@ -38,7 +38,8 @@ MIN_WEAR_HOURS = 8
 _OFFSET_SLOTS = 2048
 _OFFSET_SHIFT = 840
 _SLOTS_PER_DAY = _OFFSET_SLOTS * 24
-# Packed keys: slots since 1970 stay below 2**31 until 2089, days below 2**20.
+# Packed keys: slots counted from a batch's first day stay below 2**31 for 119 years of data,
+# days below 2**20.
 _SLOT_BASE = 1 << 31
 _DAY_BASE = 1 << 20
 
@@ -233,7 +234,14 @@ def _reduce_sorted(pieces: pl.DataFrame, n_sources: int) -> dict[str, npt.NDArra
     pair = pieces["pair"].to_numpy()
     patient = pair // n_sources
     local_source, width = _local_source_codes(pair, n_sources)
-    key = (patient * _SLOT_BASE + pieces["slot"].to_numpy()) * width + local_source
+    # slots count from the batch's first local day, so packed keys stay non-negative and
+    # unambiguous for any dates (validation keeps a batch's span far below 2**31 slots)
+    slot = pieces["slot"].to_numpy()
+    origin_day = int(slot.min()) // _SLOTS_PER_DAY
+    slot = slot - origin_day * _SLOTS_PER_DAY
+    if int(slot.max()) >= _SLOT_BASE or patient.max() * width >= 1 << 32:
+        raise ValueError("batch spans too many years or patient-sources to pack its keys")
+    key = (patient * _SLOT_BASE + slot) * width + local_source
     order = pl.Series(key).arg_sort().to_numpy()
     key = key[order]
     steps = pieces["steps"].to_numpy()[order]
@@ -260,7 +268,7 @@ def _reduce_sorted(pieces: pl.DataFrame, n_sources: int) -> dict[str, npt.NDArra
     day_key = day_key[starts]
     return {
         "patient": day_key // _DAY_BASE,
-        "day": day_key % _DAY_BASE,
+        "day": day_key % _DAY_BASE + origin_day,
         "steps": np.add.reduceat(hour_steps, starts),
         "coverage_hours": np.diff(np.append(starts, hour_key.size)),
         "n_samples": np.add.reduceat(hour_counts, starts),

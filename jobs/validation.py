@@ -5,6 +5,8 @@ One implementation shared by ingestion and the synthetic generator's direct-to-b
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import polars as pl
 
 # Faster than any sustained human cadence (elite sprinters reach about 4-5 steps per second).
@@ -13,6 +15,10 @@ MAX_STEPS_PER_SECOND = 5.0
 RATE_GRACE_STEPS = 30.0
 MAX_SAMPLE_HOURS = 24
 MAX_OFFSET_MINUTES = 14 * 60
+# Before wearables existed or far in the future: a device clock reset (often to 1970) or a
+# corrupt value, not a walk.
+EARLIEST_SAMPLE = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST_SAMPLE = datetime(2100, 1, 1, tzinfo=UTC)
 
 
 def quarantine_reason() -> pl.Expr:
@@ -31,6 +37,8 @@ def quarantine_reason() -> pl.Expr:
         .then(pl.lit("steps is not finite"))
         .when(pl.col("start_ts").is_null() | pl.col("end_ts").is_null())
         .then(pl.lit("missing timestamp"))
+        .when((pl.col("start_ts") < EARLIEST_SAMPLE) | (pl.col("end_ts") >= LATEST_SAMPLE))
+        .then(pl.lit("timestamp outside 2000-2099"))
         .when(pl.col("end_ts") < pl.col("start_ts"))
         .then(pl.lit("end before start"))
         .when(seconds > MAX_SAMPLE_HOURS * 3600)

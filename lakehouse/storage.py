@@ -117,6 +117,10 @@ class Lake:
             return None
         return self.delta(table).version()
 
+    def table_id(self, table: TableSpec) -> str:
+        """The table's Delta id: it changes when a table is dropped and created again."""
+        return str(self.delta(table).metadata().id)
+
     def dataset(self, table: TableSpec) -> pads.Dataset:
         """The table as a pyarrow dataset (empty with the declared schema when missing)."""
         if not self.exists(table):
