@@ -22,19 +22,12 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from jobs import aggregate
-from jobs.daily import MIN_WEAR_HOURS, daily_steps
+from jobs.daily import daily_steps
 from lakehouse.catalog import DAILY_STEPS, STEP_SAMPLES
 from lakehouse.storage import Lake, sql_literal
 from tests.jobs.reference_daily import reference_daily
+from tests.jobs.samples import assert_days_match_reference, local_sample, sample_frame
 
-SCHEMA = {
-    "patient_id": pl.String,
-    "start_ts": pl.Datetime("us", "UTC"),
-    "end_ts": pl.Datetime("us", "UTC"),
-    "utc_offset_minutes": pl.Int16,
-    "steps": pl.Float64,
-    "source": pl.String,
-}
 # Ids that sort oddly: empty, a quote, a backslash, lower case after upper case, multi-byte UTF-8.
 ODD_PATIENTS = ["", "A", "A'", "B", "a", "é", "日本", "Z\\"]
 
@@ -42,37 +35,8 @@ ODD_PATIENTS = ["", "A", "A'", "B", "a", "é", "日本", "Z\\"]
 # ------------------------------------------------------------------------------------- helpers
 
 
-def _ts(text: str) -> datetime:
-    return datetime.fromisoformat(text).replace(tzinfo=UTC)
-
-
-def _local(
-    start: str,
-    end: str,
-    steps: float,
-    *,
-    offset: int = 0,
-    source: str = "phone",
-    patient: str = "P1",
-) -> dict[str, Any]:
-    """A sample given in LOCAL wall-clock time with its UTC offset in minutes."""
-    shift = timedelta(minutes=offset)
-    return {
-        "patient_id": patient,
-        "start_ts": _ts(start) - shift,
-        "end_ts": _ts(end) - shift,
-        "utc_offset_minutes": offset,
-        "steps": float(steps),
-        "source": source,
-    }
-
-
-def _frame(samples: list[dict[str, Any]]) -> pl.DataFrame:
-    return pl.DataFrame(samples, schema=SCHEMA)
-
-
 def _bronze(samples: list[dict[str, Any]]) -> pl.DataFrame:
-    return _frame(samples).with_columns(month=pl.col("start_ts").dt.strftime("%Y-%m"))
+    return sample_frame(samples).with_columns(month=pl.col("start_ts").dt.strftime("%Y-%m"))
 
 
 def _by_day(out: pl.DataFrame) -> dict[tuple[str, date], dict[str, Any]]:
@@ -80,17 +44,7 @@ def _by_day(out: pl.DataFrame) -> dict[tuple[str, date], dict[str, Any]]:
 
 
 def _assert_matches_reference(samples: list[dict[str, Any]]) -> None:
-    expected = reference_daily(samples)
-    actual = _by_day(daily_steps(_frame(samples)))
-    assert set(actual) == set(expected)
-    for key, want in expected.items():
-        got = actual[key]
-        assert got["steps"] == pytest.approx(want["steps"], rel=1e-9, abs=1e-6), key
-        assert got["coverage_hours"] == want["coverage_hours"], key
-        assert got["n_samples"] == want["n_samples"], key
-        assert got["n_sources"] == want["n_sources"], key
-        assert got["is_wear_day"] == (want["coverage_hours"] >= MIN_WEAR_HOURS and got["steps"] > 0)
-        assert got["month"] == key[1].strftime("%Y-%m")
+    assert_days_match_reference(samples, daily_steps(sample_frame(samples)))
 
 
 def _silver(lake: Lake) -> pl.DataFrame:
@@ -110,18 +64,18 @@ def _assert_silver_is_full_recompute(lake: Lake) -> None:
 def test_crossing_hours_corrections_with_an_unsorted_overlapping_source() -> None:
     samples = [
         # watch: 50 steps inside hour 9 only
-        _local("2024-06-01 09:00", "2024-06-01 09:59", 50, source="watch"),
+        local_sample("2024-06-01 09:00", "2024-06-01 09:59", 50, source="watch"),
         # phone: 09:30-11:30, 120 steps -> 30 / 60 / 30 (its first hour gets a negative correction)
-        _local("2024-06-01 09:30", "2024-06-01 11:30", 120, source="phone"),
+        local_sample("2024-06-01 09:30", "2024-06-01 11:30", 120, source="phone"),
         # zero steps across three hours: covered, no steps
-        _local("2024-06-01 12:30", "2024-06-01 14:30", 0, source="phone"),
+        local_sample("2024-06-01 12:30", "2024-06-01 14:30", 0, source="phone"),
         # exactly one hour: stays in hour 15
-        _local("2024-06-01 15:00", "2024-06-01 16:00", 40, source="phone"),
+        local_sample("2024-06-01 15:00", "2024-06-01 16:00", 40, source="phone"),
         # zero duration exactly on an hour boundary: hour 17 only
-        _local("2024-06-01 17:00", "2024-06-01 17:00", 3, source="watch"),
+        local_sample("2024-06-01 17:00", "2024-06-01 17:00", 3, source="watch"),
     ]
     for order in (samples, list(reversed(samples)), samples[2:] + samples[:2]):
-        day = _by_day(daily_steps(_frame(order)))[("P1", date(2024, 6, 1))]
+        day = _by_day(daily_steps(sample_frame(order)))[("P1", date(2024, 6, 1))]
         # hour 9: watch 50 beats phone 30; hours 10, 11: phone 60 + 30; hour 15: 40; hour 17: 3
         assert day["steps"] == pytest.approx(50 + 60 + 30 + 40 + 3)
         assert day["coverage_hours"] == 3 + 3 + 1 + 1  # 9-11, 12-14, 15, 17
@@ -133,11 +87,11 @@ def test_crossing_hours_corrections_with_an_unsorted_overlapping_source() -> Non
 def test_sample_ending_exactly_at_local_midnight_stays_on_its_day() -> None:
     days = _by_day(
         daily_steps(
-            _frame(
+            sample_frame(
                 [
-                    _local("2024-06-01 23:00", "2024-06-02 00:00", 70, offset=345),
+                    local_sample("2024-06-01 23:00", "2024-06-02 00:00", 70, offset=345),
                     # zero duration exactly at midnight belongs to the new day
-                    _local("2024-06-03 00:00", "2024-06-03 00:00", 5, offset=-210),
+                    local_sample("2024-06-03 00:00", "2024-06-03 00:00", 5, offset=-210),
                 ]
             )
         )
@@ -152,7 +106,9 @@ def test_sample_ending_exactly_at_local_midnight_stays_on_its_day() -> None:
 def test_offsets_that_are_not_whole_hours_split_at_local_midnight(offset: int) -> None:
     # 23:45-00:15 local: half on each local day whatever the offset
     days = _by_day(
-        daily_steps(_frame([_local("2024-01-10 23:45", "2024-01-11 00:15", 60, offset=offset)]))
+        daily_steps(
+            sample_frame([local_sample("2024-01-10 23:45", "2024-01-11 00:15", 60, offset=offset)])
+        )
     )
     assert days[("P1", date(2024, 1, 10))]["steps"] == pytest.approx(30)
     assert days[("P1", date(2024, 1, 11))]["steps"] == pytest.approx(30)
@@ -163,12 +119,12 @@ def test_offsets_that_are_not_whole_hours_split_at_local_midnight(offset: int) -
 def test_dst_fall_back_repeated_hour_with_both_sources_in_both_hours() -> None:
     # New York 2024-11-03, 01:00-02:00 twice: EDT (-240) then EST (-300)
     samples = [
-        _local("2024-11-03 01:10", "2024-11-03 01:20", 100, offset=-240, source="phone"),
-        _local("2024-11-03 01:15", "2024-11-03 01:25", 150, offset=-240, source="watch"),
-        _local("2024-11-03 01:10", "2024-11-03 01:20", 80, offset=-300, source="phone"),
-        _local("2024-11-03 01:30", "2024-11-03 01:40", 60, offset=-300, source="watch"),
+        local_sample("2024-11-03 01:10", "2024-11-03 01:20", 100, offset=-240, source="phone"),
+        local_sample("2024-11-03 01:15", "2024-11-03 01:25", 150, offset=-240, source="watch"),
+        local_sample("2024-11-03 01:10", "2024-11-03 01:20", 80, offset=-300, source="phone"),
+        local_sample("2024-11-03 01:30", "2024-11-03 01:40", 60, offset=-300, source="watch"),
     ]
-    day = _by_day(daily_steps(_frame(samples)))[("P1", date(2024, 11, 3))]
+    day = _by_day(daily_steps(sample_frame(samples)))[("P1", date(2024, 11, 3))]
     assert day["steps"] == 150 + 80  # best source of each real hour
     assert day["coverage_hours"] == 2
     assert day["n_samples"] == 4
@@ -178,10 +134,10 @@ def test_dst_fall_back_repeated_hour_with_both_sources_in_both_hours() -> None:
 
 def test_full_day_sample_of_exactly_24_hours() -> None:
     samples = [
-        _local("2024-02-01 00:00", "2024-02-02 00:00", 2400),
-        _local("2024-02-03 00:30", "2024-02-04 00:30", 480, offset=-840),
+        local_sample("2024-02-01 00:00", "2024-02-02 00:00", 2400),
+        local_sample("2024-02-03 00:30", "2024-02-04 00:30", 480, offset=-840),
     ]
-    days = _by_day(daily_steps(_frame(samples)))
+    days = _by_day(daily_steps(sample_frame(samples)))
     assert days[("P1", date(2024, 2, 1))]["coverage_hours"] == 24
     assert days[("P1", date(2024, 2, 1))]["steps"] == pytest.approx(2400)
     assert ("P1", date(2024, 2, 2)) not in days
@@ -192,15 +148,15 @@ def test_full_day_sample_of_exactly_24_hours() -> None:
 def test_more_than_64_sources_for_one_patient() -> None:
     # 150 sources (three 64-bit words), each in its own hour slot, several per hour
     samples = [
-        _local(
+        local_sample(
             f"2024-05-01 {s % 24:02d}:{s % 50:02d}",
             f"2024-05-01 {s % 24:02d}:{s % 50 + 5:02d}",
             s + 1,
             source=f"device-{s:03d}",
         )
         for s in range(150)
-    ] + [_local("2024-05-01 10:00", "2024-05-01 10:05", 7, source="x", patient="P2")]
-    day = _by_day(daily_steps(_frame(samples)))[("P1", date(2024, 5, 1))]
+    ] + [local_sample("2024-05-01 10:00", "2024-05-01 10:05", 7, source="x", patient="P2")]
+    day = _by_day(daily_steps(sample_frame(samples)))[("P1", date(2024, 5, 1))]
     assert day["n_sources"] == 150
     assert day["n_samples"] == 150
     assert day["steps"] == sum(max(s + 1 for s in range(150) if s % 24 == h) for h in range(24))
@@ -273,7 +229,7 @@ def test_out_of_range_timestamps_never_move_steps_to_another_patient(
             "source": "phone",
         },
     ]
-    actual = {key: row["steps"] for key, row in _by_day(daily_steps(_frame(samples))).items()}
+    actual = {key: row["steps"] for key, row in _by_day(daily_steps(sample_frame(samples))).items()}
     expected = {key: row["steps"] for key, row in reference_daily(samples).items()}
     assert actual == expected
 
@@ -371,7 +327,7 @@ def test_late_data_for_one_patient_inside_a_large_bronze_file(
     if compact_bronze:
         lake.optimize(STEP_SAMPLES, vacuum_hours=168)
     aggregate.run(lake)
-    late = _bronze([_local("2024-01-29 12:00", "2024-01-29 12:30", 999, patient="P05")])
+    late = _bronze([local_sample("2024-01-29 12:00", "2024-01-29 12:30", 999, patient="P05")])
     lake.append(STEP_SAMPLES, late)
     summary = aggregate.run(lake, batch_samples=20)  # the month's file holds 120 samples
     assert summary.mode == "incremental"

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from jobs import aggregate, generate
 from lakehouse.catalog import DAILY_STEPS, STEP_SAMPLES
 from lakehouse.storage import Lake
-from tests.jobs.reference_daily import reference_daily
+from tests.jobs.samples import assert_days_match_reference
 
 
 def test_daily_steps_of_a_synthetic_population_match_the_reference(tmp_path: Path) -> None:
@@ -18,16 +16,10 @@ def test_daily_steps_of_a_synthetic_population_match_the_reference(tmp_path: Pat
     generate.run(lake, patients=4, seed=12, years=0.4)  # includes a watch wearer
     aggregate.run(lake, batch_samples=20_000)  # several batches
     samples = lake.read(STEP_SAMPLES).to_dicts()
-    expected = reference_daily(samples)
-    silver = {(r["patient_id"], r["date"]): r for r in lake.read(DAILY_STEPS).iter_rows(named=True)}
+    days = lake.read(DAILY_STEPS)
     assert len(samples) > 10_000
-    assert set(silver) == set(expected)
-    for key, want in expected.items():
-        got = silver[key]
-        assert got["steps"] == pytest.approx(want["steps"], rel=1e-9, abs=1e-6), key
-        assert got["coverage_hours"] == want["coverage_hours"], key
-        assert got["n_samples"] == want["n_samples"], key
-        assert got["n_sources"] == want["n_sources"], key
+    assert_days_match_reference(samples, days)
+    silver = {(r["patient_id"], r["date"]): r for r in days.iter_rows(named=True)}
     # phone + watch days exist in the population, and de-duplication removed their overlap
     assert any(row["n_sources"] > 1 for row in silver.values())
     assert sum(r["steps"] for r in silver.values()) < sum(s["steps"] for s in samples)

@@ -12,50 +12,17 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from jobs.daily import MIN_WEAR_HOURS, daily_steps
-from tests.jobs.reference_daily import reference_daily
-
-
-def _ts(text: str) -> datetime:
-    return datetime.fromisoformat(text).replace(tzinfo=UTC)
-
-
-def _sample(
-    start: str, end: str, steps: float, *, offset: int = 0, source: str = "phone", patient="P1"
-) -> dict[str, Any]:
-    """A sample given in LOCAL wall-clock time with its UTC offset in minutes."""
-    shift = timedelta(minutes=offset)
-    return {
-        "patient_id": patient,
-        "start_ts": _ts(start) - shift,
-        "end_ts": _ts(end) - shift,
-        "utc_offset_minutes": offset,
-        "steps": float(steps),
-        "source": source,
-    }
-
-
-def _frame(samples: list[dict[str, Any]]) -> pl.DataFrame:
-    return pl.DataFrame(
-        samples,
-        schema={
-            "patient_id": pl.String,
-            "start_ts": pl.Datetime("us", "UTC"),
-            "end_ts": pl.Datetime("us", "UTC"),
-            "utc_offset_minutes": pl.Int16,
-            "steps": pl.Float64,
-            "source": pl.String,
-        },
-    )
+from tests.jobs.samples import assert_days_match_reference, local_sample, sample_frame
 
 
 def _daily(samples: list[dict[str, Any]]) -> dict[tuple[str, date], dict[str, Any]]:
-    out = daily_steps(_frame(samples))
+    out = daily_steps(sample_frame(samples))
     return {(r["patient_id"], r["date"]): r for r in out.iter_rows(named=True)}
 
 
 def test_sample_across_local_midnight_is_split_in_proportion_to_time() -> None:
     # 23:30-00:30 local at UTC+1: half of the hour on each local day
-    days = _daily([_sample("2024-03-04 23:30", "2024-03-05 00:30", 120, offset=60)])
+    days = _daily([local_sample("2024-03-04 23:30", "2024-03-05 00:30", 120, offset=60)])
     assert days[("P1", date(2024, 3, 4))]["steps"] == pytest.approx(60)
     assert days[("P1", date(2024, 3, 5))]["steps"] == pytest.approx(60)
     # the sample touches both days, so each counts it
@@ -65,8 +32,8 @@ def test_sample_across_local_midnight_is_split_in_proportion_to_time() -> None:
 
 def test_local_date_comes_from_each_samples_own_offset() -> None:
     instant = "2024-05-01 23:30"  # UTC
-    east = _sample(instant, instant, 10, offset=0) | {"utc_offset_minutes": 120}
-    west = _sample(instant, instant, 20, offset=0) | {"utc_offset_minutes": -300}
+    east = local_sample(instant, instant, 10, offset=0) | {"utc_offset_minutes": 120}
+    west = local_sample(instant, instant, 20, offset=0) | {"utc_offset_minutes": -300}
     days = _daily([east, west])
     assert days[("P1", date(2024, 5, 2))]["steps"] == 10  # 01:30 local on May 2
     assert days[("P1", date(2024, 5, 1))]["steps"] == 20  # 18:30 local on May 1
@@ -74,7 +41,7 @@ def test_local_date_comes_from_each_samples_own_offset() -> None:
 
 def test_half_hour_offset_uses_local_hours() -> None:
     # Kolkata, UTC+05:30: 23:50-00:10 local crosses local midnight, not UTC midnight
-    days = _daily([_sample("2024-01-10 23:50", "2024-01-11 00:10", 40, offset=330)])
+    days = _daily([local_sample("2024-01-10 23:50", "2024-01-11 00:10", 40, offset=330)])
     assert days[("P1", date(2024, 1, 10))]["steps"] == pytest.approx(20)
     assert days[("P1", date(2024, 1, 11))]["steps"] == pytest.approx(20)
 
@@ -83,8 +50,8 @@ def test_dst_spring_forward_day_keeps_both_sides_of_the_gap() -> None:
     # New York, 2024-03-10: 01:30 EST (UTC-5) and 03:30 EDT (UTC-4) are the same local date
     days = _daily(
         [
-            _sample("2024-03-10 01:30", "2024-03-10 01:40", 100, offset=-300),
-            _sample("2024-03-10 03:30", "2024-03-10 03:40", 200, offset=-240),
+            local_sample("2024-03-10 01:30", "2024-03-10 01:40", 100, offset=-300),
+            local_sample("2024-03-10 03:30", "2024-03-10 03:40", 200, offset=-240),
         ]
     )
     day = days[("P1", date(2024, 3, 10))]
@@ -97,8 +64,8 @@ def test_dst_fall_back_repeated_hour_is_two_real_hours_not_an_overlap() -> None:
     # in the second: different real hours, so both count; no de-duplication between them.
     days = _daily(
         [
-            _sample("2024-11-03 01:10", "2024-11-03 01:20", 100, offset=-240, source="phone"),
-            _sample("2024-11-03 01:10", "2024-11-03 01:20", 150, offset=-300, source="watch"),
+            local_sample("2024-11-03 01:10", "2024-11-03 01:20", 100, offset=-240, source="phone"),
+            local_sample("2024-11-03 01:10", "2024-11-03 01:20", 150, offset=-300, source="watch"),
         ]
     )
     day = days[("P1", date(2024, 11, 3))]
@@ -110,11 +77,11 @@ def test_dst_fall_back_repeated_hour_is_two_real_hours_not_an_overlap() -> None:
 def test_phone_and_watch_in_the_same_hour_count_once() -> None:
     days = _daily(
         [
-            _sample("2024-06-01 09:00", "2024-06-01 09:10", 300, source="phone"),
-            _sample("2024-06-01 09:40", "2024-06-01 09:50", 100, source="phone"),
-            _sample("2024-06-01 09:01", "2024-06-01 09:11", 380, source="watch"),
+            local_sample("2024-06-01 09:00", "2024-06-01 09:10", 300, source="phone"),
+            local_sample("2024-06-01 09:40", "2024-06-01 09:50", 100, source="phone"),
+            local_sample("2024-06-01 09:01", "2024-06-01 09:11", 380, source="watch"),
             # another hour recorded only by the phone still counts
-            _sample("2024-06-01 15:00", "2024-06-01 15:05", 50, source="phone"),
+            local_sample("2024-06-01 15:00", "2024-06-01 15:05", 50, source="phone"),
         ]
     )
     day = days[("P1", date(2024, 6, 1))]
@@ -128,9 +95,9 @@ def test_phone_and_watch_in_the_same_hour_count_once() -> None:
 def test_long_sample_is_spread_over_hours_and_end_is_exclusive() -> None:
     days = _daily(
         [
-            _sample("2024-02-01 09:30", "2024-02-01 12:30", 300),  # 3 h: 50/100/100/50
-            _sample("2024-02-01 14:50", "2024-02-01 15:00", 10),  # ends on the hour
-            _sample("2024-02-01 18:00", "2024-02-01 18:00", 7),  # zero duration
+            local_sample("2024-02-01 09:30", "2024-02-01 12:30", 300),  # 3 h: 50/100/100/50
+            local_sample("2024-02-01 14:50", "2024-02-01 15:00", 10),  # ends on the hour
+            local_sample("2024-02-01 18:00", "2024-02-01 18:00", 7),  # zero duration
         ]
     )
     day = days[("P1", date(2024, 2, 1))]
@@ -140,7 +107,7 @@ def test_long_sample_is_spread_over_hours_and_end_is_exclusive() -> None:
 
 def test_wear_day_needs_enough_covered_hours_and_some_steps() -> None:
     worn = [
-        _sample(f"2024-04-02 {h:02d}:00", f"2024-04-02 {h:02d}:05", 10)
+        local_sample(f"2024-04-02 {h:02d}:00", f"2024-04-02 {h:02d}:05", 10)
         for h in range(8, 8 + MIN_WEAR_HOURS)
     ]
     barely = worn[:-1]
@@ -152,9 +119,9 @@ def test_wear_day_needs_enough_covered_hours_and_some_steps() -> None:
 def test_patients_are_kept_apart_and_month_column_matches_date() -> None:
     days = _daily(
         [
-            _sample("2024-01-31 10:00", "2024-01-31 10:05", 5, patient="A"),
-            _sample("2024-01-31 10:00", "2024-01-31 10:05", 9, patient="B"),
-            _sample("2024-02-01 10:00", "2024-02-01 10:05", 4, patient="B"),
+            local_sample("2024-01-31 10:00", "2024-01-31 10:05", 5, patient="A"),
+            local_sample("2024-01-31 10:00", "2024-01-31 10:05", 9, patient="B"),
+            local_sample("2024-02-01 10:00", "2024-02-01 10:05", 4, patient="B"),
         ]
     )
     assert days[("A", date(2024, 1, 31))]["steps"] == 5
@@ -163,7 +130,7 @@ def test_patients_are_kept_apart_and_month_column_matches_date() -> None:
 
 
 def test_empty_input_gives_empty_output_with_schema() -> None:
-    out = daily_steps(_frame([]))
+    out = daily_steps(sample_frame([]))
     assert out.height == 0
     assert out.columns == [
         "patient_id",
@@ -199,26 +166,17 @@ _sample_strategy = st.builds(
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(_sample_strategy, min_size=1, max_size=40))
 def test_matches_an_independent_computation(samples: list[dict[str, Any]]) -> None:
-    expected = reference_daily(samples)
-    actual = _daily(samples)
-    assert set(actual) == set(expected)
-    for key, want in expected.items():
-        got = actual[key]
-        assert got["steps"] == pytest.approx(want["steps"], rel=1e-9, abs=1e-6)
-        assert got["coverage_hours"] == want["coverage_hours"]
-        assert got["n_samples"] == want["n_samples"]
-        assert got["n_sources"] == want["n_sources"]
-        assert got["steps"] >= 0
+    assert_days_match_reference(samples, daily_steps(sample_frame(samples)))
 
 
 @settings(max_examples=40, deadline=None)
 @given(st.lists(_sample_strategy, min_size=1, max_size=40))
 def test_single_source_steps_are_conserved(samples: list[dict[str, Any]]) -> None:
     one_source = [s | {"source": "phone"} for s in samples]
-    out = daily_steps(_frame(one_source))
+    out = daily_steps(sample_frame(one_source))
     assert out["steps"].sum() == pytest.approx(sum(s["steps"] for s in one_source), abs=1e-6)
     # with several sources, nothing is double counted: at most the sum, at least the best source
-    out_all = daily_steps(_frame(samples))
+    out_all = daily_steps(sample_frame(samples))
     per_source: dict[str, float] = {}
     for s in samples:
         per_source[s["source"]] = per_source.get(s["source"], 0.0) + s["steps"]
@@ -234,13 +192,15 @@ def test_result_does_not_depend_on_row_order_or_string_interning(
 ) -> None:
     # intern unrelated strings first, so categorical codes differ from a fresh process
     pl.Series(["watch", "zz-other", "ring", "C'D", "phone"]).cast(pl.Categorical)
-    in_order = daily_steps(_frame(sorted(samples, key=lambda s: (s["patient_id"], s["source"]))))
+    in_order = daily_steps(
+        sample_frame(sorted(samples, key=lambda s: (s["patient_id"], s["source"])))
+    )
     shuffled = list(samples)
     random.shuffle(shuffled)
-    as_categorical = _frame(shuffled).with_columns(
+    as_categorical = sample_frame(shuffled).with_columns(
         pl.col("source").cast(pl.Categorical), pl.col("patient_id").cast(pl.Categorical)
     )
-    for other in (daily_steps(_frame(shuffled)), daily_steps(as_categorical)):
+    for other in (daily_steps(sample_frame(shuffled)), daily_steps(as_categorical)):
         assert_frame_equal(
             other.sort("patient_id", "date"), in_order.sort("patient_id", "date"), abs_tol=1e-6
         )
