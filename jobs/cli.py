@@ -15,7 +15,6 @@ from datetime import date
 from pathlib import Path
 from typing import Annotated, Literal
 
-import click
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -232,16 +231,13 @@ def _parse_date(text: str) -> date:
 
 
 def main() -> None:
-    """Entry point: run the CLI, turning expected errors into one line and exit status 2."""
+    """Entry point: run the CLI, turning expected errors into one line and exit status 2.
+
+    Usage errors (unknown option, value out of range) are reported by Typer itself, also in one
+    line after the usage, with exit status 2.
+    """
     try:
-        app(standalone_mode=False)
-    except click.exceptions.Exit as done:
-        sys.exit(done.exit_code)
-    except click.exceptions.Abort:
-        sys.exit(130)
-    except click.ClickException as err:
-        err.show()
-        sys.exit(err.exit_code)
+        app()
     except MobilityError as err:
         message = " ".join(str(err).splitlines())
         # soft_wrap: the console must not fold a long message onto several lines.

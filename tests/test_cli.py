@@ -108,6 +108,18 @@ def test_optimize_unknown_table_is_a_one_line_error(tmp_path: Path) -> None:
     assert_one_line_error(done, "nope/x")
 
 
+@pytest.mark.parametrize(
+    "args",
+    [("generate", "--patients", "0"), ("generate", "--patients", "x"), ("--bogus",)],
+)
+def test_usage_errors_exit_2_without_traceback(tmp_path: Path, args: tuple[str, ...]) -> None:
+    done = mobility("--lake", str(tmp_path / "lake"), *args, cwd=tmp_path)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert "Usage: mobility" in done.stderr
+    assert not (tmp_path / "lake" / "bronze").exists()
+
+
 def test_aggregate_on_empty_lake_succeeds_and_records_its_run(tmp_path: Path) -> None:
     lake = Lake(str(tmp_path / "lake"))
     done = mobility("--lake", lake.uri, "aggregate", cwd=tmp_path)
