@@ -237,7 +237,7 @@ def main() -> None:
     line after the usage, with exit status 2.
     """
     try:
-        app()
+        app(prog_name="mobility")
     except MobilityError as err:
         message = " ".join(str(err).splitlines())
         # soft_wrap: the console must not fold a long message onto several lines.
