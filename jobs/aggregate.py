@@ -1,11 +1,12 @@
 """The daily aggregation job: bronze/step_samples -> silver/daily_steps.
 
-Incremental: the job remembers (in ``ops/job_runs``) which bronze version it last aggregated. On
-the next run it compares the bronze files then and now; each added or removed file's statistics
-(patient range, time range) give a *scope*, and only the patient-days inside the scopes are
-recomputed, from all bronze samples that can touch them. Each batch is written with one atomic
-replace-by-predicate commit, so a crash leaves every patient-day either old or new, and running
-the job again over the same bronze is a no-op.
+Incremental: the job remembers (in ``ops/job_runs``) which bronze table and version it last
+aggregated. On the next run it compares the bronze files then and now; each added or removed
+file's statistics (patient range, time range) give a *scope*, and only the patient-days inside the
+scopes are recomputed, from all bronze samples that can touch them, all read from one bronze
+snapshot. Results are committed in groups of batches, each one atomic replace-by-predicate of a
+contiguous patient range, so a crash leaves every patient-day either old or new, and running the
+job again over the same bronze is a no-op.
 """
 
 from __future__ import annotations
