@@ -35,9 +35,11 @@ def steps_by_disease_group(groups: pl.DataFrame) -> go.Figure:
     """
     figure = go.Figure()
     for row in groups.iter_rows(named=True):
+        label = f"{row['disease_group']} ({row['patients']} patients)"
         figure.add_trace(
             go.Box(
-                name=f"{row['disease_group']} ({row['patients']} patients)",
+                name=label,
+                x=[label],  # one position per group; without it every box sits at x=0
                 q1=[row["p25"]],
                 median=[row["median"]],
                 q3=[row["p75"]],
@@ -76,6 +78,12 @@ def patient_daily_steps(
     wear = daily_steps.select(
         "date", pl.when(pl.col("is_wear_day")).then(pl.col("steps")).otherwise(None).alias("steps")
     )
+    if wear.height:
+        # days without any sample have no row: add them as gaps so the line breaks there too
+        calendar = wear.select(
+            pl.date_range(pl.col("date").min(), pl.col("date").max(), "1d").alias("date")
+        )
+        wear = calendar.join(wear, on="date", how="left")
     figure.add_trace(
         go.Scatter(
             x=wear["date"].to_list(),

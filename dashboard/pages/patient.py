@@ -6,6 +6,12 @@ import streamlit as st
 
 from dashboard import charts, data
 
+# calendar days, shown without a time of day
+DATES = {
+    column: st.column_config.DateColumn(format="YYYY-MM-DD")
+    for column in ("date", "start_date", "end_date")
+}
+
 st.title("Patient")
 lake = data.current_lake()
 
@@ -58,7 +64,7 @@ else:
         charts.patient_daily_steps(daily_steps, therapies, side_effects, patient_id=patient_id)
     )
     st.subheader("Recent days")
-    st.dataframe(data.recent_days(daily_steps), hide_index=True)
+    st.dataframe(data.recent_days(daily_steps), hide_index=True, column_config=DATES)
 
 therapy_column, side_effect_column = st.columns(2)
 with therapy_column:
@@ -66,10 +72,10 @@ with therapy_column:
     if therapies.is_empty():
         st.caption("None recorded.")
     else:
-        st.dataframe(therapies, hide_index=True)
+        st.dataframe(therapies, hide_index=True, column_config=DATES)
 with side_effect_column:
     st.subheader("Side effects")
     if side_effects.is_empty():
         st.caption("None recorded.")
     else:
-        st.dataframe(side_effects, hide_index=True)
+        st.dataframe(side_effects, hide_index=True, column_config=DATES)

@@ -89,3 +89,33 @@ def test_disease_group_boxes_use_the_given_percentiles() -> None:
         500.0,
     )
     assert box.name == "MS (2 patients)"
+
+
+def test_days_without_any_row_break_the_line_too() -> None:
+    daily = _daily().filter(pl.col("date") != date(2024, 1, 3))  # no samples at all that day
+    figure = charts.patient_daily_steps(
+        daily,
+        pl.DataFrame(schema={"therapy": pl.String, "start_date": pl.Date, "end_date": pl.Date}),
+        pl.DataFrame(schema={"date": pl.Date, "effect": pl.String, "severity": pl.Int16}),
+        patient_id="P1",
+    )
+    line = figure.data[0]
+    assert list(line.x) == [date(2024, 1, d) for d in range(1, 6)]
+    assert list(line.y) == [1000.0, None, None, None, 2000.0]
+
+
+def test_each_disease_group_gets_its_own_box() -> None:
+    groups = pl.DataFrame(
+        {
+            "disease_group": ["MS", "PD"],
+            "patients": [3, 2],
+            "p05": [1.0, 1.0],
+            "p25": [2.0, 2.0],
+            "median": [3.0, 3.0],
+            "p75": [4.0, 4.0],
+            "p95": [5.0, 5.0],
+            "mean": [3.0, 3.0],
+        }
+    )
+    figure = charts.steps_by_disease_group(groups)
+    assert [list(box.x) for box in figure.data] == [["MS (3 patients)"], ["PD (2 patients)"]]
