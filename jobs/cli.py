@@ -119,6 +119,34 @@ def generate(
 
 
 @app.command()
+def ingest(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(help="The export file to ingest.")],
+    format: Annotated[
+        str, typer.Option("--format", help="auto (from the file) or apple-health.")
+    ] = "auto",
+    patient_id: Annotated[
+        str | None,
+        typer.Option(
+            "--patient-id",
+            help="Whose export it is (default: the folder name in apple-health/<id>/export.*).",
+        ),
+    ] = None,
+    timezone: Annotated[
+        str | None,
+        typer.Option(help="IANA time zone of a new patient (default: from the samples)."),
+    ] = None,
+) -> None:
+    """Ingest a device export into bronze/step_samples; rejected rows go to bronze/quarantine."""
+    from jobs.ingest import run as ingest_job
+
+    summary = ingest_job.run(
+        _context(ctx).lake, path, format=format, patient_id=patient_id, timezone=timezone
+    )
+    typer.echo(summary.describe())
+
+
+@app.command()
 def aggregate(
     ctx: typer.Context,
     full: Annotated[bool, typer.Option(help="Recompute every patient-day.")] = False,

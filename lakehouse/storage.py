@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -275,6 +275,74 @@ class Lake:
             )
 
         _with_commit_retry(merge, what=f"merge into {table.path}")
+
+    def insert_new(
+        self,
+        table: TableSpec,
+        open_batches: Callable[[], pa.RecordBatchReader],
+        *,
+        metadata: Mapping[str, str] | None = None,
+    ) -> int:
+        """Stream rows in with ONE commit, inserting only rows whose keys the table lacks.
+
+        An insert-only merge on the table's keys (a plain append when the table does not exist
+        yet). Rows are streamed, so memory stays bounded by the reader's batch size. When the
+        reader raises while it is consumed, nothing is committed.
+
+        Args:
+            table: the table.
+            open_batches: returns a fresh reader with exactly the table's schema; called again
+                when a commit conflict forces a retry (a reader can only be consumed once).
+            metadata: custom commit metadata.
+
+        Returns:
+            The number of rows inserted.
+        """
+        commit = CommitProperties(custom_metadata=dict(metadata or {}))
+        if not self.exists(table):
+            counted = 0
+
+            def counting(reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
+                nonlocal counted
+                for batch in reader:
+                    counted += batch.num_rows
+                    yield batch
+
+            def append() -> int:
+                nonlocal counted
+                counted = 0
+                reader = open_batches()
+                write_deltalake(
+                    self.table_uri(table),
+                    pa.RecordBatchReader.from_batches(reader.schema, counting(reader)),
+                    mode="append",
+                    partition_by=list(table.partition_by) or None,
+                    storage_options=self.storage_options or None,
+                    writer_properties=_WRITER,
+                    commit_properties=commit,
+                )
+                return counted
+
+            return _with_commit_retry(append, what=f"insert into {table.path}")
+        on = " AND ".join(f"target.{k} = source.{k}" for k in table.keys)
+
+        def merge() -> int:
+            metrics = (
+                self.delta(table)
+                .merge(
+                    open_batches(),
+                    predicate=on,
+                    source_alias="source",
+                    target_alias="target",
+                    writer_properties=_WRITER,
+                    commit_properties=commit,
+                )
+                .when_not_matched_insert_all()
+                .execute()
+            )
+            return int(metrics.get("num_target_rows_inserted", 0))
+
+        return _with_commit_retry(merge, what=f"merge into {table.path}")
 
     def delete(self, table: TableSpec, predicate: str) -> None:
         """Delete the rows matching ``predicate`` (no-op when the table does not exist)."""

@@ -1,0 +1,346 @@
+"""Streaming reader of Apple Health exports: ``export.xml``, ``export.zip`` and the CSV conversion.
+
+Files are read as a stream of raw batches (at most ``batch_records`` step records each, every
+attribute kept as text), so a 1 GB export never sits in memory. The XML parser clears each element
+once read and drops it from the root, which otherwise keeps every element it has seen alive.
+
+Only ``StepCount`` records become rows; other record types are counted as skipped. Records nested
+in a ``Correlation`` are not read: the Health app repeats them at the top level.
+
+:func:`to_samples` turns a raw batch into bronze/step_samples rows and quarantine rows, with the
+shared rules of :func:`jobs.validation.quarantine_reason` plus Apple-specific ones (unit, export
+date, missing source).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import zipfile
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Literal
+from xml.etree import ElementTree as ET
+
+import polars as pl
+
+from jobs.validation import quarantine_reason
+from lakehouse.catalog import STEP_SAMPLES
+from lakehouse.errors import InputError
+
+# The attributes of a Record (and columns of the CSV conversion) kept per raw row; the ``device``
+# string is deliberately absent: it names the person's devices and must not travel further.
+RAW_COLUMNS = (
+    "type",
+    "sourceName",
+    "sourceVersion",
+    "unit",
+    "creationDate",
+    "startDate",
+    "endDate",
+    "value",
+)
+STEP_TYPES = frozenset({"HKQuantityTypeIdentifierStepCount", "StepCount"})
+ZIP_MEMBER = "apple_health_export/export.xml"
+# Measured on a 216 MB export: 100k-record batches cost ~125 MB of Python strings, 20k ~30 MB,
+# at the same speed.
+BATCH_RECORDS = 20_000
+STEP_UNIT = "count"
+
+Kind = Literal["xml", "zip", "csv"]
+
+# ``2019-05-14 18:52:09 -0400`` and ``2021-08-30 13:40:34+05:30`` (ISO ``T`` accepted too).
+_TIMESTAMP = (
+    r"^\s*(?<day>\d{4}-\d{2}-\d{2})[ T](?<time>\d{2}:\d{2}:\d{2})(?:\.\d+)?"
+    r"\s*(?<sign>[+-])(?<hh>\d{2}):?(?<mm>\d{2})\s*$"
+)
+_UTC = pl.Datetime("us", "UTC")
+
+
+@dataclass
+class ParseStats:
+    """Counts kept while a file is read.
+
+    Args:
+        records_read: top-level ``Record`` elements (XML) or data lines (CSV) read.
+        skipped: records of other types than step counts.
+        export_date: the ``ExportDate`` value as written, None when the file has none.
+    """
+
+    records_read: int = 0
+    skipped: int = 0
+    export_date: str | None = None
+
+
+def detect_kind(path: Path) -> Kind:
+    """Which Apple Health form ``path`` is, from its name and, failing that, its first bytes.
+
+    Raises:
+        InputError: the file is none of the known forms.
+    """
+    by_suffix: dict[str, Kind] = {".xml": "xml", ".zip": "zip", ".csv": "csv"}
+    kind = by_suffix.get(path.suffix.lower())
+    if kind is not None:
+        return kind
+    with path.open("rb") as handle:
+        head = handle.read(512)
+    if head.startswith(b"PK"):
+        return "zip"
+    if head.lstrip().startswith(b"<"):
+        return "xml"
+    if b"startDate" in head and b"type" in head:
+        return "csv"
+    raise InputError(f"{path}: not a known format (expected an Apple Health export.xml/zip/csv)")
+
+
+class _Batcher:
+    """Collects raw step records column by column and hands them out as frames."""
+
+    def __init__(self, batch_records: int) -> None:
+        self.batch_records = batch_records
+        self._reset()
+
+    def _reset(self) -> None:
+        self.records: list[int] = []
+        self.columns: dict[str, list[str | None]] = {c: [] for c in RAW_COLUMNS}
+
+    def add(self, record: int, attrs: dict[str, str]) -> bool:
+        """Add one record; True when the batch is full."""
+        self.records.append(record)
+        for name, values in self.columns.items():
+            values.append(attrs.get(name))
+        return len(self.records) >= self.batch_records
+
+    def take(self) -> pl.DataFrame:
+        """The collected records as a frame (``record`` plus RAW_COLUMNS as strings)."""
+        frame = pl.DataFrame(
+            {"record": self.records, **self.columns},
+            schema={"record": pl.Int64, **dict.fromkeys(RAW_COLUMNS, pl.String)},
+        )
+        self._reset()
+        return frame
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+def _xml_batches(
+    stream: IO[bytes], stats: ParseStats, batch_records: int
+) -> Iterator[pl.DataFrame]:
+    batcher = _Batcher(batch_records)
+    depth = 0
+    root: ET.Element | None = None
+    for event, elem in ET.iterparse(stream, events=("start", "end")):
+        if event == "start":
+            if root is None:
+                root = elem
+            depth += 1
+            continue
+        depth -= 1
+        if depth != 1:
+            continue  # nested (MetadataEntry, Records inside a Correlation): read with parent
+        if elem.tag == "Record":
+            stats.records_read += 1
+            if elem.get("type") in STEP_TYPES:
+                if batcher.add(stats.records_read, elem.attrib):
+                    yield batcher.take()
+            else:
+                stats.skipped += 1
+        elif elem.tag == "ExportDate":
+            stats.export_date = elem.get("value")
+        elem.clear()
+        # The root keeps a reference to every child it has seen; dropping them keeps memory flat.
+        if root is not None:
+            root.clear()
+    if len(batcher):
+        yield batcher.take()
+
+
+def _csv_batches(stream: IO[str], stats: ParseStats, batch_records: int) -> Iterator[pl.DataFrame]:
+    reader = csv.reader(stream)
+    header = next(reader, None)
+    if header is None:
+        raise InputError("empty CSV file")
+    names = [h.strip().lstrip("\ufeff") for h in header]
+    missing = [c for c in ("type", "startDate", "endDate", "value") if c not in names]
+    if missing:
+        raise InputError(f"not an Apple Health CSV: columns {missing} missing")
+    batcher = _Batcher(batch_records)
+    for row in reader:
+        if not row:
+            continue
+        stats.records_read += 1
+        attrs = dict(zip(names, row, strict=False))
+        kind = attrs.get("type", "")
+        if kind in STEP_TYPES:
+            # The line number is the record: what a person opening the file would look for.
+            if batcher.add(reader.line_num, attrs):
+                yield batcher.take()
+        else:
+            stats.skipped += 1
+    if len(batcher):
+        yield batcher.take()
+
+
+@contextmanager
+def raw_batches(
+    path: Path, kind: Kind, stats: ParseStats, *, batch_records: int = BATCH_RECORDS
+) -> Iterator[Iterator[pl.DataFrame]]:
+    """Open an export and yield an iterator of raw step-record batches.
+
+    Args:
+        path: the file.
+        kind: its form (see :func:`detect_kind`).
+        stats: filled in while the batches are read.
+        batch_records: step records per batch.
+
+    Raises:
+        InputError: (also while iterating) the file cannot be read completely: truncated or
+            malformed XML, a bad zip, a zip without the export, an undecodable CSV.
+    """
+    where = str(path)
+
+    def guarded(batches: Iterator[pl.DataFrame]) -> Iterator[pl.DataFrame]:
+        try:
+            yield from batches
+        except ET.ParseError as err:
+            raise InputError(f"{where}: unreadable XML ({err})") from err
+        except (zipfile.BadZipFile, zlib.error, EOFError) as err:
+            raise InputError(f"{where}: damaged zip ({err})") from err
+        except (UnicodeDecodeError, csv.Error) as err:
+            raise InputError(f"{where}: unreadable CSV ({err})") from err
+        except InputError as err:
+            raise InputError(f"{where}: {err}") from err
+
+    if kind == "zip":
+        try:
+            archive = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, OSError) as err:
+            raise InputError(f"{where}: not a readable zip ({err})") from err
+        with archive:
+            names = archive.namelist()
+            # The Health app's name first; localized exports name the folder differently.
+            member = ZIP_MEMBER if ZIP_MEMBER in names else None
+            member = member or next((n for n in names if n.endswith("/export.xml")), None)
+            if member is None:
+                raise InputError(f"{where}: zip holds no apple_health_export/export.xml")
+            with archive.open(member) as stream:
+                yield guarded(_xml_batches(stream, stats, batch_records))
+    elif kind == "xml":
+        with path.open("rb") as stream:
+            yield guarded(_xml_batches(stream, stats, batch_records))
+    else:
+        with path.open("rb") as raw, io.TextIOWrapper(raw, encoding="utf-8", newline="") as text:
+            yield guarded(_csv_batches(text, stats, batch_records))
+
+
+def _parsed(column: str) -> tuple[pl.Expr, pl.Expr]:
+    """UTC timestamp and UTC offset (minutes) of a timestamp text column; null if unparsable."""
+    parts = pl.col(column).str.extract_groups(_TIMESTAMP)
+    local = pl.concat_str(parts.struct.field("day"), pl.lit(" "), parts.struct.field("time"))
+    sign = pl.when(parts.struct.field("sign") == "-").then(-1).otherwise(1)
+    offset = sign * (
+        parts.struct.field("hh").cast(pl.Int32) * 60 + parts.struct.field("mm").cast(pl.Int32)
+    )
+    naive = local.str.to_datetime("%Y-%m-%d %H:%M:%S", time_unit="us", strict=False)
+    utc = (naive - pl.duration(minutes=offset)).dt.replace_time_zone("UTC")
+    return utc, offset
+
+
+def parse_timestamp(text: str) -> datetime | None:
+    """One Apple timestamp as an aware UTC datetime, None when it is not one."""
+    utc, _ = _parsed("t")
+    value = pl.DataFrame({"t": [text]}).select(utc).item()
+    return value if isinstance(value, datetime) else None
+
+
+class SeenKeys:
+    """Hashes of the step_samples keys accepted so far from one file.
+
+    A file that repeats a sample (same source and times) must not count its steps twice; the
+    repeat is quarantined instead. 8 bytes per accepted sample, so a 1 GB export costs tens of MB.
+    A 64-bit hash collision would quarantine a valid sample (kept, with its raw text), never
+    drop it.
+    """
+
+    def __init__(self) -> None:
+        self._hashes = pl.Series("hash", [], dtype=pl.UInt64)
+
+    def repeats(self, hashes: pl.Series) -> pl.Series:
+        """Which of ``hashes`` (null = row already rejected) repeat an earlier accepted key."""
+        repeated = (hashes.is_in(self._hashes) | ~hashes.is_first_distinct()).fill_null(False)
+        repeated = repeated & hashes.is_not_null()
+        # No rechunk: copying every earlier hash once per batch would be quadratic.
+        self._hashes = pl.concat(
+            [self._hashes, hashes.filter(~repeated).drop_nulls()], rechunk=False
+        )
+        return repeated
+
+
+def to_samples(
+    raw: pl.DataFrame,
+    *,
+    patient_id: str,
+    export_date: datetime | None,
+    now: datetime,
+    seen: SeenKeys | None = None,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Split a raw batch into bronze/step_samples rows and rejected rows.
+
+    Args:
+        raw: a batch from :func:`raw_batches`.
+        patient_id: the person the export belongs to.
+        export_date: the export's date (UTC); samples that end after it are rejected.
+        now: the ingestion instant (UTC); samples that end after it are rejected.
+        seen: keys accepted from earlier batches of the same file; repeats are rejected.
+
+    Returns:
+        The valid rows with exactly the step_samples columns (sorted as the table is), and the
+        rejected ones with ``record``, ``reason`` and ``raw`` (the attributes as JSON).
+    """
+    start_ts, offset = _parsed("startDate")
+    end_ts, _ = _parsed("endDate")
+    frame = raw.with_columns(
+        patient_id=pl.lit(patient_id, dtype=pl.String),
+        start_ts=start_ts,
+        end_ts=end_ts,
+        utc_offset_minutes=offset.cast(pl.Int16, strict=False),
+        steps=pl.col("value").str.strip_chars().cast(pl.Float64, strict=False),
+        source=pl.col("sourceName"),
+    )
+    apple = (
+        pl.when(pl.col("source").is_null() | (pl.col("source").str.strip_chars() == ""))
+        .then(pl.lit("missing source"))
+        .when(pl.col("unit").is_null() | (pl.col("unit") != STEP_UNIT))
+        .then(pl.lit(f"unit is not {STEP_UNIT!r}"))
+    )
+    if export_date is not None:
+        apple = apple.when(pl.col("end_ts") > export_date).then(
+            pl.lit("sample after the export date")
+        )
+    apple = apple.when(pl.col("end_ts") > now).then(pl.lit("sample in the future"))
+    reason = pl.coalesce(quarantine_reason(), apple.otherwise(pl.lit(None, dtype=pl.String)))
+    frame = frame.with_columns(reason=reason)
+    if seen is not None:
+        hashes = frame.select(
+            pl.when(pl.col("reason").is_null()).then(pl.struct(STEP_SAMPLES.keys).hash(seed=0))
+        ).to_series()
+        frame = frame.with_columns(
+            reason=pl.when(seen.repeats(hashes))
+            .then(pl.lit("repeats an earlier sample of this file"))
+            .otherwise(pl.col("reason"))
+        )
+    valid = (
+        frame.filter(pl.col("reason").is_null())
+        .with_columns(month=pl.col("start_ts").dt.strftime("%Y-%m"))
+        .select(STEP_SAMPLES.columns)
+        .sort(list(STEP_SAMPLES.sort_by))
+    )
+    rejected = frame.filter(pl.col("reason").is_not_null()).select(
+        "record", "reason", raw=pl.struct(RAW_COLUMNS).struct.json_encode()
+    )
+    return valid, rejected

@@ -1,0 +1,250 @@
+"""The ``ingest`` job: one Apple Health export into bronze/step_samples.
+
+Commit order and atomicity: every accepted sample of the file goes into bronze/step_samples in ONE
+insert-only merge on the table's keys, fed by a stream that is parsed while Delta consumes it. A
+file that turns out to be unreadable halfway raises inside that stream, so the commit never
+happens and nothing of the file lands. Only after the samples are committed are the quarantine rows
+(merged on ``source_file, record``) and, for a new person, the bronze/patients row written.
+
+Idempotence: the merge inserts only samples whose ``patient_id, source, start_ts, end_ts`` are new,
+so ingesting the same export again adds nothing and a newer export of the same person adds only the
+samples that were not there yet.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import polars as pl
+import pyarrow as pa
+
+from jobs.ingest import apple_health
+from jobs.runs import job_run
+from lakehouse.catalog import PATIENTS, QUARANTINE, STEP_SAMPLES
+from lakehouse.errors import InputError
+from lakehouse.storage import Lake, conform
+
+FORMATS = ("auto", "apple-health")
+JOB = "ingest"
+DEFAULT_DISEASE_GROUP = "OTHER"  # until clinical data says otherwise
+_EXPORT_NAMES = ("export.xml", "export.zip")
+
+
+@dataclass(frozen=True)
+class IngestSummary:
+    """What one ingest run read and wrote.
+
+    Invariant: ``records_read == accepted + quarantined + skipped``.
+
+    Args:
+        source_file: the path as given.
+        patient_id: whose export it was.
+        records_read: records in the file (all types).
+        accepted: valid step samples.
+        quarantined: step records rejected into bronze/quarantine.
+        skipped: records of other types (heart rate, distance...).
+        new_samples: accepted samples not yet in the lake (the rest were already there).
+    """
+
+    source_file: str
+    patient_id: str
+    records_read: int
+    accepted: int
+    quarantined: int
+    skipped: int
+    new_samples: int
+
+    def describe(self) -> str:
+        """One line for the CLI."""
+        return (
+            f"ingest {self.source_file} (patient {self.patient_id}): "
+            f"{self.records_read:,} records read, {self.accepted:,} accepted "
+            f"({self.new_samples:,} new), {self.quarantined:,} quarantined, "
+            f"{self.skipped:,} skipped"
+        )
+
+
+@dataclass
+class _Attempt:
+    """State of one pass over the file (a commit retry starts a fresh pass)."""
+
+    stats: apple_health.ParseStats = field(default_factory=apple_health.ParseStats)
+    accepted: int = 0
+    offsets: Counter[int] = field(default_factory=Counter)
+    rejected: list[pl.DataFrame] = field(default_factory=list)
+    seen: apple_health.SeenKeys = field(default_factory=apple_health.SeenKeys)
+    error: InputError | None = None
+
+
+def patient_from_path(path: Path) -> str | None:
+    """The patient of ``<...>/apple-health/<patient_id>/export.xml|zip``, else None."""
+    if path.name in _EXPORT_NAMES and path.parent.parent.name == "apple-health":
+        return path.parent.name or None
+    return None
+
+
+def timezone_from_offsets(offsets: Counter[int]) -> str:
+    """An IANA zone for the most common UTC offset: ``Etc/GMT±N`` if whole hours, else UTC.
+
+    ``Etc/GMT`` zones count the other way round (``Etc/GMT+4`` is UTC-4).
+    """
+    if not offsets:
+        return "UTC"
+    minutes = offsets.most_common(1)[0][0]
+    if minutes % 60 or abs(minutes) > 14 * 60:
+        return "UTC"
+    hours = -minutes // 60
+    return "Etc/GMT" if hours == 0 else f"Etc/GMT{hours:+d}"
+
+
+def _check_timezone(timezone: str | None) -> None:
+    if timezone is None:
+        return
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError) as err:
+        raise InputError(f"unknown time zone {timezone!r} (use an IANA name)") from err
+
+
+def run(
+    lake: Lake,
+    path: Path | str,
+    *,
+    format: str = "auto",
+    patient_id: str | None = None,
+    timezone: str | None = None,
+) -> IngestSummary:
+    """Ingest one Apple Health export (xml, zip or CSV conversion).
+
+    Args:
+        lake: the lake.
+        path: the export file.
+        format: ``auto`` or ``apple-health``.
+        patient_id: whose export it is; may be left out for the landing layout
+            ``<...>/apple-health/<patient_id>/export.xml|zip``.
+        timezone: IANA zone recorded for a new patient (default: from the samples' offsets).
+
+    Returns:
+        The counts of the run.
+
+    Raises:
+        InputError: a bad argument, or a file that cannot be read; then nothing of the file is
+            committed.
+    """
+    source_file = str(path)
+    path = Path(path)
+    if format not in FORMATS:
+        raise InputError(f"unknown format {format!r}: use one of {', '.join(FORMATS)}")
+    _check_timezone(timezone)
+    patient = patient_id or patient_from_path(path)
+    if not patient:
+        raise InputError(f"{source_file}: --patient-id is required for this export")
+    if not path.is_file():
+        raise InputError(f"{source_file}: no such file")
+    attempt = _Attempt()
+    started = datetime.now(UTC)
+
+    def batches(state: _Attempt, kind: apple_health.Kind) -> Iterator[pa.RecordBatch]:
+        try:
+            with apple_health.raw_batches(path, kind, state.stats) as raw_batches:
+                export_date: datetime | None = None
+                for raw in raw_batches:
+                    # ExportDate precedes the records, so it is known by the first batch.
+                    if export_date is None and state.stats.export_date:
+                        export_date = apple_health.parse_timestamp(state.stats.export_date)
+                    valid, rejected = apple_health.to_samples(
+                        raw,
+                        patient_id=patient,
+                        export_date=export_date,
+                        now=started,
+                        seen=state.seen,
+                    )
+                    state.accepted += valid.height
+                    state.offsets.update(
+                        dict(valid["utc_offset_minutes"].value_counts().iter_rows())
+                    )
+                    if rejected.height:
+                        state.rejected.append(rejected)
+                    yield from conform(STEP_SAMPLES, valid).to_batches()
+        except InputError as err:
+            # Delta sees only that the stream failed; keep the one-line reason for the user.
+            state.error = err
+            raise
+
+    def open_batches(kind: apple_health.Kind) -> pa.RecordBatchReader:
+        nonlocal attempt
+        attempt = _Attempt()
+        return pa.RecordBatchReader.from_batches(STEP_SAMPLES.schema, batches(attempt, kind))
+
+    with job_run(lake, JOB) as job:
+        # Inside the run: a file of unknown content is a failed ingest worth recording.
+        kind = apple_health.detect_kind(path)
+        try:
+            new_samples = lake.insert_new(
+                STEP_SAMPLES,
+                lambda: open_batches(kind),
+                metadata={"job": JOB, "source_file": source_file},
+            )
+        except Exception as err:
+            if attempt.error is not None:
+                raise attempt.error from err
+            raise
+        quarantine = _quarantine_rows(attempt.rejected, source_file, patient, started)
+        if quarantine.height:
+            lake.upsert(QUARANTINE, quarantine, metadata={"job": JOB})
+        _add_patient(lake, patient, timezone or timezone_from_offsets(attempt.offsets))
+        stats = attempt.stats
+        summary = IngestSummary(
+            source_file=source_file,
+            patient_id=patient,
+            records_read=stats.records_read,
+            accepted=attempt.accepted,
+            quarantined=quarantine.height,
+            skipped=stats.skipped,
+            new_samples=new_samples,
+        )
+        job.rows_in, job.rows_out = summary.records_read, summary.new_samples
+        job.details = {**summary.__dict__, "format": kind}
+    return summary
+
+
+def _quarantine_rows(
+    rejected: list[pl.DataFrame], source_file: str, patient: str, at: datetime
+) -> pl.DataFrame:
+    if not rejected:
+        return pl.DataFrame(schema=pl.Schema(QUARANTINE.schema))
+    return pl.concat(rejected).select(
+        source_file=pl.lit(source_file, dtype=pl.String),
+        record=pl.col("record"),
+        reason=pl.col("reason"),
+        raw=pl.col("raw"),
+        patient_id=pl.lit(patient, dtype=pl.String),
+        quarantined_at=pl.lit(at, dtype=pl.Datetime("us", "UTC")),
+    )
+
+
+def _add_patient(lake: Lake, patient: str, timezone: str) -> None:
+    """Write a bronze/patients row for a person seen for the first time; never overwrite one."""
+    known = (
+        lake.scan(PATIENTS)
+        .filter(pl.col("patient_id") == patient)
+        .select(pl.len())
+        .collect()
+        .item()
+    )
+    if known:
+        return
+    row = pl.DataFrame(
+        {"patient_id": [patient], "disease_group": [DEFAULT_DISEASE_GROUP], "timezone": [timezone]}
+    ).with_columns(
+        sex=pl.lit(None, dtype=pl.String),
+        birth_year=pl.lit(None, dtype=pl.Int16),
+        country=pl.lit(None, dtype=pl.String),
+        enrolled_on=pl.lit(None, dtype=pl.Date),
+    )
+    lake.append(PATIENTS, row, metadata={"job": JOB, "patient": patient})
