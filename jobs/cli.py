@@ -123,18 +123,30 @@ def ingest(
     ctx: typer.Context,
     path: Annotated[Path, typer.Argument(help="The export file to ingest.")],
     format: Annotated[
-        str, typer.Option("--format", help="auto (from the file) or apple-health.")
+        str,
+        typer.Option(
+            "--format",
+            help="auto (from the file), apple-health, fitbit (Fitabase CSV) or google-fit.",
+        ),
     ] = "auto",
     patient_id: Annotated[
         str | None,
         typer.Option(
             "--patient-id",
-            help="Whose export it is (default: the folder name in apple-health/<id>/export.*).",
+            help=(
+                "Whose export it is (default: the folder name in apple-health/<id>/export.*; "
+                "Fitabase files name patients in their Id column)."
+            ),
         ),
     ] = None,
     timezone: Annotated[
         str | None,
-        typer.Option(help="IANA time zone of a new patient (default: from the samples)."),
+        typer.Option(
+            help=(
+                "IANA time zone of a new patient (default: from the samples) and of the naive "
+                "timestamps of Fitbit and Google Fit files (default UTC)."
+            )
+        ),
     ] = None,
 ) -> None:
     """Ingest a device export into bronze/step_samples; rejected rows go to bronze/quarantine."""

@@ -20,7 +20,6 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Literal
@@ -28,8 +27,7 @@ from xml.etree import ElementTree as ET
 
 import polars as pl
 
-from jobs.validation import quarantine_reason
-from lakehouse.catalog import STEP_SAMPLES
+from jobs.ingest.common import ParseStats, SeenKeys, split_samples
 from lakehouse.errors import InputError
 
 # The attributes of a Record (and columns of the CSV conversion) kept per raw row; the ``device``
@@ -59,21 +57,6 @@ _TIMESTAMP = (
     r"\s*(?<sign>[+-])(?<hh>\d{2}):?(?<mm>\d{2})\s*$"
 )
 _UTC = pl.Datetime("us", "UTC")
-
-
-@dataclass
-class ParseStats:
-    """Counts kept while a file is read.
-
-    Args:
-        records_read: top-level ``Record`` elements (XML) or data lines (CSV) read.
-        skipped: records of other types than step counts.
-        export_date: the ``ExportDate`` value as written, None when the file has none.
-    """
-
-    records_read: int = 0
-    skipped: int = 0
-    export_date: str | None = None
 
 
 def detect_kind(path: Path) -> Kind:
@@ -258,29 +241,6 @@ def parse_timestamp(text: str) -> datetime | None:
     return value if isinstance(value, datetime) else None
 
 
-class SeenKeys:
-    """Hashes of the step_samples keys accepted so far from one file.
-
-    A file that repeats a sample (same source and times) must not count its steps twice; the
-    repeat is quarantined instead. 8 bytes per accepted sample, so a 1 GB export costs tens of MB.
-    A 64-bit hash collision would quarantine a valid sample (kept, with its raw text), never
-    drop it.
-    """
-
-    def __init__(self) -> None:
-        self._hashes = pl.Series("hash", [], dtype=pl.UInt64)
-
-    def repeats(self, hashes: pl.Series) -> pl.Series:
-        """Which of ``hashes`` (null = row already rejected) repeat an earlier accepted key."""
-        repeated = (hashes.is_in(self._hashes) | ~hashes.is_first_distinct()).fill_null(False)
-        repeated = repeated & hashes.is_not_null()
-        # No rechunk: copying every earlier hash once per batch would be quadratic.
-        self._hashes = pl.concat(
-            [self._hashes, hashes.filter(~repeated).drop_nulls()], rechunk=False
-        )
-        return repeated
-
-
 def to_samples(
     raw: pl.DataFrame,
     *,
@@ -323,24 +283,5 @@ def to_samples(
             pl.lit("sample after the export date")
         )
     apple = apple.when(pl.col("end_ts") > now).then(pl.lit("sample in the future"))
-    reason = pl.coalesce(quarantine_reason(), apple.otherwise(pl.lit(None, dtype=pl.String)))
-    frame = frame.with_columns(reason=reason)
-    if seen is not None:
-        hashes = frame.select(
-            pl.when(pl.col("reason").is_null()).then(pl.struct(STEP_SAMPLES.keys).hash(seed=0))
-        ).to_series()
-        frame = frame.with_columns(
-            reason=pl.when(seen.repeats(hashes))
-            .then(pl.lit("repeats an earlier sample of this file"))
-            .otherwise(pl.col("reason"))
-        )
-    valid = (
-        frame.filter(pl.col("reason").is_null())
-        .with_columns(month=pl.col("start_ts").dt.strftime("%Y-%m"))
-        .select(STEP_SAMPLES.columns)
-        .sort(list(STEP_SAMPLES.sort_by))
-    )
-    rejected = frame.filter(pl.col("reason").is_not_null()).select(
-        "record", "reason", raw=pl.struct(RAW_COLUMNS).struct.json_encode()
-    )
-    return valid, rejected
+    frame = frame.with_columns(raw=pl.struct(RAW_COLUMNS).struct.json_encode())
+    return split_samples(frame, last=apple.otherwise(pl.lit(None, dtype=pl.String)), seen=seen)
