@@ -256,7 +256,7 @@ class Lake:
         if not self.exists(table):
             self.append(table, arrow, metadata=metadata)
             return
-        on = " AND ".join(f"target.{k} = source.{k}" for k in table.keys)
+        on = _keys_match(table)
 
         def merge() -> None:
             (
@@ -324,7 +324,7 @@ class Lake:
                 return counted
 
             return _with_commit_retry(append, what=f"insert into {table.path}")
-        on = " AND ".join(f"target.{k} = source.{k}" for k in table.keys)
+        on = _keys_match(table)
 
         def merge() -> int:
             metrics = (
@@ -379,6 +379,11 @@ class Lake:
             enforce_retention_duration=vacuum_hours >= 168,
         )
         return {**metrics, "vacuumed_files": len(removed)}
+
+
+def _keys_match(table: TableSpec) -> str:
+    """Merge predicate: a source row and a target row have the same keys."""
+    return " AND ".join(f"target.{k} = source.{k}" for k in table.keys)
 
 
 def empty_frame(table: TableSpec) -> pl.DataFrame:

@@ -66,16 +66,12 @@ else:
     st.subheader("Recent days")
     st.dataframe(data.recent_days(daily_steps), hide_index=True, column_config=DATES)
 
-therapy_column, side_effect_column = st.columns(2)
-with therapy_column:
-    st.subheader("Therapies")
-    if therapies.is_empty():
-        st.caption("None recorded.")
-    else:
-        st.dataframe(therapies, hide_index=True, column_config=DATES)
-with side_effect_column:
-    st.subheader("Side effects")
-    if side_effects.is_empty():
-        st.caption("None recorded.")
-    else:
-        st.dataframe(side_effects, hide_index=True, column_config=DATES)
+for column, title, rows in zip(
+    st.columns(2), ("Therapies", "Side effects"), (therapies, side_effects), strict=True
+):
+    with column:
+        st.subheader(title)
+        if rows.is_empty():
+            st.caption("None recorded.")
+        else:
+            st.dataframe(rows, hide_index=True, column_config=DATES)
