@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 import polars as pl
 
 from jobs.validation import quarantine_reason
-from lakehouse.catalog import STEP_SAMPLES
+from lakehouse.catalog import QUARANTINE, STEP_SAMPLES
 
 
 @dataclass
@@ -23,6 +24,45 @@ class ParseStats:
     records_read: int = 0
     skipped: int = 0
     export_date: str | None = None
+
+
+@dataclass(frozen=True)
+class IngestSummary:
+    """What one ingest run read and wrote.
+
+    Invariant: ``records_read == accepted + quarantined + skipped``.
+
+    Args:
+        source_file: the path as given.
+        patient_id: whose export it was; None for a Fitabase file (one patient per ``Id``).
+        records_read: records in the file (all types).
+        accepted: valid step samples.
+        quarantined: step records rejected into bronze/quarantine.
+        skipped: records of other types (heart rate, distance...).
+        new_samples: accepted samples not yet in the lake (the rest were already there).
+        patients: the patients with accepted samples (or the one of ``patient_id``).
+    """
+
+    source_file: str
+    patient_id: str | None
+    records_read: int
+    accepted: int
+    quarantined: int
+    skipped: int
+    new_samples: int
+    patients: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        """One line for the CLI."""
+        count = len(self.patients)
+        who = f"{count} patient{'' if count == 1 else 's'}"
+        who = f"patient {self.patient_id}" if self.patient_id else who
+        return (
+            f"ingest {self.source_file} ({who}): "
+            f"{self.records_read:,} records read, {self.accepted:,} accepted "
+            f"({self.new_samples:,} new), {self.quarantined:,} quarantined, "
+            f"{self.skipped:,} skipped"
+        )
 
 
 class SeenKeys:
@@ -95,3 +135,17 @@ def split_samples(
         .sort("record")
     )
     return valid, rejected
+
+
+def quarantine_rows(rejected: list[pl.DataFrame], source_file: str, at: datetime) -> pl.DataFrame:
+    """bronze/quarantine rows from rejected frames (``record, reason, raw, patient_id``)."""
+    if not rejected:
+        return pl.DataFrame(schema=pl.Schema(QUARANTINE.schema))
+    return pl.concat(rejected).select(
+        source_file=pl.lit(source_file, dtype=pl.String),
+        record=pl.col("record"),
+        reason=pl.col("reason"),
+        raw=pl.col("raw"),
+        patient_id=pl.col("patient_id"),
+        quarantined_at=pl.lit(at, dtype=pl.Datetime("us", "UTC")),
+    )

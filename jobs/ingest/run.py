@@ -24,7 +24,7 @@ import polars as pl
 import pyarrow as pa
 
 from jobs.ingest import apple_health, fitbit
-from jobs.ingest.common import ParseStats, SeenKeys
+from jobs.ingest.common import IngestSummary, ParseStats, SeenKeys, quarantine_rows
 from jobs.runs import job_run
 from lakehouse.catalog import PATIENTS, QUARANTINE, STEP_SAMPLES
 from lakehouse.errors import InputError
@@ -34,45 +34,6 @@ FORMATS = ("auto", "apple-health", "fitbit", "google-fit")
 JOB = "ingest"
 DEFAULT_DISEASE_GROUP = "OTHER"  # until clinical data says otherwise
 _EXPORT_NAMES = ("export.xml", "export.zip")
-
-
-@dataclass(frozen=True)
-class IngestSummary:
-    """What one ingest run read and wrote.
-
-    Invariant: ``records_read == accepted + quarantined + skipped``.
-
-    Args:
-        source_file: the path as given.
-        patient_id: whose export it was; None for a Fitabase file (one patient per ``Id``).
-        records_read: records in the file (all types).
-        accepted: valid step samples.
-        quarantined: step records rejected into bronze/quarantine.
-        skipped: records of other types (heart rate, distance...).
-        new_samples: accepted samples not yet in the lake (the rest were already there).
-        patients: the patients with accepted samples (or the one of ``patient_id``).
-    """
-
-    source_file: str
-    patient_id: str | None
-    records_read: int
-    accepted: int
-    quarantined: int
-    skipped: int
-    new_samples: int
-    patients: tuple[str, ...] = ()
-
-    def describe(self) -> str:
-        """One line for the CLI."""
-        count = len(self.patients)
-        who = f"{count} patient{'' if count == 1 else 's'}"
-        who = f"patient {self.patient_id}" if self.patient_id else who
-        return (
-            f"ingest {self.source_file} ({who}): "
-            f"{self.records_read:,} records read, {self.accepted:,} accepted "
-            f"({self.new_samples:,} new), {self.quarantined:,} quarantined, "
-            f"{self.skipped:,} skipped"
-        )
 
 
 @dataclass
@@ -249,7 +210,7 @@ def run(
             if attempt.error is not None:
                 raise attempt.error from err
             raise
-        quarantine = _quarantine_rows(attempt.rejected, source_file, started)
+        quarantine = quarantine_rows(attempt.rejected, source_file, started)
         if quarantine.height:
             lake.upsert(QUARANTINE, quarantine, metadata={"job": JOB})
         zone = timezone or ("UTC" if table_kind else timezone_from_offsets(attempt.offsets))
@@ -269,19 +230,6 @@ def run(
         job.rows_in, job.rows_out = summary.records_read, summary.new_samples
         job.details = {**summary.__dict__, "format": kind}
     return summary
-
-
-def _quarantine_rows(rejected: list[pl.DataFrame], source_file: str, at: datetime) -> pl.DataFrame:
-    if not rejected:
-        return pl.DataFrame(schema=pl.Schema(QUARANTINE.schema))
-    return pl.concat(rejected).select(
-        source_file=pl.lit(source_file, dtype=pl.String),
-        record=pl.col("record"),
-        reason=pl.col("reason"),
-        raw=pl.col("raw"),
-        patient_id=pl.col("patient_id"),
-        quarantined_at=pl.lit(at, dtype=pl.Datetime("us", "UTC")),
-    )
 
 
 def _add_patients(lake: Lake, patients: list[str], timezone: str) -> None:
