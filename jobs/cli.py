@@ -100,6 +100,13 @@ def generate(
     end_date: Annotated[
         str | None, typer.Option(help="Last day of history, YYYY-MM-DD (default fixed).")
     ] = None,
+    watch_detail: Annotated[
+        bool,
+        typer.Option(
+            help="With --landing: Apple exports also hold the watch's heart-rate and energy "
+            "records (large, realistic exports for ingest benchmarks)."
+        ),
+    ] = False,
 ) -> None:
     """Create a synthetic patient population (bronze tables, or landing files)."""
     from jobs import generate as generate_job
@@ -113,6 +120,7 @@ def generate(
             years=years,
             landing=landing,
             end_date=last_day,
+            watch_detail=watch_detail,
             progress=lambda done: progress.update(progress.task_ids[0], completed=done),
         )
     typer.echo(summary.describe())

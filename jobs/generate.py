@@ -188,6 +188,7 @@ def run(
     years: float = 3.0,
     landing: Path | None = None,
     end_date: date | None = None,
+    watch_detail: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> GenerateSummary:
     """Generate a synthetic population and write it to the lake or as landing files.
@@ -199,6 +200,8 @@ def run(
         years: length of the simulated period, ending on ``end_date``.
         landing: write landing files into this directory instead of bronze tables.
         end_date: last simulated day (default 2026-10-31, fixed for reproducibility).
+        watch_detail: landing mode: Apple exports also hold the heart-rate and energy records
+            a watch writes beside its steps (exports of realistic size for benchmarks).
         progress: called after each batch with the number of patients finished so far.
 
     Returns:
@@ -214,7 +217,9 @@ def run(
         if landing is None:
             summary = _run_direct(lake, patients, seed, years, end, progress)
         else:
-            summary = _run_landing(lake, patients, seed, years, end, landing, progress)
+            summary = _run_landing(
+                lake, patients, seed, years, end, landing, watch_detail, progress
+            )
         summary = dataclasses.replace(summary, seconds=time.perf_counter() - started)
         job.rows_out = summary.samples
         job.details = {
@@ -223,6 +228,7 @@ def run(
             "years": years,
             "end_date": end.isoformat(),
             "landing": str(landing) if landing else None,
+            "watch_detail": watch_detail,
         }
     return summary
 
@@ -282,6 +288,7 @@ def _run_landing(
     years: float,
     end: date,
     landing: Path,
+    watch_detail: bool,
     progress: Callable[[int], None] | None,
 ) -> GenerateSummary:
     exports = landing / "apple-health"
@@ -290,7 +297,7 @@ def _run_landing(
     # One patient at a time: an export is streamed to disk, so nothing needs batching here.
     for index in range(1, patients + 1):
         patient = simulate_patient(seed, index, years=years, end_date=end)
-        write_apple_health_export(patient, exports)
+        write_apple_health_export(patient, exports, watch_detail=watch_detail)
         files += 1
         samples += len(patient.samples)
         corrupt += int(patient.samples.corrupt.sum())

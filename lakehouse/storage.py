@@ -17,7 +17,14 @@ from typing import Any, TypeVar
 import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as pads
-from deltalake import CommitProperties, DeltaTable, Transaction, WriterProperties, write_deltalake
+from deltalake import (
+    ColumnProperties,
+    CommitProperties,
+    DeltaTable,
+    Transaction,
+    WriterProperties,
+    write_deltalake,
+)
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 from lakehouse.catalog import TableSpec
@@ -27,6 +34,22 @@ T = TypeVar("T")
 
 _MAX_COMMIT_ATTEMPTS = 8
 _WRITER = WriterProperties(compression="ZSTD", compression_level=3, max_row_group_size=1_048_576)
+
+
+def _streaming_writer(table: TableSpec) -> WriterProperties:
+    """Writer settings for a stream that may touch hundreds of partitions in one commit.
+
+    delta-rs keeps one open file per partition until the stream ends; a dictionary encoder per
+    column and file costs most of that memory. Only string columns (patient, source: a handful of
+    values per file) get one, which measured 64 MB less at the same file size for 240 months.
+    """
+    strings = [f.name for f in table.schema if f.type in (pa.string(), pa.large_string())]
+    return WriterProperties(
+        compression="LZ4_RAW",
+        max_row_group_size=1_048_576,
+        default_column_properties=ColumnProperties(dictionary_enabled=False),
+        column_properties={name: ColumnProperties(dictionary_enabled=True) for name in strings},
+    )
 
 
 @dataclass(frozen=True)
@@ -281,6 +304,7 @@ class Lake:
         table: TableSpec,
         open_batches: Callable[[], pa.RecordBatchReader],
         *,
+        within: Mapping[str, Iterable[object]] | None = None,
         metadata: Mapping[str, str] | None = None,
     ) -> int:
         """Stream rows in with ONE commit, inserting only rows whose keys the table lacks.
@@ -293,6 +317,9 @@ class Lake:
             table: the table.
             open_batches: returns a fresh reader with exactly the table's schema; called again
                 when a commit conflict forces a retry (a reader can only be consumed once).
+            within: for each named column, every value the streamed rows can have (for
+                example their patients and months). The merge then reads only the table's rows
+                with those values, not the whole table: pass it for anything but a small table.
             metadata: custom commit metadata.
 
         Returns:
@@ -318,13 +345,15 @@ class Lake:
                     mode="append",
                     partition_by=list(table.partition_by) or None,
                     storage_options=self.storage_options or None,
-                    writer_properties=_WRITER,
+                    writer_properties=_streaming_writer(table),
                     commit_properties=commit,
                 )
                 return counted
 
             return _with_commit_retry(append, what=f"insert into {table.path}")
         on = _keys_match(table)
+        for column, values in (within or {}).items():
+            on += " AND " + in_list_predicate(f"target.{column}", sorted(set(values), key=str))
 
         def merge() -> int:
             metrics = (
@@ -334,7 +363,7 @@ class Lake:
                     predicate=on,
                     source_alias="source",
                     target_alias="target",
-                    writer_properties=_WRITER,
+                    writer_properties=_streaming_writer(table),
                     commit_properties=commit,
                 )
                 .when_not_matched_insert_all()

@@ -43,6 +43,7 @@ from synthetic.wear import PHONE, WATCH
 
 _CHUNK_ROWS = 50_000
 ZIPPED_EVERY = 4  # patients whose index is a multiple of this get export.zip
+_WALKING_HEART_RATES = 8  # heart-rate records per watch step sample with watch_detail
 
 _DTD = """<!DOCTYPE HealthData [
 <!-- HealthKit Export Version: 13 -->
@@ -155,8 +156,8 @@ def _samples(patient: SimulatedPatient, rng: np.random.Generator) -> pl.DataFram
     )
 
 
-def _export_pieces(patient: SimulatedPatient) -> Iterator[str]:
-    """The export document as text pieces of bounded size."""
+def _export_pieces(patient: SimulatedPatient, *, watch_detail: bool = False) -> Iterator[str]:
+    """The export document as text pieces of bounded size; see :func:`write_apple_health_export`."""
     profile = patient.profile
     rng = patient_rng(profile.seed, profile.index, Stream.LANDING)
     zone = ZoneInfo(profile.timezone)
@@ -184,13 +185,24 @@ def _export_pieces(patient: SimulatedPatient) -> Iterator[str]:
     # Other record types come from genuine walks only.
     samples = samples.filter(~pl.col("corrupt"))
     stride_km = rng.uniform(0.00055, 0.00075)
-    distance = samples.filter(pl.Series(rng.random(samples.height) < 0.12)).with_columns(
+    # With watch_detail, the watch writes a distance next to each of its step samples.
+    with_distance = rng.random(samples.height) < 0.12
+    if watch_detail:
+        with_distance |= samples["source"].to_numpy() == WATCH
+    distance = samples.filter(pl.Series(with_distance)).with_columns(
         value=(pl.col("steps") * stride_km).round(5).cast(pl.String)
     )
     yield from _chunked(distance, "HKQuantityTypeIdentifierDistanceWalkingRunning", "km")
 
     watch = samples.filter(pl.col("source") == WATCH)
-    heart = watch.filter(pl.Series(rng.random(watch.height) < 0.1))
+    if watch_detail:
+        # While its wearer walks, the watch measures heart rate about once a minute.
+        heart = pl.concat(
+            watch.with_columns(start=pl.col("start") + pl.duration(minutes=minute))
+            for minute in range(_WALKING_HEART_RATES)
+        )
+    else:
+        heart = watch.filter(pl.Series(rng.random(watch.height) < 0.1))
     heart = heart.with_columns(
         end=pl.col("start"),
         value=pl.Series(rng.integers(62, 128, heart.height)).cast(pl.String),
@@ -199,6 +211,16 @@ def _export_pieces(patient: SimulatedPatient) -> Iterator[str]:
         ),
     )
     yield from _chunked(heart, "HKQuantityTypeIdentifierHeartRate", "count/min")
+    if watch_detail:
+        kcal_per_step = rng.uniform(0.035, 0.05)
+        active = watch.with_columns(
+            value=(pl.col("steps") * kcal_per_step).round(3).cast(pl.String)
+        )
+        yield from _chunked(active, "HKQuantityTypeIdentifierActiveEnergyBurned", "kcal")
+        basal_per_minute = rng.uniform(0.9, 1.3)
+        minutes = (pl.col("end") - pl.col("start")).dt.total_seconds() / 60
+        basal = watch.with_columns(value=(minutes * basal_per_minute).round(3).cast(pl.String))
+        yield from _chunked(basal, "HKQuantityTypeIdentifierBasalEnergyBurned", "kcal")
 
     phone = samples.filter(pl.col("source") == PHONE)
     flights = phone.filter(pl.Series(rng.random(phone.height) < 0.025))
@@ -220,12 +242,17 @@ def _write_pieces(target: IO[str], pieces: Iterator[str]) -> None:
         target.write(piece)
 
 
-def write_apple_health_export(patient: SimulatedPatient, directory: Path) -> Path:
+def write_apple_health_export(
+    patient: SimulatedPatient, directory: Path, *, watch_detail: bool = False
+) -> Path:
     """Write one patient's Apple Health export under ``directory/<patient_id>/``.
 
     Args:
         patient: the simulated patient.
         directory: the ``apple-health`` folder of the landing directory.
+        watch_detail: also write what an Apple Watch records next to each of its step samples
+            (heart rate, active and basal energy), as real multi-year watch exports do; they are
+            mostly such records and reach gigabytes (the ingest benchmark's large exports).
 
     Returns:
         The path of ``export.xml``, or of ``export.zip`` for every fourth patient.
@@ -241,10 +268,10 @@ def write_apple_health_export(patient: SimulatedPatient, directory: Path) -> Pat
             zf.open("apple_health_export/export.xml", "w", force_zip64=True) as raw,
             io.TextIOWrapper(raw, encoding="utf-8", newline="\n") as text,
         ):
-            _write_pieces(text, _export_pieces(patient))
+            _write_pieces(text, _export_pieces(patient, watch_detail=watch_detail))
     else:
         with partial.open("w", encoding="utf-8", newline="\n") as text:
-            _write_pieces(text, _export_pieces(patient))
+            _write_pieces(text, _export_pieces(patient, watch_detail=watch_detail))
     os.replace(partial, final)
     # A patient switches between zipped and plain only if ZIPPED_EVERY changes; drop the other.
     other = folder / ("export.xml" if zipped else "export.zip")

@@ -46,7 +46,7 @@ STEP_TYPES = frozenset({"HKQuantityTypeIdentifierStepCount", "StepCount"})
 ZIP_MEMBER = "apple_health_export/export.xml"
 # Measured on a 216 MB export: 100k-record batches cost ~125 MB of Python strings, 20k ~30 MB,
 # at the same speed.
-BATCH_RECORDS = 20_000
+BATCH_RECORDS = 5_000
 STEP_UNIT = "count"
 
 Kind = Literal["xml", "zip", "csv"]

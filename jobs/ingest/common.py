@@ -79,8 +79,8 @@ class SeenKeys:
 
     def repeats(self, hashes: pl.Series) -> pl.Series:
         """Which of ``hashes`` (null = row already rejected) repeat an earlier accepted key."""
-        repeated = (hashes.is_in(self._hashes) | ~hashes.is_first_distinct()).fill_null(False)
-        repeated = repeated & hashes.is_not_null()
+        earlier = hashes.is_in(self._hashes.implode())
+        repeated = (earlier | ~hashes.is_first_distinct()).fill_null(False) & hashes.is_not_null()
         # No rechunk: copying every earlier hash once per batch would be quadratic.
         self._hashes = pl.concat(
             [self._hashes, hashes.filter(~repeated).drop_nulls()], rechunk=False

@@ -1,9 +1,10 @@
 """The ``ingest`` job: one device export (Apple Health, Fitbit Fitabase, Google Fit) into bronze.
 
-Commit order and atomicity: every accepted sample of the file goes into bronze/step_samples in ONE
-insert-only merge on the table's keys, fed by a stream that is parsed while Delta consumes it. A
-file that turns out to be unreadable halfway raises inside that stream, so the commit never
-happens and nothing of the file lands. Only after the samples are committed are the quarantine rows
+Commit order and atomicity: the file is first read to the end into a local staging Parquet file
+of its valid samples (bounded memory, about 10 bytes per sample on disk). A file that turns out to
+be unreadable halfway raises then, before anything is committed. Every staged sample then goes into
+bronze/step_samples in ONE insert-only merge on the table's keys that reads only the table's rows
+of the file's patients and months. Only after the samples are committed are the quarantine rows
 (merged on ``source_file, record``) and, for a new person, the bronze/patients row written.
 
 Idempotence: the merge inserts only samples whose ``patient_id, source, start_ts, end_ts`` are new,
@@ -13,6 +14,7 @@ samples that were not there yet.
 
 from __future__ import annotations
 
+import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -22,6 +24,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from jobs.ingest import apple_health, fitbit
 from jobs.ingest.common import IngestSummary, ParseStats, SeenKeys, quarantine_rows
@@ -34,11 +37,12 @@ FORMATS = ("auto", "apple-health", "fitbit", "google-fit")
 JOB = "ingest"
 DEFAULT_DISEASE_GROUP = "OTHER"  # until clinical data says otherwise
 _EXPORT_NAMES = ("export.xml", "export.zip")
+_STAGED_BATCH_ROWS = 65_536
 
 
 @dataclass
-class _Attempt:
-    """State of one pass over the file (a commit retry starts a fresh pass)."""
+class _Parse:
+    """What the pass over the file found."""
 
     stats: ParseStats = field(default_factory=ParseStats)
     accepted: int = 0
@@ -46,7 +50,7 @@ class _Attempt:
     rejected: list[pl.DataFrame] = field(default_factory=list)
     seen: SeenKeys = field(default_factory=SeenKeys)
     patients: set[str] = field(default_factory=set)
-    error: InputError | None = None
+    months: set[str] = field(default_factory=set)
 
 
 def patient_from_path(path: Path) -> str | None:
@@ -84,8 +88,8 @@ Samples = Iterator[tuple[pl.DataFrame, pl.DataFrame]]
 
 def _apple_samples(
     path: Path, kind: apple_health.Kind, patient: str, now: datetime
-) -> Callable[[_Attempt], Samples]:
-    def samples(state: _Attempt) -> Samples:
+) -> Callable[[_Parse], Samples]:
+    def samples(state: _Parse) -> Samples:
         with apple_health.raw_batches(path, kind, state.stats) as raw_batches:
             export_date: datetime | None = None
             for raw in raw_batches:
@@ -101,8 +105,8 @@ def _apple_samples(
 
 def _fitbit_samples(
     path: Path, kind: fitbit.Kind, patient: str | None, timezone: str, now: datetime
-) -> Callable[[_Attempt], Samples]:
-    def samples(state: _Attempt) -> Samples:
+) -> Callable[[_Parse], Samples]:
+    def samples(state: _Parse) -> Samples:
         times = fitbit.LocalTimes(fitbit.LAYOUTS[kind], timezone)
         with fitbit.raw_batches(path, kind, state.stats) as raw_batches:
             for raw in raw_batches:
@@ -162,34 +166,12 @@ def run(
         raise InputError(f"{source_file}: --patient-id is required for this export")
     if not path.is_file():
         raise InputError(f"{source_file}: no such file")
-    attempt = _Attempt()
     started = datetime.now(UTC)
-
-    def batches(
-        state: _Attempt, samples: Callable[[_Attempt], Samples]
-    ) -> Iterator[pa.RecordBatch]:
-        try:
-            for valid, rejected in samples(state):
-                state.accepted += valid.height
-                state.offsets.update(dict(valid["utc_offset_minutes"].value_counts().iter_rows()))
-                state.patients.update(valid["patient_id"].unique().to_list())
-                if rejected.height:
-                    state.rejected.append(rejected)
-                yield from conform(STEP_SAMPLES, valid).to_batches()
-        except InputError as err:
-            # Delta sees only that the stream failed; keep the one-line reason for the user.
-            state.error = err
-            raise
-
-    def open_batches(samples: Callable[[_Attempt], Samples]) -> pa.RecordBatchReader:
-        nonlocal attempt
-        attempt = _Attempt()
-        return pa.RecordBatchReader.from_batches(STEP_SAMPLES.schema, batches(attempt, samples))
-
-    with job_run(lake, JOB) as job:
+    found = _Parse()
+    with job_run(lake, JOB) as job, tempfile.TemporaryDirectory(prefix="mobility-ingest-") as tmp:
         # Inside the run: a file of unknown content is a failed ingest worth recording.
         kind: str
-        samples: Callable[[_Attempt], Samples]
+        samples: Callable[[_Parse], Samples]
         if format in ("fitbit", "google-fit") or (format == "auto" and table_kind is not None):
             if table_kind is None or (format != "auto" and not table_kind.startswith(format)):
                 raise InputError(f"{source_file}: not a {format} file (unexpected header)")
@@ -200,28 +182,21 @@ def run(
             apple_kind = apple_health.detect_kind(path)
             kind = apple_kind
             samples = _apple_samples(path, apple_kind, patient, started)
-        try:
-            new_samples = lake.insert_new(
-                STEP_SAMPLES,
-                lambda: open_batches(samples),
-                metadata={"job": JOB, "source_file": source_file},
-            )
-        except Exception as err:
-            if attempt.error is not None:
-                raise attempt.error from err
-            raise
-        quarantine = quarantine_rows(attempt.rejected, source_file, started)
+        staged = Path(tmp) / "samples.parquet"
+        _stage(samples(found), found, staged)
+        new_samples = _commit_new(lake, staged, found, source_file)
+        quarantine = quarantine_rows(found.rejected, source_file, started)
         if quarantine.height:
             lake.upsert(QUARANTINE, quarantine, metadata={"job": JOB})
-        zone = timezone or ("UTC" if table_kind else timezone_from_offsets(attempt.offsets))
-        patients = sorted(attempt.patients | ({patient} if patient else set()))
+        zone = timezone or ("UTC" if table_kind else timezone_from_offsets(found.offsets))
+        patients = sorted(found.patients | ({patient} if patient else set()))
         _add_patients(lake, patients, zone)
-        stats = attempt.stats
+        stats = found.stats
         summary = IngestSummary(
             source_file=source_file,
             patient_id=patient,
             records_read=stats.records_read,
-            accepted=attempt.accepted,
+            accepted=found.accepted,
             quarantined=quarantine.height,
             skipped=stats.skipped,
             new_samples=new_samples,
@@ -230,6 +205,68 @@ def run(
         job.rows_in, job.rows_out = summary.records_read, summary.new_samples
         job.details = {**summary.__dict__, "format": kind}
     return summary
+
+
+def _stage(samples: Samples, found: _Parse, target: Path) -> None:
+    """Read the whole file into a local Parquet file of valid samples, counting as it goes.
+
+    Reading everything before the commit means a file that turns out unreadable halfway commits
+    nothing, and the commit knows which patients and months it touches (so the merge reads only
+    those parts of the table). The staged file is small (about 10 bytes per sample) and a commit
+    retry reads it again instead of parsing the export again.
+    """
+    with pq.ParquetWriter(target, STEP_SAMPLES.schema, compression="zstd") as writer:
+        for valid, rejected in samples:
+            found.accepted += valid.height
+            found.offsets.update(dict(valid["utc_offset_minutes"].value_counts().iter_rows()))
+            found.patients.update(valid["patient_id"].unique().to_list())
+            found.months.update(valid["month"].unique().to_list())
+            if rejected.height:
+                found.rejected.append(rejected)
+            writer.write_table(conform(STEP_SAMPLES, valid))
+
+
+def _commit_new(lake: Lake, staged: Path, found: _Parse, source_file: str) -> int:
+    """Insert the staged samples the table lacks; the number inserted.
+
+    The samples already stored are first left out by an anti-join with the table's keys of the
+    file's patients and months (a re-sent export then commits nothing at all, and a newer one
+    only its new months). The insert-only merge on the keys stays the guarantee against a
+    concurrent writer; it reads only the patients and months of the remaining samples.
+    """
+    if not found.accepted:
+        return 0
+    stored = (
+        lake.scan(STEP_SAMPLES)
+        .filter(
+            pl.col("patient_id").is_in(sorted(found.patients))
+            & pl.col("month").is_in(sorted(found.months))
+        )
+        .select(STEP_SAMPLES.keys)
+    )
+    fresh = staged.with_name("new-samples.parquet")
+    pl.scan_parquet(staged).join(stored, on=list(STEP_SAMPLES.keys), how="anti").sink_parquet(
+        fresh, compression="zstd"
+    )
+    months = pl.scan_parquet(fresh).select("patient_id", "month").unique().collect()
+    if months.height == 0:
+        return 0
+    return lake.insert_new(
+        STEP_SAMPLES,
+        lambda: _read_staged(fresh),
+        within={"patient_id": months["patient_id"], "month": months["month"]},
+        metadata={"job": JOB, "source_file": source_file},
+    )
+
+
+def _read_staged(staged: Path) -> pa.RecordBatchReader:
+    # Cast: Polars writes string views, and the reader must deliver exactly the declared schema
+    # (delta-rs trusts it).
+    batches = (
+        batch.cast(STEP_SAMPLES.schema)
+        for batch in pq.ParquetFile(staged).iter_batches(batch_size=_STAGED_BATCH_ROWS)
+    )
+    return pa.RecordBatchReader.from_batches(STEP_SAMPLES.schema, batches)
 
 
 def _add_patients(lake: Lake, patients: list[str], timezone: str) -> None:
