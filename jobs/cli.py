@@ -129,12 +129,19 @@ def generate(
 @app.command()
 def ingest(
     ctx: typer.Context,
-    path: Annotated[Path, typer.Argument(help="The export file to ingest.")],
+    path: Annotated[
+        Path,
+        typer.Argument(help="The file to ingest, or a landing folder (every known file in it)."),
+    ],
     format: Annotated[
         str,
         typer.Option(
             "--format",
-            help="auto (from the file), apple-health, fitbit (Fitabase CSV) or google-fit.",
+            help=(
+                "auto (from the file), apple-health, fitbit (Fitabase CSV, steps-*.json), "
+                "google-fit, generic (CSV/Parquet of step samples), clinical, patients, "
+                "therapies, side-effects or diagnoses."
+            ),
         ),
     ] = "auto",
     patient_id: Annotated[
@@ -143,7 +150,7 @@ def ingest(
             "--patient-id",
             help=(
                 "Whose export it is (default: the folder name in apple-health/<id>/export.*; "
-                "Fitabase files name patients in their Id column)."
+                "files with a patient column name their patients)."
             ),
         ),
     ] = None,
@@ -151,17 +158,74 @@ def ingest(
         str | None,
         typer.Option(
             help=(
-                "IANA time zone of a new patient (default: from the samples) and of the naive "
-                "timestamps of Fitbit and Google Fit files (default UTC)."
+                "IANA time zone of naive timestamps (default: the patient's, else UTC) and of a "
+                "new patient (default: from the samples' offsets)."
             )
         ),
     ] = None,
+    column: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--column",
+            help="Generic files: ROLE=NAME, roles patient_id, start, end, steps, source "
+            "(repeat the option; default: columns named like the roles).",
+        ),
+    ] = None,
+    timestamp_format: Annotated[
+        str | None,
+        typer.Option(
+            help="Generic files: strptime format, e.g. '%d-%b-%Y %H:%M' (default: detect)."
+        ),
+    ] = None,
+    period: Annotated[
+        str | None,
+        typer.Option(
+            help="Generic files without an end column: day, hour or minute (default: detect)."
+        ),
+    ] = None,
+    source: Annotated[
+        str | None,
+        typer.Option(help="Generic files without a source column: the device or app."),
+    ] = None,
 ) -> None:
-    """Ingest a device export into bronze/step_samples; rejected rows go to bronze/quarantine."""
+    """Ingest device exports and clinical CSVs into bronze; rejected rows go to bronze/quarantine.
+
+    Counts are printed per file: records read = accepted + quarantined + skipped.
+    """
+    from jobs.ingest import generic
     from jobs.ingest import run as ingest_job
 
+    lake = _context(ctx).lake
+    if path.is_dir():
+        given = {"--format": format != "auto", "--patient-id": patient_id, "--column": column}
+        given |= {"--timestamp-format": timestamp_format, "--period": period, "--source": source}
+        named = [name for name, value in given.items() if value]
+        if named:
+            raise InputError(f"{path} is a folder: {', '.join(named)} apply to single files only")
+        failed = left = done = 0
+        for result in ingest_job.run_folder(lake, path, timezone=timezone):
+            if result.summary is not None:
+                done += 1
+                typer.echo(result.summary.describe())
+            else:
+                left += result.left
+                failed += not result.left
+                prefix = "left alone" if result.left else "error"
+                typer.echo(f"{prefix}: {result.error}", err=True)
+        typer.echo(f"ingest {path}: {done} file(s) ingested, {failed} failed, {left} left alone")
+        if failed:
+            raise typer.Exit(2)
+        return
     summary = ingest_job.run(
-        _context(ctx).lake, path, format=format, patient_id=patient_id, timezone=timezone
+        lake,
+        path,
+        format=format,
+        patient_id=patient_id,
+        timezone=timezone,
+        columns=generic.parse_columns(column or []),
+        timestamp_format=timestamp_format,
+        period=period,
+        source=source,
     )
     typer.echo(summary.describe())
 

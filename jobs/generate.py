@@ -25,6 +25,7 @@ from typing import Literal
 import polars as pl
 
 from jobs.runs import job_run
+from jobs.sources import label_sources
 from jobs.validation import quarantine_reason
 from lakehouse.catalog import GROUND_TRUTH, QUARANTINE, STEP_SAMPLES
 from lakehouse.errors import InputError
@@ -113,6 +114,11 @@ def quarantine_time(end_date: date) -> datetime:
     The day after the simulated period rather than the wall clock, so re-runs are identical.
     """
     return datetime.combine(end_date + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
+
+
+def _labelled(samples: pl.DataFrame) -> pl.DataFrame:
+    """Source names as ingestion stores them (no owner names, :mod:`jobs.sources`)."""
+    return samples.with_columns(source=label_sources(samples["source"]))
 
 
 def split_quarantine(
@@ -254,7 +260,7 @@ def _run_direct(
     for batch in _batches(patients, seed, years, end):
         histories.extend(p.history for p in batch)
         valid, bad = split_quarantine(
-            samples_frame(batch), source_file=source_file, quarantined_at=quarantined_at
+            _labelled(samples_frame(batch)), source_file=source_file, quarantined_at=quarantined_at
         )
         del batch
         rejected.append(bad)

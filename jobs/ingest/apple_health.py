@@ -59,6 +59,17 @@ _TIMESTAMP = (
 _UTC = pl.Datetime("us", "UTC")
 
 
+def is_apple_csv(path: Path) -> bool:
+    """Whether ``path`` is the CSV conversion of an export (its header has the XML attributes)."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.readline(4096).decode("utf-8-sig", errors="replace")
+    except OSError:
+        return False
+    names = {name.strip().strip('"') for name in head.strip().split(",")}
+    return {"type", "startDate", "endDate", "value"} <= names
+
+
 def detect_kind(path: Path) -> Kind:
     """Which Apple Health form ``path`` is, from its name and, failing that, its first bytes.
 

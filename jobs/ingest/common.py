@@ -7,6 +7,7 @@ from datetime import datetime
 
 import polars as pl
 
+from jobs.sources import label_sources
 from jobs.validation import quarantine_reason
 from lakehouse.catalog import QUARANTINE, STEP_SAMPLES
 
@@ -113,7 +114,8 @@ def split_samples(
         reasons.insert(0, first)
     if last is not None:
         reasons.append(last)
-    frame = frame.with_columns(reason=pl.coalesce(reasons))
+    # Stored labels carry no owner names (jobs.sources); the quarantine keeps the raw text.
+    frame = frame.with_columns(source=label_sources(frame["source"]), reason=pl.coalesce(reasons))
     if seen is not None:
         hashes = frame.select(
             pl.when(pl.col("reason").is_null()).then(pl.struct(STEP_SAMPLES.keys).hash(seed=0))

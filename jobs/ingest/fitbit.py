@@ -1,4 +1,4 @@
-"""Reader of Fitbit Fitabase CSVs and the Google Fit Takeout ``Daily activity metrics.csv``.
+"""Reader of Fitbit files (Fitabase CSVs, personal ``steps-*.json``) and Google Fit daily metrics.
 
 Forms, told apart by their header (:func:`detect_kind`):
 
@@ -8,6 +8,11 @@ Forms, told apart by their header (:func:`detect_kind`):
   source ``Fitbit``;
 - ``dailyActivity_merged.csv`` (``Id, ActivityDate, TotalSteps, ...``): one sample per row
   spanning the local day [00:00, 24:00), source ``Fitbit (daily)``;
+- the personal Fitbit export's ``steps-YYYY-MM-DD.json`` (``[{"dateTime": "04/22/19 00:01:00",
+  "value": "12"}, ...]``, one file per month of minutes; needs ``--patient-id``): one sample per
+  entry spanning [dateTime, + 1 min), source ``Fitbit``. These intraday times are UTC instants,
+  not local times: ``--timezone`` (default the patient's zone) only gives each sample its offset,
+  so no hour is skipped or repeated on DST days. The record number is the entry's position;
 - Google Fit ``Daily activity metrics.csv`` (``Date, Step count, ...``; needs ``--patient-id``):
   one sample per local day, source ``Google Fit``. A row whose ``Step count`` is empty is a day
   on which Google Fit recorded other metrics but no steps: it is skipped and counted (like the
@@ -45,6 +50,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -58,7 +64,7 @@ import polars as pl
 from jobs.ingest.common import ParseStats, SeenKeys, split_samples
 from lakehouse.errors import InputError
 
-Kind = Literal["fitbit-hourly", "fitbit-minute", "fitbit-daily", "google-fit"]
+Kind = Literal["fitbit-hourly", "fitbit-minute", "fitbit-daily", "fitbit-json", "google-fit"]
 
 BATCH_RECORDS = 50_000
 _FITABASE_TIMES = ("%m/%d/%Y %I:%M:%S %p", "%m/%d/%Y %H:%M", "%m/%d/%Y %H:%M:%S")
@@ -78,6 +84,7 @@ class Layout:
         formats: ``strptime`` formats of the time column, tried in order.
         length: the span of one sample.
         source: the ``source`` of its samples.
+        utc: the times are UTC instants (their offset comes from the zone), not local times.
     """
 
     patient: str | None
@@ -86,6 +93,7 @@ class Layout:
     formats: tuple[str, ...]
     length: timedelta
     source: str
+    utc: bool = False
 
 
 LAYOUTS: dict[Kind, Layout] = {
@@ -98,6 +106,9 @@ LAYOUTS: dict[Kind, Layout] = {
     "fitbit-daily": Layout(
         "Id", "ActivityDate", "TotalSteps", _DATES, timedelta(days=1), "Fitbit (daily)"
     ),
+    "fitbit-json": Layout(
+        None, "dateTime", "value", ("%m/%d/%y %H:%M:%S",), timedelta(minutes=1), "Fitbit", True
+    ),
     "google-fit": Layout(
         None, "Date", "Step count", ("%Y-%m-%d",), timedelta(days=1), "Google Fit"
     ),
@@ -109,12 +120,16 @@ def _names(header: list[str]) -> list[str]:
 
 
 def detect_kind(path: Path) -> Kind | None:
-    """The form of ``path`` from its header line, None when it is none of them."""
+    """The form of ``path`` from its header line (or JSON start), None when it is none of them."""
     try:
         with path.open("rb") as handle:
             head = handle.readline(8192)
+            if head.lstrip().startswith(b"["):
+                head += handle.read(512)
     except OSError:
         return None
+    if head.lstrip().startswith(b"[") and b'"dateTime"' in head:
+        return "fitbit-json"
     text = head.decode("utf-8", errors="replace").rstrip("\r\n")
     try:
         names = set(_names(next(csv.reader([text]), [])))
@@ -180,11 +195,49 @@ def raw_batches(
         except (UnicodeDecodeError, csv.Error) as err:
             raise InputError(f"{where}: unreadable CSV ({err})") from err
 
+    if kind == "fitbit-json":
+        yield _json_batches(path, stats, batch_records)
+        return
     with (
         path.open("rb") as raw,
         io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as text,
     ):
         yield guarded(rows(text))
+
+
+def _json_batches(path: Path, stats: ParseStats, batch_records: int) -> Iterator[pl.DataFrame]:
+    """A personal export's ``steps-YYYY-MM-DD.json``: ``[{"dateTime": ..., "value": ...}, ...]``.
+
+    The record number is the 1-based position in the list. Fitbit writes one file per month of
+    minutes (about 3 MB), so the file is read whole.
+    """
+    try:
+        entries = json.loads(path.read_bytes().decode("utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(f"{path}: unreadable JSON ({err})") from err
+    if not isinstance(entries, list):
+        raise InputError(f"{path}: not a Fitbit steps file (expected a list of entries)")
+    batch: dict[str, list[object]] = {k: [] for k in ("record", *_RAW, "raw")}
+    for number, entry in enumerate(entries, start=1):
+        stats.records_read += 1
+        fields = entry if isinstance(entry, dict) else {}
+        batch["record"].append(number)
+        batch["patient"].append(None)
+        batch["time"].append(_json_text(fields.get("dateTime")))
+        batch["steps"].append(_json_text(fields.get("value")))
+        batch["raw"].append(json.dumps(entry, separators=(",", ":"), ensure_ascii=False))
+        if len(batch["record"]) >= batch_records:
+            yield _frame(batch)
+            batch = {k: [] for k in batch}
+    if batch["record"]:
+        yield _frame(batch)
+
+
+def _json_text(value: object) -> str | None:
+    """A JSON value as the text a CSV cell would hold (None for null or a nested value)."""
+    if value is None or isinstance(value, dict | list | bool):
+        return None
+    return str(value).strip()
 
 
 def _csv_text(row: list[str]) -> str:
@@ -239,6 +292,10 @@ class LocalTimes:
         local = _parse_local(text, self.layout.formats)
         if local is None:
             return None, None, False
+        if self.layout.utc:
+            instant = local.replace(tzinfo=UTC)
+            offset = instant.astimezone(self.zone).utcoffset()
+            return instant, int(offset.total_seconds() // 60) if offset is not None else None, False
         aware = local.replace(tzinfo=self.zone)
         start = aware.astimezone(UTC)
         offset = aware.utcoffset()

@@ -20,20 +20,31 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jobs.ingest import apple_health, fitbit
+from jobs.ingest import apple_health, clinical, fitbit, generic
 from jobs.ingest.common import IngestSummary, ParseStats, SeenKeys, quarantine_rows
 from jobs.runs import job_run
 from lakehouse.catalog import PATIENTS, QUARANTINE, STEP_SAMPLES
 from lakehouse.errors import InputError
 from lakehouse.storage import Lake, conform
 
-FORMATS = ("auto", "apple-health", "fitbit", "google-fit")
+FORMATS = (
+    "auto",
+    "apple-health",
+    "fitbit",
+    "google-fit",
+    "generic",
+    "clinical",
+    *clinical.KINDS,
+)
+# Readers whose timestamps carry their own offsets: a new patient's zone comes from them.
+_OWN_OFFSETS = frozenset({"xml", "zip", "csv", "generic"})
 JOB = "ingest"
 DEFAULT_DISEASE_GROUP = "OTHER"  # until clinical data says otherwise
 _EXPORT_NAMES = ("export.xml", "export.zip")
@@ -123,6 +134,52 @@ def _fitbit_samples(
     return samples
 
 
+def _generic_samples(
+    path: Path, options: generic.GenericOptions, now: datetime
+) -> Callable[[_Parse], Samples]:
+    def samples(state: _Parse) -> Samples:
+        yield from generic.read_samples(path, options, stats=state.stats, seen=state.seen, now=now)
+
+    return samples
+
+
+def _patient_zone(lake: Lake, patient: str | None) -> str | None:
+    """The time zone bronze/patients records for ``patient``, None when unknown."""
+    if patient is None:
+        return None
+    zones = (
+        lake.scan(PATIENTS)
+        .filter(pl.col("patient_id") == patient)
+        .select("timezone")
+        .collect()["timezone"]
+    )
+    return zones[0] if zones.len() else None
+
+
+def detect_format(path: Path) -> str:
+    """The format of ``path`` for ``--format auto``: clinical and device headers first.
+
+    Raises:
+        InputError: the file is none of the known formats.
+    """
+    if clinical.detect_kind(path) is not None:
+        return "clinical"
+    kind = fitbit.detect_kind(path)
+    if kind is not None:
+        return "google-fit" if kind == "google-fit" else "fitbit"
+    if path.suffix.lower() in (".xml", ".zip") or apple_health.is_apple_csv(path):
+        return "apple-health"
+    if generic.is_generic(path):
+        return "generic"
+    with path.open("rb") as handle:
+        if handle.read(4) in (b"PK\x03\x04", b"<?xm"):
+            return "apple-health"
+    raise InputError(
+        f"{path}: not a known format (Apple Health, Fitbit, Google Fit, clinical CSV, CSV or "
+        "Parquet of step samples); name one with --format"
+    )
+
+
 def run(
     lake: Lake,
     path: Path | str,
@@ -130,20 +187,30 @@ def run(
     format: str = "auto",
     patient_id: str | None = None,
     timezone: str | None = None,
+    columns: dict[str, str] | None = None,
+    timestamp_format: str | None = None,
+    period: str | None = None,
+    source: str | None = None,
 ) -> IngestSummary:
-    """Ingest one device export.
+    """Ingest one device export, step-sample file or clinical CSV.
 
     Args:
         lake: the lake.
-        path: the export file.
+        path: the file.
         format: ``auto`` (from the file name and header), ``apple-health``, ``fitbit`` (Fitabase
-            hourly, minute or daily CSV) or ``google-fit`` (Takeout daily activity metrics).
+            hourly, minute or daily CSV, personal ``steps-*.json``), ``google-fit`` (Takeout daily
+            activity metrics), ``generic`` (any CSV or Parquet of step samples, see
+            :mod:`jobs.ingest.generic`), or a clinical CSV: ``clinical`` (detected) or one of
+            ``patients``, ``therapies``, ``side-effects``, ``diagnoses``.
         patient_id: whose export it is; may be left out for the landing layout
-            ``<...>/apple-health/<patient_id>/export.xml|zip``; must be left out for Fitabase
-            files, which name the patient in their ``Id`` column.
-        timezone: IANA zone recorded for a new patient (default: from the samples' offsets,
-            UTC for Fitbit and Google Fit); for Fitbit and Google Fit also the zone of their
-            naive timestamps.
+            ``<...>/apple-health/<patient_id>/export.xml|zip``; must be left out for files that
+            name their patients in a column (Fitabase ``Id``, a generic patient column).
+        timezone: IANA zone of naive timestamps (default: the patient's zone in bronze/patients,
+            else UTC) and of a new patient (default: from the samples' offsets, else UTC).
+        columns: generic files: role -> column name (``--column ROLE=NAME``).
+        timestamp_format: generic files: ``strptime`` format of the timestamps (default: detect).
+        period: generic files without an end column: ``day``, ``hour`` or ``minute``.
+        source: generic files without a source column: the device or app of every sample.
 
     Returns:
         The counts of the run.
@@ -157,30 +224,65 @@ def run(
     if format not in FORMATS:
         raise InputError(f"unknown format {format!r}: use one of {', '.join(FORMATS)}")
     _check_timezone(timezone)
-    table_kind = fitbit.detect_kind(path) if path.is_file() and format != "apple-health" else None
+    if not path.is_file():
+        raise InputError(f"{source_file}: no such file")
+    chosen = format
+    if format == "auto":
+        try:
+            chosen = detect_format(path)
+        except InputError:
+            with job_run(lake, JOB):  # a file of unknown content is a failed ingest worth recording
+                raise
+    generic_options = columns or timestamp_format or period or source
+    if generic_options and chosen != "generic":
+        raise InputError(
+            f"{source_file}: --column, --timestamp-format, --period and --source apply to "
+            f"generic files only, not {chosen}"
+        )
+    if period is not None and period not in generic.PERIODS:
+        raise InputError(f"unknown period {period!r}: use one of {', '.join(generic.PERIODS)}")
+    if chosen in clinical.KINDS or chosen == "clinical":
+        if patient_id or timezone:
+            raise InputError(f"{source_file}: --patient-id and --timezone do not apply to {chosen}")
+        kind = None if chosen == "clinical" else cast(clinical.ClinicalKind, chosen)
+        return clinical.run(lake, path, kind=kind)
+    table_kind = fitbit.detect_kind(path) if chosen in ("fitbit", "google-fit") else None
+    if chosen in ("fitbit", "google-fit") and (
+        table_kind is None or not table_kind.startswith(chosen)
+    ):
+        raise InputError(f"{source_file}: not a {chosen} file (unexpected header)")
+    # Fitabase files name their patients in a column; a generic file may (its reader checks).
     from_column = table_kind is not None and fitbit.LAYOUTS[table_kind].patient is not None
     if from_column and patient_id:
         raise InputError(f"{source_file}: --patient-id does not apply, the Id column names them")
     patient = None if from_column else patient_id or patient_from_path(path)
-    if not patient and not from_column:
-        raise InputError(f"{source_file}: --patient-id is required for this export")
-    if not path.is_file():
-        raise InputError(f"{source_file}: no such file")
+    if not patient and not from_column and chosen != "generic":
+        raise InputError(f"{source_file}: --patient-id is required for this file")
+    naive_zone = timezone or _patient_zone(lake, patient) or "UTC"
     started = datetime.now(UTC)
     found = _Parse()
     with job_run(lake, JOB) as job, tempfile.TemporaryDirectory(prefix="mobility-ingest-") as tmp:
         # Inside the run: a file of unknown content is a failed ingest worth recording.
-        kind: str
+        kind_name: str
         samples: Callable[[_Parse], Samples]
-        if format in ("fitbit", "google-fit") or (format == "auto" and table_kind is not None):
-            if table_kind is None or (format != "auto" and not table_kind.startswith(format)):
-                raise InputError(f"{source_file}: not a {format} file (unexpected header)")
-            kind = table_kind
-            samples = _fitbit_samples(path, table_kind, patient, timezone or "UTC", started)
+        if table_kind is not None:
+            kind_name = table_kind
+            samples = _fitbit_samples(path, table_kind, patient, naive_zone, started)
+        elif chosen == "generic":
+            kind_name = "generic"
+            options = generic.GenericOptions(
+                columns=dict(columns or {}),
+                timestamp_format=timestamp_format,
+                timezone=naive_zone,
+                patient_id=patient,
+                source=source,
+                period=period,
+            )
+            samples = _generic_samples(path, options, started)
         else:
             assert patient is not None
             apple_kind = apple_health.detect_kind(path)
-            kind = apple_kind
+            kind_name = apple_kind
             samples = _apple_samples(path, apple_kind, patient, started)
         staged = Path(tmp) / "samples.parquet"
         _stage(samples(found), found, staged)
@@ -188,7 +290,9 @@ def run(
         quarantine = quarantine_rows(found.rejected, source_file, started)
         if quarantine.height:
             lake.upsert(QUARANTINE, quarantine, metadata={"job": JOB})
-        zone = timezone or ("UTC" if table_kind else timezone_from_offsets(found.offsets))
+        zone = timezone or (
+            timezone_from_offsets(found.offsets) if kind_name in _OWN_OFFSETS else naive_zone
+        )
         patients = sorted(found.patients | ({patient} if patient else set()))
         _add_patients(lake, patients, zone)
         stats = found.stats
@@ -203,8 +307,64 @@ def run(
             patients=tuple(patients),
         )
         job.rows_in, job.rows_out = summary.records_read, summary.new_samples
-        job.details = {**summary.__dict__, "format": kind}
+        job.details = {**summary.__dict__, "format": kind_name}
     return summary
+
+
+@dataclass(frozen=True)
+class FolderResult:
+    """One file of a folder ingest: its summary, or the one-line reason it failed or was left."""
+
+    path: Path
+    summary: IngestSummary | None = None
+    error: str | None = None
+    left: bool = False  # not a known format: left alone
+
+
+def run_folder(
+    lake: Lake, folder: Path | str, *, timezone: str | None = None
+) -> Iterator[FolderResult]:
+    """Ingest every known file under ``folder`` (a landing directory), one commit per file.
+
+    Order: patients files first (their time zones then place naive timestamps), then device
+    exports, then the other clinical files (which need their patients known). A file that fails
+    is reported and the rest still go in; a file of unknown format is left alone and reported.
+    Hidden files and ``*.partial`` files (still being written) are not read.
+
+    Args:
+        lake: the lake.
+        folder: the directory, searched recursively.
+        timezone: as for :func:`run`, for every file.
+
+    Yields:
+        One result per file, in the order ingested.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: no such folder")
+    files = sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        and not p.name.endswith(".partial")
+    )
+
+    def rank(path: Path) -> int:
+        kind = clinical.detect_kind(path)
+        return 0 if kind == "patients" else 2 if kind is not None else 1
+
+    for path in sorted(files, key=lambda p: (rank(p), str(p))):
+        try:
+            chosen = detect_format(path)
+        except InputError as err:
+            yield FolderResult(path, error=str(err), left=True)
+            continue
+        try:
+            zone = None if chosen == "clinical" else timezone
+            yield FolderResult(path, summary=run(lake, path, timezone=zone))
+        except InputError as err:
+            yield FolderResult(path, error=str(err))
 
 
 def _stage(samples: Samples, found: _Parse, target: Path) -> None:

@@ -24,6 +24,7 @@ from jobs.ingest.generic import (
     parse_columns,
     read_samples,
 )
+from jobs.sources import source_label
 from lakehouse.catalog import DAILY_STEPS, STEP_SAMPLES
 from lakehouse.errors import InputError
 from lakehouse.storage import Lake
@@ -438,7 +439,10 @@ def test_row_reasons_skips_and_invariant_across_batches(tmp_path: Path) -> None:
         (11, "repeats an earlier sample of this file"),
     ]
     assert quarantined["raw"][0] == "1,2021-08-30 11:00,abc,Watch"
-    assert accepted["source"].to_list() == ["Watch", "Phone, left pocket"]
+    assert accepted["source"].to_list() == [
+        source_label("Watch"),
+        source_label("Phone, left pocket"),
+    ]
 
 
 # --- options and errors -------------------------------------------------------------------
