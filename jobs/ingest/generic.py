@@ -1,4 +1,4 @@
-"""Reader of a generic CSV or Parquet file of step samples (``mobility ingest --format csv``).
+"""Reader of a generic CSV or Parquet file of step samples (``mobility ingest --format generic``).
 
 One row is one step sample. Columns are found by *role*:
 
