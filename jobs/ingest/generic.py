@@ -99,7 +99,7 @@ PERIODS = ("day", "hour", "minute")
 DEFAULT_SOURCE = "Imported file"
 BATCH_RECORDS = 50_000
 SAMPLE_VALUES = 1_000  # distinct timestamps of the first batch that decide the format
-_CACHE_LIMIT = 500_000  # parsed timestamp texts kept between batches before starting afresh
+_CACHE_LIMIT = 200_000  # parsed timestamp texts kept between batches before starting afresh
 _PARQUET_MAGIC = b"PAR1"
 _SUFFIXES = (".csv", ".parquet", ".pq")
 _UTC_ZONES = frozenset({"UTC", "Etc/UTC", "Etc/GMT", "GMT", "Z", "+00:00", "UCT", "Zulu"})
@@ -525,7 +525,10 @@ class _TextTimes:
             new = values.filter(~values.is_in(self._known["text"].implode()))
             if new.len():
                 if self._known.height + new.len() > _CACHE_LIMIT:
+                    # Start afresh, and parse every text of this batch: the join below must find
+                    # them all, including those only the dropped cache knew.
                     self._known = pl.DataFrame(schema=_PARSED)
+                    new = values
                 parts = [_split(parse(text)) for text in new.to_list()]
                 added = pl.DataFrame(
                     {

@@ -556,3 +556,20 @@ def test_real_fitabase_hourly_file_reads_as_the_fitbit_reader_does() -> None:
         pl.concat(expected_rejected).select("record", "reason")
     )
     assert stats.records_read == fitbit_stats.records_read
+
+
+def test_timestamp_cache_reset_keeps_every_text_readable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the parsed-text cache starts afresh mid-file, texts it knew must still be read."""
+    import jobs.ingest.generic as generic_module
+
+    monkeypatch.setattr(generic_module, "_CACHE_LIMIT", 5)
+    hours = [f"2021-08-30T{h:02d}:00:00+02:00" for h in range(8)]
+    # Batches of 4: the second batch repeats two known texts and brings two new ones.
+    order = [0, 1, 2, 3, 2, 3, 4, 5, 0, 6, 7, 1]
+    lines = ["patient_id,start,end,steps,source"]
+    lines += [f"P{i},{hours[h]},{hours[h][:14]}30:00+02:00,10,Phone" for i, h in enumerate(order)]
+    accepted, quarantined, stats = _read(_write(tmp_path / "t.csv", lines), batch_records=4)
+    assert quarantined.height == 0, quarantined.rows()
+    assert accepted.height == stats.records_read == len(order)
