@@ -566,10 +566,10 @@ def test_timestamp_cache_reset_keeps_every_text_readable(
 
     monkeypatch.setattr(generic_module, "_CACHE_LIMIT", 5)
     hours = [f"2021-08-30T{h:02d}:00:00+02:00" for h in range(8)]
-    # Batches of 4: the second batch repeats two known texts and brings two new ones.
+    # No end column (hourly samples): one cache lookup per batch of 4. The second batch repeats
+    # two known texts and brings two new ones, overflowing the cache of 5.
     order = [0, 1, 2, 3, 2, 3, 4, 5, 0, 6, 7, 1]
-    lines = ["patient_id,start,end,steps,source"]
-    lines += [f"P{i},{hours[h]},{hours[h][:14]}30:00+02:00,10,Phone" for i, h in enumerate(order)]
+    lines = ["patient_id,start,steps"] + [f"P{i},{hours[h]},10" for i, h in enumerate(order)]
     accepted, quarantined, stats = _read(_write(tmp_path / "t.csv", lines), batch_records=4)
     assert quarantined.height == 0, quarantined.rows()
     assert accepted.height == stats.records_read == len(order)
