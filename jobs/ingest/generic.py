@@ -97,9 +97,9 @@ from lakehouse.errors import InputError
 ROLES = ("patient_id", "start", "end", "steps", "source")
 PERIODS = ("day", "hour", "minute")
 DEFAULT_SOURCE = "Imported file"
-BATCH_RECORDS = 50_000
+BATCH_RECORDS = 20_000
 SAMPLE_VALUES = 1_000  # distinct timestamps of the first batch that decide the format
-_CACHE_LIMIT = 200_000  # parsed timestamp texts kept between batches before starting afresh
+_CACHE_LIMIT = 50_000  # parsed timestamp texts kept between batches before starting afresh
 _PARQUET_MAGIC = b"PAR1"
 _SUFFIXES = (".csv", ".parquet", ".pq")
 _UTC_ZONES = frozenset({"UTC", "Etc/UTC", "Etc/GMT", "GMT", "Z", "+00:00", "UCT", "Zulu"})
