@@ -18,7 +18,8 @@ local times carrying their own offset (``2024-03-01T08:15:00+01:00``), then inge
 the new lake equals the source sum (to 1e-6 relative).
 
 Each row reports size, records, seconds, records/s, MB/s and peak RSS, with PASS/FAIL against the
-target ``peak RSS < 500 MB`` and the correctness check. Exits with 1 if any row fails.
+target ``peak RSS < 500 MB`` (Apple export scenarios; the CSV's memory is reported only) and the
+correctness check. Exits with 1 if any row fails.
 
 Usage::
 
@@ -176,7 +177,9 @@ def _ingest(lake_dir: Path, path: Path, fmt: str, patient_id: str | None = None)
 # --- parts ---------------------------------------------------------------------------------------
 
 
-def _row(scenario: str, size: int, run: Result, check_ok: bool, check: str) -> Result:
+def _row(
+    scenario: str, size: int, run: Result, check_ok: bool, check: str, *, rss_target: bool = True
+) -> Result:
     seconds = run["seconds"]
     rss_ok = run["rss_mb"] < RSS_TARGET_MB
     return {
@@ -189,7 +192,8 @@ def _row(scenario: str, size: int, run: Result, check_ok: bool, check: str) -> R
         "records_per_s": round(run["records_read"] / seconds),
         "mb_per_s": round(size / 1e6 / seconds, 1),
         "peak_rss_mb": round(run["rss_mb"]),
-        "rss_lt_500mb": "PASS" if rss_ok else "FAIL",
+        # The memory target is for the Apple export; CSV memory is reported only.
+        "rss_lt_500mb": ("PASS" if rss_ok else "FAIL") if rss_target else "n/a (reported)",
         "check": f"{'PASS' if check_ok else 'FAIL'} ({check})",
     }
 
@@ -263,7 +267,8 @@ def _csv(scratch: Path, patients: int, rows: list[Result]) -> None:
     relative = abs(run["lake_steps"] - source["steps"]) / max(abs(source["steps"]), 1.0)
     ok = run["new_samples"] == source["rows"] and relative <= 1e-6
     check = f"new == CSV rows, steps sum rel. diff {relative:.1e}"
-    _report(_row(f"csv-generic ({patients} patients)", size, run, ok, check), rows)
+    row = _row(f"csv-generic ({patients} patients)", size, run, ok, check, rss_target=False)
+    _report(row, rows)
 
 
 def _table(rows: list[Result]) -> None:
