@@ -309,9 +309,10 @@ class Lake:
     ) -> int:
         """Stream rows in with ONE commit, inserting only rows whose keys the table lacks.
 
-        An insert-only merge on the table's keys (a plain append when the table does not exist
-        yet). Rows are streamed, so memory stays bounded by the reader's batch size. When the
-        reader raises while it is consumed, nothing is committed.
+        An insert-only merge on the table's keys; when the table does not exist yet, it is created
+        with the rows (and if another writer creates it first, the rows are merged instead). Rows
+        are streamed, so memory stays bounded by the reader's batch size. When the reader raises
+        while it is consumed, nothing is committed.
 
         Args:
             table: the table.
@@ -326,31 +327,31 @@ class Lake:
             The number of rows inserted.
         """
         commit = CommitProperties(custom_metadata=dict(metadata or {}))
-        if not self.exists(table):
+        counted = 0
+
+        def counting(reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
+            nonlocal counted
+            for batch in reader:
+                counted += batch.num_rows
+                yield batch
+
+        def create() -> int:
+            nonlocal counted
             counted = 0
+            reader = open_batches()
+            # mode="error": if another writer created the table meanwhile, this fails instead
+            # of appending rows the table may already hold; the retry then merges.
+            write_deltalake(
+                self.table_uri(table),
+                pa.RecordBatchReader.from_batches(reader.schema, counting(reader)),
+                mode="error",
+                partition_by=list(table.partition_by) or None,
+                storage_options=self.storage_options or None,
+                writer_properties=_streaming_writer(table),
+                commit_properties=commit,
+            )
+            return counted
 
-            def counting(reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
-                nonlocal counted
-                for batch in reader:
-                    counted += batch.num_rows
-                    yield batch
-
-            def append() -> int:
-                nonlocal counted
-                counted = 0
-                reader = open_batches()
-                write_deltalake(
-                    self.table_uri(table),
-                    pa.RecordBatchReader.from_batches(reader.schema, counting(reader)),
-                    mode="append",
-                    partition_by=list(table.partition_by) or None,
-                    storage_options=self.storage_options or None,
-                    writer_properties=_streaming_writer(table),
-                    commit_properties=commit,
-                )
-                return counted
-
-            return _with_commit_retry(append, what=f"insert into {table.path}")
         on = _keys_match(table)
         for column, values in (within or {}).items():
             on += " AND " + in_list_predicate(f"target.{column}", sorted(set(values), key=str))
@@ -371,7 +372,18 @@ class Lake:
             )
             return int(metrics.get("num_target_rows_inserted", 0))
 
-        return _with_commit_retry(merge, what=f"merge into {table.path}")
+        def insert() -> int:
+            # Decided on every attempt: the table may have appeared since the last one.
+            if self.exists(table):
+                return merge()
+            try:
+                return create()
+            except (DeltaError, OSError, ValueError):
+                if not self.exists(table):
+                    raise
+                return merge()
+
+        return _with_commit_retry(insert, what=f"insert into {table.path}")
 
     def delete(self, table: TableSpec, predicate: str) -> None:
         """Delete the rows matching ``predicate`` (no-op when the table does not exist)."""

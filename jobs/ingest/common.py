@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -151,3 +152,32 @@ def quarantine_rows(rejected: list[pl.DataFrame], source_file: str, at: datetime
         patient_id=pl.col("patient_id"),
         quarantined_at=pl.lit(at, dtype=pl.Datetime("us", "UTC")),
     )
+
+
+class PatientZones:
+    """The time zone of each patient a file names in a column, for its naive timestamps.
+
+    The zone bronze/patients records for the patient (a patients file ingested first), else
+    ``default``. Looked up once per patient, as batches bring new ones.
+    """
+
+    def __init__(self, known: Callable[[list[str]], dict[str, str]], default: str) -> None:
+        self._known = known
+        self.default = default
+        self._zones: dict[str, str] = {}
+
+    def split(self, raw: pl.DataFrame, column: str) -> Iterator[tuple[str, pl.DataFrame]]:
+        """The rows of ``raw`` grouped by their patient's zone (rows without a patient: default)."""
+        patients = raw[column].drop_nulls().unique().to_list()
+        unseen = [p for p in patients if p not in self._zones]
+        if unseen:
+            found = self._known(unseen)
+            self._zones.update({p: found.get(p, self.default) for p in unseen})
+        zones = raw[column].replace_strict(
+            self._zones, default=self.default, return_dtype=pl.String
+        )
+        if zones.n_unique() == 1:
+            yield zones[0] if zones.len() else self.default, raw
+            return
+        for zone in zones.unique(maintain_order=True).to_list():
+            yield zone, raw.filter(zones == zone)

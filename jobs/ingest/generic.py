@@ -77,6 +77,7 @@ are read: nothing of the file is committed.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import itertools
 import re
@@ -90,7 +91,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jobs.ingest.common import ParseStats, SeenKeys, split_samples
+from jobs.ingest.common import ParseStats, PatientZones, SeenKeys, split_samples
 from jobs.ingest.fitbit import _csv_text, _names
 from lakehouse.errors import InputError
 
@@ -189,6 +190,7 @@ def read_samples(
     seen: SeenKeys,
     now: datetime,
     batch_records: int = BATCH_RECORDS,
+    zones: PatientZones | None = None,
 ) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
     """Stream a generic file as bronze/step_samples rows and rejected rows, batch by batch.
 
@@ -199,6 +201,8 @@ def read_samples(
         seen: keys accepted from earlier batches of the same file; repeats are rejected.
         now: the ingestion instant (UTC); samples that end after it are rejected.
         batch_records: rows per batch at most.
+        zones: for a file with a patient column, each patient's zone for naive timestamps
+            (instead of ``options.timezone``).
 
     Yields:
         As :func:`jobs.ingest.common.split_samples`: valid rows and rejected rows of one batch.
@@ -208,12 +212,23 @@ def read_samples(
     """
     where = str(path)
     reader = _Reader(options, where, now=now, seen=seen)
+    readers = {options.timezone: reader}
     if _is_parquet(path):
         batches = _parquet_batches(path, options, where, stats, batch_records)
     else:
         batches = _csv_batches(path, options, where, stats, batch_records)
     for raw in batches:
-        yield reader.samples(raw)
+        if zones is None or "patient_id" not in raw.columns:
+            yield reader.samples(raw)
+            continue
+        for zone, part in zones.split(raw, "patient_id"):
+            if zone not in readers:
+                zoned = dataclasses.replace(options, timezone=zone)
+                readers[zone] = _Reader(zoned, where, now=now, seen=seen)
+                # The file's timestamp format and period were chosen once, for all zones.
+                readers[zone].texts.parse = reader.texts.parse
+                readers[zone].period = reader.period
+            yield readers[zone].samples(part)
 
 
 # --- columns ---------------------------------------------------------------------------------

@@ -28,7 +28,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from jobs.ingest import apple_health, clinical, fitbit, generic
-from jobs.ingest.common import IngestSummary, ParseStats, SeenKeys, quarantine_rows
+from jobs.ingest.common import (
+    IngestSummary,
+    ParseStats,
+    PatientZones,
+    SeenKeys,
+    quarantine_rows,
+)
 from jobs.runs import job_run
 from lakehouse.catalog import PATIENTS, QUARANTINE, STEP_SAMPLES
 from lakehouse.errors import InputError
@@ -115,32 +121,52 @@ def _apple_samples(
 
 
 def _fitbit_samples(
-    path: Path, kind: fitbit.Kind, patient: str | None, timezone: str, now: datetime
+    path: Path, kind: fitbit.Kind, patient: str | None, zones: PatientZones, now: datetime
 ) -> Callable[[_Parse], Samples]:
+    layout = fitbit.LAYOUTS[kind]
+
     def samples(state: _Parse) -> Samples:
-        times = fitbit.LocalTimes(fitbit.LAYOUTS[kind], timezone)
+        times: dict[str, fitbit.LocalTimes] = {}
         with fitbit.raw_batches(path, kind, state.stats) as raw_batches:
             for raw in raw_batches:
-                yield fitbit.to_samples(
-                    raw,
-                    kind,
-                    patient_id=patient,
-                    timezone=timezone,
-                    now=now,
-                    seen=state.seen,
-                    times=times,
-                )
+                # One person's file: one zone; a Fitabase file: each Id in its own zone.
+                groups = zones.split(raw, "patient") if patient is None else [(zones.default, raw)]
+                for zone, part in groups:
+                    yield fitbit.to_samples(
+                        part,
+                        kind,
+                        patient_id=patient,
+                        timezone=zone,
+                        now=now,
+                        seen=state.seen,
+                        times=times.setdefault(zone, fitbit.LocalTimes(layout, zone)),
+                    )
 
     return samples
 
 
 def _generic_samples(
-    path: Path, options: generic.GenericOptions, now: datetime
+    path: Path, options: generic.GenericOptions, zones: PatientZones | None, now: datetime
 ) -> Callable[[_Parse], Samples]:
     def samples(state: _Parse) -> Samples:
-        yield from generic.read_samples(path, options, stats=state.stats, seen=state.seen, now=now)
+        yield from generic.read_samples(
+            path, options, stats=state.stats, seen=state.seen, now=now, zones=zones
+        )
 
     return samples
+
+
+def _known_zones(lake: Lake) -> Callable[[list[str]], dict[str, str]]:
+    def known(patients: list[str]) -> dict[str, str]:
+        rows = (
+            lake.scan(PATIENTS)
+            .filter(pl.col("patient_id").is_in(patients))
+            .select("patient_id", "timezone")
+            .collect()
+        )
+        return dict(rows.iter_rows())
+
+    return known
 
 
 def _patient_zone(lake: Lake, patient: str | None) -> str | None:
@@ -267,7 +293,8 @@ def run(
         samples: Callable[[_Parse], Samples]
         if table_kind is not None:
             kind_name = table_kind
-            samples = _fitbit_samples(path, table_kind, patient, naive_zone, started)
+            zones = PatientZones(_known_zones(lake), naive_zone)
+            samples = _fitbit_samples(path, table_kind, patient, zones, started)
         elif chosen == "generic":
             kind_name = "generic"
             options = generic.GenericOptions(
@@ -278,7 +305,9 @@ def run(
                 source=source,
                 period=period,
             )
-            samples = _generic_samples(path, options, started)
+            # Without --timezone, each patient of a patient column in their own known zone.
+            by_patient = None if timezone or patient else PatientZones(_known_zones(lake), "UTC")
+            samples = _generic_samples(path, options, by_patient, started)
         else:
             assert patient is not None
             apple_kind = apple_health.detect_kind(path)
@@ -342,6 +371,7 @@ def run_folder(
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder}: no such folder")
+    _check_timezone(timezone)  # before any file: a bad option commits nothing
     files = sorted(
         p
         for p in folder.rglob("*")
