@@ -54,6 +54,7 @@ _OWN_OFFSETS = frozenset({"xml", "zip", "csv", "generic"})
 JOB = "ingest"
 DEFAULT_DISEASE_GROUP = "OTHER"  # until clinical data says otherwise
 _EXPORT_NAMES = ("export.xml", "export.zip")
+_PERSONAL_FOLDERS = ("fitbit", "google-fit")
 _STAGED_BATCH_ROWS = 65_536
 
 
@@ -71,8 +72,15 @@ class _Parse:
 
 
 def patient_from_path(path: Path) -> str | None:
-    """The patient of ``<...>/apple-health/<patient_id>/export.xml|zip``, else None."""
-    if path.name in _EXPORT_NAMES and path.parent.parent.name == "apple-health":
+    """The patient of a one-person file in the landing layout, else None.
+
+    ``<...>/apple-health/<patient_id>/export.xml|zip``, ``<...>/fitbit/<patient_id>/<file>``
+    (a personal export's ``steps-*.json``) and ``<...>/google-fit/<patient_id>/<file>``.
+    """
+    folder = path.parent.parent.name
+    if folder == "apple-health" and path.name in _EXPORT_NAMES:
+        return path.parent.name or None
+    if folder in _PERSONAL_FOLDERS:
         return path.parent.name or None
     return None
 

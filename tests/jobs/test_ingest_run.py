@@ -498,3 +498,24 @@ def test_cli_ingests_a_generic_csv_with_column_options(tmp_path: Path) -> None:
     lake = Lake(str(lake_dir))
     assert lake.read(STEP_SAMPLES)["steps"].sum() == 695.0
     assert set(lake.read(STEP_SAMPLES)["source"]) == {"Imported file"}
+
+
+def test_personal_exports_in_a_landing_folder_take_the_patient_from_the_folder(
+    lake: Lake, tmp_path: Path
+) -> None:
+    landing = tmp_path / "landing"
+    steps = landing / "fitbit" / "P7" / "steps-2024-03-01.json"
+    steps.parent.mkdir(parents=True)
+    steps.write_text(json.dumps(FITBIT_ENTRIES), encoding="utf-8")
+    daily = landing / "google-fit" / "P8" / "Daily activity metrics.csv"
+    daily.parent.mkdir(parents=True)
+    daily.write_text("Date,Step count,Distance (m)\n2024-03-01,4321,3000\n", encoding="utf-8")
+    results = list(ingest.run_folder(lake, landing))
+    assert [r.error for r in results] == [None, None]
+    by_patient = {r.summary.patients: r.summary for r in results if r.summary is not None}
+    assert by_patient[("P7",)].accepted == FITBIT_ACCEPTED
+    assert by_patient[("P8",)].accepted == 1
+    totals = dict(
+        lake.read(STEP_SAMPLES).group_by("patient_id").agg(pl.col("steps").sum()).iter_rows()
+    )
+    assert totals["P8"] == 4321.0
