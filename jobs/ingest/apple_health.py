@@ -27,7 +27,7 @@ from xml.etree import ElementTree as ET
 
 import polars as pl
 
-from jobs.ingest.common import ParseStats, SeenKeys, split_samples
+from jobs.ingest.common import ParseStats, SeenKeys, column_names, header_names, split_samples
 from lakehouse.errors import InputError
 
 # The attributes of a Record (and columns of the CSV conversion) kept per raw row; the ``device``
@@ -42,6 +42,7 @@ RAW_COLUMNS = (
     "endDate",
     "value",
 )
+CSV_COLUMNS = ("type", "startDate", "endDate", "value")  # required columns of the CSV conversion
 STEP_TYPES = frozenset({"HKQuantityTypeIdentifierStepCount", "StepCount"})
 ZIP_MEMBER = "apple_health_export/export.xml"
 # Measured on a 216 MB export: 100k-record batches cost ~125 MB of Python strings, 20k ~30 MB,
@@ -59,36 +60,38 @@ _TIMESTAMP = (
 _UTC = pl.Datetime("us", "UTC")
 
 
-def is_apple_csv(path: Path) -> bool:
-    """Whether ``path`` is the CSV conversion of an export (its header has the XML attributes)."""
+def sniff(path: Path) -> Kind | None:
+    """Which Apple Health form ``path`` looks like, None when none: ``.xml`` / ``.zip`` names,
+    else zip or XML first bytes, else a CSV header with the conversion's columns."""
+    by_suffix: dict[str, Kind] = {".xml": "xml", ".zip": "zip"}
+    if path.suffix.lower() in by_suffix:
+        return by_suffix[path.suffix.lower()]
     try:
         with path.open("rb") as handle:
-            head = handle.readline(4096).decode("utf-8-sig", errors="replace")
+            head = handle.read(512)
     except OSError:
-        return False
-    names = {name.strip().strip('"') for name in head.strip().split(",")}
-    return {"type", "startDate", "endDate", "value"} <= names
+        return None
+    if head.startswith(b"PK\x03\x04"):
+        return "zip"
+    if head.lstrip().startswith(b"<"):
+        return "xml"
+    if set(CSV_COLUMNS) <= set(header_names(path) or []):
+        return "csv"
+    return None
 
 
 def detect_kind(path: Path) -> Kind:
-    """Which Apple Health form ``path`` is, from its name and, failing that, its first bytes.
+    """Which Apple Health form ``path`` is (:func:`sniff`; any ``.csv`` is read as the conversion).
 
     Raises:
         InputError: the file is none of the known forms.
     """
-    by_suffix: dict[str, Kind] = {".xml": "xml", ".zip": "zip", ".csv": "csv"}
-    kind = by_suffix.get(path.suffix.lower())
-    if kind is not None:
-        return kind
-    with path.open("rb") as handle:
-        head = handle.read(512)
-    if head.startswith(b"PK"):
-        return "zip"
-    if head.lstrip().startswith(b"<"):
-        return "xml"
-    if b"startDate" in head and b"type" in head:
-        return "csv"
-    raise InputError(f"{path}: not a known format (expected an Apple Health export.xml/zip/csv)")
+    kind = sniff(path) or ("csv" if path.suffix.lower() == ".csv" else None)
+    if kind is None:
+        raise InputError(
+            f"{path}: not a known format (expected an Apple Health export.xml/zip/csv)"
+        )
+    return kind
 
 
 class _Batcher:
@@ -159,8 +162,8 @@ def _csv_batches(stream: IO[str], stats: ParseStats, batch_records: int) -> Iter
     header = next(reader, None)
     if header is None:
         raise InputError("empty CSV file")
-    names = [h.strip().lstrip("\ufeff") for h in header]
-    missing = [c for c in ("type", "startDate", "endDate", "value") if c not in names]
+    names = column_names(header)
+    missing = [c for c in CSV_COLUMNS if c not in names]
     if missing:
         raise InputError(f"not an Apple Health CSV: columns {missing} missing")
     batcher = _Batcher(batch_records)

@@ -78,7 +78,7 @@ from zoneinfo import available_timezones
 
 import polars as pl
 
-from jobs.ingest.common import IngestSummary, quarantine_rows
+from jobs.ingest.common import IngestSummary, header_names, quarantine_rows
 from jobs.runs import job_run
 from lakehouse.catalog import DIAGNOSES, PATIENTS, QUARANTINE, SIDE_EFFECTS, THERAPIES, TableSpec
 from lakehouse.errors import InputError
@@ -180,16 +180,10 @@ def detect_kind(path: Path) -> ClinicalKind | None:
     Args:
         path: the file. A UTF-8 BOM, CRLF line ends and any case of the column names are fine.
     """
-    try:
-        with path.open("rb") as handle:
-            head = handle.readline(65_536)
-    except OSError:
+    header = header_names(path)
+    if header is None:
         return None
-    text = head.decode("utf-8-sig", errors="replace").rstrip("\r\n")
-    try:
-        names = {_column_name(n) for n in next(csv.reader([text]), [])}
-    except csv.Error:
-        return None
+    names = {_column_name(n) for n in header}
     return _kind_of(names)
 
 

@@ -2,15 +2,47 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 import polars as pl
 
 from jobs.sources import label_sources
 from jobs.validation import quarantine_reason
 from lakehouse.catalog import QUARANTINE, STEP_SAMPLES
+
+
+def column_names(header: list[str]) -> list[str]:
+    """Header cells as names: without surrounding spaces or a UTF-8 byte-order mark."""
+    return [cell.strip().lstrip("\ufeff").strip() for cell in header]
+
+
+def header_names(path: Path, *, limit: int = 65_536) -> list[str] | None:
+    """The column names on the first line of a CSV file; None when it cannot be read as one."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.readline(limit)
+    except OSError:
+        return None
+    text = head.decode("utf-8-sig", errors="replace").rstrip("\r\n")
+    try:
+        return column_names(next(csv.reader([text]), []))
+    except csv.Error:
+        return None
+
+
+def csv_line(row: list[str]) -> str:
+    """A parsed CSV row as one line of text again (quoted only where a field needs it)."""
+    text = ",".join(row)
+    if text.count(",") == len(row) - 1 and not any(c in text for c in '"\r\n'):
+        return text
+    out = io.StringIO()
+    csv.writer(out, lineterminator="").writerow(row)
+    return out.getvalue()
 
 
 @dataclass

@@ -61,7 +61,14 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
-from jobs.ingest.common import ParseStats, SeenKeys, split_samples
+from jobs.ingest.common import (
+    ParseStats,
+    SeenKeys,
+    column_names,
+    csv_line,
+    header_names,
+    split_samples,
+)
 from lakehouse.errors import InputError
 
 Kind = Literal["fitbit-hourly", "fitbit-minute", "fitbit-daily", "fitbit-json", "google-fit"]
@@ -115,26 +122,16 @@ LAYOUTS: dict[Kind, Layout] = {
 }
 
 
-def _names(header: list[str]) -> list[str]:
-    return [h.strip().lstrip("\ufeff") for h in header]
-
-
 def detect_kind(path: Path) -> Kind | None:
     """The form of ``path`` from its header line (or JSON start), None when it is none of them."""
     try:
         with path.open("rb") as handle:
-            head = handle.readline(8192)
-            if head.lstrip().startswith(b"["):
-                head += handle.read(512)
+            head = handle.read(1024).lstrip()
     except OSError:
         return None
-    if head.lstrip().startswith(b"[") and b'"dateTime"' in head:
+    if head.startswith(b"[") and b'"dateTime"' in head:
         return "fitbit-json"
-    text = head.decode("utf-8", errors="replace").rstrip("\r\n")
-    try:
-        names = set(_names(next(csv.reader([text]), [])))
-    except csv.Error:
-        return None
+    names = set(header_names(path) or [])
     for kind, layout in LAYOUTS.items():
         wanted = {layout.time, layout.steps} | ({layout.patient} if layout.patient else set())
         if wanted <= names:
@@ -160,7 +157,7 @@ def raw_batches(
 
     def rows(text: io.TextIOWrapper) -> Iterator[pl.DataFrame]:
         reader = csv.reader(text)
-        names = _names(next(reader, []))
+        names = column_names(next(reader, []))
         try:
             columns = [names.index(c) for c in (layout.time, layout.steps)]
             patient_at = names.index(layout.patient) if layout.patient else None
@@ -182,7 +179,7 @@ def raw_batches(
             batch["patient"].append(patient)
             batch["time"].append(values[0])
             batch["steps"].append(values[1])
-            batch["raw"].append(_csv_text(row))
+            batch["raw"].append(csv_line(row))
             if len(batch["record"]) >= batch_records:
                 yield _frame(batch)
                 batch = {k: [] for k in batch}
@@ -238,16 +235,6 @@ def _json_text(value: object) -> str | None:
     if value is None or isinstance(value, dict | list | bool):
         return None
     return str(value).strip()
-
-
-def _csv_text(row: list[str]) -> str:
-    """The row as one CSV line (quoted only where a field needs it)."""
-    text = ",".join(row)
-    if text.count(",") == len(row) - 1 and not any(c in text for c in '"\r\n'):
-        return text
-    out = io.StringIO()
-    csv.writer(out, lineterminator="").writerow(row)
-    return out.getvalue()
 
 
 def _frame(batch: dict[str, list[object]]) -> pl.DataFrame:

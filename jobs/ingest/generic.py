@@ -77,7 +77,6 @@ are read: nothing of the file is committed.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import itertools
 import re
@@ -91,8 +90,14 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jobs.ingest.common import ParseStats, PatientZones, SeenKeys, split_samples
-from jobs.ingest.fitbit import _csv_text, _names
+from jobs.ingest.common import (
+    ParseStats,
+    PatientZones,
+    SeenKeys,
+    column_names,
+    csv_line,
+    split_samples,
+)
 from lakehouse.errors import InputError
 
 ROLES = ("patient_id", "start", "end", "steps", "source")
@@ -212,23 +217,16 @@ def read_samples(
     """
     where = str(path)
     reader = _Reader(options, where, now=now, seen=seen)
-    readers = {options.timezone: reader}
     if _is_parquet(path):
         batches = _parquet_batches(path, options, where, stats, batch_records)
     else:
         batches = _csv_batches(path, options, where, stats, batch_records)
     for raw in batches:
         if zones is None or "patient_id" not in raw.columns:
-            yield reader.samples(raw)
+            yield reader.samples(raw, options.timezone)
             continue
         for zone, part in zones.split(raw, "patient_id"):
-            if zone not in readers:
-                zoned = dataclasses.replace(options, timezone=zone)
-                readers[zone] = _Reader(zoned, where, now=now, seen=seen)
-                # The file's timestamp format and period were chosen once, for all zones.
-                readers[zone].texts.parse = reader.texts.parse
-                readers[zone].period = reader.period
-            yield readers[zone].samples(part)
+            yield reader.samples(part, zone)
 
 
 # --- columns ---------------------------------------------------------------------------------
@@ -295,7 +293,7 @@ def _csv_batches(
                 raise InputError(f"{where}: empty file (no header line)")
             delimiter = max(",;\t", key=header.count)
             reader = csv.reader(itertools.chain([header], text), delimiter=delimiter)
-            names = _names(next(reader))
+            names = column_names(next(reader))
             at = {role: names.index(name) for role, name in _resolve(names, options, where).items()}
             steps_at = at["steps"]
             batch: dict[str, list[object]] = {k: [] for k in ("record", *at, "raw")}
@@ -308,7 +306,7 @@ def _csv_batches(
                 batch["record"].append(reader.line_num)
                 for role, index in at.items():
                     batch[role].append((row[index].strip() or None) if index < len(row) else None)
-                batch["raw"].append(_csv_text(row))
+                batch["raw"].append(csv_line(row))
                 if len(batch["record"]) >= batch_records:
                     yield _text_frame(batch)
                     batch = {k: [] for k in batch}
@@ -613,7 +611,11 @@ def _skipped(prefix: str, zone: str) -> pl.Expr:
 
 
 class _Reader:
-    """Turns raw batches of one file into samples; keeps the per-file format and period."""
+    """Turns raw batches of one file into samples; keeps the per-file format and period.
+
+    The zone of naive timestamps is given per batch (each patient may have their own); parsed
+    texts (wall clock and any own offset) do not depend on it, so one cache serves every zone.
+    """
 
     def __init__(
         self, options: GenericOptions, where: str, *, now: datetime, seen: SeenKeys
@@ -628,7 +630,6 @@ class _Reader:
         self.where = where
         self.now = now
         self.seen = seen
-        self.zone = options.timezone
         self.period = options.period
         self.texts = _TextTimes(options.timestamp_format, where)
 
@@ -657,8 +658,8 @@ class _Reader:
             f"(e.g. {odd}); give --column end=NAME or --period day|hour|minute"
         )
 
-    def samples(self, raw: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-        """Split one raw batch into bronze/step_samples rows and rejected rows."""
+    def samples(self, raw: pl.DataFrame, zone: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """Split one raw batch, naive times in ``zone``, into step_samples and rejected rows."""
         has_end = "end" in raw.columns
         texts = [raw[c] for c in ("start", "end") if c in raw.columns]
         texts = [t for t in texts if t.dtype == pl.String]
@@ -670,11 +671,11 @@ class _Reader:
         frame = pl.concat(parts, how="horizontal")
         if not has_end and self.period is None:
             self.period = self._detect_period(frame["start_wall"])
-        frame = frame.with_columns(self._extent(has_end)).with_columns(
+        frame = frame.with_columns(self._extent(has_end, zone)).with_columns(
             utc_offset_minutes=pl.coalesce(
                 pl.col("start_offset"),
                 (
-                    pl.col("start_ts").dt.convert_time_zone(self.zone).dt.replace_time_zone(None)
+                    pl.col("start_ts").dt.convert_time_zone(zone).dt.replace_time_zone(None)
                     - pl.col("start_ts").dt.replace_time_zone(None)
                 ).dt.total_minutes(),
             ).cast(pl.Int16),
@@ -690,7 +691,7 @@ class _Reader:
         checks = [
             (pl.col("patient_id").is_null(), "missing patient id"),
             (unreadable, "unreadable timestamp"),
-            (skipped, f"local time skipped by the DST change in {self.zone}"),
+            (skipped, f"local time skipped by the DST change in {zone}"),
         ]
         if not has_end and self.period is not None:
             wall = pl.col("start_wall")
@@ -699,9 +700,8 @@ class _Reader:
         last = pl.when(pl.col("end_ts") > self.now).then(pl.lit("sample in the future"))
         return split_samples(frame, first=first, last=last, seen=self.seen)
 
-    def _extent(self, has_end: bool) -> list[pl.Expr]:
+    def _extent(self, has_end: bool, zone: str) -> list[pl.Expr]:
         """``start_ts``, ``end_ts`` (UTC) and ``start_skipped`` expressions."""
-        zone = self.zone
         start = _placed("start", zone)
         if has_end:
             early, late = _placed("end", zone), _placed("end", zone, "latest")

@@ -14,6 +14,7 @@ samples that were not there yet.
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -164,30 +165,15 @@ def _generic_samples(
     return samples
 
 
-def _known_zones(lake: Lake) -> Callable[[list[str]], dict[str, str]]:
-    def known(patients: list[str]) -> dict[str, str]:
-        rows = (
-            lake.scan(PATIENTS)
-            .filter(pl.col("patient_id").is_in(patients))
-            .select("patient_id", "timezone")
-            .collect()
-        )
-        return dict(rows.iter_rows())
-
-    return known
-
-
-def _patient_zone(lake: Lake, patient: str | None) -> str | None:
-    """The time zone bronze/patients records for ``patient``, None when unknown."""
-    if patient is None:
-        return None
-    zones = (
+def _stored_zones(lake: Lake, patients: list[str]) -> dict[str, str]:
+    """The time zone bronze/patients records for each of ``patients`` that it knows."""
+    rows = (
         lake.scan(PATIENTS)
-        .filter(pl.col("patient_id") == patient)
-        .select("timezone")
-        .collect()["timezone"]
+        .filter(pl.col("patient_id").is_in(patients))
+        .select("patient_id", "timezone")
+        .collect()
     )
-    return zones[0] if zones.len() else None
+    return dict(rows.iter_rows())
 
 
 def detect_format(path: Path) -> str:
@@ -201,13 +187,10 @@ def detect_format(path: Path) -> str:
     kind = fitbit.detect_kind(path)
     if kind is not None:
         return "google-fit" if kind == "google-fit" else "fitbit"
-    if path.suffix.lower() in (".xml", ".zip") or apple_health.is_apple_csv(path):
+    if apple_health.sniff(path) is not None:
         return "apple-health"
     if generic.is_generic(path):
         return "generic"
-    with path.open("rb") as handle:
-        if handle.read(4) in (b"PK\x03\x04", b"<?xm"):
-            return "apple-health"
     raise InputError(
         f"{path}: not a known format (Apple Health, Fitbit, Google Fit, clinical CSV, CSV or "
         "Parquet of step samples); name one with --format"
@@ -292,7 +275,8 @@ def run(
     patient = None if from_column else patient_id or patient_from_path(path)
     if not patient and not from_column and chosen != "generic":
         raise InputError(f"{source_file}: --patient-id is required for this file")
-    naive_zone = timezone or _patient_zone(lake, patient) or "UTC"
+    known_zones = functools.partial(_stored_zones, lake)
+    naive_zone = timezone or (known_zones([patient]).get(patient) if patient else None) or "UTC"
     started = datetime.now(UTC)
     found = _Parse()
     with job_run(lake, JOB) as job, tempfile.TemporaryDirectory(prefix="mobility-ingest-") as tmp:
@@ -301,7 +285,7 @@ def run(
         samples: Callable[[_Parse], Samples]
         if table_kind is not None:
             kind_name = table_kind
-            zones = PatientZones(_known_zones(lake), naive_zone)
+            zones = PatientZones(known_zones, naive_zone)
             samples = _fitbit_samples(path, table_kind, patient, zones, started)
         elif chosen == "generic":
             kind_name = "generic"
@@ -314,7 +298,7 @@ def run(
                 period=period,
             )
             # Without --timezone, each patient of a patient column in their own known zone.
-            by_patient = None if timezone or patient else PatientZones(_known_zones(lake), "UTC")
+            by_patient = None if timezone or patient else PatientZones(known_zones, "UTC")
             samples = _generic_samples(path, options, by_patient, started)
         else:
             assert patient is not None
@@ -400,7 +384,7 @@ def run_folder(
             continue
         try:
             zone = None if chosen == "clinical" else timezone
-            yield FolderResult(path, summary=run(lake, path, timezone=zone))
+            yield FolderResult(path, summary=run(lake, path, format=chosen, timezone=zone))
         except InputError as err:
             yield FolderResult(path, error=str(err))
 
@@ -471,13 +455,7 @@ def _add_patients(lake: Lake, patients: list[str], timezone: str) -> None:
     """Write bronze/patients rows for people seen for the first time; never overwrite one."""
     if not patients:
         return
-    known = set(
-        lake.scan(PATIENTS)
-        .filter(pl.col("patient_id").is_in(patients))
-        .select("patient_id")
-        .collect()["patient_id"]
-        .to_list()
-    )
+    known = _stored_zones(lake, patients)
     new = [p for p in patients if p not in known]
     if not new:
         return
