@@ -217,6 +217,8 @@ def run(
         InputError: when an argument is out of range.
     """
     _validate(patients, seed, years)
+    if watch_detail and landing is None:
+        raise InputError("--watch-detail applies to landing files only: add --landing DIR")
     end = end_date or DEFAULT_END_DATE
     started = time.perf_counter()
     with job_run(lake, "generate") as job:

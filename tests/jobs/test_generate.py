@@ -274,3 +274,9 @@ def test_landing_clinical_csvs_have_documented_columns(landing: tuple[Lake, Path
         therapies = len(list(csv.reader(handle))) - 1
     assert lake.read(GROUND_TRUTH).height == therapies
     assert not lake.exists(STEP_SAMPLES) and not lake.exists(PATIENTS)
+
+
+def test_watch_detail_needs_landing(lake: Lake) -> None:
+    with pytest.raises(InputError, match="--landing"):
+        generate.run(lake, patients=1, seed=1, watch_detail=True)
+    assert not lake.exists(STEP_SAMPLES)
