@@ -201,7 +201,7 @@ def ingest(
         given |= {"--timestamp-format": timestamp_format, "--period": period, "--source": source}
         named = [name for name, value in given.items() if value]
         if named:
-            raise InputError(f"{path} is a folder: {', '.join(named)} apply to single files only")
+            raise InputError(f"{path} is a folder: {', '.join(named)}: for single files only")
         failed = left = done = 0
         for result in ingest_job.run_folder(lake, path, timezone=timezone):
             if result.summary is not None:

@@ -214,7 +214,7 @@ def test_cli_folder_counts_failures_and_refuses_single_file_options(tmp_path: Pa
     refused = mobility(
         "--lake", lake_dir, "ingest", str(folder), "--patient-id", "P1", cwd=tmp_path
     )
-    assert_one_line_error(refused, "--patient-id apply to single files only")
+    assert_one_line_error(refused, "--patient-id: for single files only")
 
 
 # ------------------------------------------------------------------ Fitbit personal steps JSON
