@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
+from lakehouse.feature_dictionary import FEATURES as FEATURE_DICTIONARY
+
 UTC_TS = pa.timestamp("us", tz="UTC")
 
 
@@ -189,13 +191,17 @@ FEATURES = TableSpec(
     schema=_schema(
         ("patient_id", pa.string(), False),
         ("date", pa.date32(), False),
+        *((feature.name, feature.dtype) for feature in FEATURE_DICTIONARY),
         ("month", pa.string(), False),
     ),
     keys=("patient_id", "date"),
     partition_by=("month",),
     sort_by=("patient_id", "date"),
     z_order=("patient_id", "date"),
-    description="Model features per patient-day; feature columns are named by family prefix.",
+    description=(
+        "Model features per patient-day (lakehouse/feature_dictionary.py); a patient's rows run "
+        "from the first day with data to the day after the last one."
+    ),
 )
 
 FORECASTS = TableSpec(
