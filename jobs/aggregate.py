@@ -16,20 +16,17 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
-from typing import TypeVar
+from datetime import UTC, datetime, time, timedelta
 
 import polars as pl
 
 from jobs.daily import SAMPLE_COLUMNS, daily_steps
 from jobs.runs import job_run
+from jobs.scopes import Scope, changed_files, merge_scopes
 from lakehouse.catalog import DAILY_STEPS, JOB_RUNS, STEP_SAMPLES
 from lakehouse.storage import Lake, sql_literal
 
 JOB = "aggregate"
-T = TypeVar("T", str, date)
-# History operations that rewrite files without changing the data.
-_NO_DATA_CHANGE = {"OPTIMIZE", "VACUUM START", "VACUUM END"}
 # Samples are at most 24 h long and offsets at most 14 h, so a local day only receives samples
 # that start within two days of it.
 _SAMPLE_REACH = timedelta(days=2)
@@ -37,17 +34,6 @@ _SAMPLE_REACH = timedelta(days=2)
 _BATCHES_IN_FLIGHT = 2
 # Patient-days gathered before one commit: few commits and files, bounded memory (~100 MB).
 _COMMIT_DAYS = 2_000_000
-
-
-@dataclass(frozen=True)
-class Scope:
-    """Patient-days to recompute: patients in [first_patient, last_patient], dates in [first_day,
-    last_day]; None means unbounded."""
-
-    first_patient: str | None = None
-    last_patient: str | None = None
-    first_day: date | None = None
-    last_day: date | None = None
 
 
 @dataclass(frozen=True)
@@ -101,53 +87,13 @@ def _file_scopes(stats: pl.DataFrame) -> list[Scope]:
     ]
 
 
-def _lowest(a: T | None, b: T | None) -> T | None:
-    """The lower of two bounds where None means unbounded below."""
-    return None if a is None or b is None else min(a, b)
-
-
-def _highest(a: T | None, b: T | None) -> T | None:
-    """The higher of two bounds where None means unbounded above."""
-    return None if a is None or b is None else max(a, b)
-
-
-def merge_scopes(scopes: list[Scope]) -> list[Scope]:
-    """Merge scopes whose patient ranges overlap (their date ranges are united).
-
-    None stands for "unbounded" on every side and stays so in the merged scope.
-    """
-    merged: list[Scope] = []
-    ordered = sorted(scopes, key=lambda s: (s.first_patient is not None, s.first_patient or ""))
-    for scope in ordered:
-        previous = merged[-1] if merged else None
-        overlaps = previous is not None and (
-            previous.last_patient is None
-            or scope.first_patient is None
-            or scope.first_patient <= previous.last_patient
-        )
-        if previous is not None and overlaps:
-            merged[-1] = Scope(
-                first_patient=_lowest(previous.first_patient, scope.first_patient),
-                last_patient=_highest(previous.last_patient, scope.last_patient),
-                first_day=_lowest(previous.first_day, scope.first_day),
-                last_day=_highest(previous.last_day, scope.last_day),
-            )
-        else:
-            merged.append(scope)
-    return merged
-
-
 def changed_scopes(lake: Lake, since_version: int, until_version: int) -> list[Scope] | None:
     """Scopes touched by bronze commits in (since_version, until_version]; None when those
     commits changed no data."""
-    history = lake.history(STEP_SAMPLES)
-    newer = [c for c in history if since_version < int(c.get("version", -1)) <= until_version]
-    if all(c.get("operation") in _NO_DATA_CHANGE for c in newer):
+    changed = changed_files(lake, STEP_SAMPLES, since_version, until_version)
+    if changed is None:
         return None
-    before = lake.file_stats(STEP_SAMPLES, version=since_version)
-    now = lake.file_stats(STEP_SAMPLES, version=until_version)
-    added = now.filter(~pl.col("path").is_in(before["path"].implode()))
-    removed = before.filter(~pl.col("path").is_in(now["path"].implode()))
+    added, removed = changed
     return merge_scopes(_file_scopes(added) + _file_scopes(removed))
 
 

@@ -253,9 +253,29 @@ def aggregate(
 
 
 @app.command()
+def features(
+    ctx: typer.Context,
+    full: Annotated[bool, typer.Option(help="Recompute every patient-day.")] = False,
+) -> None:
+    """Compute model features per patient-day into silver/features (only what changed)."""
+    from jobs.features import run as features_job
+
+    lake = _context(ctx).lake
+    with _progress("computing features (patients)", None) as progress:
+        summary = features_job.run(
+            lake,
+            full=full,
+            batch_days=get_settings().features_batch_days,
+            progress=lambda n: progress.advance(progress.task_ids[0], n),
+        )
+    typer.echo(summary.describe())
+
+
+@app.command()
 def pipeline(ctx: typer.Context) -> None:
-    """Run every stage that is due, in order (today: aggregate)."""
+    """Run every stage that is due, in order (today: aggregate, features)."""
     aggregate(ctx, full=False)
+    features(ctx, full=False)
 
 
 @app.command()

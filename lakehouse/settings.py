@@ -28,7 +28,9 @@ class Settings(BaseSettings):
     engine: Literal["local", "spark"] = Field(default="local", alias="MOBILITY_ENGINE")
     spark_master: str = Field(default="local[*]", alias="SPARK_MASTER")
     # Rows per batch when aggregating bronze samples: bounds peak memory independent of lake size.
-    aggregate_batch_samples: int = Field(default=4_000_000, alias="MOBILITY_AGGREGATE_BATCH")
+    aggregate_batch_samples: int = Field(default=4_000_000, alias="MOBILITY_AGGREGATE_BATCH", gt=0)
+    # Patient-days whose features are computed at once: bounds the features job's peak memory.
+    features_batch_days: int = Field(default=250_000, alias="MOBILITY_FEATURES_BATCH", gt=0)
 
     def storage_options(self) -> dict[str, str]:
         """Object-store options for delta-rs, taken only from the environment."""

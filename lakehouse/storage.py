@@ -269,6 +269,64 @@ class Lake:
             what=f"replace in {table.path}",
         )
 
+    def replace_stream(
+        self,
+        table: TableSpec,
+        open_batches: Callable[[], pa.RecordBatchReader],
+        *,
+        predicate: str | None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> int:
+        """Stream rows in as ONE atomic replace of the rows matching ``predicate`` (all rows, and
+        the table's schema, when None).
+
+        Memory stays bounded by the reader's batches. When the reader raises while it is
+        consumed, nothing is committed. Every streamed row must satisfy the predicate.
+
+        Args:
+            table: the table.
+            open_batches: returns a fresh reader with exactly the table's schema; called again
+                when a commit conflict forces a retry.
+            predicate: the rows to replace; None replaces the whole table and takes the
+                catalog's schema (e.g. after columns were added to the catalog).
+            metadata: custom commit metadata.
+
+        Returns:
+            The number of rows written.
+        """
+        written = 0
+
+        def counting(reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
+            nonlocal written
+            for batch in reader:
+                written += batch.num_rows
+                yield batch
+
+        def write() -> int:
+            nonlocal written
+            written = 0
+            reader = open_batches()
+            exists = self.exists(table)
+            write_deltalake(
+                self.table_uri(table),
+                pa.RecordBatchReader.from_batches(reader.schema, counting(reader)),
+                mode="overwrite",
+                predicate=predicate if exists else None,
+                schema_mode="overwrite" if exists and predicate is None else None,
+                partition_by=list(table.partition_by) or None,
+                storage_options=self.storage_options or None,
+                writer_properties=_streaming_writer(table),
+                commit_properties=CommitProperties(custom_metadata=dict(metadata or {})),
+            )
+            return written
+
+        return _with_commit_retry(write, what=f"replace in {table.path}")
+
+    def schema_matches(self, table: TableSpec) -> bool:
+        """Whether the stored table has exactly the catalog's columns and types."""
+        stored = pa.schema(self.delta(table).schema().to_arrow())  # type: ignore[arg-type]
+        return [(f.name, f.type) for f in stored] == [(f.name, f.type) for f in table.schema]
+
     def upsert(
         self,
         table: TableSpec,

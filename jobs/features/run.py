@@ -1,0 +1,339 @@
+"""The features job: silver/daily_steps + clinical bronze -> silver/features.
+
+Incremental and idempotent. Each successful run records in ``ops/job_runs`` which version of every
+input table it covered and which feature set it wrote. The next run recomputes only:
+
+- for daily_steps commits since then: the patients and dates of the added and removed files,
+  from the earliest changed date to the end of each patient's record (weighted means reach back
+  over the whole history, so later days can change too);
+- for clinical tables (patients, therapies, side effects, diagnoses): every day of each patient
+  whose rows differ between the two versions.
+
+A change of the feature set (a column added to the dictionary), a rebuilt input table or
+``--full`` recomputes everything. All rows of a run are streamed into ONE atomic replace, so a
+crash leaves the table as it was, and a run over unchanged inputs commits nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import date
+
+import polars as pl
+import pyarrow as pa
+
+from jobs.features.transform import features
+from jobs.runs import job_run
+from jobs.scopes import Scope, changed_files, hull, merge_scopes
+from lakehouse.catalog import (
+    DAILY_STEPS,
+    DIAGNOSES,
+    FEATURES,
+    JOB_RUNS,
+    PATIENTS,
+    SIDE_EFFECTS,
+    THERAPIES,
+    TableSpec,
+)
+from lakehouse.errors import StorageError
+from lakehouse.storage import Lake, conform, empty_frame, sql_literal
+
+JOB = "features"
+CLINICAL = (PATIENTS, THERAPIES, SIDE_EFFECTS, DIAGNOSES)
+INPUTS = (DAILY_STEPS, *CLINICAL)
+# More scopes than this are recomputed as one covering scope (one short predicate).
+_MAX_SCOPES = 64
+_DAILY_COLUMNS = ("patient_id", "date", "steps", "coverage_hours", "is_wear_day")
+
+
+def feature_set_id() -> str:
+    """A fingerprint of the silver/features schema: changes when a feature is added or retyped."""
+    text = ",".join(f"{f.name}:{f.type}" for f in FEATURES.schema)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class FeaturesSummary:
+    """What one features run did."""
+
+    mode: str  # "full", "incremental" or "up-to-date"
+    scopes: int
+    batches: int
+    days_in: int
+    rows_out: int
+
+    def describe(self) -> str:
+        """One line for the command line."""
+        return (
+            f"features: {self.mode}, {self.days_in:,} patient-days read -> "
+            f"{self.rows_out:,} feature rows in {self.batches} batch(es)"
+        )
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Pinned versions of the input tables: every batch of a run reads the same snapshot."""
+
+    versions: dict[str, tuple[int, str] | None]  # table path -> (version, table id)
+
+    @classmethod
+    def current(cls, lake: Lake) -> Inputs:
+        versions: dict[str, tuple[int, str] | None] = {}
+        for table in INPUTS:
+            version = lake.version(table)
+            versions[table.path] = None if version is None else (version, lake.table_id(table))
+        return cls(versions)
+
+    def version(self, table: TableSpec) -> int | None:
+        pinned = self.versions[table.path]
+        return None if pinned is None else pinned[0]
+
+    def read(self, lake: Lake, table: TableSpec) -> pl.DataFrame:
+        version = self.version(table)
+        if version is None:
+            return empty_frame(table)
+        return lake.scan(table, version=version).collect()
+
+    def as_details(self) -> dict[str, list[object] | None]:
+        return {path: None if v is None else list(v) for path, v in self.versions.items()}
+
+
+def last_covered(lake: Lake) -> dict[str, object] | None:
+    """Details of the last successful features run, None if there was none."""
+    if not lake.exists(JOB_RUNS):
+        return None
+    runs = (
+        lake.scan(JOB_RUNS)
+        .filter((pl.col("job") == JOB) & (pl.col("status") == "succeeded"))
+        .sort("finished_at")
+        .select("details")
+        .collect()
+    )
+    for details in reversed(runs["details"].to_list()):
+        covered: dict[str, object] = json.loads(details or "{}")
+        if covered.get("inputs") is not None:
+            return covered
+    return None
+
+
+def _daily_scopes(lake: Lake, since: int, until: int) -> list[Scope]:
+    changed = changed_files(lake, DAILY_STEPS, since, until)
+    if changed is None:
+        return []
+    scopes = []
+    for stats in changed:
+        for row in stats.iter_rows(named=True):
+            scopes.append(
+                Scope(
+                    first_patient=row["min.patient_id"],
+                    last_patient=row["max.patient_id"],
+                    first_day=row["min.date"],
+                )
+            )
+    return scopes
+
+
+def _changed_patients(lake: Lake, table: TableSpec, since: int, until: int) -> list[str]:
+    """Patients whose rows differ between two versions of a clinical table."""
+    before = lake.scan(table, version=since).collect()
+    now = lake.scan(table, version=until).collect()
+    columns = list(table.columns)
+    differ = pl.concat(
+        [
+            before.join(now, on=columns, how="anti", nulls_equal=True),
+            now.join(before, on=columns, how="anti", nulls_equal=True),
+        ]
+    )
+    return sorted(differ["patient_id"].unique().to_list())
+
+
+def plan(lake: Lake, inputs: Inputs, *, full: bool) -> tuple[str, list[Scope]]:
+    """The run's mode and the scopes to recompute."""
+    if inputs.version(DAILY_STEPS) is None:
+        return "up-to-date", []
+    covered = None if full or not lake.exists(FEATURES) else last_covered(lake)
+    if (
+        covered is None
+        or covered.get("feature_set") != feature_set_id()
+        or not lake.schema_matches(FEATURES)
+    ):
+        return "full", [Scope()]
+    before = covered["inputs"]
+    assert isinstance(before, dict)
+    scopes: list[Scope] = []
+    for table in INPUTS:
+        then, now = before.get(table.path), inputs.versions[table.path]
+        if now is None and then is None:
+            continue
+        if now is None or then is None or then[1] != now[1]:
+            return "full", [Scope()]  # a table appeared, vanished or was rebuilt
+        since, until = int(then[0]), now[0]
+        if since == until:
+            continue
+        try:
+            if table is DAILY_STEPS:
+                scopes += _daily_scopes(lake, since, until)
+            else:
+                scopes += [Scope(p, p) for p in _changed_patients(lake, table, since, until)]
+        except (StorageError, OSError, ValueError):
+            return "full", [Scope()]  # the old version is gone (vacuumed)
+    if not scopes:
+        return "up-to-date", []
+    merged = merge_scopes(scopes)
+    return "incremental", merged if len(merged) <= _MAX_SCOPES else [hull(merged)]
+
+
+def _in_scope(scope: Scope) -> pl.Expr:
+    condition = pl.lit(True)
+    if scope.first_patient is not None:
+        condition &= pl.col("patient_id") >= scope.first_patient
+    if scope.last_patient is not None:
+        condition &= pl.col("patient_id") <= scope.last_patient
+    return condition
+
+
+def _scope_predicate(scope: Scope) -> str:
+    parts = []
+    if scope.first_patient is not None:
+        parts.append(f"patient_id >= {sql_literal(scope.first_patient)}")
+    if scope.last_patient is not None:
+        parts.append(f"patient_id <= {sql_literal(scope.last_patient)}")
+    if scope.first_day is not None:
+        parts.append(f"date >= {sql_literal(scope.first_day.isoformat())}")
+    return "(" + (" AND ".join(parts) or "true") + ")"
+
+
+def _pack(counts: pl.DataFrame, limit: int) -> list[list[str]]:
+    """Consecutive patients grouped so that each group has about ``limit`` patient-days."""
+    groups: list[list[str]] = []
+    running = limit
+    for patient, days in counts.iter_rows():
+        if running + days > limit:
+            groups.append([])
+            running = 0
+        groups[-1].append(patient)
+        running += days
+    return groups
+
+
+@dataclass
+class _Progress:
+    batches: int = 0
+    days_in: int = 0
+
+
+def _feature_batches(
+    daily: pl.LazyFrame,
+    clinical: dict[str, pl.DataFrame],
+    scopes: list[Scope],
+    *,
+    block_days: int,
+    batch_days: int,
+    done: _Progress,
+    progress: Callable[[int], None] | None,
+) -> Iterator[pa.RecordBatch]:
+    """Feature rows of every scope, batch by batch. Runs inside the Delta writer, so it must
+    not open Delta tables itself: ``daily`` is a pinned scan and ``clinical`` is read."""
+    for scope in scopes:
+        counts = (
+            daily.filter(_in_scope(scope)).group_by("patient_id").len().sort("patient_id").collect()
+        )
+        # blocks are read from storage once; batches are computed from a block in memory
+        for block in _pack(counts, block_days):
+            rows = daily.filter(
+                pl.col("patient_id").is_between(pl.lit(block[0]), pl.lit(block[-1]))
+            ).collect()
+            block_counts = counts.filter(pl.col("patient_id").is_in(block))
+            for batch in _pack(block_counts, batch_days):
+                frame = _batch_features(rows, clinical, batch, scope.first_day)
+                done.batches += 1
+                done.days_in += int(
+                    block_counts.filter(pl.col("patient_id").is_in(batch))["len"].sum()
+                )
+                if progress is not None:
+                    progress(len(batch))
+                yield from conform(FEATURES, frame).to_batches()
+
+
+def _batch_features(
+    rows: pl.DataFrame, clinical: dict[str, pl.DataFrame], batch: list[str], first_day: date | None
+) -> pl.DataFrame:
+    patients = pl.Series(batch).implode()
+
+    def of_batch(table: TableSpec) -> pl.DataFrame:
+        return clinical[table.path].filter(pl.col("patient_id").is_in(patients))
+
+    frame = features(
+        rows.lazy().filter(pl.col("patient_id").is_between(pl.lit(batch[0]), pl.lit(batch[-1]))),
+        patients=of_batch(PATIENTS),
+        therapies=of_batch(THERAPIES),
+        side_effects=of_batch(SIDE_EFFECTS),
+        diagnoses=of_batch(DIAGNOSES),
+    )
+    if first_day is not None:
+        frame = frame.filter(pl.col("date") >= first_day)
+    return frame.collect()
+
+
+def run(
+    lake: Lake,
+    *,
+    full: bool = False,
+    block_days: int = 4_000_000,
+    batch_days: int = 250_000,
+    progress: Callable[[int], None] | None = None,
+) -> FeaturesSummary:
+    """Bring silver/features up to date with silver/daily_steps and the clinical tables.
+
+    Args:
+        lake: the lake.
+        full: recompute every patient-day.
+        block_days: patient-days read from storage at once.
+        batch_days: patient-days whose features are computed at once (bounds peak memory).
+        progress: called with the number of patients of each finished batch.
+    """
+    with job_run(lake, JOB) as record:
+        inputs = Inputs.current(lake)
+        mode, scopes = plan(lake, inputs, full=full)
+        done = _Progress()
+        rows_out = 0
+        if scopes:
+            predicate = (
+                None
+                if scopes == [Scope()]
+                else " OR ".join(_scope_predicate(scope) for scope in scopes)
+            )
+
+            daily = lake.scan(DAILY_STEPS, version=inputs.version(DAILY_STEPS))
+            clinical = {table.path: inputs.read(lake, table) for table in CLINICAL}
+
+            def open_batches() -> pa.RecordBatchReader:
+                done.batches = done.days_in = 0
+                return pa.RecordBatchReader.from_batches(
+                    FEATURES.schema,
+                    _feature_batches(
+                        daily.select(_DAILY_COLUMNS),
+                        clinical,
+                        scopes,
+                        block_days=block_days,
+                        batch_days=batch_days,
+                        done=done,
+                        progress=progress,
+                    ),
+                )
+
+            rows_out = lake.replace_stream(
+                FEATURES, open_batches, predicate=predicate, metadata={"job": JOB}
+            )
+        record.rows_in, record.rows_out = done.days_in, rows_out
+        record.details.update(
+            inputs=inputs.as_details(),
+            feature_set=feature_set_id(),
+            mode=mode,
+            scopes=len(scopes),
+            batches=done.batches,
+        )
+        return FeaturesSummary(mode, len(scopes), done.batches, done.days_in, rows_out)

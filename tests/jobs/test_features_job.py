@@ -1,0 +1,198 @@
+"""The features job: full and incremental runs agree with one recomputation of the transform,
+runs over unchanged inputs commit nothing, and a failing run leaves the table as it was."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from jobs import aggregate, generate
+from jobs.features import run as features_job
+from jobs.features.transform import features
+from lakehouse.catalog import (
+    DAILY_STEPS,
+    DIAGNOSES,
+    FEATURES,
+    PATIENTS,
+    SIDE_EFFECTS,
+    THERAPIES,
+)
+from lakehouse.errors import StorageError
+from lakehouse.storage import Lake
+
+
+@pytest.fixture(scope="module")
+def source_lake(tmp_path_factory: pytest.TempPathFactory) -> Lake:
+    lake = Lake(str(tmp_path_factory.mktemp("features") / "lake"))
+    generate.run(lake, patients=6, seed=7, years=1.0)
+    aggregate.run(lake)
+    return lake
+
+
+def copy_lake(source: Lake, tmp_path: Path) -> Lake:
+    """A private copy of the generated lake's input tables (tests change them)."""
+    lake = Lake(str(tmp_path / "lake"))
+    for table in (DAILY_STEPS, PATIENTS, THERAPIES, SIDE_EFFECTS, DIAGNOSES):
+        lake.append(table, source.read(table))
+    return lake
+
+
+def recomputed(lake: Lake) -> pl.DataFrame:
+    """silver/features as one recomputation of the transform over the current inputs."""
+    return features(
+        lake.scan(DAILY_STEPS),
+        patients=lake.read(PATIENTS),
+        therapies=lake.read(THERAPIES),
+        side_effects=lake.read(SIDE_EFFECTS),
+        diagnoses=lake.read(DIAGNOSES),
+    ).collect()
+
+
+def assert_features_current(lake: Lake) -> None:
+    stored = lake.read(FEATURES).sort("patient_id", "date")
+    assert_frame_equal(stored, recomputed(lake), check_dtypes=False)
+
+
+def test_full_run_then_nothing_to_do(source_lake: Lake, tmp_path: Path) -> None:
+    lake = copy_lake(source_lake, tmp_path)
+    first = features_job.run(lake, batch_days=700)  # several batches
+    assert first.mode == "full"
+    assert first.batches > 2
+    assert first.days_in == lake.read(DAILY_STEPS).height
+    assert first.rows_out == lake.read(FEATURES).height
+    assert_features_current(lake)
+    version = lake.version(FEATURES)
+    again = features_job.run(lake)
+    assert again.mode == "up-to-date"
+    assert lake.version(FEATURES) == version
+
+
+def test_new_days_recompute_from_the_first_changed_day(source_lake: Lake, tmp_path: Path) -> None:
+    lake = copy_lake(source_lake, tmp_path)
+    daily = lake.read(DAILY_STEPS)
+    cut = daily["date"].max() - timedelta(days=20)  # type: ignore[operator]
+    lake.delete(DAILY_STEPS, f"date > '{cut.isoformat()}'")
+    features_job.run(lake, batch_days=700)
+    lake.append(DAILY_STEPS, daily.filter(pl.col("date") > cut))
+    summary = features_job.run(lake, batch_days=700)
+    assert summary.mode == "incremental"
+    # only the new days and the 'day after' rows were rewritten, not whole histories
+    assert summary.rows_out < lake.read(FEATURES).height / 5
+    assert_features_current(lake)
+
+
+def test_late_data_in_the_middle_changes_later_days_too(source_lake: Lake, tmp_path: Path) -> None:
+    lake = copy_lake(source_lake, tmp_path)
+    features_job.run(lake)
+    daily = lake.read(DAILY_STEPS)
+    patient = daily.group_by("patient_id").len().sort("len", "patient_id")["patient_id"][-1]
+    mid = daily.filter(pl.col("patient_id") == patient)["date"].sort()[150]
+    changed = daily.filter((pl.col("patient_id") == patient) & (pl.col("date") == mid))
+    lake.replace(
+        DAILY_STEPS,
+        changed.with_columns(steps=pl.col("steps") * 3, is_wear_day=pl.lit(True)),
+        predicate=f"patient_id = '{patient}' AND date = '{mid.isoformat()}'",
+    )
+    before = lake.read(FEATURES)
+    summary = features_job.run(lake)
+    assert summary.mode == "incremental"
+    assert_features_current(lake)
+    after = lake.read(FEATURES)
+    moved = (
+        before.join(after, on=["patient_id", "date"], suffix="_new")
+        .filter(pl.col("lag_1d").ne_missing(pl.col("lag_1d_new")))
+        .select("patient_id", "date")
+    )
+    assert moved.rows() == [(patient, mid + timedelta(days=1))]
+
+
+def test_clinical_change_recomputes_that_patient(source_lake: Lake, tmp_path: Path) -> None:
+    lake = copy_lake(source_lake, tmp_path)
+    features_job.run(lake)
+    patient = lake.read(DAILY_STEPS)["patient_id"].unique().sort()[0]
+    start = lake.read(DAILY_STEPS).filter(pl.col("patient_id") == patient)["date"].min()
+    assert isinstance(start, date)
+    course = {
+        "patient_id": patient,
+        "therapy": "Humira",  # brand name of adalimumab
+        "start_date": start + timedelta(days=30),
+        "end_date": start + timedelta(days=60),
+    }
+    lake.upsert(THERAPIES, pl.DataFrame([course]))
+    lake.upsert(
+        SIDE_EFFECTS,
+        pl.DataFrame(
+            [
+                {
+                    "patient_id": patient,
+                    "date": start + timedelta(days=40),
+                    "effect": "x",
+                    "severity": 4,
+                }
+            ]
+        ),
+    )
+    summary = features_job.run(lake)
+    assert summary.mode == "incremental"
+    assert summary.scopes == 1
+    assert_features_current(lake)
+    rows = lake.read(FEATURES).filter(pl.col("patient_id") == patient)
+    on = rows.filter(pl.col("date") == start + timedelta(days=45)).row(0, named=True)
+    assert on["therapy_adalimumab_active"] is True
+    assert on["therapy_adalimumab_days_since_start"] == 15
+    assert on["side_effect_worst_severity_7d"] == 4
+
+
+def test_deleted_patient_loses_their_rows(source_lake: Lake, tmp_path: Path) -> None:
+    lake = copy_lake(source_lake, tmp_path)
+    features_job.run(lake)
+    patient = lake.read(DAILY_STEPS)["patient_id"].unique().sort()[3]
+    lake.delete(DAILY_STEPS, f"patient_id = '{patient}'")
+    features_job.run(lake)
+    assert patient not in lake.read(FEATURES)["patient_id"].to_list()
+    assert_features_current(lake)
+
+
+def test_compaction_is_not_a_change(source_lake: Lake, tmp_path: Path) -> None:
+    lake = copy_lake(source_lake, tmp_path)
+    features_job.run(lake)
+    lake.optimize(DAILY_STEPS)
+    assert features_job.run(lake).mode == "up-to-date"
+
+
+def test_a_new_feature_set_rebuilds_the_table(
+    source_lake: Lake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lake = copy_lake(source_lake, tmp_path)
+    features_job.run(lake)
+    monkeypatch.setattr(features_job, "feature_set_id", lambda: "another feature set")
+    assert features_job.run(lake).mode == "full"
+    assert_features_current(lake)
+
+
+def test_a_failing_run_leaves_the_table_as_it_was(
+    source_lake: Lake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lake = copy_lake(source_lake, tmp_path)
+    features_job.run(lake)
+    before = lake.read(FEATURES).sort("patient_id", "date")
+    version = lake.version(FEATURES)
+    calls = 0
+    real = features_job._batch_features
+
+    def failing(*args: object, **kwargs: object) -> pl.DataFrame:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise OSError("disk went away")
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(features_job, "_batch_features", failing)
+    with pytest.raises((StorageError, OSError)):
+        features_job.run(lake, full=True, batch_days=700)
+    assert lake.version(FEATURES) == version
+    assert_frame_equal(lake.read(FEATURES).sort("patient_id", "date"), before)
