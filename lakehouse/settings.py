@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     # Rows per batch when aggregating bronze samples: bounds peak memory independent of lake size.
     aggregate_batch_samples: int = Field(default=4_000_000, alias="MOBILITY_AGGREGATE_BATCH", gt=0)
     # Patient-days whose features are computed at once: bounds the features job's peak memory.
-    features_batch_days: int = Field(default=250_000, alias="MOBILITY_FEATURES_BATCH", gt=0)
+    features_batch_days: int = Field(default=50_000, alias="MOBILITY_FEATURES_BATCH", gt=0)
 
     def storage_options(self) -> dict[str, str]:
         """Object-store options for delta-rs, taken only from the environment."""

@@ -36,6 +36,17 @@ _MAX_COMMIT_ATTEMPTS = 8
 _WRITER = WriterProperties(compression="ZSTD", compression_level=3, max_row_group_size=1_048_576)
 
 
+# Each open partition file of a stream holds its unfinished row group in memory; bounding the
+# group by cells (rows x columns) keeps wide tables (silver/features) as cheap as narrow ones.
+_STREAMING_ROW_GROUP_CELLS = 8 * 1_048_576
+# ... and delta-rs holds each file in memory until it reaches this size.
+_STREAMING_FILE_BYTES = 32 * 1024 * 1024
+
+
+def _streaming_row_group_rows(table: TableSpec) -> int:
+    return max(65_536, min(1_048_576, _STREAMING_ROW_GROUP_CELLS // len(table.columns)))
+
+
 def _streaming_writer(table: TableSpec) -> WriterProperties:
     """Writer settings for a stream that may touch hundreds of partitions in one commit.
 
@@ -48,7 +59,7 @@ def _streaming_writer(table: TableSpec) -> WriterProperties:
     strings = [f.name for f in table.schema if f.type in (pa.string(), pa.large_string())]
     return WriterProperties(
         compression="LZ4_RAW",
-        max_row_group_size=1_048_576,
+        max_row_group_size=_streaming_row_group_rows(table),
         default_column_properties=ColumnProperties(dictionary_enabled=False),
         column_properties={name: ColumnProperties(dictionary_enabled=True) for name in strings},
     )
@@ -314,6 +325,7 @@ class Lake:
                 predicate=predicate if exists else None,
                 schema_mode="overwrite" if exists and predicate is None else None,
                 partition_by=list(table.partition_by) or None,
+                target_file_size=_STREAMING_FILE_BYTES,
                 storage_options=self.storage_options or None,
                 writer_properties=_streaming_writer(table),
                 commit_properties=CommitProperties(custom_metadata=dict(metadata or {})),
@@ -324,7 +336,7 @@ class Lake:
 
     def schema_matches(self, table: TableSpec) -> bool:
         """Whether the stored table has exactly the catalog's columns and types."""
-        stored = pa.schema(self.delta(table).schema().to_arrow())  # type: ignore[arg-type]
+        stored = pa.schema(self.delta(table).schema().to_arrow())
         return [(f.name, f.type) for f in stored] == [(f.name, f.type) for f in table.schema]
 
     def upsert(

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from jobs.cli import app
 from lakehouse import Lake, get_settings
-from lakehouse.catalog import JOB_RUNS, PATIENTS, TABLES
+from lakehouse.catalog import DAILY_STEPS, FEATURES, JOB_RUNS, PATIENTS, TABLES
 from tests.lakehouse.frames import edge_rows
 
 
@@ -127,6 +127,39 @@ def test_aggregate_on_empty_lake_succeeds_and_records_its_run(tmp_path: Path) ->
     runs = lake.read(JOB_RUNS)
     assert runs["job"].to_list() == ["aggregate"]
     assert runs["status"].to_list() == ["succeeded"]
+
+
+def test_pipeline_builds_daily_steps_and_features_then_has_nothing_to_do(tmp_path: Path) -> None:
+    lake = Lake(str(tmp_path / "lake"))
+    assert (
+        mobility(
+            "--lake", lake.uri, "generate", "--patients", "2", "--years", "0.3", cwd=tmp_path
+        ).returncode
+        == 0
+    )
+    done = mobility("--lake", lake.uri, "pipeline", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "aggregate: full" in done.stdout
+    assert "features: full" in done.stdout
+    days = lake.read(DAILY_STEPS)
+    features = lake.read(FEATURES)
+    # every patient's record runs from the first day with data to the day after the last
+    assert features.height == sum(
+        (group["date"].max() - group["date"].min()).days + 2  # type: ignore[operator]
+        for _, group in days.group_by("patient_id")
+    )
+    again = mobility("--lake", lake.uri, "features", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "features: up-to-date" in again.stdout
+    assert lake.read(JOB_RUNS)["job"].to_list().count("features") == 2
+
+
+def test_features_on_empty_lake_succeeds(tmp_path: Path) -> None:
+    lake = Lake(str(tmp_path / "lake"))
+    done = mobility("--lake", lake.uri, "features", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "features: up-to-date, 0 patient-days" in done.stdout
+    assert not lake.exists(FEATURES)
 
 
 def test_lake_option_beats_environment_which_beats_default(tmp_path: Path) -> None:

@@ -10,8 +10,10 @@ input table it covered and which feature set it wrote. The next run recomputes o
   whose rows differ between the two versions.
 
 A change of the feature set (a column added to the dictionary), a rebuilt input table or
-``--full`` recomputes everything. All rows of a run are streamed into ONE atomic replace, so a
-crash leaves the table as it was, and a run over unchanged inputs commits nothing.
+``--full`` recomputes everything. Rows are streamed into atomic replaces of contiguous patient
+ranges (about ``commit_days`` patient-days each; a new feature set in one commit), so a crash
+leaves each patient's rows all old or all new; the crashed run is not recorded as covering its
+inputs, so the next run redoes its scopes. A run over unchanged inputs commits nothing.
 """
 
 from __future__ import annotations
@@ -228,34 +230,30 @@ class _Progress:
 def _feature_batches(
     daily: pl.LazyFrame,
     clinical: dict[str, pl.DataFrame],
-    scopes: list[Scope],
+    patients: pl.DataFrame,
+    first_day: date | None,
     *,
-    block_days: int,
     batch_days: int,
     done: _Progress,
     progress: Callable[[int], None] | None,
 ) -> Iterator[pa.RecordBatch]:
-    """Feature rows of every scope, batch by batch. Runs inside the Delta writer, so it must
-    not open Delta tables itself: ``daily`` is a pinned scan and ``clinical`` is read."""
-    for scope in scopes:
-        counts = (
-            daily.filter(_in_scope(scope)).group_by("patient_id").len().sort("patient_id").collect()
-        )
-        # blocks are read from storage once; batches are computed from a block in memory
-        for block in _pack(counts, block_days):
-            rows = daily.filter(
-                pl.col("patient_id").is_between(pl.lit(block[0]), pl.lit(block[-1]))
-            ).collect()
-            block_counts = counts.filter(pl.col("patient_id").is_in(block))
-            for batch in _pack(block_counts, batch_days):
-                frame = _batch_features(rows, clinical, batch, scope.first_day)
-                done.batches += 1
-                done.days_in += int(
-                    block_counts.filter(pl.col("patient_id").is_in(batch))["len"].sum()
-                )
-                if progress is not None:
-                    progress(len(batch))
-                yield from conform(FEATURES, frame).to_batches()
+    """Feature rows of some patients, batch by batch, from ``first_day`` on.
+
+    Runs inside the Delta writer, so it must not open Delta tables itself: ``daily`` is a pinned
+    scan and ``clinical`` is read. ``patients`` holds ``patient_id, len`` (their days), sorted.
+    """
+    if not patients.height:
+        return
+    first, last = patients["patient_id"][0], patients["patient_id"][-1]
+    # read from storage once per commit; batches are computed from it in memory
+    rows = daily.filter(pl.col("patient_id").is_between(pl.lit(first), pl.lit(last))).collect()
+    for batch in _pack(patients, batch_days):
+        frame = _batch_features(rows, clinical, batch, first_day)
+        done.batches += 1
+        done.days_in += int(patients.filter(pl.col("patient_id").is_in(batch))["len"].sum())
+        if progress is not None:
+            progress(len(batch))
+        yield from conform(FEATURES, frame).to_batches()
 
 
 def _batch_features(
@@ -278,12 +276,25 @@ def _batch_features(
     return frame.collect()
 
 
+def _range_predicate(
+    scope: Scope, low: str | None, high: str | None, *, high_inclusive: bool
+) -> str:
+    """The scope's rows of patients in [low, high) (or [low, high])."""
+    bounded = Scope(
+        first_patient=low, last_patient=None, first_day=scope.first_day, last_day=scope.last_day
+    )
+    predicate = _scope_predicate(bounded)
+    if high is not None:
+        predicate += f" AND patient_id {'<=' if high_inclusive else '<'} {sql_literal(high)}"
+    return predicate
+
+
 def run(
     lake: Lake,
     *,
     full: bool = False,
-    block_days: int = 4_000_000,
-    batch_days: int = 250_000,
+    commit_days: int = 1_000_000,
+    batch_days: int = 50_000,
     progress: Callable[[int], None] | None = None,
 ) -> FeaturesSummary:
     """Bring silver/features up to date with silver/daily_steps and the clinical tables.
@@ -291,7 +302,8 @@ def run(
     Args:
         lake: the lake.
         full: recompute every patient-day.
-        block_days: patient-days read from storage at once.
+        commit_days: patient-days read and committed at once (each commit is one atomic replace
+            of a contiguous patient range; bounds the writer's memory).
         batch_days: patient-days whose features are computed at once (bounds peak memory).
         progress: called with the number of patients of each finished batch.
     """
@@ -299,35 +311,53 @@ def run(
         inputs = Inputs.current(lake)
         mode, scopes = plan(lake, inputs, full=full)
         done = _Progress()
-        rows_out = 0
-        if scopes:
-            predicate = (
-                None
-                if scopes == [Scope()]
-                else " OR ".join(_scope_predicate(scope) for scope in scopes)
+        rows_out = commits = 0
+        daily = lake.scan(DAILY_STEPS, version=inputs.version(DAILY_STEPS)).select(_DAILY_COLUMNS)
+        clinical = {table.path: inputs.read(lake, table) for table in CLINICAL} if scopes else {}
+        # A feature set with other columns is rebuilt in one commit: only that replaces the
+        # table's schema without a moment where the table lacks rows.
+        rebuild = mode == "full" and lake.exists(FEATURES) and not lake.schema_matches(FEATURES)
+        for scope in scopes:
+            counts = (
+                daily.filter(_in_scope(scope))
+                .group_by("patient_id")
+                .len()
+                .sort("patient_id")
+                .collect()
             )
-
-            daily = lake.scan(DAILY_STEPS, version=inputs.version(DAILY_STEPS))
-            clinical = {table.path: inputs.read(lake, table) for table in CLINICAL}
-
-            def open_batches() -> pa.RecordBatchReader:
-                done.batches = done.days_in = 0
-                return pa.RecordBatchReader.from_batches(
-                    FEATURES.schema,
-                    _feature_batches(
-                        daily.select(_DAILY_COLUMNS),
-                        clinical,
-                        scopes,
-                        block_days=block_days,
-                        batch_days=batch_days,
-                        done=done,
-                        progress=progress,
-                    ),
+            groups = [counts] if rebuild else _commit_groups(counts, commit_days)
+            for index, group in enumerate(groups):
+                # the groups tile the scope's patient range: rows of patients gone from
+                # daily_steps are deleted too
+                low = scope.first_patient if index == 0 else group["patient_id"][0]
+                last_group = index == len(groups) - 1
+                high = scope.last_patient if last_group else groups[index + 1]["patient_id"][0]
+                predicate = (
+                    None
+                    if rebuild
+                    else _range_predicate(scope, low, high, high_inclusive=last_group)
                 )
 
-            rows_out = lake.replace_stream(
-                FEATURES, open_batches, predicate=predicate, metadata={"job": JOB}
-            )
+                def open_batches(
+                    group: pl.DataFrame = group, first_day: date | None = scope.first_day
+                ) -> pa.RecordBatchReader:
+                    return pa.RecordBatchReader.from_batches(
+                        FEATURES.schema,
+                        _feature_batches(
+                            daily,
+                            clinical,
+                            group,
+                            first_day,
+                            batch_days=batch_days,
+                            done=done,
+                            progress=progress,
+                        ),
+                    )
+
+                rows_out += lake.replace_stream(
+                    FEATURES, open_batches, predicate=predicate, metadata={"job": JOB}
+                )
+                commits += 1
         record.rows_in, record.rows_out = done.days_in, rows_out
         record.details.update(
             inputs=inputs.as_details(),
@@ -335,5 +365,19 @@ def run(
             mode=mode,
             scopes=len(scopes),
             batches=done.batches,
+            commits=commits,
         )
         return FeaturesSummary(mode, len(scopes), done.batches, done.days_in, rows_out)
+
+
+def _commit_groups(counts: pl.DataFrame, commit_days: int) -> list[pl.DataFrame]:
+    """``counts`` (patient_id, len) cut into consecutive groups of about ``commit_days`` days;
+    one empty group when there are no patients (the commit then only deletes)."""
+    if not counts.height:
+        return [counts]
+    groups = _pack(counts, commit_days)
+    out, offset = [], 0
+    for group in groups:
+        out.append(counts.slice(offset, len(group)))
+        offset += len(group)
+    return out

@@ -59,9 +59,10 @@ def assert_features_current(lake: Lake) -> None:
 
 def test_full_run_then_nothing_to_do(source_lake: Lake, tmp_path: Path) -> None:
     lake = copy_lake(source_lake, tmp_path)
-    first = features_job.run(lake, batch_days=700)  # several batches
+    first = features_job.run(lake, batch_days=400, commit_days=700)  # several batches, commits
     assert first.mode == "full"
     assert first.batches > 2
+    assert lake.version(FEATURES) > 1
     assert first.days_in == lake.read(DAILY_STEPS).height
     assert first.rows_out == lake.read(FEATURES).height
     assert_features_current(lake)
@@ -174,13 +175,16 @@ def test_a_new_feature_set_rebuilds_the_table(
     assert_features_current(lake)
 
 
-def test_a_failing_run_leaves_the_table_as_it_was(
+def test_a_failing_run_leaves_each_patient_old_or_new_and_the_next_run_finishes(
     source_lake: Lake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     lake = copy_lake(source_lake, tmp_path)
     features_job.run(lake)
-    before = lake.read(FEATURES).sort("patient_id", "date")
-    version = lake.version(FEATURES)
+    old = lake.read(FEATURES)
+    lake.replace(
+        DAILY_STEPS, lake.read(DAILY_STEPS).with_columns(steps=pl.col("steps") * 2), predicate=None
+    )
+    new = recomputed(lake)
     calls = 0
     real = features_job._batch_features
 
@@ -193,6 +197,19 @@ def test_a_failing_run_leaves_the_table_as_it_was(
 
     monkeypatch.setattr(features_job, "_batch_features", failing)
     with pytest.raises((StorageError, OSError)):
-        features_job.run(lake, full=True, batch_days=700)
-    assert lake.version(FEATURES) == version
-    assert_frame_equal(lake.read(FEATURES).sort("patient_id", "date"), before)
+        features_job.run(lake, batch_days=300, commit_days=300)
+    stored = lake.read(FEATURES)
+    patients = sorted(set(old["patient_id"]))
+    fresh = 0
+    for patient in patients:
+        mine = stored.filter(pl.col("patient_id") == patient).sort("date")
+        before = old.filter(pl.col("patient_id") == patient).sort("date")
+        after = new.filter(pl.col("patient_id") == patient).sort("date")
+        if mine.equals(before):
+            continue
+        assert_frame_equal(mine, after, check_dtypes=False)
+        fresh += 1
+    assert 0 < fresh < len(patients)  # the run failed half-way
+    monkeypatch.setattr(features_job, "_batch_features", real)
+    assert features_job.run(lake).mode == "incremental"
+    assert_features_current(lake)
