@@ -12,6 +12,8 @@ from jobs.features.clinical import diagnosis_features, side_effect_features, the
 from jobs.features.history import history_features
 from lakehouse.catalog import FEATURES
 
+_SCHEMA = pl.DataFrame(FEATURES.schema.empty_table()).schema
+
 
 def features(
     daily: pl.LazyFrame,
@@ -29,7 +31,7 @@ def features(
         patients, therapies, side_effects, diagnoses: bronze rows of the same patients.
 
     Returns:
-        Exactly the columns of silver/features, sorted by patient and date.
+        Exactly the columns and types of silver/features, sorted by patient and date.
     """
     days = patient_days(daily)
     days = history_features(days)
@@ -37,4 +39,4 @@ def features(
     days = therapy_features(days, therapies)
     days = side_effect_features(days, side_effects)
     days = diagnosis_features(days, patients, diagnoses)
-    return days.with_columns(month=pl.col("date").dt.strftime("%Y-%m")).select(FEATURES.columns)
+    return days.with_columns(month=pl.col("date").dt.strftime("%Y-%m")).select(FEATURES.columns).cast(_SCHEMA)

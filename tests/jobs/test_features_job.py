@@ -22,7 +22,7 @@ from lakehouse.catalog import (
     THERAPIES,
 )
 from lakehouse.errors import StorageError
-from lakehouse.storage import Lake
+from lakehouse.storage import Lake, empty_frame
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +66,7 @@ def test_full_run_then_nothing_to_do(source_lake: Lake, tmp_path: Path) -> None:
     assert first.days_in == lake.read(DAILY_STEPS).height
     assert first.rows_out == lake.read(FEATURES).height
     assert_features_current(lake)
+    assert recomputed(lake).schema == empty_frame(FEATURES).schema  # exactly the catalog's types
     version = lake.version(FEATURES)
     again = features_job.run(lake)
     assert again.mode == "up-to-date"

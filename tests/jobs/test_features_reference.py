@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import random
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -18,7 +19,9 @@ import pyarrow as pa
 import pytest
 
 from jobs import aggregate, generate
+from jobs.features import run as features_job
 from jobs.features.transform import features
+from jobs.ingest import run as ingest
 from lakehouse.catalog import (
     DAILY_STEPS,
     DIAGNOSES,
@@ -209,6 +212,28 @@ def test_a_sample_of_synthetic_patient_days_matches_the_reference(population: Po
     assert not problems, f"{len(problems)} mismatches in {len(keys)} patient-days:\n" + "\n".join(
         problems[:40]
     )
+
+
+REALDATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "realdata"
+
+
+@pytest.mark.skipif(not REALDATA.exists(), reason="real device exports not beside the project")
+def test_features_of_real_exports_match_the_reference_on_every_row(tmp_path: Path) -> None:
+    """A real Apple Health export and a real Fitabase hourly file, through ingest, aggregate and
+    the features job; every stored row equals the reference."""
+    lake = Lake(str(tmp_path / "lake"))
+    ingest.run(lake, REALDATA / "apple-health" / "export.xml", patient_id="apple-1")
+    ingest.run(lake, REALDATA / "fitabase" / "hourlySteps_merged.csv", timezone="America/Chicago")
+    aggregate.run(lake)
+    features_job.run(lake)
+    real = Population(lake)
+    stored = {(r["patient_id"], r["date"]): r for r in lake.read(FEATURES).iter_rows(named=True)}
+    assert len(stored) > 1_000
+    assert len({patient for patient, _ in stored}) == 35  # 34 Fitabase ids + the Apple export
+    problems: list[str] = []
+    for key, row in sorted(stored.items()):
+        problems += _mismatches(key, real.reference(key), row)
+    assert not problems, f"{len(problems)} mismatches:\n" + "\n".join(problems[:40])
 
 
 def test_the_sample_exercises_every_feature(population: Population) -> None:
