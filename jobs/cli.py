@@ -271,6 +271,33 @@ def features(
     typer.echo(summary.describe())
 
 
+@app.command("feature-dictionary")
+def feature_dictionary(
+    family: Annotated[
+        str | None, typer.Option(help="Only this family (lag, roll, ewm, trend, ...).")
+    ] = None,
+) -> None:
+    """Print the feature dictionary as CSV: name, family, label, window, type, definition."""
+    from lakehouse.feature_dictionary import FAMILIES, FEATURES
+
+    if family is not None and family not in FAMILIES:
+        raise InputError(f"unknown feature family {family!r}: use one of {', '.join(FAMILIES)}")
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(["name", "family", "label", "window", "type", "definition"])
+    for feature in FEATURES:
+        if family is None or feature.family == family:
+            writer.writerow(
+                [
+                    feature.name,
+                    feature.family,
+                    feature.label,
+                    feature.window,
+                    str(feature.dtype),
+                    feature.definition,
+                ]
+            )
+
+
 @app.command()
 def pipeline(ctx: typer.Context) -> None:
     """Run every stage that is due, in order (today: aggregate, features)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import subprocess
 import sys
@@ -14,6 +16,7 @@ from typer.testing import CliRunner
 from jobs.cli import app
 from lakehouse import Lake, get_settings
 from lakehouse.catalog import DAILY_STEPS, FEATURES, JOB_RUNS, PATIENTS, TABLES
+from lakehouse.feature_dictionary import FEATURE_NAMES
 from tests.lakehouse.frames import edge_rows
 
 
@@ -152,6 +155,23 @@ def test_pipeline_builds_daily_steps_and_features_then_has_nothing_to_do(tmp_pat
     assert again.returncode == 0, again.stderr
     assert "features: up-to-date" in again.stdout
     assert lake.read(JOB_RUNS)["job"].to_list().count("features") == 2
+
+
+def test_feature_dictionary_prints_every_feature_and_refuses_an_unknown_family(
+    tmp_path: Path,
+) -> None:
+    done = mobility("feature-dictionary", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader(io.StringIO(done.stdout)))
+    assert [r["name"] for r in rows] == list(FEATURE_NAMES)
+    assert all(r["definition"] and r["label"] and r["window"] for r in rows)
+    lags = mobility("feature-dictionary", "--family", "lag", cwd=tmp_path)
+    assert [r["name"] for r in csv.DictReader(io.StringIO(lags.stdout))] == [
+        f"lag_{k}d" for k in (1, 2, 3, 7, 14, 28)
+    ]
+    assert_one_line_error(
+        mobility("feature-dictionary", "--family", "lags", cwd=tmp_path), "unknown feature family"
+    )
 
 
 def test_features_on_empty_lake_succeeds(tmp_path: Path) -> None:

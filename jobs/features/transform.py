@@ -39,4 +39,8 @@ def features(
     days = therapy_features(days, therapies)
     days = side_effect_features(days, side_effects)
     days = diagnosis_features(days, patients, diagnoses)
-    return days.with_columns(month=pl.col("date").dt.strftime("%Y-%m")).select(FEATURES.columns).cast(_SCHEMA)
+    return (
+        days.with_columns(month=pl.col("date").dt.strftime("%Y-%m"))
+        .select(FEATURES.columns)
+        .cast(_SCHEMA)
+    )
