@@ -11,7 +11,6 @@ job again over the same bronze is a no-op.
 
 from __future__ import annotations
 
-import json
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -21,9 +20,9 @@ from datetime import UTC, datetime, time, timedelta
 import polars as pl
 
 from jobs.daily import SAMPLE_COLUMNS, daily_steps
-from jobs.runs import job_run
+from jobs.runs import job_run, last_succeeded_details
 from jobs.scopes import Scope, changed_files, merge_scopes
-from lakehouse.catalog import DAILY_STEPS, JOB_RUNS, STEP_SAMPLES
+from lakehouse.catalog import DAILY_STEPS, STEP_SAMPLES
 from lakehouse.storage import Lake, sql_literal
 
 JOB = "aggregate"
@@ -59,20 +58,10 @@ class AggregateSummary:
 def last_aggregated_version(lake: Lake, bronze_table_id: str) -> int | None:
     """The bronze version the last successful aggregation run covered, None if there was none
     or it covered another bronze table (one dropped and rebuilt since, whose versions restart)."""
-    runs = (
-        lake.scan(JOB_RUNS)
-        .filter((pl.col("job") == JOB) & (pl.col("status") == "succeeded"))
-        .sort("finished_at")
-        .select("details")
-        .collect()
-    )
-    for details in reversed(runs["details"].to_list()):
-        covered = json.loads(details or "{}")
-        if covered.get("bronze_version") is not None:
-            if covered.get("bronze_table_id") != bronze_table_id:
-                return None
-            return int(covered["bronze_version"])
-    return None
+    covered = last_succeeded_details(lake, JOB, having="bronze_version")
+    if covered is None or covered.get("bronze_table_id") != bronze_table_id:
+        return None
+    return int(covered["bronze_version"])
 
 
 def _file_scopes(stats: pl.DataFrame) -> list[Scope]:

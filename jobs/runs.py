@@ -80,3 +80,22 @@ def job_run(lake: Lake, job: str, *, engine: str = "local") -> Iterator[JobRun]:
             "details": json.dumps(run.details, default=str, sort_keys=True),
         }
         lake.append(JOB_RUNS, pl.DataFrame([row]))
+
+
+def last_succeeded_details(lake: Lake, job: str, *, having: str) -> dict[str, Any] | None:
+    """The details of the latest succeeded run of ``job`` that recorded ``having``, None if
+    there is none: what an incremental job covered last time."""
+    if not lake.exists(JOB_RUNS):
+        return None
+    runs = (
+        lake.scan(JOB_RUNS)
+        .filter((pl.col("job") == job) & (pl.col("status") == "succeeded"))
+        .sort("finished_at")
+        .select("details")
+        .collect()
+    )
+    for details in reversed(runs["details"].to_list()):
+        covered: dict[str, Any] = json.loads(details or "{}")
+        if covered.get(having) is not None:
+            return covered
+    return None

@@ -305,22 +305,13 @@ class Lake:
         Returns:
             The number of rows written.
         """
-        written = 0
-
-        def counting(reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
-            nonlocal written
-            for batch in reader:
-                written += batch.num_rows
-                yield batch
 
         def write() -> int:
-            nonlocal written
-            written = 0
-            reader = open_batches()
+            rows = _CountedRows(open_batches())
             exists = self.exists(table)
             write_deltalake(
                 self.table_uri(table),
-                pa.RecordBatchReader.from_batches(reader.schema, counting(reader)),
+                rows.reader(),
                 mode="overwrite",
                 predicate=predicate if exists else None,
                 schema_mode="overwrite" if exists and predicate is None else None,
@@ -330,7 +321,7 @@ class Lake:
                 writer_properties=_streaming_writer(table),
                 commit_properties=CommitProperties(custom_metadata=dict(metadata or {})),
             )
-            return written
+            return rows.count
 
         return _with_commit_retry(write, what=f"replace in {table.path}")
 
@@ -399,30 +390,21 @@ class Lake:
             The number of rows inserted.
         """
         commit = CommitProperties(custom_metadata=dict(metadata or {}))
-        counted = 0
-
-        def counting(reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
-            nonlocal counted
-            for batch in reader:
-                counted += batch.num_rows
-                yield batch
 
         def create() -> int:
-            nonlocal counted
-            counted = 0
-            reader = open_batches()
+            rows = _CountedRows(open_batches())
             # mode="error": if another writer created the table meanwhile, this fails instead
             # of appending rows the table may already hold; the retry then merges.
             write_deltalake(
                 self.table_uri(table),
-                pa.RecordBatchReader.from_batches(reader.schema, counting(reader)),
+                rows.reader(),
                 mode="error",
                 partition_by=list(table.partition_by) or None,
                 storage_options=self.storage_options or None,
                 writer_properties=_streaming_writer(table),
                 commit_properties=commit,
             )
-            return counted
+            return rows.count
 
         on = _keys_match(table)
         for column, values in (within or {}).items():
@@ -492,6 +474,22 @@ class Lake:
             enforce_retention_duration=vacuum_hours >= 168,
         )
         return {**metrics, "vacuumed_files": len(removed)}
+
+
+class _CountedRows:
+    """A record batch reader that counts the rows it hands to the writer."""
+
+    def __init__(self, source: pa.RecordBatchReader) -> None:
+        self._source = source
+        self.count = 0
+
+    def _batches(self) -> Iterator[pa.RecordBatch]:
+        for batch in self._source:
+            self.count += batch.num_rows
+            yield batch
+
+    def reader(self) -> pa.RecordBatchReader:
+        return pa.RecordBatchReader.from_batches(self._source.schema, self._batches())
 
 
 def _keys_match(table: TableSpec) -> str:

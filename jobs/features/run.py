@@ -19,7 +19,6 @@ inputs, so the next run redoes its scopes. A run over unchanged inputs commits n
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date
@@ -28,13 +27,12 @@ import polars as pl
 import pyarrow as pa
 
 from jobs.features.transform import features
-from jobs.runs import job_run
+from jobs.runs import job_run, last_succeeded_details
 from jobs.scopes import Scope, changed_files, hull, merge_scopes
 from lakehouse.catalog import (
     DAILY_STEPS,
     DIAGNOSES,
     FEATURES,
-    JOB_RUNS,
     PATIENTS,
     SIDE_EFFECTS,
     THERAPIES,
@@ -105,20 +103,7 @@ class Inputs:
 
 def last_covered(lake: Lake) -> dict[str, object] | None:
     """Details of the last successful features run, None if there was none."""
-    if not lake.exists(JOB_RUNS):
-        return None
-    runs = (
-        lake.scan(JOB_RUNS)
-        .filter((pl.col("job") == JOB) & (pl.col("status") == "succeeded"))
-        .sort("finished_at")
-        .select("details")
-        .collect()
-    )
-    for details in reversed(runs["details"].to_list()):
-        covered: dict[str, object] = json.loads(details or "{}")
-        if covered.get("inputs") is not None:
-            return covered
-    return None
+    return last_succeeded_details(lake, JOB, having="inputs")
 
 
 def _daily_scopes(lake: Lake, since: int, until: int) -> list[Scope]:
