@@ -54,9 +54,9 @@ def patient_days(daily: pl.LazyFrame) -> pl.LazyFrame:
 
 
 @cache
-def _country_holidays(country: str, first_year: int, last_year: int) -> tuple[date, ...]:
+def _country_holidays(country: str, year: int) -> tuple[date, ...]:
     try:
-        calendar = holidays.country_holidays(country, years=range(first_year, last_year + 1))
+        calendar = holidays.country_holidays(country, years=year)
     except NotImplementedError:
         return ()
     return tuple(sorted(calendar))
@@ -67,41 +67,34 @@ def supported_country(country: str | None) -> bool:
     return country is not None and country.upper() in holidays.list_supported_countries()
 
 
-def public_holidays(countries: list[str], first_year: int, last_year: int) -> pl.DataFrame:
-    """``country, date`` of the national public holidays of the supported countries."""
+def public_holidays(countries: list[str], years: range) -> pl.DataFrame:
+    """``country, date, is_holiday`` for the national public holidays of the supported
+    countries in those years (country codes as given)."""
     rows = [
         (country, day)
         for country in sorted(set(countries))
         if supported_country(country)
-        for day in _country_holidays(country.upper(), first_year, last_year)
+        for year in years
+        for day in _country_holidays(country.upper(), year)
     ]
     return pl.DataFrame(
         rows, schema={"country": pl.String, "date": pl.Date}, orient="row"
     ).with_columns(is_holiday=pl.lit(True))
 
 
-def calendar_features(days: pl.LazyFrame, patients: pl.DataFrame) -> pl.LazyFrame:
+def calendar_features(days: pl.LazyFrame, patients: pl.DataFrame, years: range) -> pl.LazyFrame:
     """Add day of week, weekend, month, day-of-year Fourier terms and public holidays.
 
     Args:
         days: ``patient_id, date`` at least.
         patients: bronze/patients rows (``patient_id, country``) of these patients.
+        years: the calendar years the days fall in.
     """
     countries = patients.select(PATIENT, "country").filter(pl.col("country").is_not_null())
-    spans = days.select(pl.col("date").min().alias("first"), pl.col("date").max().alias("last"))
-    bounds = spans.collect()
-    first, last = bounds["first"][0], bounds["last"][0]
-    known = (
-        countries.filter(pl.col("country").map_elements(supported_country, pl.Boolean))
-        if countries.height
-        else countries
+    known = countries.filter(
+        pl.col("country").map_elements(supported_country, pl.Boolean, skip_nulls=True)
     )
-    if first is None or not known.height:
-        holiday_days = pl.DataFrame(
-            schema={"country": pl.String, "date": pl.Date, "is_holiday": pl.Boolean}
-        )
-    else:
-        holiday_days = public_holidays(known["country"].to_list(), first.year, last.year)
+    holiday_days = public_holidays(known["country"].to_list(), years)
     day_of_year = pl.col("date").dt.ordinal_day().cast(pl.Float64)
     fourier = {
         f"cal_doy_{fn}_{order}": getattr(day_of_year * (2 * math.pi * order / DAYS_PER_YEAR), fn)()

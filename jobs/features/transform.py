@@ -33,9 +33,13 @@ def features(
     Returns:
         Exactly the columns and types of silver/features, sorted by patient and date.
     """
+    span = daily.select(first=pl.col("date").min(), last=pl.col("date").max()).collect()
+    first, last = span["first"][0], span["last"][0]
+    # the rows end on the day after the last day, which may open the next year
+    years = range(first.year, last.year + 2) if first is not None else range(0)
     days = patient_days(daily)
     days = history_features(days)
-    days = calendar_features(days, patients)
+    days = calendar_features(days, patients, years)
     days = therapy_features(days, therapies)
     days = side_effect_features(days, side_effects)
     days = diagnosis_features(days, patients, diagnoses)
