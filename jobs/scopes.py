@@ -84,14 +84,31 @@ def hull(scopes: list[Scope]) -> Scope:
 def changed_files(
     lake: Lake, table: TableSpec, since_version: int, until_version: int
 ) -> tuple[pl.DataFrame, pl.DataFrame] | None:
-    """Statistics of the files added and removed by the commits in (since, until]; None when
-    those commits changed no data (compaction, vacuum)."""
-    history = lake.history(table)
-    newer = [c for c in history if since_version < int(c.get("version", -1)) <= until_version]
-    if all(c.get("operation") in NO_DATA_CHANGE for c in newer):
+    """Statistics of the files added and removed by the data-changing commits in (since, until];
+    None when those commits changed no data.
+
+    Each data-changing commit is compared with the version just before it, so a compaction in
+    between (which rewrites every file without changing data) adds nothing to the scopes.
+    """
+    newest = lake.version(table) or 0
+    history = lake.history(table, limit=max(1, newest - since_version))
+    changing = sorted(
+        int(c["version"])
+        for c in history
+        if since_version < int(c.get("version", -1)) <= until_version
+        and c.get("operation") not in NO_DATA_CHANGE
+    )
+    if not changing:
         return None
-    before = lake.file_stats(table, version=since_version)
-    now = lake.file_stats(table, version=until_version)
-    added = now.filter(~pl.col("path").is_in(before["path"].implode()))
-    removed = before.filter(~pl.col("path").is_in(now["path"].implode()))
-    return added, removed
+    added, removed = [], []
+    for version in changing:
+        before = lake.file_stats(table, version=version - 1)
+        now = lake.file_stats(table, version=version)
+        if not before.height:
+            added.append(now)
+            continue
+        added.append(now.filter(~pl.col("path").is_in(before["path"].implode())))
+        removed.append(before.filter(~pl.col("path").is_in(now["path"].implode())))
+    return pl.concat(added, how="diagonal_relaxed"), pl.concat(
+        removed or [added[0].clear()], how="diagonal_relaxed"
+    )

@@ -103,7 +103,7 @@ THERAPIES: tuple[Therapy, ...] = (
 )
 OTHER_THERAPY = "other"
 
-_THERAPY_BY_SPELLING: dict[str, str] = {
+THERAPY_SPELLINGS: dict[str, str] = {
     normalise_therapy(spelling): therapy.slug
     for therapy in THERAPIES
     for spelling in (therapy.name, *therapy.aliases)
@@ -112,7 +112,7 @@ _THERAPY_BY_SPELLING: dict[str, str] = {
 
 def therapy_slug(name: str) -> str:
     """The column slug for a therapy name as written in bronze/therapies (``other`` if none)."""
-    return _THERAPY_BY_SPELLING.get(normalise_therapy(name), OTHER_THERAPY)
+    return THERAPY_SPELLINGS.get(normalise_therapy(name), OTHER_THERAPY)
 
 
 # Window lengths (days) and the wear days each needs before its statistics are given.

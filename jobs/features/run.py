@@ -1,24 +1,23 @@
 """The features job: silver/daily_steps + clinical bronze -> silver/features.
 
-Incremental and idempotent. Each successful run records in ``ops/job_runs`` which version of every
-input table it covered and which feature set it wrote. The next run recomputes only:
+Incremental and idempotent (what is recomputed: :mod:`jobs.features.changes`). Features are always
+computed from each patient's whole history (weighted means reach back to the first day), but only
+the rows that can have changed are written:
 
-- for daily_steps commits since then: the patients and dates of the added and removed files,
-  from the earliest changed date to the end of each patient's record (weighted means reach back
-  over the whole history, so later days can change too);
-- for clinical tables (patients, therapies, side effects, diagnoses): every day of each patient
-  whose rows differ between the two versions.
+- a daily_steps range with first changed day X rewrites each patient's rows from
+  min(X, the day after their stored rows end, two days after their new last day): the last two
+  cover the rows that appear or vanish when a record grows or shrinks across a gap;
+- a patient with changed clinical rows gets all rows rewritten.
 
-A change of the feature set (a column added to the dictionary), a rebuilt input table or
-``--full`` recomputes everything. Rows are streamed into atomic replaces of contiguous patient
-ranges (about ``commit_days`` patient-days each; a new feature set in one commit), so a crash
-leaves each patient's rows all old or all new; the crashed run is not recorded as covering its
-inputs, so the next run redoes its scopes. A run over unchanged inputs commits nothing.
+Rows are committed as atomic replaces of contiguous patient ranges (or patient lists) of about
+``commit_days`` patient-days, so a crash leaves each patient all old or all new; the crashed run
+is not recorded as covering its inputs, so the next run redoes its work. A run over unchanged
+inputs commits nothing. When the catalog's columns changed, the table is rewritten in one commit
+with the new schema.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date
@@ -26,33 +25,17 @@ from datetime import date
 import polars as pl
 import pyarrow as pa
 
+from jobs.features.changes import CLINICAL, JOB, Inputs, Work, feature_set_id, plan
 from jobs.features.transform import features
-from jobs.runs import job_run, last_succeeded_details
-from jobs.scopes import Scope, changed_files, hull, merge_scopes
-from lakehouse.catalog import (
-    DAILY_STEPS,
-    DIAGNOSES,
-    FEATURES,
-    PATIENTS,
-    SIDE_EFFECTS,
-    THERAPIES,
-    TableSpec,
-)
-from lakehouse.errors import StorageError
-from lakehouse.storage import Lake, conform, empty_frame, sql_literal
+from jobs.runs import job_run
+from jobs.scopes import Scope
+from lakehouse.catalog import DAILY_STEPS, DIAGNOSES, FEATURES, PATIENTS, SIDE_EFFECTS, THERAPIES
+from lakehouse.storage import Lake, conform, in_list_predicate, sql_literal
 
-JOB = "features"
-CLINICAL = (PATIENTS, THERAPIES, SIDE_EFFECTS, DIAGNOSES)
-INPUTS = (DAILY_STEPS, *CLINICAL)
-# More scopes than this are recomputed as one covering scope (one short predicate).
-_MAX_SCOPES = 64
 _DAILY_COLUMNS = ("patient_id", "date", "steps", "coverage_hours", "is_wear_day")
-
-
-def feature_set_id() -> str:
-    """A fingerprint of the silver/features schema: changes when a feature is added or retyped."""
-    text = ",".join(f"{f.name}:{f.type}" for f in FEATURES.schema)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+# Patient-days read from storage at once while computing one commit's rows.
+_BLOCK_DAYS = 4_000_000
+_PLAN_SCHEMA = {"patient_id": pl.String, "days": pl.UInt32, "from": pl.Date}
 
 
 @dataclass(frozen=True)
@@ -60,120 +43,37 @@ class FeaturesSummary:
     """What one features run did."""
 
     mode: str  # "full", "incremental" or "up-to-date"
-    scopes: int
+    commits: int
     batches: int
     days_in: int
     rows_out: int
+    note: str = ""
 
     def describe(self) -> str:
         """One line for the command line."""
-        return (
+        line = (
             f"features: {self.mode}, {self.days_in:,} patient-days read -> "
-            f"{self.rows_out:,} feature rows in {self.batches} batch(es)"
+            f"{self.rows_out:,} feature rows in {self.batches} batch(es), {self.commits} commit(s)"
         )
+        return f"{line} ({self.note})" if self.note else line
+
+
+@dataclass
+class _Tally:
+    batches: int = 0
+    days_in: int = 0
 
 
 @dataclass(frozen=True)
-class Inputs:
-    """Pinned versions of the input tables: every batch of a run reads the same snapshot."""
+class _Commit:
+    """One atomic replace: the rows matching ``predicate`` become the features of ``patients``
+    (``patient_id, days, from``; rows before ``from`` are kept, null = all rows)."""
 
-    versions: dict[str, tuple[int, str] | None]  # table path -> (version, table id)
-
-    @classmethod
-    def current(cls, lake: Lake) -> Inputs:
-        versions: dict[str, tuple[int, str] | None] = {}
-        for table in INPUTS:
-            version = lake.version(table)
-            versions[table.path] = None if version is None else (version, lake.table_id(table))
-        return cls(versions)
-
-    def version(self, table: TableSpec) -> int | None:
-        pinned = self.versions[table.path]
-        return None if pinned is None else pinned[0]
-
-    def read(self, lake: Lake, table: TableSpec) -> pl.DataFrame:
-        version = self.version(table)
-        if version is None:
-            return empty_frame(table)
-        return lake.scan(table, version=version).collect()
-
-    def as_details(self) -> dict[str, list[object] | None]:
-        return {path: None if v is None else list(v) for path, v in self.versions.items()}
+    predicate: str | None
+    patients: pl.DataFrame
 
 
-def last_covered(lake: Lake) -> dict[str, object] | None:
-    """Details of the last successful features run, None if there was none."""
-    return last_succeeded_details(lake, JOB, having="inputs")
-
-
-def _daily_scopes(lake: Lake, since: int, until: int) -> list[Scope]:
-    changed = changed_files(lake, DAILY_STEPS, since, until)
-    if changed is None:
-        return []
-    scopes = []
-    for stats in changed:
-        for row in stats.iter_rows(named=True):
-            scopes.append(
-                Scope(
-                    first_patient=row["min.patient_id"],
-                    last_patient=row["max.patient_id"],
-                    first_day=row["min.date"],
-                )
-            )
-    return scopes
-
-
-def _changed_patients(lake: Lake, table: TableSpec, since: int, until: int) -> list[str]:
-    """Patients whose rows differ between two versions of a clinical table."""
-    before = lake.scan(table, version=since).collect()
-    now = lake.scan(table, version=until).collect()
-    columns = list(table.columns)
-    differ = pl.concat(
-        [
-            before.join(now, on=columns, how="anti", nulls_equal=True),
-            now.join(before, on=columns, how="anti", nulls_equal=True),
-        ]
-    )
-    return sorted(differ["patient_id"].unique().to_list())
-
-
-def plan(lake: Lake, inputs: Inputs, *, full: bool) -> tuple[str, list[Scope]]:
-    """The run's mode and the scopes to recompute."""
-    if inputs.version(DAILY_STEPS) is None:
-        return "up-to-date", []
-    covered = None if full or not lake.exists(FEATURES) else last_covered(lake)
-    if (
-        covered is None
-        or covered.get("feature_set") != feature_set_id()
-        or not lake.schema_matches(FEATURES)
-    ):
-        return "full", [Scope()]
-    before = covered["inputs"]
-    assert isinstance(before, dict)
-    scopes: list[Scope] = []
-    for table in INPUTS:
-        then, now = before.get(table.path), inputs.versions[table.path]
-        if now is None and then is None:
-            continue
-        if now is None or then is None or then[1] != now[1]:
-            return "full", [Scope()]  # a table appeared, vanished or was rebuilt
-        since, until = int(then[0]), now[0]
-        if since == until:
-            continue
-        try:
-            if table is DAILY_STEPS:
-                scopes += _daily_scopes(lake, since, until)
-            else:
-                scopes += [Scope(p, p) for p in _changed_patients(lake, table, since, until)]
-        except (StorageError, OSError, ValueError):
-            return "full", [Scope()]  # the old version is gone (vacuumed)
-    if not scopes:
-        return "up-to-date", []
-    merged = merge_scopes(scopes)
-    return "incremental", merged if len(merged) <= _MAX_SCOPES else [hull(merged)]
-
-
-def _in_scope(scope: Scope) -> pl.Expr:
+def _in_range(scope: Scope) -> pl.Expr:
     condition = pl.lit(True)
     if scope.first_patient is not None:
         condition &= pl.col("patient_id") >= scope.first_patient
@@ -182,96 +82,183 @@ def _in_scope(scope: Scope) -> pl.Expr:
     return condition
 
 
-def _scope_predicate(scope: Scope) -> str:
-    parts = []
-    if scope.first_patient is not None:
-        parts.append(f"patient_id >= {sql_literal(scope.first_patient)}")
-    if scope.last_patient is not None:
-        parts.append(f"patient_id <= {sql_literal(scope.last_patient)}")
-    if scope.first_day is not None:
-        parts.append(f"date >= {sql_literal(scope.first_day.isoformat())}")
-    return "(" + (" AND ".join(parts) or "true") + ")"
+def _pack(days: list[int], limit: int) -> list[slice]:
+    """Consecutive slices whose day counts add up to about ``limit`` (at least one item each)."""
+    slices: list[slice] = []
+    start = running = 0
+    for index, count in enumerate(days):
+        if index > start and running + count > limit:
+            slices.append(slice(start, index))
+            start, running = index, 0
+        running += count
+    if days:
+        slices.append(slice(start, len(days)))
+    return slices
 
 
-def _pack(counts: pl.DataFrame, limit: int) -> list[list[str]]:
-    """Consecutive patients grouped so that each group has about ``limit`` patient-days."""
-    groups: list[list[str]] = []
-    running = limit
-    for patient, days in counts.iter_rows():
-        if running + days > limit:
-            groups.append([])
-            running = 0
-        groups[-1].append(patient)
-        running += days
-    return groups
-
-
-@dataclass
-class _Progress:
-    batches: int = 0
-    days_in: int = 0
-
-
-def _feature_batches(
-    daily: pl.LazyFrame,
-    clinical: dict[str, pl.DataFrame],
-    patients: pl.DataFrame,
-    first_day: date | None,
-    *,
-    batch_days: int,
-    done: _Progress,
-    progress: Callable[[int], None] | None,
-) -> Iterator[pa.RecordBatch]:
-    """Feature rows of some patients, batch by batch, from ``first_day`` on.
-
-    Runs inside the Delta writer, so it must not open Delta tables itself: ``daily`` is a pinned
-    scan and ``clinical`` is read. ``patients`` holds ``patient_id, len`` (their days), sorted.
-    """
-    if not patients.height:
-        return
-    first, last = patients["patient_id"][0], patients["patient_id"][-1]
-    # read from storage once per commit; batches are computed from it in memory
-    rows = daily.filter(pl.col("patient_id").is_between(pl.lit(first), pl.lit(last))).collect()
-    for batch in _pack(patients, batch_days):
-        frame = _batch_features(rows, clinical, batch, first_day)
-        done.batches += 1
-        done.days_in += int(patients.filter(pl.col("patient_id").is_in(batch))["len"].sum())
-        if progress is not None:
-            progress(len(batch))
-        yield from conform(FEATURES, frame).to_batches()
-
-
-def _batch_features(
-    rows: pl.DataFrame, clinical: dict[str, pl.DataFrame], batch: list[str], first_day: date | None
-) -> pl.DataFrame:
-    patients = pl.Series(batch).implode()
-
-    def of_batch(table: TableSpec) -> pl.DataFrame:
-        return clinical[table.path].filter(pl.col("patient_id").is_in(patients))
-
-    frame = features(
-        rows.lazy().filter(pl.col("patient_id").is_between(pl.lit(batch[0]), pl.lit(batch[-1]))),
-        patients=of_batch(PATIENTS),
-        therapies=of_batch(THERAPIES),
-        side_effects=of_batch(SIDE_EFFECTS),
-        diagnoses=of_batch(DIAGNOSES),
+def _range_commits(
+    lake: Lake, daily: pl.LazyFrame, scope: Scope, commit_days: int
+) -> Iterator[_Commit]:
+    """Commits that tile the scope's patient range (rows of patients gone from daily_steps are
+    deleted too), each writing its patients' rows from their first day that can change."""
+    counts = (
+        daily.filter(_in_range(scope))
+        .group_by("patient_id")
+        .agg(days=pl.len(), last=pl.col("date").max())
+        .sort("patient_id")
+        .collect()
     )
-    if first_day is not None:
-        frame = frame.filter(pl.col("date") >= first_day)
-    return frame.collect()
+    if scope.first_day is None:
+        counts = counts.with_columns(pl.lit(None, pl.Date).alias("from"))
+    else:
+        ends = (
+            lake.scan(FEATURES)
+            .filter(_in_range(scope))
+            .group_by("patient_id")
+            .agg(end=pl.col("date").max())
+            .collect()
+        )
+        counts = counts.join(ends, on="patient_id", how="left", maintain_order="left").select(
+            "patient_id",
+            "days",
+            pl.min_horizontal(
+                pl.lit(scope.first_day),
+                pl.col("end") + pl.duration(days=1),
+                pl.col("last") + pl.duration(days=2),
+            ).alias("from"),
+        )
+    counts = counts.select(_PLAN_SCHEMA.keys()).cast(_PLAN_SCHEMA)  # type: ignore[arg-type]
+    groups = _pack(counts["days"].to_list(), commit_days) or [slice(0, 0)]
+    for index, rows in enumerate(groups):
+        group = counts[rows]
+        low = scope.first_patient if index == 0 else group["patient_id"][0]
+        last_group = index == len(groups) - 1
+        high = scope.last_patient if last_group else counts["patient_id"][groups[index + 1].start]
+        yield _Commit(_range_predicate(scope, group, low, high, last_group), group)
 
 
 def _range_predicate(
-    scope: Scope, low: str | None, high: str | None, *, high_inclusive: bool
+    scope: Scope, group: pl.DataFrame, low: str | None, high: str | None, inclusive: bool
 ) -> str:
-    """The scope's rows of patients in [low, high) (or [low, high])."""
-    bounded = Scope(
-        first_patient=low, last_patient=None, first_day=scope.first_day, last_day=scope.last_day
-    )
-    predicate = _scope_predicate(bounded)
+    parts = []
+    if low is not None:
+        parts.append(f"patient_id >= {sql_literal(low)}")
     if high is not None:
-        predicate += f" AND patient_id {'<=' if high_inclusive else '<'} {sql_literal(high)}"
-    return predicate
+        parts.append(f"patient_id {'<=' if inclusive else '<'} {sql_literal(high)}")
+    if scope.first_day is not None:
+        # everyone from the scope's first day; patients whose rows must go back further
+        # (a record growing or shrinking across a gap) from their own day
+        days = [f"date >= {sql_literal(scope.first_day.isoformat())}"]
+        earlier = group.filter(pl.col("from") < scope.first_day)
+        for (day,), patients in sorted(earlier.group_by("from"), key=lambda item: str(item[0])):
+            assert isinstance(day, date)
+            days.append(
+                f"({in_list_predicate('patient_id', sorted(patients['patient_id']))} "
+                f"AND date >= {sql_literal(day.isoformat())})"
+            )
+        parts.append("(" + " OR ".join(days) + ")")
+    return " AND ".join(parts) or "true"
+
+
+def _patient_commits(
+    daily: pl.LazyFrame, patients: list[str], commit_days: int
+) -> Iterator[_Commit]:
+    """Commits rewriting every row of these patients (also those without daily rows now)."""
+    wanted = pl.DataFrame({"patient_id": patients}, schema={"patient_id": pl.String})
+    counts = (
+        wanted.join(
+            daily.filter(pl.col("patient_id").is_in(pl.Series(patients).implode()))
+            .group_by("patient_id")
+            .agg(days=pl.len())
+            .collect(),
+            on="patient_id",
+            how="left",
+        )
+        .with_columns(pl.col("days").fill_null(0), pl.lit(None, pl.Date).alias("from"))
+        .sort("patient_id")
+        .cast(_PLAN_SCHEMA)  # type: ignore[arg-type]
+    )
+    for rows in _pack(counts["days"].to_list(), commit_days):
+        group = counts[rows]
+        yield _Commit(in_list_predicate("patient_id", group["patient_id"].to_list()), group)
+
+
+def _batch_features(
+    rows: pl.DataFrame, clinical: dict[str, pl.DataFrame], batch: pl.DataFrame
+) -> pl.DataFrame:
+    """Feature rows of the batch's patients (``patient_id, from``) from their ``from`` day on."""
+    patients = batch["patient_id"].implode()
+
+    def of_batch(table_path: str) -> pl.DataFrame:
+        return clinical[table_path].filter(pl.col("patient_id").is_in(patients))
+
+    return (
+        features(
+            rows.lazy(),
+            patients=of_batch(PATIENTS.path),
+            therapies=of_batch(THERAPIES.path),
+            side_effects=of_batch(SIDE_EFFECTS.path),
+            diagnoses=of_batch(DIAGNOSES.path),
+        )
+        .join(batch.lazy().select("patient_id", "from"), on="patient_id", maintain_order="left")
+        .filter(pl.col("from").is_null() | (pl.col("date") >= pl.col("from")))
+        .drop("from")
+        .collect()
+    )
+
+
+def _commit_batches(
+    daily: pl.LazyFrame,
+    clinical: dict[str, pl.DataFrame],
+    patients: pl.DataFrame,
+    *,
+    batch_days: int,
+    tally: _Tally,
+    progress: Callable[[int], None] | None,
+) -> Iterator[pa.RecordBatch]:
+    """The feature rows of one commit, batch by batch.
+
+    Runs inside the Delta writer, so it must not open Delta tables itself: ``daily`` is a pinned
+    scan and ``clinical`` is read. Daily rows are read in blocks of patients and split once per
+    block, so no batch scans more than its own rows.
+    """
+    present = patients.filter(pl.col("days") > 0)
+    for block in _pack(present["days"].to_list(), _BLOCK_DAYS):
+        block_patients = present[block]
+        first, last = block_patients["patient_id"][0], block_patients["patient_id"][-1]
+        rows = (
+            daily.filter(pl.col("patient_id").is_between(pl.lit(first), pl.lit(last)))
+            .collect()
+            .partition_by("patient_id", as_dict=True)
+        )
+        for part in _pack(block_patients["days"].to_list(), batch_days):
+            batch = block_patients[part]
+            frames = [rows[(p,)] for p in batch["patient_id"].to_list() if (p,) in rows]
+            frame = _batch_features(pl.concat(frames), clinical, batch)
+            tally.batches += 1
+            tally.days_in += int(batch["days"].sum())
+            if progress is not None:
+                progress(batch.height)
+            yield from conform(FEATURES, frame).to_batches()
+
+
+def _commits(lake: Lake, daily: pl.LazyFrame, work: Work, commit_days: int) -> Iterator[_Commit]:
+    if work.rebuild:
+        # one commit with the catalog's schema: there is no moment without rows
+        everyone = (
+            daily.group_by("patient_id")
+            .agg(days=pl.len())
+            .sort("patient_id")
+            .with_columns(pl.lit(None, pl.Date).alias("from"))
+            .collect()
+            .cast(_PLAN_SCHEMA)  # type: ignore[arg-type]
+        )
+        yield _Commit(None, everyone)
+        return
+    for scope in work.ranges:
+        yield from _range_commits(lake, daily, scope, commit_days)
+    if work.patients:
+        yield from _patient_commits(daily, work.patients, commit_days)
 
 
 def run(
@@ -287,82 +274,58 @@ def run(
     Args:
         lake: the lake.
         full: recompute every patient-day.
-        commit_days: patient-days read and committed at once (each commit is one atomic replace
-            of a contiguous patient range; bounds the writer's memory).
+        commit_days: patient-days per commit (one atomic replace; bounds the writer's memory).
         batch_days: patient-days whose features are computed at once (bounds peak memory).
         progress: called with the number of patients of each finished batch.
     """
     with job_run(lake, JOB) as record:
         inputs = Inputs.current(lake)
-        mode, scopes = plan(lake, inputs, full=full)
-        done = _Progress()
-        rows_out = commits = 0
+        work = plan(lake, inputs, full=full)
         daily = lake.scan(DAILY_STEPS, version=inputs.version(DAILY_STEPS)).select(_DAILY_COLUMNS)
-        clinical = {table.path: inputs.read(lake, table) for table in CLINICAL} if scopes else {}
-        # A feature set with other columns is rebuilt in one commit: only that replaces the
-        # table's schema without a moment where the table lacks rows.
-        rebuild = mode == "full" and lake.exists(FEATURES) and not lake.schema_matches(FEATURES)
-        for scope in scopes:
-            counts = (
-                daily.filter(_in_scope(scope))
-                .group_by("patient_id")
-                .len()
-                .sort("patient_id")
-                .collect()
+        clinical = (
+            {t.path: inputs.read(lake, t) for t in CLINICAL} if work.ranges or work.patients else {}
+        )
+        total = _Tally()
+        rows_out = commits = 0
+        for commit in _commits(lake, daily, work, commit_days):
+            attempt = _Tally()
+
+            def open_batches(
+                commit: _Commit = commit, attempt: _Tally = attempt
+            ) -> pa.RecordBatchReader:
+                # a commit conflict replays the stream: count the last attempt only
+                attempt.batches = attempt.days_in = 0
+                return pa.RecordBatchReader.from_batches(
+                    FEATURES.schema,
+                    _commit_batches(
+                        daily,
+                        clinical,
+                        commit.patients,
+                        batch_days=batch_days,
+                        tally=attempt,
+                        progress=progress,
+                    ),
+                )
+
+            rows_out += lake.replace_stream(
+                FEATURES, open_batches, predicate=commit.predicate, metadata={"job": JOB}
             )
-            groups = [counts] if rebuild else _commit_groups(counts, commit_days)
-            for index, group in enumerate(groups):
-                # the groups tile the scope's patient range: rows of patients gone from
-                # daily_steps are deleted too
-                low = scope.first_patient if index == 0 else group["patient_id"][0]
-                last_group = index == len(groups) - 1
-                high = scope.last_patient if last_group else groups[index + 1]["patient_id"][0]
-                predicate = (
-                    None
-                    if rebuild
-                    else _range_predicate(scope, low, high, high_inclusive=last_group)
-                )
-
-                def open_batches(
-                    group: pl.DataFrame = group, first_day: date | None = scope.first_day
-                ) -> pa.RecordBatchReader:
-                    return pa.RecordBatchReader.from_batches(
-                        FEATURES.schema,
-                        _feature_batches(
-                            daily,
-                            clinical,
-                            group,
-                            first_day,
-                            batch_days=batch_days,
-                            done=done,
-                            progress=progress,
-                        ),
-                    )
-
-                rows_out += lake.replace_stream(
-                    FEATURES, open_batches, predicate=predicate, metadata={"job": JOB}
-                )
-                commits += 1
-        record.rows_in, record.rows_out = done.days_in, rows_out
+            total.batches += attempt.batches
+            total.days_in += attempt.days_in
+            commits += 1
+        record.rows_in, record.rows_out = total.days_in, rows_out
         record.details.update(
             inputs=inputs.as_details(),
             feature_set=feature_set_id(),
-            mode=mode,
-            scopes=len(scopes),
-            batches=done.batches,
+            mode=work.mode,
+            ranges=len(work.ranges),
+            patients=len(work.patients),
+            batches=total.batches,
             commits=commits,
         )
-        return FeaturesSummary(mode, len(scopes), done.batches, done.days_in, rows_out)
-
-
-def _commit_groups(counts: pl.DataFrame, commit_days: int) -> list[pl.DataFrame]:
-    """``counts`` (patient_id, len) cut into consecutive groups of about ``commit_days`` days;
-    one empty group when there are no patients (the commit then only deletes)."""
-    if not counts.height:
-        return [counts]
-    groups = _pack(counts, commit_days)
-    out, offset = [], 0
-    for group in groups:
-        out.append(counts.slice(offset, len(group)))
-        offset += len(group)
-    return out
+        note = (
+            ""
+            if inputs.version(DAILY_STEPS) is not None
+            else "no silver/daily_steps yet: run mobility aggregate first"
+        )
+        return FeaturesSummary(work.mode, commits, total.batches, total.days_in, rows_out, note)

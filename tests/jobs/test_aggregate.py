@@ -125,6 +125,18 @@ def test_compaction_of_bronze_needs_no_recompute(lake: Lake) -> None:
     assert aggregate.run(lake).mode == "up-to-date"
 
 
+def test_compaction_between_runs_keeps_the_next_change_narrow(lake: Lake) -> None:
+    for seed in range(3):
+        lake.append(STEP_SAMPLES, _samples([f"P{seed}"], START, 3, seed=seed))
+    aggregate.run(lake)
+    lake.optimize(STEP_SAMPLES, vacuum_hours=168)
+    lake.append(STEP_SAMPLES, _samples(["P9"], START, 3, seed=9))
+    summary = aggregate.run(lake)
+    assert summary.mode == "incremental"
+    assert summary.samples_in == lake.read(STEP_SAMPLES).filter(pl.col("patient_id") == "P9").height
+    _same(_silver(lake), _expected(lake))
+
+
 def test_full_flag_recomputes_and_leaves_the_same_content(lake: Lake) -> None:
     lake.append(STEP_SAMPLES, _samples(["P1", "P2"], START, 8, seed=8))
     aggregate.run(lake)

@@ -3,14 +3,17 @@ runs over unchanged inputs commit nothing, and a failing run leaves the table as
 
 from __future__ import annotations
 
+import shutil
 from datetime import date, timedelta
 from pathlib import Path
 
 import polars as pl
 import pytest
+from deltalake import write_deltalake
 from polars.testing import assert_frame_equal
 
 from jobs import aggregate, generate
+from jobs.features import changes
 from jobs.features import run as features_job
 from jobs.features.transform import features
 from lakehouse.catalog import (
@@ -140,7 +143,7 @@ def test_clinical_change_recomputes_that_patient(source_lake: Lake, tmp_path: Pa
     )
     summary = features_job.run(lake)
     assert summary.mode == "incremental"
-    assert summary.scopes == 1
+    assert summary.commits == 1
     assert_features_current(lake)
     rows = lake.read(FEATURES).filter(pl.col("patient_id") == patient)
     on = rows.filter(pl.col("date") == start + timedelta(days=45)).row(0, named=True)
@@ -171,7 +174,7 @@ def test_a_new_feature_set_rebuilds_the_table(
 ) -> None:
     lake = copy_lake(source_lake, tmp_path)
     features_job.run(lake)
-    monkeypatch.setattr(features_job, "feature_set_id", lambda: "another feature set")
+    monkeypatch.setattr(changes, "feature_set_id", lambda: "another feature set")
     assert features_job.run(lake).mode == "full"
     assert_features_current(lake)
 
@@ -213,4 +216,95 @@ def test_a_failing_run_leaves_each_patient_old_or_new_and_the_next_run_finishes(
     assert 0 < fresh < len(patients)  # the run failed half-way
     monkeypatch.setattr(features_job, "_batch_features", real)
     assert features_job.run(lake).mode == "incremental"
+    assert_features_current(lake)
+
+
+def test_compaction_between_runs_keeps_the_next_change_narrow(
+    source_lake: Lake, tmp_path: Path
+) -> None:
+    lake = copy_lake(source_lake, tmp_path)
+    features_job.run(lake)
+    lake.optimize(DAILY_STEPS)
+    daily = lake.read(DAILY_STEPS)
+    patient = daily["patient_id"].max()
+    last = daily.filter(pl.col("patient_id") == patient).sort("date").tail(1)
+    lake.append(
+        DAILY_STEPS,
+        last.with_columns(date=pl.col("date") + pl.duration(days=1)).with_columns(
+            month=pl.col("date").dt.strftime("%Y-%m")
+        ),
+    )
+    summary = features_job.run(lake)
+    assert summary.mode == "incremental"
+    assert summary.rows_out <= 2  # the new day and the day after it, not a full recompute
+    assert_features_current(lake)
+
+
+def test_many_scattered_clinical_changes_rewrite_only_those_patients(
+    source_lake: Lake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lake = copy_lake(source_lake, tmp_path)
+    features_job.run(lake)
+    patients = sorted(lake.read(DAILY_STEPS)["patient_id"].unique())
+    changed = patients[::2]
+    lake.upsert(
+        PATIENTS,
+        lake.read(PATIENTS)
+        .filter(pl.col("patient_id").is_in(changed))
+        .with_columns(country=pl.lit("FR")),
+    )
+    monkeypatch.setattr(changes, "MAX_RANGES", 1)  # as many patients as ranges allowed
+    summary = features_job.run(lake)
+    assert summary.mode == "incremental"
+    stored = lake.read(FEATURES)
+    assert summary.rows_out == stored.filter(pl.col("patient_id").is_in(changed)).height
+    assert_features_current(lake)
+
+
+def test_a_clinical_table_seen_for_the_first_time_is_an_incremental_change(
+    source_lake: Lake, tmp_path: Path
+) -> None:
+    lake = Lake(str(tmp_path / "lake"))
+    for table in (DAILY_STEPS, PATIENTS, THERAPIES, DIAGNOSES):
+        lake.append(table, source_lake.read(table))
+    features_job.run(lake)
+    effects = source_lake.read(SIDE_EFFECTS)
+    lake.append(SIDE_EFFECTS, effects)
+    summary = features_job.run(lake)
+    assert summary.mode == "incremental"
+    with_effects = effects["patient_id"].unique()
+    assert (
+        summary.rows_out
+        == lake.read(FEATURES).filter(pl.col("patient_id").is_in(with_effects.implode())).height
+    )
+    assert_features_current(lake)
+
+
+def test_features_follow_daily_steps_being_dropped(source_lake: Lake, tmp_path: Path) -> None:
+    lake = copy_lake(source_lake, tmp_path)
+    features_job.run(lake)
+    shutil.rmtree(Path(lake.table_uri(DAILY_STEPS)))
+    summary = features_job.run(lake)
+    assert summary.mode == "full"
+    assert "run mobility aggregate" in summary.describe()
+    assert lake.read(FEATURES).height == 0
+
+
+def test_a_table_with_other_columns_is_rebuilt_with_the_catalog_schema(
+    source_lake: Lake, tmp_path: Path
+) -> None:
+    lake = copy_lake(source_lake, tmp_path)
+    features_job.run(lake)
+    old = lake.read(FEATURES).drop("lag_28d").with_columns(retired=pl.lit(1.0))
+    write_deltalake(
+        lake.table_uri(FEATURES),
+        old.to_arrow(),
+        mode="overwrite",
+        schema_mode="overwrite",
+        partition_by=["month"],
+    )
+    assert not lake.schema_matches(FEATURES)
+    summary = features_job.run(lake)
+    assert (summary.mode, summary.commits) == ("full", 1)
+    assert lake.schema_matches(FEATURES)
     assert_features_current(lake)

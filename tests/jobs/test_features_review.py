@@ -1,4 +1,4 @@
-"""Review findings for the features job: incremental runs that differ from one recomputation.
+"""Review findings for the features job (fixed): incremental runs that differed from a full run.
 
 Each test builds a tiny lake by hand, runs the job, changes the inputs the way real pipelines do
 and checks that the incremental run leaves exactly what a full recomputation of the transform over
@@ -130,6 +130,6 @@ def test_a_new_brand_name_in_the_dictionary_recomputes_the_features(
     features_job.run(lake)
     assert not lake.read(FEATURES)["therapy_adalimumab_active"].any()
     # the dictionary gains the alias (what an edit of THERAPIES' aliases does at import)
-    monkeypatch.setitem(feature_dictionary._THERAPY_BY_SPELLING, "hyrimoz", "adalimumab")
+    monkeypatch.setitem(feature_dictionary.THERAPY_SPELLINGS, "hyrimoz", "adalimumab")
     features_job.run(lake)
     _assert_current(lake)
