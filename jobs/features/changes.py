@@ -3,8 +3,9 @@
 Each successful run records in ``ops/job_runs`` the version and table id of every input and the
 fingerprint of the feature set it computed. The next run derives its work from that:
 
-- commits to silver/daily_steps since then: the patient ranges and first changed day of the
-  files they added or removed (compaction in between does not count);
+- commits to silver/daily_steps since then: per patient, the first day whose row differs between
+  the two versions (the files the commits added or removed bound the comparison; compaction in
+  between does not count);
 - clinical tables (patients, therapies, side effects, diagnoses): the patients whose rows differ
   between the two versions (a table seen for the first time differs from an empty one);
 - a changed feature set (a definition, a therapy alias, the transform's code or the holidays
@@ -42,8 +43,6 @@ CLINICAL = (PATIENTS, THERAPIES, SIDE_EFFECTS, DIAGNOSES)
 INPUTS = (DAILY_STEPS, *CLINICAL)
 # More daily_steps scopes than this are recomputed as one covering scope (a short predicate).
 MAX_RANGES = 64
-# More patients with changed clinical rows than this: a full recompute is cheaper than the list.
-MAX_PATIENTS = 20_000
 
 
 def feature_set_id() -> str:
@@ -87,18 +86,24 @@ class Inputs:
         return {path: None if v is None else list(v) for path, v in self.versions.items()}
 
 
+CHANGED_SCHEMA = {"patient_id": pl.String, "from": pl.Date}
+# The daily_steps columns features read: other columns changing changes no feature.
+FEATURE_INPUT_COLUMNS = ("patient_id", "date", "steps", "coverage_hours", "is_wear_day")
+
+
 @dataclass(frozen=True)
 class Work:
     """What one run recomputes.
 
-    ``ranges``: patient ranges with the first changed day (None: every day); ``patients``: every
-    day of these patients. ``rebuild``: the stored table has other columns than the catalog, so
-    it is rewritten whole.
+    ``ranges``: patient ranges recomputed whole (a full run: one unbounded range). ``changed``:
+    ``patient_id, from``: each patient's first day whose inputs changed (null: a clinical change,
+    every day). ``rebuild``: the stored table has other columns than the catalog, so it is
+    rewritten whole.
     """
 
     mode: str  # "full", "incremental" or "up-to-date"
     ranges: list[Scope] = field(default_factory=list)
-    patients: list[str] = field(default_factory=list)
+    changed: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=CHANGED_SCHEMA))
     rebuild: bool = False
 
 
@@ -107,19 +112,51 @@ def last_covered(lake: Lake) -> dict[str, object] | None:
     return last_succeeded_details(lake, JOB, having="inputs")
 
 
-def _daily_ranges(lake: Lake, since: int, until: int) -> list[Scope]:
+def _daily_changes(lake: Lake, since: int, until: int) -> pl.DataFrame:
+    """``patient_id, from``: the first day whose daily_steps row (as features read it) differs
+    between two versions, per patient. The files the commits added or removed bound where to
+    look; the rows inside tell exactly."""
     changed = changed_files(lake, DAILY_STEPS, since, until)
     if changed is None:
-        return []
-    return [
-        Scope(
-            first_patient=row["min.patient_id"],
-            last_patient=row["max.patient_id"],
-            first_day=row["min.date"],
+        return pl.DataFrame(schema=CHANGED_SCHEMA)
+    scopes = merge_scopes(
+        [
+            Scope(
+                first_patient=row["min.patient_id"],
+                last_patient=row["max.patient_id"],
+                first_day=row["min.date"],
+            )
+            for stats in changed
+            for row in stats.iter_rows(named=True)
+        ]
+    )
+    if len(scopes) > MAX_RANGES:
+        scopes = [hull(scopes)]
+    found = []
+    for scope in scopes:
+        where = pl.lit(True)
+        if scope.first_patient is not None:
+            where &= pl.col("patient_id") >= scope.first_patient
+        if scope.last_patient is not None:
+            where &= pl.col("patient_id") <= scope.last_patient
+        if scope.first_day is not None:
+            where &= pl.col("date") >= scope.first_day
+        before, now = (
+            lake.scan(DAILY_STEPS, version=version)
+            .filter(where)
+            .select(FEATURE_INPUT_COLUMNS)
+            .collect()
+            for version in (since, until)
         )
-        for stats in changed
-        for row in stats.iter_rows(named=True)
-    ]
+        columns = list(FEATURE_INPUT_COLUMNS)
+        differ = pl.concat(
+            [
+                before.join(now, on=columns, how="anti", nulls_equal=True),
+                now.join(before, on=columns, how="anti", nulls_equal=True),
+            ]
+        )
+        found.append(differ.group_by("patient_id").agg(pl.col("date").min().alias("from")))
+    return pl.concat(found).group_by("patient_id").agg(pl.col("from").min())
 
 
 def _version_rows(lake: Lake, table: TableSpec, version: int | None) -> pl.DataFrame:
@@ -159,8 +196,7 @@ def plan(lake: Lake, inputs: Inputs, *, full: bool) -> Work:
         return Work("full", [Scope()], rebuild=rebuild)
     before = covered["inputs"]
     assert isinstance(before, dict)
-    ranges: list[Scope] = []
-    patients: set[str] = set()
+    changed: list[pl.DataFrame] = []
     try:
         for table in INPUTS:
             then, now = before.get(table.path), inputs.versions[table.path]
@@ -172,16 +208,28 @@ def plan(lake: Lake, inputs: Inputs, *, full: bool) -> Work:
                 continue
             if table is DAILY_STEPS:
                 assert since is not None and until is not None
-                ranges += _daily_ranges(lake, since, until)
+                changed.append(_daily_changes(lake, since, until))
             else:
-                patients.update(_changed_patients(lake, table, since, until))
+                patients = _changed_patients(lake, table, since, until)
+                changed.append(
+                    pl.DataFrame(
+                        {"patient_id": patients, "from": [None] * len(patients)},
+                        schema=CHANGED_SCHEMA,
+                    )
+                )
     except (StorageError, OSError, ValueError):
         return Work("full", [Scope()])  # an old version is gone (vacuumed)
-    if len(patients) > MAX_PATIENTS:
-        return Work("full", [Scope()])
-    if not ranges and not patients:
-        return Work("up-to-date")
-    merged = merge_scopes(ranges)
-    return Work(
-        "incremental", merged if len(merged) <= MAX_RANGES else [hull(merged)], sorted(patients)
+    merged = (
+        pl.concat(changed).cast(CHANGED_SCHEMA)  # type: ignore[arg-type]
+        if changed
+        else pl.DataFrame(schema=CHANGED_SCHEMA)
     )
+    # one row per patient; a clinical change (null: every day) wins over a first day
+    merged = (
+        merged.group_by("patient_id")
+        .agg(pl.when(pl.col("from").null_count() == 0).then(pl.col("from").min()))
+        .sort("patient_id")
+    )
+    if not merged.height:
+        return Work("up-to-date")
+    return Work("incremental", changed=merged)

@@ -2,15 +2,12 @@
 
 Incremental and idempotent (what is recomputed: :mod:`jobs.features.changes`). Features are always
 computed from each patient's whole history (weighted means reach back to the first day), but only
-the rows that can have changed are written:
+the rows that can have changed are written: a full run rewrites everything, range by range; an
+incremental run rewrites each changed patient's rows from their first day that can differ (a
+clinical change: all their rows).
 
-- a daily_steps range with first changed day X rewrites each patient's rows from
-  min(X, the day after their stored rows end, two days after their new last day): the last two
-  cover the rows that appear or vanish when a record grows or shrinks across a gap;
-- a patient with changed clinical rows gets all rows rewritten.
-
-Rows are committed as atomic replaces of contiguous patient ranges (or patient lists) of about
-``commit_days`` patient-days, so a crash leaves each patient all old or all new; the crashed run
+Rows are committed as atomic replaces of about ``commit_days`` patient-days (contiguous patient
+ranges, or lists of patients), so a crash leaves each patient all old or all new; the crashed run
 is not recorded as covering its inputs, so the next run redoes its work. A run over unchanged
 inputs commits nothing. When the catalog's columns changed, the table is rewritten in one commit
 with the new schema.
@@ -96,91 +93,86 @@ def _pack(days: list[int], limit: int) -> list[slice]:
     return slices
 
 
-def _range_commits(
-    lake: Lake, daily: pl.LazyFrame, scope: Scope, commit_days: int
-) -> Iterator[_Commit]:
-    """Commits that tile the scope's patient range (rows of patients gone from daily_steps are
-    deleted too), each writing its patients' rows from their first day that can change."""
+def _range_commits(daily: pl.LazyFrame, scope: Scope, commit_days: int) -> Iterator[_Commit]:
+    """Commits that tile the scope's patient range, every day of every patient (rows of
+    patients gone from daily_steps are deleted too)."""
     counts = (
         daily.filter(_in_range(scope))
         .group_by("patient_id")
-        .agg(days=pl.len(), last=pl.col("date").max())
+        .agg(days=pl.len())
         .sort("patient_id")
+        .with_columns(pl.lit(None, pl.Date).alias("from"))
         .collect()
+        .cast(_PLAN_SCHEMA)  # type: ignore[arg-type]
     )
-    if scope.first_day is None:
-        counts = counts.with_columns(pl.lit(None, pl.Date).alias("from"))
-    else:
-        ends = (
-            lake.scan(FEATURES)
-            .filter(_in_range(scope))
-            .group_by("patient_id")
-            .agg(end=pl.col("date").max())
-            .collect()
-        )
-        counts = counts.join(ends, on="patient_id", how="left", maintain_order="left").select(
-            "patient_id",
-            "days",
-            pl.min_horizontal(
-                pl.lit(scope.first_day),
-                pl.col("end") + pl.duration(days=1),
-                pl.col("last") + pl.duration(days=2),
-            ).alias("from"),
-        )
-    counts = counts.select(_PLAN_SCHEMA.keys()).cast(_PLAN_SCHEMA)  # type: ignore[arg-type]
     groups = _pack(counts["days"].to_list(), commit_days) or [slice(0, 0)]
     for index, rows in enumerate(groups):
         group = counts[rows]
+        parts = []
         low = scope.first_patient if index == 0 else group["patient_id"][0]
-        last_group = index == len(groups) - 1
-        high = scope.last_patient if last_group else counts["patient_id"][groups[index + 1].start]
-        yield _Commit(_range_predicate(scope, group, low, high, last_group), group)
+        if low is not None:
+            parts.append(f"patient_id >= {sql_literal(low)}")
+        if index < len(groups) - 1:
+            upper = counts["patient_id"][groups[index + 1].start]
+            parts.append(f"patient_id < {sql_literal(upper)}")
+        elif scope.last_patient is not None:
+            parts.append(f"patient_id <= {sql_literal(scope.last_patient)}")
+        yield _Commit(" AND ".join(parts) or "true", group)
 
 
-def _range_predicate(
-    scope: Scope, group: pl.DataFrame, low: str | None, high: str | None, inclusive: bool
-) -> str:
-    parts = []
-    if low is not None:
-        parts.append(f"patient_id >= {sql_literal(low)}")
-    if high is not None:
-        parts.append(f"patient_id {'<=' if inclusive else '<'} {sql_literal(high)}")
-    if scope.first_day is not None:
-        # everyone from the scope's first day; patients whose rows must go back further
-        # (a record growing or shrinking across a gap) from their own day
-        days = [f"date >= {sql_literal(scope.first_day.isoformat())}"]
-        earlier = group.filter(pl.col("from") < scope.first_day)
-        for (day,), patients in sorted(earlier.group_by("from"), key=lambda item: str(item[0])):
-            assert isinstance(day, date)
-            days.append(
-                f"({in_list_predicate('patient_id', sorted(patients['patient_id']))} "
-                f"AND date >= {sql_literal(day.isoformat())})"
-            )
-        parts.append("(" + " OR ".join(days) + ")")
-    return " AND ".join(parts) or "true"
-
-
-def _patient_commits(
-    daily: pl.LazyFrame, patients: list[str], commit_days: int
+def _changed_commits(
+    lake: Lake, daily: pl.LazyFrame, changed: pl.DataFrame, commit_days: int
 ) -> Iterator[_Commit]:
-    """Commits rewriting every row of these patients (also those without daily rows now)."""
-    wanted = pl.DataFrame({"patient_id": patients}, schema={"patient_id": pl.String})
-    counts = (
-        wanted.join(
-            daily.filter(pl.col("patient_id").is_in(pl.Series(patients).implode()))
-            .group_by("patient_id")
-            .agg(days=pl.len())
-            .collect(),
-            on="patient_id",
-            how="left",
+    """Commits rewriting each changed patient's rows from the first day that can differ:
+    min(first changed input day, the day after their stored rows end, two days after their last
+    day with data); the last two cover rows that appear or vanish when a record grows or shrinks
+    across a gap. A null first day (clinical change) rewrites every row."""
+    patients = changed["patient_id"].implode()
+    records = (
+        daily.filter(pl.col("patient_id").is_in(patients))
+        .group_by("patient_id")
+        .agg(days=pl.len(), last=pl.col("date").max())
+        .collect()
+    )
+    stored = (
+        lake.scan(FEATURES)
+        .filter(pl.col("patient_id").is_in(patients))
+        .group_by("patient_id")
+        .agg(end=pl.col("date").max())
+        .collect()
+    )
+    plan = (
+        changed.join(records, on="patient_id", how="left")
+        .join(stored, on="patient_id", how="left")
+        .select(
+            "patient_id",
+            pl.col("days").fill_null(0),
+            pl.when(pl.col("from").is_not_null())
+            .then(
+                pl.min_horizontal(
+                    "from",
+                    pl.col("end") + pl.duration(days=1),
+                    pl.col("last") + pl.duration(days=2),
+                )
+            )
+            .alias("from"),
         )
-        .with_columns(pl.col("days").fill_null(0), pl.lit(None, pl.Date).alias("from"))
         .sort("patient_id")
         .cast(_PLAN_SCHEMA)  # type: ignore[arg-type]
     )
-    for rows in _pack(counts["days"].to_list(), commit_days):
-        group = counts[rows]
-        yield _Commit(in_list_predicate("patient_id", group["patient_id"].to_list()), group)
+    for rows in _pack(plan["days"].to_list(), commit_days):
+        group = plan[rows]
+        terms = []
+        for (day,), members in sorted(
+            group.group_by("from"), key=lambda item: (item[0][0] is not None, str(item[0][0]))
+        ):
+            listed = in_list_predicate("patient_id", sorted(members["patient_id"]))
+            if day is None:
+                terms.append(listed)
+            else:
+                assert isinstance(day, date)
+                terms.append(f"({listed} AND date >= {sql_literal(day.isoformat())})")
+        yield _Commit(" OR ".join(terms), group)
 
 
 def _batch_features(
@@ -256,9 +248,9 @@ def _commits(lake: Lake, daily: pl.LazyFrame, work: Work, commit_days: int) -> I
         yield _Commit(None, everyone)
         return
     for scope in work.ranges:
-        yield from _range_commits(lake, daily, scope, commit_days)
-    if work.patients:
-        yield from _patient_commits(daily, work.patients, commit_days)
+        yield from _range_commits(daily, scope, commit_days)
+    if work.changed.height:
+        yield from _changed_commits(lake, daily, work.changed, commit_days)
 
 
 def run(
@@ -283,7 +275,9 @@ def run(
         work = plan(lake, inputs, full=full)
         daily = lake.scan(DAILY_STEPS, version=inputs.version(DAILY_STEPS)).select(_DAILY_COLUMNS)
         clinical = (
-            {t.path: inputs.read(lake, t) for t in CLINICAL} if work.ranges or work.patients else {}
+            {t.path: inputs.read(lake, t) for t in CLINICAL}
+            if work.ranges or work.changed.height
+            else {}
         )
         total = _Tally()
         rows_out = commits = 0
@@ -319,7 +313,7 @@ def run(
             feature_set=feature_set_id(),
             mode=work.mode,
             ranges=len(work.ranges),
-            patients=len(work.patients),
+            patients=work.changed.height,
             batches=total.batches,
             commits=commits,
         )

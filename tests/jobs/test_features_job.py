@@ -308,3 +308,32 @@ def test_a_table_with_other_columns_is_rebuilt_with_the_catalog_schema(
     assert (summary.mode, summary.commits) == ("full", 1)
     assert lake.schema_matches(FEATURES)
     assert_features_current(lake)
+
+
+def test_a_new_day_rewrites_two_rows_per_patient_even_beside_a_stale_patient(
+    source_lake: Lake, tmp_path: Path
+) -> None:
+    lake = copy_lake(source_lake, tmp_path)
+    daily = lake.read(DAILY_STEPS)
+    ends = daily.group_by("patient_id").agg(pl.col("date").max())
+    # one patient stopped sharing 100 days before the others: the new days' file starts early
+    stale = ends.sort("date")["patient_id"][0]
+    stale_end = ends.filter(pl.col("patient_id") == stale)["date"][0]
+    lake.delete(
+        DAILY_STEPS,
+        f"patient_id = '{stale}' AND date > '{(stale_end - timedelta(days=100)).isoformat()}'",
+    )
+    features_job.run(lake)
+    last_rows = (
+        lake.read(DAILY_STEPS)
+        .sort("date")
+        .group_by("patient_id")
+        .agg(pl.all().last())
+        .with_columns(date=pl.col("date") + pl.duration(days=1))
+        .with_columns(month=pl.col("date").dt.strftime("%Y-%m"))
+    )
+    lake.append(DAILY_STEPS, last_rows)
+    summary = features_job.run(lake)
+    assert summary.mode == "incremental"
+    assert summary.rows_out == 2 * last_rows.height  # the new day and the day after, each
+    assert_features_current(lake)
