@@ -19,10 +19,10 @@ import argparse
 import json
 import resource
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
+
+from common import generate, measure, print_table
 
 
 def _child(kind: str, lake_uri: str) -> None:
@@ -54,16 +54,6 @@ def _child(kind: str, lake_uri: str) -> None:
     print(json.dumps({"samples": samples, "days": days, "wall": wall, "rss_mb": rss_mb}))
 
 
-def _measure(kind: str, lake_uri: str) -> dict[str, float]:
-    out = subprocess.run(
-        [sys.executable, __file__, "--child", kind, "--lake", lake_uri],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--patients", type=int, nargs="+", default=[100, 1000])
@@ -82,25 +72,10 @@ def main() -> None:
         lake_dir = Path(args.workdir) / f"lake-{n}"
         shutil.rmtree(lake_dir, ignore_errors=True)
         start = time.perf_counter()
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "jobs",
-                "--lake",
-                str(lake_dir),
-                "generate",
-                "--patients",
-                str(n),
-                "--seed",
-                str(args.seed),
-            ],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
+        generate(lake_dir, n, args.seed)
         generate_wall = time.perf_counter() - start
-        aggregate_run = _measure("aggregate", str(lake_dir))
-        reference_run = _measure("reference", str(lake_dir))
+        aggregate_run = measure(__file__, "aggregate", str(lake_dir))
+        reference_run = measure(__file__, "reference", str(lake_dir))
         samples = aggregate_run["samples"]
         row = {
             "patients": n,
@@ -119,11 +94,7 @@ def main() -> None:
         print(json.dumps(row), flush=True)
         if not args.keep:
             shutil.rmtree(lake_dir, ignore_errors=True)
-    print()
-    header = list(rows[0])
-    print(" | ".join(header))
-    for row in rows:
-        print(" | ".join(str(row[h]) for h in header))
+    print_table(rows)
 
 
 if __name__ == "__main__":

@@ -20,10 +20,10 @@ import argparse
 import json
 import resource
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
+
+from common import generate, measure, mobility, print_table
 
 
 def _child(kind: str, lake_uri: str) -> None:
@@ -59,20 +59,6 @@ def _child(kind: str, lake_uri: str) -> None:
     )
 
 
-def _measure(kind: str, lake_uri: str) -> dict[str, float]:
-    out = subprocess.run(
-        [sys.executable, __file__, "--child", kind, "--lake", lake_uri],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
-
-
-def _mobility(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "jobs", *args], check=True, stdout=subprocess.DEVNULL)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--patients", type=int, nargs="+", default=[100, 1000])
@@ -91,13 +77,11 @@ def main() -> None:
         lake_dir = Path(args.workdir) / f"features-lake-{n}"
         shutil.rmtree(lake_dir, ignore_errors=True)
         start = time.perf_counter()
-        _mobility(
-            "--lake", str(lake_dir), "generate", "--patients", str(n), "--seed", str(args.seed)
-        )
-        _mobility("--lake", str(lake_dir), "aggregate")
+        generate(lake_dir, n, args.seed)
+        mobility("--lake", str(lake_dir), "aggregate")
         prepare = time.perf_counter() - start
-        full = _measure("full", str(lake_dir))
-        daily = _measure("daily", str(lake_dir))
+        full = measure(__file__, "full", str(lake_dir))
+        daily = measure(__file__, "daily", str(lake_dir))
         row = {
             "patients": n,
             "prepare_s": round(prepare, 1),
@@ -116,11 +100,7 @@ def main() -> None:
         print(json.dumps(row), flush=True)
         if not args.keep:
             shutil.rmtree(lake_dir, ignore_errors=True)
-    print()
-    header = list(rows[0])
-    print(" | ".join(header))
-    for row in rows:
-        print(" | ".join(str(row[h]) for h in header))
+    print_table(rows)
     if len(rows) > 1:
         first, last = rows[0], rows[-1]
         growth = (last["full_s"] / first["full_s"]) / (last["patients"] / first["patients"])

@@ -1,0 +1,40 @@
+"""Helpers shared by the benchmark scripts: child processes (each with its own peak RSS), the
+``mobility`` command and the result table."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def measure(script: str, kind: str, lake_uri: str) -> dict[str, Any]:
+    """Run ``script --child KIND --lake URI`` in a fresh process; its last stdout line is JSON."""
+    out = subprocess.run(
+        [sys.executable, script, "--child", kind, "--lake", lake_uri],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def mobility(*args: str) -> None:
+    """Run the ``mobility`` command line (output discarded, failure raises)."""
+    subprocess.run([sys.executable, "-m", "jobs", *args], check=True, stdout=subprocess.DEVNULL)
+
+
+def generate(lake_dir: Path, patients: int, seed: int) -> None:
+    """A synthetic population of ``patients`` written straight into bronze."""
+    mobility("--lake", str(lake_dir), "generate", "--patients", str(patients), "--seed", str(seed))
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    """The rows as a ``|``-separated table with a header."""
+    print()
+    header = list(rows[0])
+    print(" | ".join(header))
+    for row in rows:
+        print(" | ".join(str(row[h]) for h in header))
