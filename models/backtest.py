@@ -1,0 +1,123 @@
+"""Rolling-origin backtests: every model forecasts from several past origins, using only what was
+known then, and is scored on the wear days that followed.
+
+Rows (gold/backtests): ``model, cluster, origin_date, horizon_days, mae, rmse, mase, coverage,
+patients, days`` per model, disease cluster (and ``ALL``), origin and cumulative horizon.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+import polars as pl
+
+from models.base import Forecaster, ForecastInput
+from models.metrics import HORIZONS, naive_scale, scored_days, summarise
+
+# Wear days a patient needs before an origin to get a forecast of their own.
+MIN_HISTORY_WEAR_DAYS = 28
+ALL_CLUSTERS = "ALL"
+
+
+@dataclass(frozen=True)
+class Panel:
+    """Every patient's daily steps and clinical data, to be cut at forecast origins.
+
+    Args:
+        daily: ``patient_id, date, steps`` with ``steps`` missing on non-wear days.
+        patients: ``patient_id, disease_group``.
+        therapies: ``patient_id, therapy, start_date, end_date``.
+    """
+
+    daily: pl.DataFrame
+    patients: pl.DataFrame
+    therapies: pl.DataFrame
+
+    def known_at(self, origin: date, *, patients: Sequence[str] | None = None) -> ForecastInput:
+        """What was known at ``origin`` about the patients with enough history then."""
+        history = self.daily.filter(pl.col("date") < origin)
+        if patients is not None:
+            history = history.filter(pl.col("patient_id").is_in(list(patients)))
+        enough = (
+            history.filter(pl.col("steps").is_not_null())
+            .group_by("patient_id")
+            .len()
+            .filter(pl.col("len") >= MIN_HISTORY_WEAR_DAYS)
+            .select("patient_id")
+        )
+        return ForecastInput(
+            origin=origin,
+            history=history.join(enough, on="patient_id").sort("patient_id", "date"),
+            patients=self.patients.join(enough, on="patient_id").sort("patient_id"),
+            therapies=self.therapies.filter(pl.col("start_date") < origin).join(
+                enough, on="patient_id"
+            ),
+        )
+
+    def actuals(self, origin: date, horizon: int) -> pl.DataFrame:
+        """Daily rows of the ``horizon`` days from ``origin``."""
+        end = origin + timedelta(days=horizon)
+        return self.daily.filter((pl.col("date") >= origin) & (pl.col("date") < end))
+
+
+def rolling_origins(panel: Panel, *, count: int, spacing_days: int, horizon: int) -> list[date]:
+    """``count`` origins ``spacing_days`` apart, the latest one a full horizon before the data
+    ends, so every origin is scored on a whole horizon."""
+    last = panel.daily["date"].max()
+    assert isinstance(last, date)
+    latest = last - timedelta(days=horizon - 1)
+    return sorted(latest - timedelta(days=spacing_days * k) for k in range(count))
+
+
+def backtest(
+    models: Sequence[Forecaster],
+    panel: Panel,
+    origins: Sequence[date],
+    *,
+    horizon: int = 365,
+    horizons: tuple[int, ...] = HORIZONS,
+) -> pl.DataFrame:
+    """Score every model at every origin; each model is fitted on what was known at the origin."""
+    clusters = panel.patients.select("patient_id", cluster="disease_group")
+    rows = []
+    for origin in origins:
+        known = panel.known_at(origin)
+        if not known.patients.height:
+            continue
+        actuals = panel.actuals(origin, horizon)
+        scale = naive_scale(known.history)
+        for model in models:
+            forecasts = model.fit(known).predict(known, horizon=horizon)
+            days = scored_days(forecasts, actuals, origin, scale).join(clusters, on="patient_id")
+            for cluster in [ALL_CLUSTERS, *sorted(days["cluster"].unique())]:
+                chosen = days if cluster == ALL_CLUSTERS else days.filter(cluster=cluster)
+                if not chosen.height:
+                    continue
+                rows.append(
+                    summarise(chosen, horizons).with_columns(
+                        model=pl.lit(model.name),
+                        cluster=pl.lit(cluster),
+                        origin_date=pl.lit(origin),
+                    )
+                )
+    columns = ["model", "cluster", "origin_date", "horizon_days", "mae", "rmse", "mase"]
+    columns += ["coverage", "patients", "days"]
+    if not rows:
+        return pl.DataFrame(schema={c: pl.String for c in columns}).clear()
+    return pl.concat(rows).select(columns)
+
+
+def league_table(results: pl.DataFrame, *, horizon_days: int = 365) -> pl.DataFrame:
+    """Mean MAE, RMSE, MASE and coverage per cluster and model over the origins, best MAE first."""
+    return (
+        results.filter(pl.col("horizon_days") == horizon_days)
+        .group_by("cluster", "model")
+        .agg(
+            pl.col("mae", "rmse", "mase", "coverage").mean(),
+            origins=pl.len(),
+            patients=pl.col("patients").max(),
+        )
+        .sort("cluster", "mae")
+    )
