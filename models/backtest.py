@@ -8,7 +8,7 @@ patients, days`` per model, disease cluster (and ``ALL``), origin and cumulative
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 import polars as pl
@@ -27,13 +27,15 @@ class Panel:
 
     Args:
         daily: ``patient_id, date, steps`` with ``steps`` missing on non-wear days.
-        patients: ``patient_id, disease_group``.
+        patients: ``patient_id, disease_group, country``.
         therapies: ``patient_id, therapy, start_date, end_date``.
+        features: silver/features rows (the columns the models use), or an empty frame.
     """
 
     daily: pl.DataFrame
     patients: pl.DataFrame
     therapies: pl.DataFrame
+    features: pl.DataFrame = field(default_factory=pl.DataFrame)
 
     def known_at(self, origin: date, *, patients: Sequence[str] | None = None) -> ForecastInput:
         """What was known at ``origin`` about the patients with enough history then."""
@@ -54,6 +56,9 @@ class Panel:
             therapies=self.therapies.filter(pl.col("start_date") < origin).join(
                 enough, on="patient_id"
             ),
+            features=self.features.filter(pl.col("date") <= origin).join(enough, on="patient_id")
+            if self.features.width
+            else self.features,
         )
 
     def actuals(self, origin: date, horizon: int) -> pl.DataFrame:

@@ -11,7 +11,7 @@ no negative steps, ordered intervals) around each model's ``_predict``, like dar
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import ClassVar
 
@@ -43,15 +43,19 @@ class ForecastInput:
         origin: the first forecast day; everything dated before it is known.
         history: ``patient_id, date, steps`` for days before the origin, sorted by patient and
             date; ``steps`` is missing on non-wear days (and days may be absent).
-        patients: ``patient_id, disease_group`` of the patients to forecast.
+        patients: ``patient_id, disease_group, country`` of the patients to forecast.
         therapies: their therapy courses (``patient_id, therapy, start_date, end_date``) as
             recorded at the origin.
+        features: their silver/features rows dated up to the origin (the row dated the origin
+            is their state at the origin: it reads only days before it); models that do not use
+            features may be given an empty frame.
     """
 
     origin: date
     history: pl.DataFrame
     patients: pl.DataFrame
     therapies: pl.DataFrame
+    features: pl.DataFrame = field(default_factory=pl.DataFrame)
 
     def wear_days(self) -> pl.DataFrame:
         """History rows with steps (wear days only)."""
