@@ -53,9 +53,8 @@ class Panel:
             origin=origin,
             history=history.join(enough, on="patient_id").sort("patient_id", "date"),
             patients=self.patients.join(enough, on="patient_id").sort("patient_id"),
-            therapies=self.therapies.filter(pl.col("start_date") < origin).join(
-                enough, on="patient_id"
-            ),
+            # the therapy plan: courses as recorded, planned starts and ends included
+            therapies=self.therapies.join(enough, on="patient_id"),
             features=self.features.filter(pl.col("date") <= origin).join(enough, on="patient_id")
             if self.features.width
             else self.features,

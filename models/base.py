@@ -44,8 +44,8 @@ class ForecastInput:
         history: ``patient_id, date, steps`` for days before the origin, sorted by patient and
             date; ``steps`` is missing on non-wear days (and days may be absent).
         patients: ``patient_id, disease_group, country`` of the patients to forecast.
-        therapies: their therapy courses (``patient_id, therapy, start_date, end_date``) as
-            recorded at the origin.
+        therapies: their therapy plan (``patient_id, therapy, start_date, end_date``): the
+            recorded courses, planned starts and ends included.
         features: their silver/features rows dated up to the origin (the row dated the origin
             is their state at the origin: it reads only days before it); models that do not use
             features may be given an empty frame.

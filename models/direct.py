@@ -3,15 +3,18 @@ what is known at the origin.
 
 A row holds the patient's state at the origin (their silver/features row dated the origin, which
 reads only days before it), the horizon, the target day's calendar, the therapy state planned for
-the target day (courses recorded at the origin, ongoing until their end date), and the weekday
+the target day against the origin (started or stopped since; the therapy plan is the recorded
+courses, planned starts and ends included), and the weekday
 offset: how the patient's last 8 weeks on the target's weekday differ from their last 8 weeks
-overall. Models learn the target as a deviation from the patient's level at the origin
+overall (relative to the scale, like the target). Models learn the target as a deviation from
+the patient's level at the origin
 (``ewm_mean_28d``): shrinking that deviation toward zero is shrinking toward the patient's own
 recent level.
 """
 
 from __future__ import annotations
 
+import math
 from datetime import date, timedelta
 
 import numpy as np
@@ -23,6 +26,12 @@ from lakehouse.feature_dictionary import therapy_slug
 from models.base import ForecastInput
 
 LEVEL = "ewm_mean_28d"
+# Deviations are learned relative to the level, in units of SCALE = max(level, MIN_SCALE) steps,
+# so a seasonal or weekly swing of a given share weighs the same for an active and a sedentary
+# patient (the patterns of the population are multiplicative); the floor keeps near-zero levels
+# from blowing deviations up.
+SCALE = "scale"
+MIN_SCALE = 500.0
 STATE_FEATURES: tuple[str, ...] = (
     "roll_mean_7d",
     "roll_mean_30d",
@@ -48,15 +57,35 @@ CALENDAR_FEATURES: tuple[str, ...] = (
     "cal_doy_cos_2",
     "cal_is_public_holiday",
 )
-THERAPY_FEATURES: tuple[str, ...] = tuple(f"therapy_{slug}_active" for slug in THERAPY_SLUGS)
+THERAPY_FEATURES: tuple[str, ...] = tuple(f"therapy_{slug}_change" for slug in THERAPY_SLUGS)
+# The season at the origin: the level carries it, so the change to the target's season is
+# learnable only with both.
+ORIGIN_CALENDAR: tuple[str, ...] = (
+    "cal_origin_doy_sin_1",
+    "cal_origin_doy_cos_1",
+    "cal_origin_doy_sin_2",
+    "cal_origin_doy_cos_2",
+)
 HORIZON = "horizon_days"
 WEEKDAY_OFFSET = "weekday_offset"
-TARGET_FEATURES: tuple[str, ...] = (HORIZON, WEEKDAY_OFFSET, *CALENDAR_FEATURES, *THERAPY_FEATURES)
+TARGET_FEATURES: tuple[str, ...] = (
+    HORIZON,
+    WEEKDAY_OFFSET,
+    *CALENDAR_FEATURES,
+    *ORIGIN_CALENDAR,
+    *THERAPY_FEATURES,
+)
 FEATURE_COLUMNS: tuple[str, ...] = (*STATE_FEATURES, *TARGET_FEATURES)
 # Labels of the model inputs that are not in the feature dictionary.
 LABELS = {
+    **{
+        f"therapy_{slug}_change": f"{slug.replace('_', ' ').capitalize()} started (+1) or "
+        "stopped (-1) since the forecast start"
+        for slug in THERAPY_SLUGS
+    },
+    **{name: "Season at the forecast start" for name in ORIGIN_CALENDAR},
     HORIZON: "Days ahead",
-    WEEKDAY_OFFSET: "Usual steps on this weekday vs the patient's average (last 8 weeks)",
+    WEEKDAY_OFFSET: "Usual steps on this weekday vs the patient's average (last 8 weeks, share)",
 }
 WEEKS = 8
 
@@ -64,7 +93,7 @@ WEEKS = 8
 def _weekday_offsets(history: pl.DataFrame, origins: pl.DataFrame) -> pl.DataFrame:
     """``patient_id, origin, weekday, weekday_offset`` for each origin and weekday: the mean of the
     wear days with that weekday among the 8 weeks before the origin, minus the mean of all wear
-    days of those 8 weeks (missing when either is)."""
+    days of those 8 weeks, as a share of that mean (missing when either is)."""
     pairs = origins.select("patient_id", "origin").unique()
     window = (
         pairs.join(history.filter(pl.col("steps").is_not_null()), on="patient_id")
@@ -77,13 +106,20 @@ def _weekday_offsets(history: pl.DataFrame, origins: pl.DataFrame) -> pl.DataFra
     overall = window.group_by("patient_id", "origin").agg(mean=pl.col("steps").mean())
     by_day = window.group_by("patient_id", "origin", "weekday").agg(day=pl.col("steps").mean())
     return by_day.join(overall, on=["patient_id", "origin"]).select(
-        "patient_id", "origin", "weekday", (pl.col("day") - pl.col("mean")).alias(WEEKDAY_OFFSET)
+        "patient_id",
+        "origin",
+        "weekday",
+        ((pl.col("day") - pl.col("mean")) / pl.max_horizontal("mean", MIN_SCALE)).alias(
+            WEEKDAY_OFFSET
+        ),
     )
 
 
 def _planned_therapies(rows: pl.DataFrame, therapies: pl.DataFrame) -> pl.DataFrame:
-    """``patient_id, origin, target_date, therapy_<slug>_active``: courses recorded before the
-    origin, active on the target day (no end date: ongoing)."""
+    """``patient_id, origin, target_date, therapy_<slug>_change``: +1 when the therapy plan has
+    a course of it active on the target day but not on the origin (started since), -1 the other
+    way round (stopped since), 0 otherwise. The level at the origin already carries the effect of
+    what is taken then, so only changes move the forecast. A course without end is ongoing."""
     courses = therapies.select(
         "patient_id",
         "start_date",
@@ -91,24 +127,35 @@ def _planned_therapies(rows: pl.DataFrame, therapies: pl.DataFrame) -> pl.DataFr
         slug=pl.col("therapy").map_elements(therapy_slug, pl.String),
     )
     keys = ["patient_id", "origin", "target_date"]
-    active = (
-        rows.select(keys)
-        .join(courses, on="patient_id")
-        .filter(
-            (pl.col("start_date") < pl.col("origin"))
-            & (pl.col("start_date") <= pl.col("target_date"))
-            & (pl.col("end_date").is_null() | (pl.col("target_date") <= pl.col("end_date")))
+    paired = rows.select(keys).join(courses, on="patient_id")
+    flags = {}
+    for day in ("target_date", "origin"):
+        flags[day] = (
+            paired.filter(
+                (pl.col("start_date") <= pl.col(day))
+                & (pl.col("end_date").is_null() | (pl.col(day) <= pl.col("end_date")))
+            )
+            .select(*keys, "slug")
+            .unique()
+            .with_columns(pl.lit(1, pl.Int8).alias(day + "_on"))
         )
-        .select(*keys, "slug")
-        .unique()
+    changes = (
+        flags["target_date"]
+        .join(flags["origin"], on=[*keys, "slug"], how="full", coalesce=True)
+        .select(
+            *keys,
+            "slug",
+            change=pl.col("target_date_on").fill_null(0) - pl.col("origin_on").fill_null(0),
+        )
     )
-    flags = rows.select(keys)
+    out = rows.select(keys)
     for slug in THERAPY_SLUGS:
-        taken = active.filter(pl.col("slug") == slug).select(keys).with_columns(_on=pl.lit(True))
-        flags = flags.join(taken, on=keys, how="left").select(
-            *flags.columns, pl.col("_on").fill_null(False).alias(f"therapy_{slug}_active")
+        mine = changes.filter(pl.col("slug") == slug).select(*keys, "change")
+        out = out.join(mine, on=keys, how="left").select(
+            *out.columns,
+            pl.col("change").fill_null(0).cast(pl.Int8).alias(f"therapy_{slug}_change"),
         )
-    return flags
+    return out
 
 
 def _assemble(rows: pl.DataFrame, data: ForecastInput) -> pl.DataFrame:
@@ -117,8 +164,14 @@ def _assemble(rows: pl.DataFrame, data: ForecastInput) -> pl.DataFrame:
         "patient_id", pl.col("date").alias("origin"), LEVEL, *STATE_FEATURES
     )
     rows = rows.join(state, on=["patient_id", "origin"], how="inner")
+    origin_day = pl.col("origin").dt.ordinal_day().cast(pl.Float64) * (2 * math.pi / 365.25)
     rows = rows.with_columns(
         (pl.col("target_date") - pl.col("origin")).dt.total_days().add(1).alias(HORIZON),
+        pl.max_horizontal(pl.col(LEVEL), pl.lit(MIN_SCALE)).alias(SCALE),
+        origin_day.sin().alias("cal_origin_doy_sin_1"),
+        origin_day.cos().alias("cal_origin_doy_cos_1"),
+        (2 * origin_day).sin().alias("cal_origin_doy_sin_2"),
+        (2 * origin_day).cos().alias("cal_origin_doy_cos_2"),
         weekday=pl.col("target_date").dt.weekday(),
     )
     offsets = _weekday_offsets(data.history, rows)
@@ -154,8 +207,8 @@ def training_rows(
     seed: int,
 ) -> pl.DataFrame:
     """Rows for learning: past origins every ``origins_every`` days with a level, a sample of
-    horizons each, targets that are wear days before ``data.origin``; ``target`` = steps minus
-    the level at the origin."""
+    horizons each, targets that are wear days before ``data.origin``; ``target`` = (steps minus
+    the level at the origin) / scale."""
     rng = np.random.default_rng(seed)
     cutoff = data.origin
     origins = data.features.filter(
@@ -179,7 +232,7 @@ def training_rows(
         wear, on=["patient_id", "target_date"]
     )
     out = _assemble(rows, data)
-    return out.with_columns(target=pl.col("steps") - pl.col(LEVEL)).drop("steps")
+    return out.with_columns(target=(pl.col("steps") - pl.col(LEVEL)) / pl.col(SCALE)).drop("steps")
 
 
 def forecast_rows(data: ForecastInput, horizon: int) -> pl.DataFrame:

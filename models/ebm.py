@@ -12,6 +12,7 @@ per horizon band, so it widens with the horizon as the errors do.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +21,7 @@ import polars as pl
 from interpret.glassbox import ExplainableBoostingRegressor
 
 from models.base import LOWER_QUANTILE, UPPER_QUANTILE, Forecaster, ForecastError, ForecastInput
-from models.direct import FEATURE_COLUMNS, HORIZON, LEVEL, forecast_rows, training_rows
+from models.direct import FEATURE_COLUMNS, HORIZON, LEVEL, SCALE, forecast_rows, training_rows
 
 HORIZON_BANDS: tuple[int, ...] = (28, 91, 182, 365)
 HOLDOUT_SHARE = 0.15
@@ -68,7 +69,11 @@ def _fit_one(
     model = ExplainableBoostingRegressor(
         feature_names=list(columns), random_state=seed, n_jobs=2, **params
     )
-    model.fit(_matrix(learn, columns), learn["target"].to_numpy())
+    with warnings.catch_warnings():
+        # missing inputs are meaningful here (no wear days in a window): EBM scores them in a
+        # bin of their own, which our explanations show; its plots would not
+        warnings.filterwarnings("ignore", message="Missing values detected")
+        model.fit(_matrix(learn, columns), learn["target"].to_numpy())
     source = check if check.height >= 200 else learn
     errors = source.select(
         _band(pl.col(HORIZON)).alias("band"),
@@ -132,7 +137,44 @@ class ClusterEBM(Forecaster):
             self.fitted[cluster] = _fit_one(part, columns, self.params, self.seed)
         return self
 
-    def _predict(self, data: ForecastInput, horizon: int) -> pl.DataFrame:
+    def explain(self, data: ForecastInput, *, horizon: int = 365) -> pl.DataFrame:
+        """``patient_id, target_date, feature, contribution`` for every forecast row: the
+        ``baseline`` (the patient's level at the origin), the model's ``intercept`` and one row
+        per input; they sum to the row's ``yhat``. A forecast cut at zero steps gets a
+        ``floor_at_zero`` row with the amount added."""
+        out = []
+        for part, fitted in self._parts(data, horizon):
+            terms = fitted.model.eval_terms(_matrix(part, fitted.columns))
+            names = [str(name) for name in fitted.model.term_names_]
+            scale = part[SCALE]
+            contributions = (
+                pl.DataFrame(terms, schema=names, orient="row")
+                .with_columns(pl.all() * scale)
+                .with_columns(
+                    baseline=part[LEVEL],
+                    intercept=float(fitted.model.intercept_) * scale,
+                )
+            )
+            raw = contributions.sum_horizontal()
+            contributions = contributions.with_columns(
+                floor_at_zero=pl.when(raw < 0).then(-raw).otherwise(0.0)
+            )
+            out.append(
+                pl.concat(
+                    [part.select("patient_id", "target_date"), contributions], how="horizontal"
+                ).unpivot(
+                    index=["patient_id", "target_date"],
+                    variable_name="feature",
+                    value_name="contribution",
+                )
+            )
+        explained = pl.concat(out)
+        return explained.filter(
+            (pl.col("feature") != "floor_at_zero") | (pl.col("contribution") != 0)
+        ).sort("patient_id", "target_date", "feature")
+
+    def _parts(self, data: ForecastInput, horizon: int) -> list[tuple[pl.DataFrame, _Fitted]]:
+        """The forecast rows split by the model that forecasts them."""
         if not self.fitted:
             raise ForecastError(f"{self.name}: not fitted")
         rows = forecast_rows(data, horizon)
@@ -144,30 +186,38 @@ class ClusterEBM(Forecaster):
                 f"{self.name}: {missing.height} patient(s) without a level at {data.origin} "
                 f"(no wear day in the last 112 days), e.g. {missing['patient_id'][0]!r}"
             )
-        out = []
+        parts = []
         for cluster, part in self._groups(rows, data.patients).items():
             fitted = self.fitted.get(cluster)
             if fitted is None:
                 raise ForecastError(f"{self.name}: no model for cluster {cluster!r}")
+            parts.append((part, fitted))
+        return parts
+
+    def _predict(self, data: ForecastInput, horizon: int) -> pl.DataFrame:
+        out = []
+        for part, fitted in self._parts(data, horizon):
             deviation = fitted.model.predict(_matrix(part, fitted.columns))
-            level_plus = part.select(
-                "patient_id",
-                "target_date",
-                (pl.col(LEVEL) + pl.Series(deviation)).alias("raw"),
-                _band(pl.col(HORIZON)).alias("band"),
-            ).join(fitted.spread, on="band", how="left")
-            out.append(level_plus)
+            out.append(
+                part.select(
+                    "patient_id",
+                    "target_date",
+                    (pl.col(LEVEL) + pl.col(SCALE) * pl.Series(deviation)).alias("raw"),
+                    pl.col(SCALE),
+                    _band(pl.col(HORIZON)).alias("band"),
+                ).join(fitted.spread, on="band", how="left")
+            )
         joined = pl.concat(out)
         yhat = pl.col("raw").clip(lower_bound=0)
         return joined.select(
             "patient_id",
             "target_date",
             yhat.alias("yhat"),
-            (pl.col("raw") + pl.min_horizontal(pl.col("low").fill_null(0), 0))
+            (pl.col("raw") + pl.col(SCALE) * pl.min_horizontal(pl.col("low").fill_null(0), 0))
             .clip(lower_bound=0)
             .clip(upper_bound=yhat)
             .alias("yhat_lower"),
-            pl.max_horizontal(pl.col("raw") + pl.col("high").fill_null(0), yhat).alias(
-                "yhat_upper"
-            ),
+            pl.max_horizontal(
+                pl.col("raw") + pl.col(SCALE) * pl.col("high").fill_null(0), yhat
+            ).alias("yhat_upper"),
         )

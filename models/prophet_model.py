@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from datetime import date, timedelta
 from typing import Any
@@ -86,11 +87,15 @@ def fit_and_forecast(
         if 0 < sum(flags) < len(flags):  # a regressor needs both states in the fitted history
             model.add_regressor(name, standardize=False)
             frame[name] = flags
-    model.fit(frame)
     future = pd.DataFrame({"ds": pd.to_datetime(future_days)})
     for name in model.extra_regressors:
         future[name] = future_flags[name]
-    predicted = model.predict(future)
+    with warnings.catch_warnings():
+        # Prophet still uses pandas idioms newer pandas deprecates; nothing for us to act on
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        model.fit(frame)
+        predicted = model.predict(future)
     rows = []
     for day, yhat, low, high in zip(
         future_days,

@@ -33,7 +33,8 @@ reason. Lines that are empty (or hold only commas) are skipped and counted. Henc
 - ``unknown disease group 'XX' (MS, PD, RA, OTHER)``, ``unknown time zone``;
 - ``unreadable date``, ``date before 1900``, ``date in the future`` (after tomorrow in UTC, so
   that a patient east of UTC can report today; a therapy's ``end_date`` may lie in the future, it
-  is the planned end of a course), ``end_date before start_date``;
+  is the planned end of a course, and its ``start_date`` up to a year ahead, a planned course that
+  forecasts take into account), ``end_date before start_date``;
 - ``unreadable birth_year``, ``birth_year out of range`` (1900 to this year);
 - ``severity must be an integer 1-5``, ``not an ICD-10 code``;
 - ``patient not known (ingest patients.csv first)``: a therapy, side effect or diagnosis of a
@@ -88,6 +89,8 @@ ClinicalKind = Literal["patients", "therapies", "side-effects", "diagnoses"]
 KINDS: tuple[ClinicalKind, ...] = get_args(ClinicalKind)
 JOB = "ingest"
 DISEASE_GROUPS = ("MS", "PD", "RA", "OTHER")
+# How far ahead a therapy course may be planned to start.
+PLANNED_START = timedelta(days=366)
 UNSPECIFIED_GROUP = "OTHER"
 # ICD-10 category prefixes that place a patient in a disease group.
 GROUP_CODES: dict[str, tuple[str, ...]] = {"MS": ("G35",), "PD": ("G20",), "RA": ("M05", "M06")}
@@ -361,7 +364,7 @@ def _patients(rows: pl.DataFrame, today: date) -> pl.DataFrame:
 
 
 def _therapies(rows: pl.DataFrame, today: date) -> pl.DataFrame:
-    latest = today + timedelta(days=1)
+    latest = today + PLANNED_START
     typed = rows.with_columns(start=_as_date("start_date"), end=_as_date("end_date"))
     reason = _reason(
         [

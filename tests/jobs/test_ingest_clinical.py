@@ -4,7 +4,7 @@ disease groups from diagnoses, file-level errors, and a round trip of synthetic 
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -314,9 +314,10 @@ def test_every_therapies_side_effects_and_diagnoses_reason(
             "P9,natalizumab,2023-01-10,",  # 10
             "P1,ocrelizumab,2023-01-10,2024-01-01",  # 11
             "P1,physiotherapy,2026-09-01,2099-01-01",  # 12 accepted: a planned end
+            f"P1,rasagiline,{date.today() + timedelta(days=60)},",  # 13 accepted: planned
         ],
     )
-    assert _ingest(lake, therapies).accepted == 2
+    assert _ingest(lake, therapies).accepted == 3
     assert _quarantined(lake, therapies) == {
         3: "missing patient id",
         4: "missing therapy",
