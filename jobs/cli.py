@@ -271,6 +271,27 @@ def features(
     typer.echo(summary.describe())
 
 
+@app.command()
+def train(
+    ctx: typer.Context,
+    force: Annotated[bool, typer.Option(help="Train now even if not due.")] = False,
+    patients_per_cluster: Annotated[
+        int, typer.Option(min=1, help="Patients per disease cluster in the backtests.")
+    ] = 200,
+    origins: Annotated[int, typer.Option(min=1, help="Rolling forecast origins.")] = 3,
+) -> None:
+    """Backtest every model, choose each cluster's champion, register the models (weekly)."""
+    from jobs import train as train_job
+
+    summary = train_job.run(
+        _context(ctx).lake,
+        force=force,
+        patients_per_cluster=patients_per_cluster,
+        origins=origins,
+    )
+    typer.echo(summary.describe())
+
+
 @app.command("feature-dictionary")
 def feature_dictionary(
     family: Annotated[

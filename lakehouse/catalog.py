@@ -249,9 +249,15 @@ BACKTESTS = TableSpec(
         ("rmse", pa.float64()),
         ("mase", pa.float64()),
         ("coverage", pa.float64()),
+        ("patients", pa.int32()),
+        ("days", pa.int32()),
+        ("trained_at", UTC_TS),
     ),
     keys=("model", "cluster", "origin_date", "horizon_days"),
-    description="Rolling-origin backtest errors per model, cluster, origin and horizon.",
+    description=(
+        "Rolling-origin backtest errors per model, cluster (and ALL), origin and cumulative "
+        "horizon (days 1..horizon_days); patients and wear days scored."
+    ),
 )
 
 REGISTRY = TableSpec(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any, TypeVar
 import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as pads
+import pyarrow.fs as pafs
 from deltalake import (
     ColumnProperties,
     CommitProperties,
@@ -447,6 +449,40 @@ class Lake:
             lambda: self.delta(table).delete(predicate, writer_properties=_WRITER),
             what=f"delete from {table.path}",
         )
+
+    # ---------------------------------------------------------------- objects
+
+    def _filesystem(self) -> tuple[pafs.FileSystem, str]:
+        if self.is_local:
+            return pafs.LocalFileSystem(), self.uri.removeprefix("file://")
+        filesystem, root = pafs.FileSystem.from_uri(self.uri)
+        return filesystem, root
+
+    def write_object(self, path: str, data: bytes) -> str:
+        """Store ``data`` at ``<lake>/<path>`` (model artifacts); returns its URI.
+
+        Written under a temporary name and moved into place, so a reader never sees half a file.
+        """
+        filesystem, root = self._filesystem()
+        target = f"{root}/{path}"
+        filesystem.create_dir(target.rsplit("/", 1)[0], recursive=True)
+        partial = f"{target}.partial-{uuid.uuid4().hex}"
+        try:
+            with filesystem.open_output_stream(partial) as stream:
+                stream.write(data)
+            filesystem.move(partial, target)
+        except OSError as err:
+            raise StorageError(f"could not write {self.uri}/{path}: {err}") from err
+        return f"{self.uri}/{path}"
+
+    def read_object(self, path: str) -> bytes:
+        """The bytes stored at ``<lake>/<path>``."""
+        filesystem, root = self._filesystem()
+        try:
+            with filesystem.open_input_stream(f"{root}/{path}") as stream:
+                return bytes(stream.read())
+        except (OSError, FileNotFoundError) as err:
+            raise StorageError(f"could not read {self.uri}/{path}: {err}") from err
 
     # ---------------------------------------------------------------- upkeep
 

@@ -1,0 +1,210 @@
+"""The training job: backtest every model, choose each cluster's champion, register the models.
+
+``mobility train`` runs when due (no model yet, or the last training is a week old) or when
+asked. On a sample of patients per disease cluster it runs rolling-origin backtests of every
+model (baselines, Prophet, EBM per cluster, global EBM) into gold/backtests, chooses each
+cluster's champion by mean MAE over the whole year ahead (never by assumption), fits the EBMs on
+the sample's full history and stores them in the lake's storage, and appends one row per model
+and cluster to models/registry (status ``champion`` or ``candidate``).
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+
+import polars as pl
+
+from jobs.panel import load_panel
+from jobs.runs import job_run
+from lakehouse.catalog import BACKTESTS, DAILY_STEPS, PATIENTS, REGISTRY
+from lakehouse.storage import Lake
+from models.backtest import ALL_CLUSTERS, Panel, backtest, league_table, rolling_origins
+from models.base import Forecaster
+from models.baselines import SeasonalNaive, TrailingMean, WeekdayProfile
+from models.ebm import ClusterEBM
+from models.prophet_model import ProphetPerPatient
+
+JOB = "train"
+RETRAIN_EVERY = timedelta(days=7)
+CLUSTERS = ("MS", "PD", "RA", "OTHER")
+# Days of daily steps a patient needs to take part in backtests (a year ahead plus some past).
+MIN_DAYS_FOR_BACKTEST = 365 + 120
+KINDS = {
+    "seasonal_naive_7d": "baseline",
+    "trailing_mean_28d": "baseline",
+    "weekday_profile_8w": "baseline",
+    "prophet": "prophet",
+    "ebm_cluster": "ebm",
+    "ebm_global": "ebm",
+}
+
+
+@dataclass(frozen=True)
+class TrainSummary:
+    """What one training run did."""
+
+    status: str  # "trained", "not due" or "too little history"
+    version: int | None = None
+    patients: int = 0
+    origins: list[date] = field(default_factory=list)
+    champions: dict[str, str] = field(default_factory=dict)
+    league: pl.DataFrame = field(default_factory=pl.DataFrame)
+
+    def describe(self) -> str:
+        """Lines for the command line."""
+        if self.status != "trained":
+            return f"train: {self.status}"
+        chosen = ", ".join(f"{c} {m}" for c, m in sorted(self.champions.items()))
+        lines = [
+            f"train: version {self.version}, {self.patients} patients, "
+            f"{len(self.origins)} origins; champions: {chosen}"
+        ]
+        for row in self.league.iter_rows(named=True):
+            lines.append(
+                f"  {row['cluster']:<6} {row['model']:<20} MAE {row['mae']:8.0f}  "
+                f"MASE {row['mase']:.3f}  coverage {row['coverage']:.2f}"
+            )
+        return "\n".join(lines)
+
+
+def latest_version(lake: Lake) -> int | None:
+    """The registry's newest version, None when nothing was trained yet."""
+    if not lake.exists(REGISTRY):
+        return None
+    version = lake.scan(REGISTRY).select(pl.col("version").max()).collect().item()
+    return None if version is None else int(version)
+
+
+def is_due(lake: Lake, now: datetime) -> bool:
+    """No model yet, or the newest is at least a week old."""
+    if latest_version(lake) is None:
+        return True
+    trained = lake.scan(REGISTRY).select(pl.col("trained_at").max()).collect().item()
+    return trained is None or now - trained >= RETRAIN_EVERY
+
+
+def _sample(lake: Lake, per_cluster: int, seed: int) -> list[str]:
+    """Up to ``per_cluster`` patients per disease cluster with enough history, drawn at random
+    (seeded) so that every run of the same lake trains on the same patients."""
+    days = (
+        lake.scan(DAILY_STEPS)
+        .group_by("patient_id")
+        .agg(span=(pl.col("date").max() - pl.col("date").min()).dt.total_days())
+        .filter(pl.col("span") >= MIN_DAYS_FOR_BACKTEST)
+        .collect()
+    )
+    groups = lake.read(PATIENTS).select("patient_id", "disease_group").join(days, on="patient_id")
+    chosen: list[str] = []
+    for _, group in groups.sort("patient_id").group_by("disease_group", maintain_order=True):
+        take = min(per_cluster, group.height)
+        chosen += group.sample(take, seed=seed)["patient_id"].to_list()
+    return sorted(chosen)
+
+
+def model_set(*, prophet_workers: int, horizon: int, seed: int) -> list[Forecaster]:
+    """Every model the product knows, baselines included."""
+    return [
+        SeasonalNaive(),
+        TrailingMean(),
+        WeekdayProfile(),
+        ProphetPerPatient(workers=prophet_workers),
+        ClusterEBM(clustered=True, horizon=horizon, seed=seed),
+        ClusterEBM(clustered=False, horizon=horizon, seed=seed),
+    ]
+
+
+def champions(league: pl.DataFrame) -> dict[str, str]:
+    """Each cluster's model with the lowest mean MAE over the year ahead."""
+    best = league.filter(pl.col("cluster") != ALL_CLUSTERS).sort("mae").group_by("cluster").first()
+    return dict(zip(best["cluster"], best["model"], strict=True))
+
+
+def _registry_rows(
+    version: int,
+    trained_at: datetime,
+    models: list[Forecaster],
+    league: pl.DataFrame,
+    winners: dict[str, str],
+    artifacts: dict[str, str],
+) -> pl.DataFrame:
+    rows = []
+    for model in models:
+        for cluster in CLUSTERS:
+            scores = league.filter((pl.col("cluster") == cluster) & (pl.col("model") == model.name))
+            metrics = scores.select("mae", "rmse", "mase", "coverage").to_dicts()
+            params = getattr(model, "params", None)
+            rows.append(
+                {
+                    "model_id": f"{model.name}:{cluster}:v{version}",
+                    "kind": KINDS[model.name],
+                    "cluster": cluster,
+                    "version": version,
+                    "trained_at": trained_at,
+                    "params": json.dumps(params or {}, sort_keys=True),
+                    "metrics": json.dumps(metrics[0] if metrics else {}, sort_keys=True),
+                    "artifact_uri": artifacts.get(model.name),
+                    "status": "champion" if winners.get(cluster) == model.name else "candidate",
+                }
+            )
+    return pl.DataFrame(rows)
+
+
+def run(
+    lake: Lake,
+    *,
+    force: bool = False,
+    patients_per_cluster: int = 200,
+    origins: int = 3,
+    spacing_days: int = 91,
+    horizon: int = 365,
+    seed: int = 0,
+    prophet_workers: int = 2,
+    now: datetime | None = None,
+) -> TrainSummary:
+    """Train when due (or ``force``); see the module docstring."""
+    now = now or datetime.now(UTC)
+    with job_run(lake, JOB) as record:
+        if not force and not is_due(lake, now):
+            record.details.update(status="not due")
+            return TrainSummary("not due")
+        sample = _sample(lake, patients_per_cluster, seed) if lake.exists(DAILY_STEPS) else []
+        if not sample:
+            record.details.update(status="too little history")
+            return TrainSummary("too little history")
+        panel: Panel = load_panel(lake, patients=sample)
+        chosen_origins = rolling_origins(
+            panel, count=origins, spacing_days=spacing_days, horizon=horizon
+        )
+        models = model_set(prophet_workers=prophet_workers, horizon=horizon, seed=seed)
+        results = backtest(models, panel, chosen_origins, horizon=horizon)
+        if not results.height:
+            record.details.update(status="too little history")
+            return TrainSummary("too little history")
+        lake.upsert(BACKTESTS, results.with_columns(trained_at=pl.lit(now)))
+        league = league_table(results)
+        winners = champions(league)
+        version = (latest_version(lake) or 0) + 1
+        # the registered EBMs learn from the sample's whole history
+        last = panel.daily["date"].max()
+        assert isinstance(last, date)
+        everything = panel.known_at(last + timedelta(days=1))
+        artifacts: dict[str, str] = {}
+        for model in models:
+            if isinstance(model, ClusterEBM):
+                model.fit(everything)
+                artifacts[model.name] = lake.write_object(
+                    f"models/artifacts/{model.name}-v{version}.pkl", pickle.dumps(model)
+                )
+        lake.append(REGISTRY, _registry_rows(version, now, models, league, winners, artifacts))
+        record.rows_in, record.rows_out = panel.daily.height, results.height
+        record.details.update(
+            status="trained",
+            version=version,
+            patients=len(sample),
+            origins=[o.isoformat() for o in chosen_origins],
+            champions=winners,
+        )
+        return TrainSummary("trained", version, len(sample), chosen_origins, winners, league)
