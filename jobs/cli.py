@@ -292,6 +292,14 @@ def train(
     typer.echo(summary.describe())
 
 
+@app.command()
+def forecast(ctx: typer.Context) -> None:
+    """Forecast 365 days for every patient and model, with EBM explanations."""
+    from jobs import forecast as forecast_job
+
+    typer.echo(forecast_job.run(_context(ctx).lake).describe())
+
+
 @app.command("feature-dictionary")
 def feature_dictionary(
     family: Annotated[

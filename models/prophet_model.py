@@ -35,6 +35,7 @@ def _quiet() -> None:
         logger = logging.getLogger(name)
         logger.setLevel(logging.ERROR)
         logger.propagate = False
+        logger.disabled = name == "cmdstanpy"
 
 
 def _therapy_days(

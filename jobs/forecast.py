@@ -1,0 +1,235 @@
+"""The batch forecast job: 365 days ahead for every patient and model, with EBM explanations.
+
+Each patient's origin is the day after their last day with data. Every model forecasts from it:
+the baselines, Prophet and the EBMs registered by the last training (loaded from the lake's
+storage). A patient with too little history of their own (fewer than 28 wear days, or no wear day
+in the last 112 days for the EBMs) gets the ``cluster_level`` forecast instead of the models that
+cannot serve them, so every patient has a forecast and the rows say which kind.
+
+gold/explanations keeps, per EBM forecast row, the ``baseline`` (the patient's level),
+the ``intercept``, the 10 largest contributions and their remainder as ``other_features``: the
+rows still sum to the forecast, and the table stays proportional to forecasts, not to inputs.
+Rows of a (patient, origin) are replaced when the job runs again; earlier origins are kept, so
+matured forecasts can be scored.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from datetime import date
+
+import polars as pl
+
+from jobs.panel import load_panel
+from jobs.runs import job_run
+from jobs.train import latest_version
+from lakehouse.catalog import DAILY_STEPS, EXPLANATIONS, FORECASTS, REGISTRY
+from lakehouse.storage import Lake, in_list_predicate, sql_literal
+from models.backtest import Panel
+from models.base import Forecaster, ForecastInput
+from models.baselines import SeasonalNaive, TrailingMean, WeekdayProfile
+from models.cluster_level import NAME as CLUSTER_LEVEL
+from models.cluster_level import cluster_level_forecast
+from models.direct import LEVEL
+from models.ebm import ClusterEBM
+from models.prophet_model import ProphetPerPatient
+
+JOB = "forecast"
+TOP_CONTRIBUTIONS = 10
+KEPT = ("baseline", "intercept")
+
+
+@dataclass(frozen=True)
+class ForecastSummary:
+    """What one forecast run did."""
+
+    patients: int
+    cluster_level: int
+    forecast_rows: int
+    explanation_rows: int
+    models: tuple[str, ...]
+
+    def describe(self) -> str:
+        """One line for the command line."""
+        return (
+            f"forecast: {self.patients:,} patients ({self.cluster_level:,} cluster-level), "
+            f"{self.forecast_rows:,} forecast rows, {self.explanation_rows:,} explanation rows; "
+            f"models: {', '.join(self.models)}"
+        )
+
+
+def registered_ebms(lake: Lake) -> list[ClusterEBM]:
+    """The EBMs of the newest registry version, loaded from their artifacts."""
+    version = latest_version(lake)
+    if version is None:
+        return []
+    uris = (
+        lake.scan(REGISTRY)
+        .filter((pl.col("version") == version) & pl.col("artifact_uri").is_not_null())
+        .select("artifact_uri")
+        .unique()
+        .collect()["artifact_uri"]
+        .sort()
+        .to_list()
+    )
+    models = []
+    for uri in uris:
+        model = pickle.loads(lake.read_object(uri.removeprefix(lake.uri + "/")))
+        assert isinstance(model, ClusterEBM)
+        models.append(model)
+    return models
+
+
+def top_contributions(explained: pl.DataFrame, top: int = TOP_CONTRIBUTIONS) -> pl.DataFrame:
+    """Per forecast row: baseline, intercept, the ``top`` largest contributions and the rest
+    summed as ``other_features`` (so the rows still add up to the forecast)."""
+    keys = ["patient_id", "target_date"]
+    fixed = explained.filter(pl.col("feature").is_in(KEPT))
+    ranked = explained.filter(~pl.col("feature").is_in(KEPT)).with_columns(
+        rank=pl.col("contribution").abs().rank("ordinal", descending=True).over(keys)
+    )
+    rest = (
+        ranked.filter(pl.col("rank") > top)
+        .group_by(keys)
+        .agg(pl.col("contribution").sum())
+        .with_columns(feature=pl.lit("other_features"))
+    )
+    return pl.concat(
+        [
+            fixed,
+            ranked.filter(pl.col("rank") <= top).drop("rank"),
+            rest.select(explained.columns),
+        ]
+    )
+
+
+def _forecast_origin(
+    known: ForecastInput,
+    everyone: pl.DataFrame,
+    ebms: list[ClusterEBM],
+    *,
+    horizon: int,
+    prophet_workers: int,
+) -> tuple[list[pl.DataFrame], list[pl.DataFrame], int]:
+    """Forecasts (and EBM explanations) of the patients of one origin."""
+    origin = known.origin
+    forecasts: list[pl.DataFrame] = []
+    explanations: list[pl.DataFrame] = []
+    own: list[Forecaster] = [
+        SeasonalNaive(),
+        TrailingMean(),
+        WeekdayProfile(),
+        ProphetPerPatient(workers=prophet_workers),
+    ]
+    if known.patients.height:
+        for model in own:
+            forecasts.append(
+                model.predict(known, horizon=horizon).with_columns(model=pl.lit(model.name))
+            )
+    levelled = known.features.filter(
+        (pl.col("date") == origin) & pl.col(LEVEL).is_not_null()
+    ).select("patient_id")
+    ready = ForecastInput(
+        origin,
+        known.history.join(levelled, on="patient_id"),
+        known.patients.join(levelled, on="patient_id"),
+        known.therapies.join(levelled, on="patient_id"),
+        known.features.join(levelled, on="patient_id"),
+    )
+    if ready.patients.height:
+        for ebm in ebms:
+            forecasts.append(
+                ebm.predict(ready, horizon=horizon).with_columns(model=pl.lit(ebm.name))
+            )
+            explanations.append(
+                top_contributions(ebm.explain(ready, horizon=horizon)).with_columns(
+                    model=pl.lit(ebm.name)
+                )
+            )
+    # patients the models could not serve, each for the models they miss
+    short = everyone.join(known.patients, on="patient_id", how="anti")
+    if short.height and known.patients.height:
+        forecasts.append(
+            cluster_level_forecast(known, short, horizon=horizon).with_columns(
+                model=pl.lit(CLUSTER_LEVEL)
+            )
+        )
+    stamped = [f.with_columns(origin_date=pl.lit(origin)) for f in forecasts]
+    explained = [e.with_columns(origin_date=pl.lit(origin)) for e in explanations]
+    return stamped, explained, short.height
+
+
+def run(
+    lake: Lake,
+    *,
+    horizon: int = 365,
+    prophet_workers: int = 2,
+    batch_patients: int = 1_000,
+) -> ForecastSummary:
+    """Forecast every patient from the day after their last day with data."""
+    with job_run(lake, JOB) as record:
+        if not lake.exists(DAILY_STEPS):
+            return ForecastSummary(0, 0, 0, 0, ())
+        ebms = registered_ebms(lake)
+        ends = (
+            lake.scan(DAILY_STEPS)
+            .group_by("patient_id")
+            .agg(origin=pl.col("date").max() + pl.duration(days=1))
+            .sort("patient_id")
+            .collect()
+        )
+        patients = short_total = rows_out = explained_out = 0
+        models: set[str] = set()
+        for start in range(0, ends.height, batch_patients):
+            batch = ends.slice(start, batch_patients)
+            panel: Panel = load_panel(lake, patients=batch["patient_id"].to_list())
+            forecasts: list[pl.DataFrame] = []
+            explanations: list[pl.DataFrame] = []
+            terms = []
+            for (origin,), group in batch.group_by("origin", maintain_order=True):
+                assert isinstance(origin, date)
+                ids = group["patient_id"].to_list()
+                known = panel.known_at(origin, patients=ids)
+                everyone = panel.patients.filter(pl.col("patient_id").is_in(ids))
+                if not known.patients.height:
+                    # nobody of this origin has history of their own: use the whole batch's
+                    cohort = panel.known_at(origin)
+                    made = cluster_level_forecast(cohort, everyone, horizon=horizon)
+                    forecasts.append(
+                        made.with_columns(model=pl.lit(CLUSTER_LEVEL), origin_date=pl.lit(origin))
+                    )
+                    short_total += everyone.height
+                else:
+                    made_f, made_e, short = _forecast_origin(
+                        known, everyone, ebms, horizon=horizon, prophet_workers=prophet_workers
+                    )
+                    forecasts += made_f
+                    explanations += made_e
+                    short_total += short
+                terms.append(
+                    f"({in_list_predicate('patient_id', sorted(ids))} "
+                    f"AND origin_date = {sql_literal(origin.isoformat())})"
+                )
+            predicate = " OR ".join(terms)
+            frame = pl.concat(forecasts, how="diagonal_relaxed") if forecasts else None
+            if frame is not None:
+                lake.replace(FORECASTS, frame, predicate=predicate, metadata={"job": JOB})
+                rows_out += frame.height
+                models.update(frame["model"].unique().to_list())
+            if explanations:
+                explained = pl.concat(explanations, how="diagonal_relaxed")
+                lake.replace(EXPLANATIONS, explained, predicate=predicate, metadata={"job": JOB})
+                explained_out += explained.height
+            patients += batch.height
+        record.rows_in, record.rows_out = patients, rows_out
+        record.details.update(
+            patients=patients,
+            cluster_level=short_total,
+            explanation_rows=explained_out,
+            models=sorted(models),
+            horizon=horizon,
+        )
+        return ForecastSummary(
+            patients, short_total, rows_out, explained_out, tuple(sorted(models))
+        )

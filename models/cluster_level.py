@@ -1,0 +1,60 @@
+"""The cluster-level forecast for patients with too little history of their own.
+
+A patient with fewer than :data:`models.backtest.MIN_HISTORY_WEAR_DAYS` wear days (or no recent
+level) gets, per weekday, the median of their disease cluster's recent wear days (the last 8
+weeks of every patient of the cluster), with the cluster's 10th and 90th percentiles as the
+interval. The forecast rows say so: their model is ``cluster_level``.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import polars as pl
+
+from models.base import (
+    LOWER_QUANTILE,
+    UPPER_QUANTILE,
+    ForecastError,
+    ForecastInput,
+    target_days,
+)
+
+NAME = "cluster_level"
+WEEKS = 8
+
+
+def cluster_level_forecast(
+    cohort: ForecastInput, patients: pl.DataFrame, *, horizon: int
+) -> pl.DataFrame:
+    """Forecast rows for ``patients`` (``patient_id, disease_group``) from the recent wear days of
+    ``cohort`` (the cluster's patients with history, known at the same origin)."""
+    since = cohort.origin - timedelta(days=7 * WEEKS)
+    recent = (
+        cohort.wear_days()
+        .filter(pl.col("date") >= since)
+        .join(cohort.patients.select("patient_id", "disease_group"), on="patient_id")
+        .with_columns(weekday=pl.col("date").dt.weekday())
+    )
+    profile = recent.group_by("disease_group", "weekday").agg(
+        yhat=pl.col("steps").median(),
+        yhat_lower=pl.col("steps").quantile(LOWER_QUANTILE, "linear"),
+        yhat_upper=pl.col("steps").quantile(UPPER_QUANTILE, "linear"),
+    )
+    wanted = ForecastInput(cohort.origin, cohort.history.clear(), patients, cohort.therapies)
+    rows = (
+        target_days(wanted, horizon)
+        .join(patients.select("patient_id", "disease_group"), on="patient_id")
+        .with_columns(weekday=pl.col("target_date").dt.weekday())
+        .join(profile, on=["disease_group", "weekday"], how="left")
+    )
+    if rows["yhat"].null_count():
+        missing = rows.filter(pl.col("yhat").is_null())["disease_group"].unique().to_list()
+        raise ForecastError(f"no recent wear days in cluster(s) {missing} to forecast from")
+    return rows.select(
+        "patient_id",
+        "target_date",
+        "yhat",
+        pl.min_horizontal("yhat_lower", "yhat").alias("yhat_lower"),
+        pl.max_horizontal("yhat_upper", "yhat").alias("yhat_upper"),
+    )
