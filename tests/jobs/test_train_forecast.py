@@ -1,0 +1,115 @@
+"""Training and batch forecasts on a small synthetic lake: backtests, champions, registry,
+artifacts, forecasts for every patient and explanations that add up."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import polars as pl
+import pytest
+
+from jobs import aggregate, generate
+from jobs import forecast as forecast_job
+from jobs import train as train_job
+from jobs.features import run as features_job
+from lakehouse.catalog import BACKTESTS, DAILY_STEPS, EXPLANATIONS, FORECASTS, REGISTRY
+from lakehouse.storage import Lake
+
+NOW = datetime(2027, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Lake, train_job.TrainSummary]:
+    lake = Lake(str(tmp_path_factory.mktemp("train") / "lake"))
+    generate.run(lake, patients=40, seed=5, years=2.0)
+    aggregate.run(lake)
+    features_job.run(lake)
+    summary = train_job.run(
+        lake, force=True, patients_per_cluster=6, origins=2, prophet_workers=1, now=NOW
+    )
+    return lake, summary
+
+
+def test_training_backtests_every_model_and_registers_champions(
+    trained: tuple[Lake, train_job.TrainSummary],
+) -> None:
+    lake, summary = trained
+    assert summary.status == "trained"
+    assert summary.version == 1
+    backtests = lake.read(BACKTESTS)
+    assert set(backtests["model"]) == set(train_job.KINDS)
+    assert set(backtests["origin_date"]) == set(summary.origins)
+    # the champion of each cluster is its lowest mean MAE over the year, recomputed here
+    year = backtests.filter(pl.col("horizon_days") == 365, pl.col("cluster") != "ALL")
+    means = year.group_by("cluster", "model").agg(pl.col("mae").mean())
+    best = {
+        cluster: group.sort("mae")["model"][0] for (cluster,), group in means.group_by("cluster")
+    }
+    assert summary.champions == best
+    registry = lake.read(REGISTRY)
+    champions = registry.filter(pl.col("status") == "champion")
+    assert dict(
+        zip(champions["cluster"], champions["model_id"].str.split(":").list.first(), strict=True)
+    ) == {c: m for c, m in best.items() if c in train_job.CLUSTERS}
+    for uri in registry["artifact_uri"].drop_nulls().unique():
+        assert lake.read_object(uri.removeprefix(lake.uri + "/"))
+
+
+def test_training_waits_a_week_unless_asked(trained: tuple[Lake, train_job.TrainSummary]) -> None:
+    lake, _ = trained
+    assert not train_job.is_due(lake, NOW + timedelta(days=6))
+    assert train_job.is_due(lake, NOW + timedelta(days=7))
+
+
+def test_forecasts_cover_every_patient_and_explanations_add_up(
+    trained: tuple[Lake, train_job.TrainSummary],
+) -> None:
+    lake, _ = trained
+    first = forecast_job.run(lake, prophet_workers=1)
+    patients = lake.read(DAILY_STEPS)["patient_id"].n_unique()
+    assert first.patients == patients
+    forecasts = lake.read(FORECASTS)
+    per_patient = forecasts.group_by("patient_id", "model").len()
+    assert set(per_patient["len"]) == {365}
+    assert forecasts["patient_id"].n_unique() == patients
+    assert (forecasts["yhat_lower"] >= 0).all()
+    assert (
+        (forecasts["yhat_lower"] <= forecasts["yhat"])
+        & (forecasts["yhat"] <= forecasts["yhat_upper"])
+    ).all()
+    # each patient's origin is the day after their last day with data
+    ends = lake.read(DAILY_STEPS).group_by("patient_id").agg(pl.col("date").max())
+    origins = forecasts.group_by("patient_id").agg(pl.col("origin_date").first())
+    joined = ends.join(origins, on="patient_id")
+    assert (joined["origin_date"] == joined["date"] + timedelta(days=1)).all()
+    # EBM explanations: baseline + intercept + terms (+ other_features) = yhat
+    explained = lake.read(EXPLANATIONS)
+    keys = ["patient_id", "model", "origin_date", "target_date"]
+    sums = explained.group_by(keys).agg(pl.col("contribution").sum())
+    both = forecasts.join(sums, on=keys)
+    assert both.height == forecasts.filter(pl.col("model").str.starts_with("ebm")).height
+    assert (both["yhat"] - both["contribution"]).abs().max() < 1e-6  # type: ignore[operator]
+    # running again replaces the same rows
+    forecast_job.run(lake, prophet_workers=1)
+    assert lake.read(FORECASTS).height == forecasts.height
+    assert lake.read(EXPLANATIONS).height == explained.height
+
+
+def test_patients_with_too_little_history_get_a_labelled_cluster_forecast(
+    trained: tuple[Lake, train_job.TrainSummary],
+) -> None:
+    lake, _ = trained
+    daily = lake.read(DAILY_STEPS)
+    newcomer = daily["patient_id"].unique().sort()[0]
+    last = daily.filter(pl.col("patient_id") == newcomer)["date"].max()
+    assert last is not None
+    keep_from = (last - timedelta(days=9)).isoformat()  # type: ignore[operator]
+    lake.delete(DAILY_STEPS, f"patient_id = '{newcomer}' AND date < '{keep_from}'")
+    forecast_job.run(lake, prophet_workers=1)
+    mine = lake.read(FORECASTS).filter(
+        pl.col("patient_id") == newcomer,
+        pl.col("origin_date") == last + timedelta(days=1),  # type: ignore[operator]
+    )
+    assert set(mine["model"]) == {"cluster_level"}
+    assert mine.height == 365
+    assert (mine["yhat"] > 0).all()
