@@ -300,6 +300,23 @@ def forecast(ctx: typer.Context) -> None:
     typer.echo(forecast_job.run(_context(ctx).lake).describe())
 
 
+@app.command("export-forecast")
+def export_forecast(
+    ctx: typer.Context,
+    patient_id: Annotated[str, typer.Option("--patient-id", help="The patient.")],
+    out: Annotated[Path, typer.Option("--out", help="CSV file to write.")],
+) -> None:
+    """Write a patient's 365-day forecast (every model, champion marked) as CSV."""
+    from jobs.forecast import patient_forecast
+
+    rows = patient_forecast(_context(ctx).lake, patient_id)
+    try:
+        rows.write_csv(out)
+    except OSError as err:
+        raise InputError(f"cannot write {out}: {err.strerror or err}") from err
+    typer.echo(f"export-forecast: {rows.height:,} rows for {patient_id} -> {out}")
+
+
 @app.command("feature-dictionary")
 def feature_dictionary(
     family: Annotated[
@@ -329,9 +346,11 @@ def feature_dictionary(
 
 @app.command()
 def pipeline(ctx: typer.Context) -> None:
-    """Run every stage that is due, in order (today: aggregate, features)."""
+    """Run every stage that is due, in order: aggregate, features, train (weekly), forecast."""
     aggregate(ctx, full=False)
     features(ctx, full=False)
+    train(ctx, force=False, patients_per_cluster=200, origins=3)
+    forecast(ctx)
 
 
 @app.command()

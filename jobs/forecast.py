@@ -24,7 +24,8 @@ import polars as pl
 from jobs.panel import load_panel
 from jobs.runs import job_run
 from jobs.train import latest_version
-from lakehouse.catalog import DAILY_STEPS, EXPLANATIONS, FORECASTS, REGISTRY
+from lakehouse.catalog import DAILY_STEPS, EXPLANATIONS, FORECASTS, PATIENTS, REGISTRY
+from lakehouse.errors import InputError
 from lakehouse.storage import Lake, in_list_predicate, sql_literal
 from models.backtest import Panel
 from models.base import Forecaster, ForecastInput
@@ -233,3 +234,47 @@ def run(
         return ForecastSummary(
             patients, short_total, rows_out, explained_out, tuple(sorted(models))
         )
+
+
+def champions(lake: Lake) -> dict[str, str]:
+    """Each cluster's champion model of the newest registry version (empty before training)."""
+    version = latest_version(lake)
+    if version is None:
+        return {}
+    rows = (
+        lake.scan(REGISTRY)
+        .filter((pl.col("version") == version) & (pl.col("status") == "champion"))
+        .select("cluster", model=pl.col("model_id").str.split(":").list.first())
+        .collect()
+    )
+    return dict(zip(rows["cluster"], rows["model"], strict=True))
+
+
+def patient_forecast(lake: Lake, patient_id: str) -> pl.DataFrame:
+    """The patient's forecasts from their latest origin, every model, the champion marked:
+    ``target_date, model, champion, yhat, yhat_lower, yhat_upper, origin_date``.
+
+    Raises:
+        InputError: the patient has no forecast (unknown, or no forecast run yet).
+    """
+    mine = lake.scan(FORECASTS).filter(pl.col("patient_id") == patient_id).collect()
+    if not mine.height:
+        raise InputError(f"no forecast for patient {patient_id!r} (run mobility forecast first)")
+    latest = mine.filter(pl.col("origin_date") == pl.col("origin_date").max())
+    group = (
+        lake.scan(PATIENTS)
+        .filter(pl.col("patient_id") == patient_id)
+        .select("disease_group")
+        .collect()
+    )
+    cluster = group["disease_group"][0] if group.height else None
+    best = champions(lake).get(cluster or "")
+    return latest.select(
+        "target_date",
+        "model",
+        (pl.col("model") == pl.lit(best)).alias("champion"),
+        "yhat",
+        "yhat_lower",
+        "yhat_upper",
+        "origin_date",
+    ).sort("model", "target_date")

@@ -4,6 +4,7 @@ artifacts, forecasts for every patient and explanations that add up."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -14,6 +15,7 @@ from jobs import train as train_job
 from jobs.features import run as features_job
 from lakehouse.catalog import BACKTESTS, DAILY_STEPS, EXPLANATIONS, FORECASTS, REGISTRY
 from lakehouse.storage import Lake
+from tests.test_cli import assert_one_line_error, mobility
 
 NOW = datetime(2027, 1, 1, tzinfo=UTC)
 
@@ -113,3 +115,41 @@ def test_patients_with_too_little_history_get_a_labelled_cluster_forecast(
     assert set(mine["model"]) == {"cluster_level"}
     assert mine.height == 365
     assert (mine["yhat"] > 0).all()
+
+
+def test_export_forecast_writes_the_latest_year_with_the_champion_marked(
+    trained: tuple[Lake, train_job.TrainSummary], tmp_path: Path
+) -> None:
+    lake, _ = trained
+    if not lake.exists(FORECASTS):
+        forecast_job.run(lake, prophet_workers=1)
+    patient = lake.read(FORECASTS).filter(pl.col("model") == "ebm_cluster")["patient_id"][0]
+    out = tmp_path / "forecast.csv"
+    done = mobility(
+        "--lake",
+        lake.uri,
+        "export-forecast",
+        "--patient-id",
+        patient,
+        "--out",
+        str(out),
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = pl.read_csv(out, try_parse_dates=True)
+    assert rows.group_by("model").len()["len"].to_list() == [365] * rows["model"].n_unique()
+    assert rows["origin_date"].n_unique() == 1
+    assert rows.filter(pl.col("champion"))["model"].n_unique() == 1
+    assert_one_line_error(
+        mobility(
+            "--lake",
+            lake.uri,
+            "export-forecast",
+            "--patient-id",
+            "nobody",
+            "--out",
+            str(out),
+            cwd=tmp_path,
+        ),
+        "no forecast for patient 'nobody'",
+    )
