@@ -17,14 +17,22 @@ from __future__ import annotations
 
 import pickle
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 
 import polars as pl
 
 from jobs.panel import load_panel
 from jobs.runs import job_run
 from jobs.train import latest_version
-from lakehouse.catalog import DAILY_STEPS, EXPLANATIONS, FORECASTS, PATIENTS, REGISTRY
+from lakehouse.catalog import (
+    DAILY_STEPS,
+    EXPLANATIONS,
+    FEATURES,
+    FORECASTS,
+    PATIENTS,
+    REGISTRY,
+    THERAPIES,
+)
 from lakehouse.errors import InputError
 from lakehouse.storage import Lake, in_list_predicate, sql_literal
 from models.backtest import Panel
@@ -32,7 +40,7 @@ from models.base import Forecaster, ForecastInput
 from models.baselines import SeasonalNaive, TrailingMean, WeekdayProfile
 from models.cluster_level import NAME as CLUSTER_LEVEL
 from models.cluster_level import cluster_level_forecast
-from models.direct import LEVEL
+from models.direct import LEVEL, STATE_FEATURES
 from models.ebm import ClusterEBM
 from models.prophet_model import ProphetPerPatient
 
@@ -278,3 +286,63 @@ def patient_forecast(lake: Lake, patient_id: str) -> pl.DataFrame:
         "yhat_upper",
         "origin_date",
     ).sort("model", "target_date")
+
+
+class OnDemandForecaster:
+    """One patient's forecast from the registered models, for the dashboard.
+
+    The EBMs are loaded and the tables opened once; each call reads only that patient's rows and
+    runs the baselines and the EBMs (Prophet, a fit per call, is left to the batch forecast).
+    """
+
+    def __init__(self, lake: Lake) -> None:
+        self.ebms = registered_ebms(lake)
+        self.daily = lake.scan(DAILY_STEPS)
+        self.features = lake.scan(FEATURES)
+        self.patients = lake.read(PATIENTS)
+        self.therapies = lake.read(THERAPIES)
+
+    def forecast(self, patient_id: str, *, horizon: int = 365) -> pl.DataFrame:
+        """``model, target_date, yhat, yhat_lower, yhat_upper, origin_date`` of every model that
+        can serve the patient, from the day after their last day with data.
+
+        Raises:
+            InputError: the patient is unknown or has too little history of their own.
+        """
+        mine = pl.col("patient_id") == patient_id
+        daily = (
+            self.daily.filter(mine)
+            .select(
+                "patient_id", "date", steps=pl.when(pl.col("is_wear_day")).then(pl.col("steps"))
+            )
+            .sort("date")
+            .collect()
+        )
+        if not daily.height:
+            raise InputError(f"no daily steps for patient {patient_id!r}")
+        origin = daily["date"][-1] + timedelta(days=1)
+        features = (
+            self.features.filter(mine & (pl.col("date") == origin))
+            .select("patient_id", "date", LEVEL, *STATE_FEATURES)
+            .collect()
+        )
+        panel = Panel(
+            daily,
+            self.patients.filter(mine).select("patient_id", "disease_group", "country"),
+            self.therapies.filter(mine),
+            features,
+        )
+        known = panel.known_at(origin)
+        if not known.patients.height:
+            raise InputError(
+                f"patient {patient_id!r} has too little history for an own forecast "
+                "(the batch forecast gives a cluster-level one)"
+            )
+        models: list[Forecaster] = [SeasonalNaive(), TrailingMean(), WeekdayProfile()]
+        if features.height and features[LEVEL][0] is not None:
+            models += self.ebms
+        return pl.concat(
+            [m.predict(known, horizon=horizon).with_columns(model=pl.lit(m.name)) for m in models]
+        ).select(
+            "model", "target_date", "yhat", "yhat_lower", "yhat_upper", origin_date=pl.lit(origin)
+        )

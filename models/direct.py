@@ -90,13 +90,12 @@ LABELS = {
 WEEKS = 8
 
 
-def _weekday_offsets(history: pl.DataFrame, origins: pl.DataFrame) -> pl.DataFrame:
+def _weekday_offsets(history: pl.DataFrame, pairs: pl.LazyFrame) -> pl.LazyFrame:
     """``patient_id, origin, weekday, weekday_offset`` for each origin and weekday: the mean of the
     wear days with that weekday among the 8 weeks before the origin, minus the mean of all wear
     days of those 8 weeks, as a share of that mean (missing when either is)."""
-    pairs = origins.select("patient_id", "origin").unique()
     window = (
-        pairs.join(history.filter(pl.col("steps").is_not_null()), on="patient_id")
+        pairs.join(history.lazy().filter(pl.col("steps").is_not_null()), on="patient_id")
         .filter(
             (pl.col("date") < pl.col("origin"))
             & (pl.col("date") >= pl.col("origin") - pl.duration(days=7 * WEEKS))
@@ -115,7 +114,7 @@ def _weekday_offsets(history: pl.DataFrame, origins: pl.DataFrame) -> pl.DataFra
     )
 
 
-def _planned_therapies(rows: pl.DataFrame, therapies: pl.DataFrame) -> pl.DataFrame:
+def _planned_therapies(rows: pl.LazyFrame, therapies: pl.DataFrame) -> pl.LazyFrame:
     """``patient_id, origin, target_date, therapy_<slug>_change``: +1 when the therapy plan has
     a course of it active on the target day but not on the origin (started since), -1 the other
     way round (stopped since), 0 otherwise. The level at the origin already carries the effect of
@@ -127,75 +126,75 @@ def _planned_therapies(rows: pl.DataFrame, therapies: pl.DataFrame) -> pl.DataFr
         slug=pl.col("therapy").map_elements(therapy_slug, pl.String),
     )
     keys = ["patient_id", "origin", "target_date"]
-    paired = rows.select(keys).join(courses, on="patient_id")
-    flags = {}
-    for day in ("target_date", "origin"):
-        flags[day] = (
-            paired.filter(
-                (pl.col("start_date") <= pl.col(day))
-                & (pl.col("end_date").is_null() | (pl.col(day) <= pl.col("end_date")))
-            )
-            .select(*keys, "slug")
-            .unique()
-            .with_columns(pl.lit(1, pl.Int8).alias(day + "_on"))
+
+    def active(day: str) -> pl.Expr:
+        return (pl.col("start_date") <= pl.col(day)) & (
+            pl.col("end_date").is_null() | (pl.col(day) <= pl.col("end_date"))
         )
-    changes = (
-        flags["target_date"]
-        .join(flags["origin"], on=[*keys, "slug"], how="full", coalesce=True)
-        .select(
-            *keys,
-            "slug",
-            change=pl.col("target_date_on").fill_null(0) - pl.col("origin_on").fill_null(0),
+
+    per_slug = (
+        rows.select(keys)
+        .join(courses.lazy(), on="patient_id")
+        .group_by(*keys, "slug")
+        .agg(
+            change=active("target_date").any().cast(pl.Int8) - active("origin").any().cast(pl.Int8)
         )
     )
-    out = rows.select(keys)
-    for slug in THERAPY_SLUGS:
-        mine = changes.filter(pl.col("slug") == slug).select(*keys, "change")
-        out = out.join(mine, on=keys, how="left").select(
-            *out.columns,
-            pl.col("change").fill_null(0).cast(pl.Int8).alias(f"therapy_{slug}_change"),
-        )
-    return out
+    wide = per_slug.group_by(keys).agg(
+        pl.col("change").filter(pl.col("slug") == slug).sum().cast(pl.Int8).alias(name)
+        for slug, name in zip(THERAPY_SLUGS, THERAPY_FEATURES, strict=True)
+    )
+    return (
+        rows.select(keys)
+        .join(wide, on=keys, how="left")
+        .with_columns(pl.col(THERAPY_FEATURES).fill_null(0))
+    )
 
 
 def _assemble(rows: pl.DataFrame, data: ForecastInput) -> pl.DataFrame:
-    """Add every model input to ``patient_id, origin, target_date`` rows."""
-    state = data.features.select(
+    """Add every model input to ``patient_id, origin, target_date`` rows (one query plan)."""
+    keys = ["patient_id", "origin", "target_date"]
+    state = data.features.lazy().select(
         "patient_id", pl.col("date").alias("origin"), LEVEL, *STATE_FEATURES
     )
-    rows = rows.join(state, on=["patient_id", "origin"], how="inner")
-    origin_day = pl.col("origin").dt.ordinal_day().cast(pl.Float64) * (2 * math.pi / 365.25)
-    rows = rows.with_columns(
-        (pl.col("target_date") - pl.col("origin")).dt.total_days().add(1).alias(HORIZON),
-        pl.max_horizontal(pl.col(LEVEL), pl.lit(MIN_SCALE)).alias(SCALE),
-        origin_day.sin().alias("cal_origin_doy_sin_1"),
-        origin_day.cos().alias("cal_origin_doy_cos_1"),
-        (2 * origin_day).sin().alias("cal_origin_doy_sin_2"),
-        (2 * origin_day).cos().alias("cal_origin_doy_cos_2"),
-        weekday=pl.col("target_date").dt.weekday(),
-    )
-    offsets = _weekday_offsets(data.history, rows)
-    rows = rows.join(offsets, on=["patient_id", "origin", "weekday"], how="left").drop("weekday")
-    first = rows["target_date"].min()
-    last = rows["target_date"].max()
+    first, last = rows["target_date"].min(), rows["target_date"].max()
     years = (
         range(first.year, last.year + 1)
         if isinstance(first, date) and isinstance(last, date)
         else range(0)
     )
+    origin_day = pl.col("origin").dt.ordinal_day().cast(pl.Float64) * (2 * math.pi / 365.25)
+    base = (
+        rows.lazy()
+        .join(state, on=["patient_id", "origin"], how="inner")
+        .with_columns(
+            (pl.col("target_date") - pl.col("origin")).dt.total_days().add(1).alias(HORIZON),
+            pl.max_horizontal(pl.col(LEVEL), pl.lit(MIN_SCALE)).alias(SCALE),
+            origin_day.sin().alias("cal_origin_doy_sin_1"),
+            origin_day.cos().alias("cal_origin_doy_cos_1"),
+            (2 * origin_day).sin().alias("cal_origin_doy_sin_2"),
+            (2 * origin_day).cos().alias("cal_origin_doy_cos_2"),
+            weekday=pl.col("target_date").dt.weekday(),
+        )
+    )
+    offsets = _weekday_offsets(data.history, base.select("patient_id", "origin").unique())
     calendar = (
         calendar_features(
-            rows.select("patient_id", pl.col("target_date").alias("date")).unique().lazy(),
+            base.select("patient_id", pl.col("target_date").alias("date")).unique(),
             data.patients,
             years,
         )
         .rename({"date": "target_date"})
         .select("patient_id", "target_date", *CALENDAR_FEATURES)
+    )
+    planned = _planned_therapies(base.select(keys), data.therapies)
+    return (
+        base.join(offsets, on=["patient_id", "origin", "weekday"], how="left")
+        .drop("weekday")
+        .join(calendar, on=["patient_id", "target_date"], how="left")
+        .join(planned, on=keys, how="left")
         .collect()
     )
-    rows = rows.join(calendar, on=["patient_id", "target_date"], how="left")
-    planned = _planned_therapies(rows, data.therapies)
-    return rows.join(planned, on=["patient_id", "origin", "target_date"], how="left")
 
 
 def training_rows(

@@ -14,6 +14,7 @@ from jobs import forecast as forecast_job
 from jobs import train as train_job
 from jobs.features import run as features_job
 from lakehouse.catalog import BACKTESTS, DAILY_STEPS, EXPLANATIONS, FORECASTS, REGISTRY
+from lakehouse.errors import InputError
 from lakehouse.storage import Lake
 from tests.test_cli import assert_one_line_error, mobility
 
@@ -153,3 +154,23 @@ def test_export_forecast_writes_the_latest_year_with_the_champion_marked(
         ),
         "no forecast for patient 'nobody'",
     )
+
+
+def test_on_demand_forecast_equals_the_batch_forecast(
+    trained: tuple[Lake, train_job.TrainSummary],
+) -> None:
+    lake, _ = trained
+    if not lake.exists(FORECASTS):
+        forecast_job.run(lake, prophet_workers=1)
+    batch = lake.read(FORECASTS).filter(pl.col("model").is_in(["ebm_cluster", "trailing_mean_28d"]))
+    patient = batch["patient_id"].sort()[-1]
+    latest = batch.filter(pl.col("patient_id") == patient).filter(
+        pl.col("origin_date") == pl.col("origin_date").max()
+    )
+    online = forecast_job.OnDemandForecaster(lake).forecast(patient)
+    keys = ["model", "target_date"]
+    both = latest.join(online, on=keys, suffix="_online")
+    assert both.height == latest.height == 2 * 365
+    assert (both["yhat"] - both["yhat_online"]).abs().max() < 1e-6  # type: ignore[operator]
+    with pytest.raises(InputError, match="no daily steps"):
+        forecast_job.OnDemandForecaster(lake).forecast("nobody")
