@@ -279,6 +279,9 @@ def train(
         int, typer.Option(min=1, help="Patients per disease cluster in the backtests.")
     ] = 200,
     origins: Annotated[int, typer.Option(min=1, help="Rolling forecast origins.")] = 3,
+    tune_seconds: Annotated[
+        float, typer.Option(min=0, help="Time budget for EBM tuning (0: default parameters).")
+    ] = 120.0,
 ) -> None:
     """Backtest every model, choose each cluster's champion, register the models (weekly)."""
     from jobs import train as train_job
@@ -288,6 +291,7 @@ def train(
         force=force,
         patients_per_cluster=patients_per_cluster,
         origins=origins,
+        tune_seconds=tune_seconds,
     )
     typer.echo(summary.describe())
 
@@ -349,7 +353,7 @@ def pipeline(ctx: typer.Context) -> None:
     """Run every stage that is due, in order: aggregate, features, train (weekly), forecast."""
     aggregate(ctx, full=False)
     features(ctx, full=False)
-    train(ctx, force=False, patients_per_cluster=200, origins=3)
+    train(ctx, force=False, patients_per_cluster=200, origins=3, tune_seconds=120.0)
     forecast(ctx)
 
 

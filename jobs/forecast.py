@@ -217,17 +217,23 @@ def run(
                     explanations += made_e
                     short_total += short
                 terms.append(
-                    f"({in_list_predicate('patient_id', sorted(ids))} "
-                    f"AND origin_date = {sql_literal(origin.isoformat())})"
+                    f"(origin_month = {sql_literal(origin.strftime('%Y-%m'))} "
+                    f"AND origin_date = {sql_literal(origin.isoformat())} "
+                    f"AND {in_list_predicate('patient_id', sorted(ids))})"
                 )
             predicate = " OR ".join(terms)
-            frame = pl.concat(forecasts, how="diagonal_relaxed") if forecasts else None
+            month = pl.col("origin_date").dt.strftime("%Y-%m").alias("origin_month")
+            frame = (
+                pl.concat(forecasts, how="diagonal_relaxed").with_columns(month)
+                if forecasts
+                else None
+            )
             if frame is not None:
                 lake.replace(FORECASTS, frame, predicate=predicate, metadata={"job": JOB})
                 rows_out += frame.height
                 models.update(frame["model"].unique().to_list())
             if explanations:
-                explained = pl.concat(explanations, how="diagonal_relaxed")
+                explained = pl.concat(explanations, how="diagonal_relaxed").with_columns(month)
                 lake.replace(EXPLANATIONS, explained, predicate=predicate, metadata={"job": JOB})
                 explained_out += explained.height
             patients += batch.height

@@ -32,6 +32,8 @@ RETRAIN_EVERY = timedelta(days=7)
 CLUSTERS = ("MS", "PD", "RA", "OTHER")
 # Days of daily steps a patient needs to take part in backtests (a year ahead plus some past).
 MIN_DAYS_FOR_BACKTEST = 365 + 120
+# Below this many sampled patients tuning would fit noise: the defaults are used.
+MIN_PATIENTS_TO_TUNE = 100
 KINDS = {
     "seasonal_naive_7d": "baseline",
     "trailing_mean_28d": "baseline",
@@ -135,7 +137,7 @@ def _registry_rows(
         for cluster in CLUSTERS:
             scores = league.filter((pl.col("cluster") == cluster) & (pl.col("model") == model.name))
             metrics = scores.select("mae", "rmse", "mase", "coverage").to_dicts()
-            params = getattr(model, "params", None)
+            params = model.params_for(cluster) if isinstance(model, ClusterEBM) else None
             rows.append(
                 {
                     "model_id": f"{model.name}:{cluster}:v{version}",
@@ -162,9 +164,15 @@ def run(
     horizon: int = 365,
     seed: int = 0,
     prophet_workers: int = 2,
+    tune_seconds: float = 0.0,
     now: datetime | None = None,
 ) -> TrainSummary:
-    """Train when due (or ``force``); see the module docstring."""
+    """Train when due (or ``force``); see the module docstring.
+
+    With ``tune_seconds``, the EBMs' parameters are first tuned by successive halving within that
+    budget (split between the two EBM models), on what was known at the earliest backtest origin
+    so the backtests stay honest.
+    """
     now = now or datetime.now(UTC)
     with job_run(lake, JOB) as record:
         if not force and not is_due(lake, now):
@@ -179,6 +187,12 @@ def run(
             panel, count=origins, spacing_days=spacing_days, horizon=horizon
         )
         models = model_set(prophet_workers=prophet_workers, horizon=horizon, seed=seed)
+        tuning: dict[str, dict[str, float]] = {}
+        if tune_seconds > 0 and len(sample) >= MIN_PATIENTS_TO_TUNE:
+            earliest = panel.known_at(min(chosen_origins))
+            ebms = [m for m in models if isinstance(m, ClusterEBM)]
+            for ebm in ebms:
+                tuning[ebm.name] = ebm.tune(earliest, budget_seconds=tune_seconds / len(ebms))
         results = backtest(models, panel, chosen_origins, horizon=horizon)
         if not results.height:
             record.details.update(status="too little history")
@@ -206,5 +220,6 @@ def run(
             patients=len(sample),
             origins=[o.isoformat() for o in chosen_origins],
             champions=winners,
+            tuning_mae=tuning,
         )
         return TrainSummary("trained", version, len(sample), chosen_origins, winners, league)

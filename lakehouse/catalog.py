@@ -215,8 +215,12 @@ FORECASTS = TableSpec(
         ("yhat", pa.float64(), False),
         ("yhat_lower", pa.float64()),
         ("yhat_upper", pa.float64()),
+        ("origin_month", pa.string(), False),
     ),
     keys=("patient_id", "model", "origin_date", "target_date"),
+    # by the month of the origin: a run writes into one or two partitions, older origins stay
+    # untouched, and file counts grow with months, not patients
+    partition_by=("origin_month",),
     sort_by=("patient_id", "model", "target_date"),
     description="Daily-steps forecasts per patient, model and forecast origin.",
 )
@@ -231,8 +235,10 @@ EXPLANATIONS = TableSpec(
         ("target_date", pa.date32(), False),
         ("feature", pa.string(), False),
         ("contribution", pa.float64(), False),
+        ("origin_month", pa.string(), False),
     ),
     keys=("patient_id", "model", "origin_date", "target_date", "feature"),
+    partition_by=("origin_month",),
     sort_by=("patient_id", "model", "target_date"),
     description="Additive contributions per forecast row; they sum to the row's yhat.",
 )

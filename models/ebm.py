@@ -107,7 +107,46 @@ class ClusterEBM(Forecaster):
     horizons_per_origin: int = 12
     horizon: int = 365
     seed: int = 0
+    tuned: dict[str, dict[str, Any]] = field(default_factory=dict)
     fitted: dict[str, _Fitted] = field(default_factory=dict, repr=False)
+
+    def params_for(self, cluster: str) -> dict[str, Any]:
+        """The EBM parameters used for ``cluster`` (tuned, else the defaults)."""
+        key = cluster if self.clustered else "ALL"
+        return self.tuned.get(key, self.params)
+
+    def tune(self, training: ForecastInput, *, budget_seconds: float) -> dict[str, float]:
+        """Tune each model's parameters by successive halving within the budget (shared by
+        the clusters); returns each cluster's validation MAE in steps."""
+        from models.tuning import tune_ebm
+
+        rows = self._training(training)
+        groups = self._groups(rows, training.patients)
+        scores = {}
+        for cluster, part in sorted(groups.items()):
+            if part.height > self.max_rows:
+                part = part.sample(self.max_rows, seed=self.seed)
+            params, error, _ = tune_ebm(
+                part, self._columns(), budget_seconds=budget_seconds / len(groups), seed=self.seed
+            )
+            self.tuned[cluster] = params
+            scores[cluster] = error
+        return scores
+
+    def _columns(self) -> tuple[str, ...]:
+        return FEATURE_COLUMNS if self.clustered else (*FEATURE_COLUMNS, "disease_group")
+
+    def _training(self, training: ForecastInput) -> pl.DataFrame:
+        rows = training_rows(
+            training,
+            horizon=self.horizon,
+            origins_every=self.origins_every,
+            horizons_per_origin=self.horizons_per_origin,
+            seed=self.seed,
+        )
+        if not rows.height:
+            raise ForecastError(f"{self.name}: no training rows before {training.origin}")
+        return rows
 
     @property
     def name(self) -> str:  # type: ignore[override]
@@ -120,21 +159,13 @@ class ClusterEBM(Forecaster):
         return {str(key[0]): part for key, part in rows.group_by("disease_group")}
 
     def fit(self, training: ForecastInput) -> ClusterEBM:
-        rows = training_rows(
-            training,
-            horizon=self.horizon,
-            origins_every=self.origins_every,
-            horizons_per_origin=self.horizons_per_origin,
-            seed=self.seed,
-        )
-        if not rows.height:
-            raise ForecastError(f"{self.name}: no training rows before {training.origin}")
-        columns = FEATURE_COLUMNS if self.clustered else (*FEATURE_COLUMNS, "disease_group")
+        rows = self._training(training)
         self.fitted = {}
         for cluster, part in sorted(self._groups(rows, training.patients).items()):
             if part.height > self.max_rows:
                 part = part.sample(self.max_rows, seed=self.seed)
-            self.fitted[cluster] = _fit_one(part, columns, self.params, self.seed)
+            params = self.tuned.get(cluster, self.params)
+            self.fitted[cluster] = _fit_one(part, self._columns(), params, self.seed)
         return self
 
     def explain(self, data: ForecastInput, *, horizon: int = 365) -> pl.DataFrame:

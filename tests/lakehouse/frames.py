@@ -41,7 +41,7 @@ def _edge_value(table: TableSpec, name: str, dtype: pl.DataType, row: int) -> An
     if dtype == pl.String:
         if name == "patient_id":
             return _PATIENT_IDS[row]
-        if name == "month":
+        if name.endswith("month"):
             return _MONTHS[row]
         return f"{name} ü'{row}"
     if isinstance(dtype, pl.Datetime):

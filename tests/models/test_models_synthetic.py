@@ -140,3 +140,23 @@ def test_every_model_meets_its_accuracy_bound_on_the_population(panel: Panel) ->
         assert measured[model] <= bound, (model, measured)
     coverage = dict(zip(table["model"], table["coverage"], strict=True))
     assert 0.6 <= coverage["ebm_cluster"] <= 0.95, coverage
+
+
+def test_successive_halving_tuning_beats_predicting_no_change(panel: Panel) -> None:
+    from models.direct import FEATURE_COLUMNS, SCALE, training_rows
+    from models.tuning import tune_ebm
+
+    rows = training_rows(
+        panel.known_at(_origin(panel)),
+        horizon=HORIZON,
+        origins_every=14,
+        horizons_per_origin=6,
+        seed=1,
+    ).join(panel.patients.select("patient_id", "disease_group"), on="patient_id")
+    rows = rows.filter(pl.col("disease_group") == "MS").head(20_000)
+    params, error, trials = tune_ebm(rows, FEATURE_COLUMNS, budget_seconds=8, seed=1)
+    assert trials >= 2
+    assert 0.01 <= params["learning_rate"] <= 0.2
+    assert params["max_bins"] in (64, 128, 256, 512)
+    no_change = float((rows["target"].abs() * rows[SCALE]).mean())  # the level as forecast
+    assert error < no_change
