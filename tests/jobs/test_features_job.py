@@ -56,8 +56,14 @@ def recomputed(lake: Lake) -> pl.DataFrame:
 
 
 def assert_features_current(lake: Lake) -> None:
+    """silver/features equals one recomputation: the same rows (named when not), same values."""
     stored = lake.read(FEATURES).sort("patient_id", "date")
-    assert_frame_equal(stored, recomputed(lake), check_dtypes=False)
+    want = recomputed(lake)
+    keys = ["patient_id", "date"]
+    missing = want.join(stored, on=keys, how="anti").select(keys).rows()
+    stale = stored.join(want, on=keys, how="anti").select(keys).rows()
+    assert (missing, stale) == ([], []), f"missing rows {missing}, stale rows {stale}"
+    assert_frame_equal(stored, want, check_dtypes=False)
 
 
 def test_full_run_then_nothing_to_do(source_lake: Lake, tmp_path: Path) -> None:

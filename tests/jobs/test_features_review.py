@@ -14,21 +14,17 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 import pytest
-from polars.testing import assert_frame_equal
 
 from jobs.features import run as features_job
-from jobs.features.transform import features
 from lakehouse import feature_dictionary
 from lakehouse.catalog import (
     DAILY_STEPS,
-    DIAGNOSES,
     FEATURES,
-    PATIENTS,
-    SIDE_EFFECTS,
     THERAPIES,
     TableSpec,
 )
 from lakehouse.storage import Lake
+from tests.jobs.test_features_job import assert_features_current
 
 
 def _frame(table: TableSpec, rows: list[dict[str, Any]]) -> pl.DataFrame:
@@ -57,26 +53,6 @@ def _days(patient: str, first: date, count: int) -> pl.DataFrame:
     )
 
 
-def _recomputed(lake: Lake) -> pl.DataFrame:
-    return features(
-        lake.scan(DAILY_STEPS),
-        patients=lake.read(PATIENTS),
-        therapies=lake.read(THERAPIES),
-        side_effects=lake.read(SIDE_EFFECTS),
-        diagnoses=lake.read(DIAGNOSES),
-    ).collect()
-
-
-def _assert_current(lake: Lake) -> None:
-    stored = lake.read(FEATURES).sort("patient_id", "date")
-    want = _recomputed(lake)
-    keys = ["patient_id", "date"]
-    missing = want.join(stored, on=keys, how="anti").select(keys).rows()
-    extra = stored.join(want, on=keys, how="anti").select(keys).rows()
-    assert (missing, extra) == ([], []), f"missing rows {missing}, stale rows {extra}"
-    assert_frame_equal(stored, want, check_dtypes=False)
-
-
 def test_new_days_after_a_wear_gap_write_the_gap_days(tmp_path: Path) -> None:
     """A device left in a drawer for a week, then synced: the rows of the gap days are missing.
 
@@ -90,7 +66,7 @@ def test_new_days_after_a_wear_gap_write_the_gap_days(tmp_path: Path) -> None:
     assert features_job.run(lake).mode == "full"
     lake.append(DAILY_STEPS, _days("A", date(2024, 1, 20), 5))  # Jan 11 .. Jan 19 not worn
     assert features_job.run(lake).mode == "incremental"
-    _assert_current(lake)
+    assert_features_current(lake)
 
 
 def test_deleting_the_days_after_a_gap_removes_the_gap_rows(tmp_path: Path) -> None:
@@ -102,7 +78,7 @@ def test_deleting_the_days_after_a_gap_removes_the_gap_rows(tmp_path: Path) -> N
     features_job.run(lake)
     lake.delete(DAILY_STEPS, "date >= '2024-03-01'")
     assert features_job.run(lake).mode == "incremental"
-    _assert_current(lake)
+    assert_features_current(lake)
 
 
 def test_a_new_brand_name_in_the_dictionary_recomputes_the_features(
@@ -132,4 +108,4 @@ def test_a_new_brand_name_in_the_dictionary_recomputes_the_features(
     # the dictionary gains the alias (what an edit of THERAPIES' aliases does at import)
     monkeypatch.setitem(feature_dictionary.THERAPY_SPELLINGS, "hyrimoz", "adalimumab")
     features_job.run(lake)
-    _assert_current(lake)
+    assert_features_current(lake)
