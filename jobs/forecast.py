@@ -1,10 +1,12 @@
 """The batch forecast job: 365 days ahead for every patient and model, with EBM explanations.
 
-Each patient's origin is the day after their last day with data. Every model forecasts from it:
-the baselines, Prophet and the EBMs registered by the last training (loaded from the lake's
-storage). A patient with too little history of their own (fewer than 28 wear days, or no wear day
-in the last 112 days for the EBMs) gets the ``cluster_level`` forecast instead of the models that
-cannot serve them, so every patient has a forecast and the rows say which kind.
+Each patient's origin is the day after their last day with data. The models forecast from it:
+the baselines and the EBMs registered by the last training (loaded from the lake's storage), and
+Prophet for the clusters where it is the champion (every cluster before the first training): a
+fit per patient is the costliest step, and a model that lost its backtests is not worth it.
+A patient with too little history of their own (fewer than 28 wear days, or no wear day in the
+last 112 days for the EBMs) gets the ``cluster_level`` forecast instead of the models that cannot
+serve them, so every patient has a forecast and the rows say which kind.
 
 gold/explanations keeps, per EBM forecast row, the ``baseline`` (the patient's level),
 the ``intercept``, the 10 largest contributions and their remainder as ``other_features``: the
@@ -46,7 +48,6 @@ from models.prophet_model import ProphetPerPatient
 
 JOB = "forecast"
 TOP_CONTRIBUTIONS = 10
-KEPT = ("baseline", "intercept")
 
 
 @dataclass(frozen=True)
@@ -90,51 +91,43 @@ def registered_ebms(lake: Lake) -> list[ClusterEBM]:
     return models
 
 
-def top_contributions(explained: pl.DataFrame, top: int = TOP_CONTRIBUTIONS) -> pl.DataFrame:
-    """Per forecast row: baseline, intercept, the ``top`` largest contributions and the rest
-    summed as ``other_features`` (so the rows still add up to the forecast)."""
-    keys = ["patient_id", "target_date"]
-    fixed = explained.filter(pl.col("feature").is_in(KEPT))
-    ranked = explained.filter(~pl.col("feature").is_in(KEPT)).with_columns(
-        rank=pl.col("contribution").abs().rank("ordinal", descending=True).over(keys)
-    )
-    rest = (
-        ranked.filter(pl.col("rank") > top)
-        .group_by(keys)
-        .agg(pl.col("contribution").sum())
-        .with_columns(feature=pl.lit("other_features"))
-    )
-    return pl.concat(
-        [
-            fixed,
-            ranked.filter(pl.col("rank") <= top).drop("rank"),
-            rest.select(explained.columns),
-        ]
-    )
-
-
 def _forecast_origin(
     known: ForecastInput,
+    cohort: ForecastInput,
     everyone: pl.DataFrame,
     ebms: list[ClusterEBM],
     *,
     horizon: int,
     prophet_workers: int,
+    prophet_clusters: set[str] | None,
 ) -> tuple[list[pl.DataFrame], list[pl.DataFrame], int]:
-    """Forecasts (and EBM explanations) of the patients of one origin."""
+    """Forecasts (and EBM explanations) of the patients of one origin; ``cohort`` (every patient
+    of the batch known at the origin) sets the cluster-level forecast of the others."""
     origin = known.origin
     forecasts: list[pl.DataFrame] = []
     explanations: list[pl.DataFrame] = []
-    own: list[Forecaster] = [
-        SeasonalNaive(),
-        TrailingMean(),
-        WeekdayProfile(),
-        ProphetPerPatient(workers=prophet_workers),
-    ]
+    own: list[Forecaster] = [SeasonalNaive(), TrailingMean(), WeekdayProfile()]
     if known.patients.height:
         for model in own:
             forecasts.append(
                 model.predict(known, horizon=horizon).with_columns(model=pl.lit(model.name))
+            )
+        # Prophet (a fit per patient, the costliest model) only where it is the champion
+        wanted = known.patients.filter(
+            pl.col("disease_group").is_in(list(prophet_clusters))
+            if prophet_clusters is not None
+            else pl.lit(True)
+        ).select("patient_id")
+        if wanted.height:
+            subset = ForecastInput(
+                origin,
+                known.history.join(wanted, on="patient_id"),
+                known.patients.join(wanted, on="patient_id"),
+                known.therapies.join(wanted, on="patient_id"),
+            )
+            prophet = ProphetPerPatient(workers=prophet_workers)
+            forecasts.append(
+                prophet.predict(subset, horizon=horizon).with_columns(model=pl.lit(prophet.name))
             )
     levelled = known.features.filter(
         (pl.col("date") == origin) & pl.col(LEVEL).is_not_null()
@@ -152,15 +145,15 @@ def _forecast_origin(
                 ebm.predict(ready, horizon=horizon).with_columns(model=pl.lit(ebm.name))
             )
             explanations.append(
-                top_contributions(ebm.explain(ready, horizon=horizon)).with_columns(
+                ebm.explain(ready, horizon=horizon, top=TOP_CONTRIBUTIONS).with_columns(
                     model=pl.lit(ebm.name)
                 )
             )
     # patients the models could not serve, each for the models they miss
     short = everyone.join(known.patients, on="patient_id", how="anti")
-    if short.height and known.patients.height:
+    if short.height:
         forecasts.append(
-            cluster_level_forecast(known, short, horizon=horizon).with_columns(
+            cluster_level_forecast(cohort, short, horizon=horizon).with_columns(
                 model=pl.lit(CLUSTER_LEVEL)
             )
         )
@@ -174,13 +167,16 @@ def run(
     *,
     horizon: int = 365,
     prophet_workers: int = 2,
-    batch_patients: int = 1_000,
+    batch_patients: int = 250,
 ) -> ForecastSummary:
     """Forecast every patient from the day after their last day with data."""
     with job_run(lake, JOB) as record:
         if not lake.exists(DAILY_STEPS):
             return ForecastSummary(0, 0, 0, 0, ())
         ebms = registered_ebms(lake)
+        winners = champions(lake)
+        # before any training every model runs; after, Prophet only where it won
+        prophet_clusters = {c for c, m in winners.items() if m == "prophet"} if winners else None
         ends = (
             lake.scan(DAILY_STEPS)
             .group_by("patient_id")
@@ -200,10 +196,10 @@ def run(
                 assert isinstance(origin, date)
                 ids = group["patient_id"].to_list()
                 known = panel.known_at(origin, patients=ids)
+                cohort = panel.known_at(origin)
                 everyone = panel.patients.filter(pl.col("patient_id").is_in(ids))
                 if not known.patients.height:
-                    # nobody of this origin has history of their own: use the whole batch's
-                    cohort = panel.known_at(origin)
+                    # nobody of this origin has history of their own
                     made = cluster_level_forecast(cohort, everyone, horizon=horizon)
                     forecasts.append(
                         made.with_columns(model=pl.lit(CLUSTER_LEVEL), origin_date=pl.lit(origin))
@@ -211,7 +207,13 @@ def run(
                     short_total += everyone.height
                 else:
                     made_f, made_e, short = _forecast_origin(
-                        known, everyone, ebms, horizon=horizon, prophet_workers=prophet_workers
+                        known,
+                        cohort,
+                        everyone,
+                        ebms,
+                        horizon=horizon,
+                        prophet_workers=prophet_workers,
+                        prophet_clusters=prophet_clusters,
                     )
                     forecasts += made_f
                     explanations += made_e

@@ -137,6 +137,9 @@ def _registry_rows(
         for cluster in CLUSTERS:
             scores = league.filter((pl.col("cluster") == cluster) & (pl.col("model") == model.name))
             metrics = scores.select("mae", "rmse", "mase", "coverage").to_dicts()
+            if isinstance(model, ClusterEBM):
+                summary = metrics[0] if metrics else {}
+                metrics = [{**summary, "importances": model.importances(cluster)}]
             params = model.params_for(cluster) if isinstance(model, ClusterEBM) else None
             rows.append(
                 {

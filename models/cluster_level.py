@@ -3,7 +3,8 @@
 A patient with fewer than :data:`models.backtest.MIN_HISTORY_WEAR_DAYS` wear days (or no recent
 level) gets, per weekday, the median of their disease cluster's recent wear days (the last 8
 weeks of every patient of the cluster), with the cluster's 10th and 90th percentiles as the
-interval. The forecast rows say so: their model is ``cluster_level``.
+interval (every patient of the cohort when nobody of the group was recently seen). The forecast
+rows say so: their model is ``cluster_level``.
 """
 
 from __future__ import annotations
@@ -36,21 +37,25 @@ def cluster_level_forecast(
         .join(cohort.patients.select("patient_id", "disease_group"), on="patient_id")
         .with_columns(weekday=pl.col("date").dt.weekday())
     )
-    profile = recent.group_by("disease_group", "weekday").agg(
-        yhat=pl.col("steps").median(),
-        yhat_lower=pl.col("steps").quantile(LOWER_QUANTILE, "linear"),
-        yhat_upper=pl.col("steps").quantile(UPPER_QUANTILE, "linear"),
-    )
+    stats = {
+        "yhat": pl.col("steps").median(),
+        "yhat_lower": pl.col("steps").quantile(LOWER_QUANTILE, "linear"),
+        "yhat_upper": pl.col("steps").quantile(UPPER_QUANTILE, "linear"),
+    }
+    profile = recent.group_by("disease_group", "weekday").agg(**stats)
+    # a group nobody of the cohort represents recently: every patient of the cohort
+    everyone = recent.group_by("weekday").agg(**stats)
     wanted = ForecastInput(cohort.origin, cohort.history.clear(), patients, cohort.therapies)
     rows = (
         target_days(wanted, horizon)
         .join(patients.select("patient_id", "disease_group"), on="patient_id")
         .with_columns(weekday=pl.col("target_date").dt.weekday())
         .join(profile, on=["disease_group", "weekday"], how="left")
+        .join(everyone, on="weekday", how="left", suffix="_all")
+        .with_columns(pl.coalesce(name, f"{name}_all").alias(name) for name in stats)
     )
     if rows["yhat"].null_count():
-        missing = rows.filter(pl.col("yhat").is_null())["disease_group"].unique().to_list()
-        raise ForecastError(f"no recent wear days in cluster(s) {missing} to forecast from")
+        raise ForecastError(f"no wear days in the 8 weeks before {cohort.origin} to forecast from")
     return rows.select(
         "patient_id",
         "target_date",

@@ -110,6 +110,16 @@ class ClusterEBM(Forecaster):
     tuned: dict[str, dict[str, Any]] = field(default_factory=dict)
     fitted: dict[str, _Fitted] = field(default_factory=dict, repr=False)
 
+    def importances(self, cluster: str, *, top: int = 20) -> dict[str, float]:
+        """The fitted model's global term importances for ``cluster`` (mean absolute
+        contribution, in units of the patient's scale), largest first."""
+        fitted = self.fitted.get(cluster if self.clustered else "ALL")
+        if fitted is None:
+            return {}
+        pairs = zip(fitted.model.term_names_, fitted.model.term_importances(), strict=True)
+        ranked = sorted(((str(n), float(v)) for n, v in pairs), key=lambda p: -p[1])
+        return dict(ranked[:top])
+
     def params_for(self, cluster: str) -> dict[str, Any]:
         """The EBM parameters used for ``cluster`` (tuned, else the defaults)."""
         key = cluster if self.clustered else "ALL"
@@ -168,40 +178,64 @@ class ClusterEBM(Forecaster):
             self.fitted[cluster] = _fit_one(part, self._columns(), params, self.seed)
         return self
 
-    def explain(self, data: ForecastInput, *, horizon: int = 365) -> pl.DataFrame:
+    def explain(
+        self, data: ForecastInput, *, horizon: int = 365, top: int | None = None
+    ) -> pl.DataFrame:
         """``patient_id, target_date, feature, contribution`` for every forecast row: the
         ``baseline`` (the patient's level at the origin), the model's ``intercept`` and one row
-        per input; they sum to the row's ``yhat``. A forecast cut at zero steps gets a
-        ``floor_at_zero`` row with the amount added."""
+        per input, in steps; they sum to the row's ``yhat``. A forecast cut at zero steps gets a
+        ``floor_at_zero`` row with the amount added.
+
+        Args:
+            data: what is known at the origin.
+            horizon: days ahead.
+            top: keep only the ``top`` largest inputs by absolute contribution per row and sum
+                the others into ``other_features`` (the rows still add up to ``yhat``).
+        """
         out = []
         for part, fitted in self._parts(data, horizon):
-            terms = fitted.model.eval_terms(_matrix(part, fitted.columns))
-            names = [str(name) for name in fitted.model.term_names_]
-            scale = part[SCALE]
-            contributions = (
-                pl.DataFrame(terms, schema=names, orient="row")
-                .with_columns(pl.all() * scale)
-                .with_columns(
-                    baseline=part[LEVEL],
-                    intercept=float(fitted.model.intercept_) * scale,
-                )
+            names = np.array([str(name) for name in fitted.model.term_names_])
+            scale = part[SCALE].to_numpy()[:, None]
+            terms = fitted.model.eval_terms(_matrix(part, fitted.columns)) * scale
+            baseline = part[LEVEL].to_numpy()
+            intercept = float(fitted.model.intercept_) * scale[:, 0]
+            raw = baseline + intercept + terms.sum(axis=1)
+            n = terms.shape[0]
+            if top is not None and top < terms.shape[1]:
+                keep = np.argpartition(-np.abs(terms), top - 1, axis=1)[:, :top]
+                kept = np.take_along_axis(terms, keep, axis=1)
+                other = terms.sum(axis=1) - kept.sum(axis=1)
+                feature = np.concatenate([names[keep], np.full((n, 1), "other_features")], axis=1)
+                values = np.concatenate([kept, other[:, None]], axis=1)
+            else:
+                feature = np.broadcast_to(names, terms.shape)
+                values = terms
+            feature = np.concatenate(
+                [
+                    feature,
+                    np.broadcast_to(np.array(["baseline", "intercept", "floor_at_zero"]), (n, 3)),
+                ],
+                axis=1,
             )
-            raw = contributions.sum_horizontal()
-            contributions = contributions.with_columns(
-                floor_at_zero=pl.when(raw < 0).then(-raw).otherwise(0.0)
+            values = np.concatenate(
+                [values, np.stack([baseline, intercept, np.where(raw < 0, -raw, 0.0)], axis=1)],
+                axis=1,
             )
+            width = feature.shape[1]
             out.append(
-                pl.concat(
-                    [part.select("patient_id", "target_date"), contributions], how="horizontal"
-                ).unpivot(
-                    index=["patient_id", "target_date"],
-                    variable_name="feature",
-                    value_name="contribution",
+                pl.DataFrame(
+                    {
+                        "patient_id": np.repeat(part["patient_id"].to_numpy(), width),
+                        "target_date": np.repeat(part["target_date"].to_numpy(), width),
+                        "feature": feature.reshape(-1),
+                        "contribution": values.reshape(-1),
+                    }
                 )
             )
-        explained = pl.concat(out)
+        explained = pl.concat(out).with_columns(pl.col("target_date").cast(pl.Date))
         return explained.filter(
-            (pl.col("feature") != "floor_at_zero") | (pl.col("contribution") != 0)
+            ~pl.col("feature").is_in(["floor_at_zero", "other_features"])
+            | (pl.col("contribution") != 0)
         ).sort("patient_id", "target_date", "feature")
 
     def _parts(self, data: ForecastInput, horizon: int) -> list[tuple[pl.DataFrame, _Fitted]]:

@@ -174,3 +174,20 @@ def test_on_demand_forecast_equals_the_batch_forecast(
     assert (both["yhat"] - both["yhat_online"]).abs().max() < 1e-6  # type: ignore[operator]
     with pytest.raises(InputError, match="no daily steps"):
         forecast_job.OnDemandForecaster(lake).forecast("nobody")
+
+
+def test_registered_ebms_carry_their_global_term_importances(
+    trained: tuple[Lake, train_job.TrainSummary],
+) -> None:
+    import json
+
+    from models.direct import FEATURE_COLUMNS
+
+    lake, _ = trained
+    ebm_rows = lake.read(REGISTRY).filter(pl.col("kind") == "ebm")
+    assert ebm_rows.height == 8  # two EBM models x four clusters
+    for metrics in ebm_rows["metrics"]:
+        importances = json.loads(metrics)["importances"]
+        assert len(importances) >= 10
+        assert min(importances.values()) >= 0 < max(importances.values())
+        assert set(importances) <= {*FEATURE_COLUMNS, "disease_group"}
