@@ -139,7 +139,13 @@ def _registry_rows(
             metrics = scores.select("mae", "rmse", "mase", "coverage").to_dicts()
             if isinstance(model, ClusterEBM):
                 summary = metrics[0] if metrics else {}
-                metrics = [{**summary, "importances": model.importances(cluster)}]
+                metrics = [
+                    {
+                        **summary,
+                        **model.fit_cost(cluster),
+                        "importances": model.importances(cluster),
+                    }
+                ]
             params = model.params_for(cluster) if isinstance(model, ClusterEBM) else None
             rows.append(
                 {

@@ -12,6 +12,7 @@ per horizon band, so it widens with the horizon as the errors do.
 
 from __future__ import annotations
 
+import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +48,8 @@ class _Fitted:
     model: ExplainableBoostingRegressor
     spread: pl.DataFrame  # band, low, high
     columns: tuple[str, ...]
+    rows: int = 0
+    seconds: float = 0.0
 
 
 def _matrix(rows: pl.DataFrame, columns: tuple[str, ...]) -> Any:
@@ -66,6 +69,7 @@ def _fit_one(
         held = set()
     learn = rows.filter(~pl.col("patient_id").is_in(list(held)))
     check = rows.filter(pl.col("patient_id").is_in(list(held)))
+    started = time.perf_counter()
     model = ExplainableBoostingRegressor(
         feature_names=list(columns), random_state=seed, n_jobs=2, **params
     )
@@ -83,7 +87,7 @@ def _fit_one(
         low=pl.col("residual").quantile(LOWER_QUANTILE, "linear"),
         high=pl.col("residual").quantile(UPPER_QUANTILE, "linear"),
     )
-    return _Fitted(model, spread, columns)
+    return _Fitted(model, spread, columns, learn.height, time.perf_counter() - started)
 
 
 @dataclass
@@ -119,6 +123,11 @@ class ClusterEBM(Forecaster):
         pairs = zip(fitted.model.term_names_, fitted.model.term_importances(), strict=True)
         ranked = sorted(((str(n), float(v)) for n, v in pairs), key=lambda p: -p[1])
         return dict(ranked[:top])
+
+    def fit_cost(self, cluster: str) -> dict[str, float]:
+        """Training rows and seconds of the fitted model for ``cluster``."""
+        fitted = self.fitted.get(cluster if self.clustered else "ALL")
+        return {} if fitted is None else {"rows": fitted.rows, "fit_seconds": fitted.seconds}
 
     def params_for(self, cluster: str) -> dict[str, Any]:
         """The EBM parameters used for ``cluster`` (tuned, else the defaults)."""
