@@ -22,7 +22,7 @@ import polars as pl
 
 from jobs.features.calendar import calendar_features
 from jobs.features.clinical import THERAPY_SLUGS
-from lakehouse.feature_dictionary import therapy_slug
+from lakehouse.feature_dictionary import FEATURE_BY_NAME, therapy_slug
 from models.base import ForecastInput
 
 LEVEL = "ewm_mean_28d"
@@ -249,3 +249,26 @@ def forecast_rows(data: ForecastInput, horizon: int) -> pl.DataFrame:
     return _assemble(
         rows.filter(pl.col("patient_id").is_in(at_origin["patient_id"].implode())), state_known
     ).filter(pl.col(LEVEL).is_not_null())
+
+
+# Rows of gold/explanations that are not model inputs.
+SPECIAL_LABELS = {
+    "baseline": "Patient's recent level (28-day weighted mean of steps)",
+    "intercept": "Typical change for patients like this",
+    "other_features": "All other inputs together",
+    "floor_at_zero": "Forecast raised to zero steps",
+    "disease_group": "Disease group",
+}
+
+
+def feature_label(name: str) -> str:
+    """The plain-language label of an explanation row's feature (the feature dictionary's for
+    state and calendar inputs)."""
+    if name in SPECIAL_LABELS:
+        return SPECIAL_LABELS[name]
+    if name in LABELS:
+        return LABELS[name]
+    feature = FEATURE_BY_NAME.get(name)
+    if feature is None:
+        raise KeyError(f"no label for feature {name!r}")
+    return feature.label

@@ -60,3 +60,14 @@ def test_models_refuse_history_on_or_after_the_origin_and_patients_without_data(
     empty = weekly_series("P2", 30, PATTERN).with_columns(steps=pl.lit(None, pl.Float64))
     with pytest.raises(ForecastError, match="without any wear day"):
         WeekdayProfile().predict(forecast_input(pl.concat([history, empty]), data.origin))
+
+
+def test_every_explanation_row_has_a_plain_language_label() -> None:
+    from models.direct import FEATURE_COLUMNS, SPECIAL_LABELS, feature_label
+
+    for name in (*FEATURE_COLUMNS, *SPECIAL_LABELS):
+        label = feature_label(name)
+        assert label and label[0].isupper() and "_" not in label, (name, label)
+    assert feature_label("roll_mean_30d") == "Average steps, last 30 days"
+    with pytest.raises(KeyError):
+        feature_label("no_such_feature")
