@@ -38,7 +38,7 @@ from lakehouse.catalog import (
 from lakehouse.errors import InputError
 from lakehouse.storage import Lake, in_list_predicate, sql_literal
 from models.backtest import Panel
-from models.base import Forecaster, ForecastInput
+from models.base import Forecaster, ForecastError, ForecastInput
 from models.baselines import SeasonalNaive, TrailingMean, WeekdayProfile
 from models.cluster_level import NAME as CLUSTER_LEVEL
 from models.cluster_level import cluster_level_forecast
@@ -59,11 +59,18 @@ class ForecastSummary:
     forecast_rows: int
     explanation_rows: int
     models: tuple[str, ...]
+    without_forecast: int = 0
 
     def describe(self) -> str:
         """One line for the command line."""
+        missing = (
+            f", {self.without_forecast:,} without any wear day yet (no forecast)"
+            if self.without_forecast
+            else ""
+        )
         return (
-            f"forecast: {self.patients:,} patients ({self.cluster_level:,} cluster-level), "
+            f"forecast: {self.patients:,} patients "
+            f"({self.cluster_level:,} cluster-level{missing}), "
             f"{self.forecast_rows:,} forecast rows, {self.explanation_rows:,} explanation rows; "
             f"models: {', '.join(self.models)}"
         )
@@ -185,6 +192,7 @@ def run(
             .collect()
         )
         patients = short_total = rows_out = explained_out = 0
+        unforecastable: list[str] = []
         models: set[str] = set()
         for start in range(0, ends.height, batch_patients):
             batch = ends.slice(start, batch_patients)
@@ -196,11 +204,23 @@ def run(
                 assert isinstance(origin, date)
                 ids = group["patient_id"].to_list()
                 known = panel.known_at(origin, patients=ids)
-                cohort = panel.known_at(origin)
+                # everyone's history before the origin, however short, for cluster-level rows
+                cohort = ForecastInput(
+                    origin,
+                    panel.daily.filter(pl.col("date") < origin),
+                    panel.patients,
+                    panel.therapies.clear(),
+                )
                 everyone = panel.patients.filter(pl.col("patient_id").is_in(ids))
                 if not known.patients.height:
                     # nobody of this origin has history of their own
-                    made = cluster_level_forecast(cohort, everyone, horizon=horizon)
+                    try:
+                        made = cluster_level_forecast(cohort, everyone, horizon=horizon)
+                    except ForecastError:
+                        # not a single wear day in the batch before this origin: recorded,
+                        # and these patients get their forecast once a wear day arrives
+                        unforecastable += everyone["patient_id"].to_list()
+                        continue
                     forecasts.append(
                         made.with_columns(model=pl.lit(CLUSTER_LEVEL), origin_date=pl.lit(origin))
                     )
@@ -243,6 +263,7 @@ def run(
         record.details.update(
             patients=patients,
             cluster_level=short_total,
+            without_forecast=unforecastable[:100],
             explanation_rows=explained_out,
             models=sorted(models),
             horizon=horizon,

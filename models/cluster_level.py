@@ -29,7 +29,11 @@ def cluster_level_forecast(
     cohort: ForecastInput, patients: pl.DataFrame, *, horizon: int
 ) -> pl.DataFrame:
     """Forecast rows for ``patients`` (``patient_id, disease_group``) from the recent wear days of
-    ``cohort`` (the cluster's patients with history, known at the same origin)."""
+    ``cohort`` (patients' history before the same origin, however short).
+
+    Raises:
+        ForecastError: the cohort has no wear day at all before the origin.
+    """
     since = cohort.origin - timedelta(days=7 * WEEKS)
     recent = (
         cohort.wear_days()
@@ -43,8 +47,11 @@ def cluster_level_forecast(
         "yhat_upper": pl.col("steps").quantile(UPPER_QUANTILE, "linear"),
     }
     profile = recent.group_by("disease_group", "weekday").agg(**stats)
-    # a group nobody of the cohort represents recently: every patient of the cohort
+    # a group (or weekday) nobody of the cohort represents recently: every patient of the
+    # cohort, then any weekday, then their whole history before the origin
     everyone = recent.group_by("weekday").agg(**stats)
+    any_day = recent.select(**stats)
+    ever = cohort.wear_days().select(**stats)
     wanted = ForecastInput(cohort.origin, cohort.history.clear(), patients, cohort.therapies)
     rows = (
         target_days(wanted, horizon)
@@ -52,10 +59,15 @@ def cluster_level_forecast(
         .with_columns(weekday=pl.col("target_date").dt.weekday())
         .join(profile, on=["disease_group", "weekday"], how="left")
         .join(everyone, on="weekday", how="left", suffix="_all")
-        .with_columns(pl.coalesce(name, f"{name}_all").alias(name) for name in stats)
+        .join(any_day.rename({n: f"{n}_any" for n in stats}), how="cross")
+        .join(ever.rename({n: f"{n}_ever" for n in stats}), how="cross")
+        .with_columns(
+            pl.coalesce(name, f"{name}_all", f"{name}_any", f"{name}_ever").alias(name)
+            for name in stats
+        )
     )
     if rows["yhat"].null_count():
-        raise ForecastError(f"no wear days in the 8 weeks before {cohort.origin} to forecast from")
+        raise ForecastError(f"no wear day before {cohort.origin} to forecast from")
     return rows.select(
         "patient_id",
         "target_date",

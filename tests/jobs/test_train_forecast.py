@@ -191,3 +191,27 @@ def test_registered_ebms_carry_their_global_term_importances(
         assert len(importances) >= 10
         assert min(importances.values()) >= 0 < max(importances.values())
         assert set(importances) <= {*FEATURE_COLUMNS, "disease_group"}
+
+
+REALDATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "realdata"
+
+
+@pytest.mark.skipif(not REALDATA.exists(), reason="real device exports not beside the project")
+def test_the_pipeline_forecasts_every_real_patient(tmp_path: Path) -> None:
+    """The real Apple Health export and Fitabase hourly file (a month each): too short to train
+    on, so every patient gets the baselines (and Prophet) or, with under 28 wear days, the
+    cluster-level forecast; nobody is left without one."""
+    from jobs.ingest import run as ingest
+
+    lake = Lake(str(tmp_path / "lake"))
+    ingest.run(lake, REALDATA / "apple-health" / "export.xml", patient_id="apple-1")
+    ingest.run(lake, REALDATA / "fitabase" / "hourlySteps_merged.csv", timezone="America/Chicago")
+    done = mobility("--lake", lake.uri, "pipeline", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "train: too little history" in done.stdout
+    forecasts = lake.read(FORECASTS)
+    assert forecasts["patient_id"].n_unique() == lake.read(DAILY_STEPS)["patient_id"].n_unique()
+    assert set(forecasts.group_by("patient_id", "model").len()["len"]) == {365}
+    wear = lake.read(DAILY_STEPS).filter(pl.col("is_wear_day")).group_by("patient_id").len()
+    newcomers = set(wear.filter(pl.col("len") < 28)["patient_id"])
+    assert newcomers == set(forecasts.filter(pl.col("model") == "cluster_level")["patient_id"])
