@@ -11,8 +11,10 @@ serve them, so every patient has a forecast and the rows say which kind.
 gold/explanations keeps, per EBM forecast row, the ``baseline`` (the patient's level),
 the ``intercept``, the 10 largest contributions and their remainder as ``other_features``: the
 rows still sum to the forecast, and the table stays proportional to forecasts, not to inputs.
-Rows of a (patient, origin) are replaced when the job runs again; earlier origins are kept, so
-matured forecasts can be scored.
+Rows of a (patient, origin) are replaced when the job runs again. Of a patient's earlier origins,
+the first of each calendar month is kept (monitoring scores matured forecasts against what
+happened) and the others are deleted, so the tables grow by a month's forecast per patient and
+month, not by one per day.
 """
 
 from __future__ import annotations
@@ -96,6 +98,56 @@ def registered_ebms(lake: Lake) -> list[ClusterEBM]:
         assert isinstance(model, ClusterEBM)
         models.append(model)
     return models
+
+
+def superseded(stored: pl.DataFrame, latest: pl.DataFrame) -> pl.DataFrame:
+    """``patient_id, origin_date`` of stored forecasts to delete: an origin is kept when it is
+    this run's, or an earlier one that is the first of its calendar month (what monitoring scores
+    once the forecast days have passed). The others were replaced by a newer forecast, or lie
+    after this run's origin because data was withdrawn since.
+
+    Args:
+        stored: ``patient_id, origin_date`` pairs in gold/forecasts.
+        latest: ``patient_id, origin`` of this run.
+    """
+    firsts = stored.group_by("patient_id", pl.col("origin_date").dt.strftime("%Y-%m")).agg(
+        pl.col("origin_date").min().alias("first")
+    )
+    monthly = firsts.select("patient_id", pl.col("first").alias("origin_date"), keep=pl.lit(True))
+    return (
+        stored.join(latest, on="patient_id")
+        .join(monthly, on=["patient_id", "origin_date"], how="left")
+        .filter(
+            (pl.col("origin_date") != pl.col("origin"))
+            & ~(pl.col("keep").fill_null(False) & (pl.col("origin_date") < pl.col("origin")))
+        )
+        .select("patient_id", "origin_date")
+    )
+
+
+def _retire_superseded(lake: Lake, batch: pl.DataFrame) -> int:
+    """Delete the forecasts (and explanations) of the batch's superseded origins."""
+    stored = (
+        lake.scan(FORECASTS)
+        .filter(pl.col("patient_id").is_in(batch["patient_id"].implode()))
+        .select("patient_id", "origin_date")
+        .unique()
+        .collect()
+    )
+    gone = superseded(stored, batch.select("patient_id", "origin"))
+    if not gone.height:
+        return 0
+    terms = [
+        f"(origin_month = {sql_literal(day.strftime('%Y-%m'))} "
+        f"AND origin_date = {sql_literal(day.isoformat())} "
+        f"AND {in_list_predicate('patient_id', sorted(group['patient_id']))})"
+        for (day,), group in gone.group_by("origin_date")
+        if isinstance(day, date)
+    ]
+    predicate = " OR ".join(terms)
+    lake.delete(FORECASTS, predicate)
+    lake.delete(EXPLANATIONS, predicate)
+    return gone.height
 
 
 def _forecast_origin(
@@ -193,6 +245,7 @@ def run(
         )
         patients = short_total = rows_out = explained_out = 0
         unforecastable: list[str] = []
+        retired_origins = 0
         models: set[str] = set()
         for start in range(0, ends.height, batch_patients):
             batch = ends.slice(start, batch_patients)
@@ -258,12 +311,14 @@ def run(
                 explained = pl.concat(explanations, how="diagonal_relaxed").with_columns(month)
                 lake.replace(EXPLANATIONS, explained, predicate=predicate, metadata={"job": JOB})
                 explained_out += explained.height
+            retired_origins += _retire_superseded(lake, batch)
             patients += batch.height
         record.rows_in, record.rows_out = patients, rows_out
         record.details.update(
             patients=patients,
             cluster_level=short_total,
             without_forecast=unforecastable[:100],
+            retired_origins=retired_origins,
             explanation_rows=explained_out,
             models=sorted(models),
             horizon=horizon,

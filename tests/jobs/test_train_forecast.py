@@ -215,3 +215,30 @@ def test_the_pipeline_forecasts_every_real_patient(tmp_path: Path) -> None:
     wear = lake.read(DAILY_STEPS).filter(pl.col("is_wear_day")).group_by("patient_id").len()
     newcomers = set(wear.filter(pl.col("len") < 28)["patient_id"])
     assert newcomers == set(forecasts.filter(pl.col("model") == "cluster_level")["patient_id"])
+
+
+def test_superseded_origins_keep_the_first_of_each_month_and_the_latest() -> None:
+    from datetime import date
+
+    stored = pl.DataFrame(
+        {
+            "patient_id": ["A"] * 5 + ["B"],
+            "origin_date": [
+                date(2026, 1, 3),  # first of January: kept
+                date(2026, 1, 9),
+                date(2026, 2, 1),  # first of February: kept
+                date(2026, 2, 2),
+                date(2026, 2, 9),  # after this run's origin (data withdrawn): deleted
+                date(2026, 2, 5),  # B's only origin, this run's: kept
+            ],
+        }
+    )
+    latest = pl.DataFrame(
+        {"patient_id": ["A", "B"], "origin": [date(2026, 2, 3), date(2026, 2, 5)]}
+    )
+    gone = forecast_job.superseded(stored, latest).sort("origin_date")
+    assert gone.rows() == [
+        ("A", date(2026, 1, 9)),
+        ("A", date(2026, 2, 2)),
+        ("A", date(2026, 2, 9)),
+    ]
