@@ -5,7 +5,8 @@ asked. On a sample of patients per disease cluster it runs rolling-origin backte
 model (baselines, Prophet, EBM per cluster, global EBM) into gold/backtests, chooses each
 cluster's champion by mean MAE over the whole year ahead (never by assumption), fits the EBMs on
 the sample's full history and stores them in the lake's storage, and appends one row per model
-and cluster to models/registry (status ``champion`` or ``candidate``).
+and cluster to models/registry (status ``champion`` or ``candidate``; earlier versions become
+``retired`` in the same commit).
 """
 
 from __future__ import annotations
@@ -221,7 +222,14 @@ def run(
                 artifacts[model.name] = lake.write_object(
                     f"models/artifacts/{model.name}-v{version}.pkl", pickle.dumps(model)
                 )
-        lake.append(REGISTRY, _registry_rows(version, now, models, league, winners, artifacts))
+        rows = _registry_rows(version, now, models, league, winners, artifacts)
+        if lake.exists(REGISTRY):
+            # one commit: the new version in, every earlier one retired
+            earlier = lake.read(REGISTRY).filter(pl.col("status") != "retired")
+            rows = pl.concat(
+                [rows, earlier.with_columns(status=pl.lit("retired"))], how="vertical_relaxed"
+            )
+        lake.upsert(REGISTRY, rows)
         record.rows_in, record.rows_out = panel.daily.height, results.height
         record.details.update(
             status="trained",

@@ -242,3 +242,17 @@ def test_superseded_origins_keep_the_first_of_each_month_and_the_latest() -> Non
         ("A", date(2026, 2, 2)),
         ("A", date(2026, 2, 9)),
     ]
+
+
+def test_a_new_training_retires_the_earlier_version(tmp_path: Path) -> None:
+    lake = Lake(str(tmp_path / "lake"))
+    generate.run(lake, patients=12, seed=9, years=1.6)
+    aggregate.run(lake)
+    features_job.run(lake)
+    for day in (NOW, NOW + timedelta(days=8)):
+        summary = train_job.run(lake, patients_per_cluster=2, origins=1, prophet_workers=1, now=day)
+        assert summary.status == "trained"
+    registry = lake.read(REGISTRY)
+    assert set(registry.filter(pl.col("version") == 1)["status"]) == {"retired"}
+    assert set(registry.filter(pl.col("version") == 2)["status"]) == {"champion", "candidate"}
+    assert forecast_job.champions(lake)  # from the newest version only
