@@ -13,7 +13,14 @@ from jobs import aggregate, generate
 from jobs import forecast as forecast_job
 from jobs import train as train_job
 from jobs.features import run as features_job
-from lakehouse.catalog import BACKTESTS, DAILY_STEPS, EXPLANATIONS, FORECASTS, REGISTRY
+from lakehouse.catalog import (
+    BACKTESTS,
+    DAILY_STEPS,
+    EXPLANATIONS,
+    FORECASTS,
+    JOB_RUNS,
+    REGISTRY,
+)
 from lakehouse.errors import InputError
 from lakehouse.storage import Lake
 from tests.test_cli import assert_one_line_error, mobility
@@ -256,3 +263,33 @@ def test_a_new_training_retires_the_earlier_version(tmp_path: Path) -> None:
     assert set(registry.filter(pl.col("version") == 1)["status"]) == {"retired"}
     assert set(registry.filter(pl.col("version") == 2)["status"]) == {"champion", "candidate"}
     assert forecast_job.champions(lake)  # from the newest version only
+
+
+def test_training_with_a_tuning_budget_registers_the_tuned_parameters(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    lake = Lake(str(tmp_path / "lake"))
+    generate.run(lake, patients=16, seed=4, years=1.6)
+    aggregate.run(lake)
+    features_job.run(lake)
+    monkeypatch.setattr(train_job, "MIN_PATIENTS_TO_TUNE", 1)
+    summary = train_job.run(
+        lake,
+        force=True,
+        patients_per_cluster=4,
+        origins=1,
+        prophet_workers=1,
+        tune_seconds=8,
+        now=NOW,
+    )
+    assert summary.status == "trained"
+    details = json.loads(lake.read(JOB_RUNS).filter(pl.col("job") == "train")["details"][0])
+    assert set(details["tuning_mae"]) == {"ebm_cluster", "ebm_global"}
+    ebm = lake.read(REGISTRY).filter(pl.col("kind") == "ebm")
+    for params in ebm["params"]:
+        tuned = json.loads(params)
+        assert {"learning_rate", "max_bins", "max_leaves", "interactions", "outer_bags"} <= set(
+            tuned
+        )
