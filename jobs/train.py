@@ -55,6 +55,7 @@ class TrainSummary:
     origins: list[date] = field(default_factory=list)
     champions: dict[str, str] = field(default_factory=dict)
     league: pl.DataFrame = field(default_factory=pl.DataFrame)
+    fits: dict[str, dict[str, float]] = field(default_factory=dict)  # "model cluster" -> cost
 
     def describe(self) -> str:
         """Lines for the command line."""
@@ -65,6 +66,11 @@ class TrainSummary:
             f"train: version {self.version}, {self.patients} patients, "
             f"{len(self.origins)} origins; champions: {chosen}"
         ]
+        for key, cost in sorted(self.fits.items()):
+            lines.append(
+                f"  fit {key:<26} {cost.get('rows', 0):>9,.0f} rows "
+                f"{cost.get('fit_seconds', 0):7.1f} s"
+            )
         for row in self.league.iter_rows(named=True):
             lines.append(
                 f"  {row['cluster']:<6} {row['model']:<20} MAE {row['mae']:8.0f}  "
@@ -239,4 +245,11 @@ def run(
             champions=winners,
             tuning_mae=tuning,
         )
-        return TrainSummary("trained", version, len(sample), chosen_origins, winners, league)
+        fits = {
+            f"{model.name} {cluster}": model.fit_cost(cluster)
+            for model in models
+            if isinstance(model, ClusterEBM)
+            for cluster in (CLUSTERS if model.clustered else ("ALL",))
+            if model.fit_cost(cluster)
+        }
+        return TrainSummary("trained", version, len(sample), chosen_origins, winners, league, fits)
