@@ -15,14 +15,13 @@ Prints samples/s, wall time and peak RSS for both and the ratio aggregate/refere
 
 from __future__ import annotations
 
-import argparse
 import json
 import resource
 import shutil
 import time
 from pathlib import Path
 
-from common import generate, measure, print_table
+from common import arguments, generate, measure, print_table
 
 
 def _child(kind: str, lake_uri: str) -> None:
@@ -55,14 +54,7 @@ def _child(kind: str, lake_uri: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--patients", type=int, nargs="+", default=[100, 1000])
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--workdir", default="/tmp/mobility-bench")
-    parser.add_argument("--keep", action="store_true", help="keep the generated lakes")
-    parser.add_argument("--child", choices=["aggregate", "reference"])
-    parser.add_argument("--lake")
-    args = parser.parse_args()
+    args = arguments(__doc__, ["aggregate", "reference"])
     if args.child:
         _child(args.child, args.lake)
         return

@@ -16,14 +16,13 @@ to the last (1.0 = linear).
 
 from __future__ import annotations
 
-import argparse
 import json
 import resource
 import shutil
 import time
 from pathlib import Path
 
-from common import generate, measure, mobility, print_table
+from common import arguments, generate, measure, mobility, print_table
 
 
 def _child(kind: str, lake_uri: str) -> None:
@@ -60,14 +59,7 @@ def _child(kind: str, lake_uri: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--patients", type=int, nargs="+", default=[100, 1000])
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--workdir", default="/tmp/mobility-bench")
-    parser.add_argument("--keep", action="store_true", help="keep the generated lakes")
-    parser.add_argument("--child", choices=["full", "daily"])
-    parser.add_argument("--lake")
-    args = parser.parse_args()
+    args = arguments(__doc__, ["full", "daily"])
     if args.child:
         _child(args.child, args.lake)
         return

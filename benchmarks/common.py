@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -38,3 +39,15 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     print(" | ".join(header))
     for row in rows:
         print(" | ".join(str(row[h]) for h in header))
+
+
+def arguments(description: str | None, children: list[str]) -> argparse.Namespace:
+    """The options every population benchmark takes (``--child`` runs one measurement)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--patients", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--workdir", default="/tmp/mobility-bench")
+    parser.add_argument("--keep", action="store_true", help="keep the generated lakes")
+    parser.add_argument("--child", choices=children)
+    parser.add_argument("--lake")
+    return parser.parse_args()
