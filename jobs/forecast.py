@@ -178,12 +178,7 @@ def _forecast_origin(
             else pl.lit(True)
         ).select("patient_id")
         if wanted.height:
-            subset = ForecastInput(
-                origin,
-                known.history.join(wanted, on="patient_id"),
-                known.patients.join(wanted, on="patient_id"),
-                known.therapies.join(wanted, on="patient_id"),
-            )
+            subset = known.only(wanted)
             prophet = ProphetPerPatient(workers=prophet_workers)
             forecasts.append(
                 prophet.predict(subset, horizon=horizon).with_columns(model=pl.lit(prophet.name))
@@ -191,23 +186,17 @@ def _forecast_origin(
     levelled = known.features.filter(
         (pl.col("date") == origin) & pl.col(LEVEL).is_not_null()
     ).select("patient_id")
-    ready = ForecastInput(
-        origin,
-        known.history.join(levelled, on="patient_id"),
-        known.patients.join(levelled, on="patient_id"),
-        known.therapies.join(levelled, on="patient_id"),
-        known.features.join(levelled, on="patient_id"),
-    )
-    if ready.patients.height:
-        for ebm in ebms:
-            forecasts.append(
-                ebm.predict(ready, horizon=horizon).with_columns(model=pl.lit(ebm.name))
+    ready = known.only(levelled)
+    for ebm in ebms:
+        served = ready.only(ebm.covered(ready.patients))
+        if not served.patients.height:
+            continue
+        forecasts.append(ebm.predict(served, horizon=horizon).with_columns(model=pl.lit(ebm.name)))
+        explanations.append(
+            ebm.explain(served, horizon=horizon, top=TOP_CONTRIBUTIONS).with_columns(
+                model=pl.lit(ebm.name)
             )
-            explanations.append(
-                ebm.explain(ready, horizon=horizon, top=TOP_CONTRIBUTIONS).with_columns(
-                    model=pl.lit(ebm.name)
-                )
-            )
+        )
     # patients the models could not serve, each for the models they miss
     short = everyone.join(known.patients, on="patient_id", how="anti")
     if short.height:
@@ -424,7 +413,7 @@ class OnDemandForecaster:
             )
         models: list[Forecaster] = [SeasonalNaive(), TrailingMean(), WeekdayProfile()]
         if features.height and features[LEVEL][0] is not None:
-            models += self.ebms
+            models += [ebm for ebm in self.ebms if ebm.covered(known.patients).height]
         return pl.concat(
             [m.predict(known, horizon=horizon).with_columns(model=pl.lit(m.name)) for m in models]
         ).select(

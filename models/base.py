@@ -17,6 +17,8 @@ from typing import ClassVar
 
 import polars as pl
 
+from lakehouse.errors import MobilityError
+
 FORECAST_SCHEMA = pl.Schema(
     {
         "patient_id": pl.String,
@@ -31,7 +33,7 @@ HISTORY_COLUMNS = ("patient_id", "date", "steps")
 LOWER_QUANTILE, UPPER_QUANTILE = 0.1, 0.9
 
 
-class ForecastError(ValueError):
+class ForecastError(MobilityError, ValueError):
     """A model was given input it cannot use, or produced an impossible forecast."""
 
 
@@ -61,13 +63,29 @@ class ForecastInput:
         """History rows with steps (wear days only)."""
         return self.history.filter(pl.col("steps").is_not_null())
 
+    def only(self, patients: pl.DataFrame) -> ForecastInput:
+        """The same origin, restricted to ``patients`` (a frame with ``patient_id``)."""
+        ids = patients.select("patient_id")
 
-def target_days(data: ForecastInput, horizon: int) -> pl.DataFrame:
-    """``patient_id, target_date`` for every patient and each of the ``horizon`` days."""
-    days = pl.date_range(
-        data.origin, data.origin + pl.duration(days=horizon - 1), "1d", eager=True
-    ).alias("target_date")
-    return data.patients.select("patient_id").join(days.to_frame(), how="cross")
+        def mine(frame: pl.DataFrame) -> pl.DataFrame:
+            return frame.join(ids, on="patient_id") if frame.width else frame
+
+        return ForecastInput(
+            self.origin,
+            mine(self.history),
+            mine(self.patients),
+            mine(self.therapies),
+            mine(self.features),
+        )
+
+
+def target_days(patients: pl.DataFrame, origin: date, horizon: int) -> pl.DataFrame:
+    """``patient_id, target_date`` for every patient and each of the ``horizon`` days from
+    ``origin``."""
+    days = pl.date_range(origin, origin + pl.duration(days=horizon - 1), "1d", eager=True).alias(
+        "target_date"
+    )
+    return patients.select("patient_id").join(days.to_frame(), how="cross")
 
 
 class Forecaster(ABC):

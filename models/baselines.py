@@ -65,7 +65,7 @@ def _forecast(
     )
     yhat = pl.col("yhat").clip(lower_bound=0)
     return (
-        target_days(data, horizon)
+        target_days(data.patients, data.origin, horizon)
         .with_columns(weekday=pl.col("target_date").dt.weekday())
         .join(by_weekday, on=["patient_id", "weekday"], how="left")
         .join(spread, on="patient_id", how="left")

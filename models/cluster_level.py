@@ -52,9 +52,8 @@ def cluster_level_forecast(
     everyone = recent.group_by("weekday").agg(**stats)
     any_day = recent.select(**stats)
     ever = cohort.wear_days().select(**stats)
-    wanted = ForecastInput(cohort.origin, cohort.history.clear(), patients, cohort.therapies)
     rows = (
-        target_days(wanted, horizon)
+        target_days(patients, cohort.origin, horizon)
         .join(patients.select("patient_id", "disease_group"), on="patient_id")
         .with_columns(weekday=pl.col("target_date").dt.weekday())
         .join(profile, on=["disease_group", "weekday"], how="left")

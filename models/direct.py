@@ -15,7 +15,7 @@ recent level.
 from __future__ import annotations
 
 import math
-from datetime import date, timedelta
+from datetime import date
 
 import numpy as np
 import polars as pl
@@ -23,7 +23,7 @@ import polars as pl
 from jobs.features.calendar import calendar_features
 from jobs.features.clinical import THERAPY_SLUGS
 from lakehouse.feature_dictionary import FEATURE_BY_NAME, therapy_slug
-from models.base import ForecastInput
+from models.base import ForecastInput, target_days
 
 LEVEL = "ewm_mean_28d"
 # Deviations are learned relative to the level, in units of SCALE = max(level, MIN_SCALE) steps,
@@ -237,18 +237,10 @@ def training_rows(
 def forecast_rows(data: ForecastInput, horizon: int) -> pl.DataFrame:
     """Rows for the forecast from ``data.origin``: each patient with a level at the origin and
     each of the ``horizon`` days."""
-    origin = data.origin
-    days = pl.date_range(origin, origin + timedelta(days=horizon - 1), "1d", eager=True)
-    rows = (
-        data.patients.select("patient_id")
-        .join(days.alias("target_date").to_frame(), how="cross")
-        .with_columns(origin=pl.lit(origin))
-    )
-    at_origin = data.features.filter(pl.col("date") == origin)
-    state_known = ForecastInput(origin, data.history, data.patients, data.therapies, at_origin)
-    return _assemble(
-        rows.filter(pl.col("patient_id").is_in(at_origin["patient_id"].implode())), state_known
-    ).filter(pl.col(LEVEL).is_not_null())
+    at_origin = data.features.filter(pl.col("date") == data.origin)
+    rows = target_days(at_origin, data.origin, horizon).with_columns(origin=pl.lit(data.origin))
+    state_known = ForecastInput(data.origin, data.history, data.patients, data.therapies, at_origin)
+    return _assemble(rows, state_known).filter(pl.col(LEVEL).is_not_null())
 
 
 # Rows of gold/explanations that are not model inputs.

@@ -52,7 +52,8 @@ class _Fitted:
     seconds: float = 0.0
 
 
-def _matrix(rows: pl.DataFrame, columns: tuple[str, ...]) -> Any:
+def model_matrix(rows: pl.DataFrame, columns: tuple[str, ...]) -> Any:
+    """The model inputs as the pandas frame interpret expects (booleans as 0/1)."""
     frame = rows.select(columns).with_columns(pl.col(pl.Boolean).cast(pl.Int8))
     return frame.to_pandas()
 
@@ -77,11 +78,11 @@ def _fit_one(
         # missing inputs are meaningful here (no wear days in a window): EBM scores them in a
         # bin of their own, which our explanations show; its plots would not
         warnings.filterwarnings("ignore", message="Missing values detected")
-        model.fit(_matrix(learn, columns), learn["target"].to_numpy())
+        model.fit(model_matrix(learn, columns), learn["target"].to_numpy())
     source = check if check.height >= 200 else learn
     errors = source.select(
         _band(pl.col(HORIZON)).alias("band"),
-        residual=pl.col("target") - pl.Series(model.predict(_matrix(source, columns))),
+        residual=pl.col("target") - pl.Series(model.predict(model_matrix(source, columns))),
     )
     spread = errors.group_by("band").agg(
         low=pl.col("residual").quantile(LOWER_QUANTILE, "linear"),
@@ -123,6 +124,13 @@ class ClusterEBM(Forecaster):
         pairs = zip(fitted.model.term_names_, fitted.model.term_importances(), strict=True)
         ranked = sorted(((str(n), float(v)) for n, v in pairs), key=lambda p: -p[1])
         return dict(ranked[:top])
+
+    def covered(self, patients: pl.DataFrame) -> pl.DataFrame:
+        """The ``patients`` (with ``disease_group``) whose cluster has a fitted model: a cluster
+        without patients at training time has none."""
+        if not self.clustered:
+            return patients if "ALL" in self.fitted else patients.clear()
+        return patients.filter(pl.col("disease_group").is_in(list(self.fitted)))
 
     def fit_cost(self, cluster: str) -> dict[str, float]:
         """Training rows and seconds of the fitted model for ``cluster``."""
@@ -205,7 +213,7 @@ class ClusterEBM(Forecaster):
         for part, fitted in self._parts(data, horizon):
             names = np.array([str(name) for name in fitted.model.term_names_])
             scale = part[SCALE].to_numpy()[:, None]
-            terms = fitted.model.eval_terms(_matrix(part, fitted.columns)) * scale
+            terms = fitted.model.eval_terms(model_matrix(part, fitted.columns)) * scale
             baseline = part[LEVEL].to_numpy()
             intercept = float(fitted.model.intercept_) * scale[:, 0]
             raw = baseline + intercept + terms.sum(axis=1)
@@ -271,7 +279,7 @@ class ClusterEBM(Forecaster):
     def _predict(self, data: ForecastInput, horizon: int) -> pl.DataFrame:
         out = []
         for part, fitted in self._parts(data, horizon):
-            deviation = fitted.model.predict(_matrix(part, fitted.columns))
+            deviation = fitted.model.predict(model_matrix(part, fitted.columns))
             out.append(
                 part.select(
                     "patient_id",

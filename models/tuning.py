@@ -20,13 +20,10 @@ import polars as pl
 from interpret.glassbox import ExplainableBoostingRegressor
 
 from models.direct import SCALE
+from models.ebm import model_matrix
 
 RUNGS = (1 / 9, 1 / 3, 1.0)
 VALIDATION_SHARE = 0.2
-
-
-def _matrix(rows: pl.DataFrame, columns: tuple[str, ...]) -> Any:
-    return rows.select(columns).with_columns(pl.col(pl.Boolean).cast(pl.Int8)).to_pandas()
 
 
 def _space(trial: optuna.Trial) -> dict[str, Any]:
@@ -67,7 +64,7 @@ def tune_ebm(
         fraction=1.0, shuffle=True, seed=seed
     )
     check = rows.filter(pl.col("patient_id").is_in(list(held)))
-    check_x = _matrix(check, columns)
+    check_x = model_matrix(check, columns)
     truth = check["target"].to_numpy()
     scale = check[SCALE].to_numpy()
 
@@ -81,7 +78,7 @@ def tune_ebm(
             )
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Missing values detected")
-                model.fit(_matrix(part, columns), part["target"].to_numpy())
+                model.fit(model_matrix(part, columns), part["target"].to_numpy())
             error = float(np.mean(np.abs(model.predict(check_x) - truth) * scale))
             trial.report(error, rung)
             if trial.should_prune():

@@ -19,6 +19,7 @@ from lakehouse.catalog import (
     EXPLANATIONS,
     FORECASTS,
     JOB_RUNS,
+    PATIENTS,
     REGISTRY,
 )
 from lakehouse.errors import InputError
@@ -293,3 +294,26 @@ def test_training_with_a_tuning_budget_registers_the_tuned_parameters(
         assert {"learning_rate", "max_bins", "max_leaves", "interactions", "outer_bags"} <= set(
             tuned
         )
+
+
+def test_patients_of_a_cluster_without_an_ebm_still_get_their_other_forecasts(
+    trained: tuple[Lake, train_job.TrainSummary], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cluster nobody of the training sample belonged to has no EBM: its patients get the
+    other models, not a failed run."""
+    lake, _ = trained
+    ebms = forecast_job.registered_ebms(lake)
+    clustered = next(ebm for ebm in ebms if ebm.clustered)
+    dropped = sorted(clustered.fitted)[0]
+    del clustered.fitted[dropped]
+    monkeypatch.setattr(forecast_job, "registered_ebms", lambda _lake: ebms)
+    forecast_job.run(lake, prophet_workers=1)
+    groups = lake.read(PATIENTS).select("patient_id", "disease_group")
+    forecasts = lake.read(FORECASTS).join(groups, on="patient_id")
+    latest = forecasts.filter(
+        pl.col("origin_date") == pl.col("origin_date").max().over("patient_id")
+    )
+    mine = latest.filter(pl.col("disease_group") == dropped)
+    assert mine.height and "ebm_cluster" not in set(mine["model"])
+    assert {"ebm_global", "trailing_mean_28d"} <= set(mine["model"])
+    assert "ebm_cluster" in set(latest.filter(pl.col("disease_group") != dropped)["model"])
