@@ -21,7 +21,7 @@ import polars as pl
 
 from jobs.daily import SAMPLE_COLUMNS, daily_steps
 from jobs.runs import job_run, last_succeeded_details
-from jobs.scopes import Scope, changed_files, merge_scopes
+from jobs.scopes import Scope, changed_files, merge_scopes, patient_range
 from lakehouse.catalog import DAILY_STEPS, STEP_SAMPLES
 from lakehouse.storage import Lake, sql_literal
 
@@ -84,15 +84,6 @@ def changed_scopes(lake: Lake, since_version: int, until_version: int) -> list[S
         return None
     added, removed = changed
     return merge_scopes(_file_scopes(added) + _file_scopes(removed))
-
-
-def _patient_filter(first: str | None, last: str | None, *, last_inclusive: bool) -> pl.Expr:
-    condition = pl.lit(True)
-    if first is not None:
-        condition &= pl.col("patient_id") >= first
-    if last is not None:
-        condition &= pl.col("patient_id") <= last if last_inclusive else pl.col("patient_id") < last
-    return condition
 
 
 def _time_filter(scope: Scope) -> pl.Expr:
@@ -172,7 +163,7 @@ def _scope_batches(
         # patients that fall in the scope
         low = first if scope.first_patient is None else max(first, scope.first_patient)
         high = last if scope.last_patient is None else min(last, scope.last_patient)
-        where = _patient_filter(low, high, last_inclusive=True) & _time_filter(scope)
+        where = patient_range(low, high, last_inclusive=True) & _time_filter(scope)
         counts = bronze.samples.filter(where).group_by("patient_id").len().collect()
         units.extend(counts.sort("patient_id").iter_rows())
     # cut points strictly inside the scope: the batches then tile exactly the scope's range
@@ -208,7 +199,7 @@ def _aggregate_scope(
     def aggregate_batch(index: int) -> tuple[pl.DataFrame, int]:
         first, upper = batches[index]
         last_batch = index == len(batches) - 1
-        where = _patient_filter(first, upper, last_inclusive=last_batch) & _time_filter(scope)
+        where = patient_range(first, upper, last_inclusive=last_batch) & _time_filter(scope)
         samples = bronze.samples.filter(where).select(SAMPLE_COLUMNS).collect()
         daily = daily_steps(samples)
         if scope.first_day is not None:

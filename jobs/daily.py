@@ -43,6 +43,12 @@ _SLOTS_PER_DAY = _OFFSET_SLOTS * 24
 _SLOT_BASE = 1 << 31
 _DAY_BASE = 1 << 20
 
+
+def wear_steps() -> pl.Expr:
+    """A day's steps when it is a wear day, else missing (never zero mobility)."""
+    return pl.when(pl.col("is_wear_day")).then(pl.col("steps"))
+
+
 SAMPLE_COLUMNS = ("patient_id", "start_ts", "end_ts", "utc_offset_minutes", "steps", "source")
 DAILY_SCHEMA = pl.Schema(
     {

@@ -25,6 +25,7 @@ from datetime import date, timedelta
 
 import polars as pl
 
+from jobs.daily import wear_steps
 from jobs.panel import load_panel
 from jobs.runs import job_run
 from jobs.train import latest_version
@@ -385,9 +386,7 @@ class OnDemandForecaster:
         mine = pl.col("patient_id") == patient_id
         daily = (
             self.daily.filter(mine)
-            .select(
-                "patient_id", "date", steps=pl.when(pl.col("is_wear_day")).then(pl.col("steps"))
-            )
+            .select("patient_id", "date", steps=wear_steps())
             .sort("date")
             .collect()
         )

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import polars as pl
 
+from jobs.daily import wear_steps
 from lakehouse.catalog import DAILY_STEPS, FEATURES, PATIENTS, THERAPIES
 from lakehouse.storage import Lake
 from models.backtest import Panel
@@ -26,7 +27,7 @@ def load_panel(lake: Lake, *, patients: Sequence[str] | None = None) -> Panel:
 
     daily = (
         chosen(lake.scan(DAILY_STEPS))
-        .select("patient_id", "date", steps=pl.when(pl.col("is_wear_day")).then(pl.col("steps")))
+        .select("patient_id", "date", steps=wear_steps())
         .sort("patient_id", "date")
         .collect()
     )

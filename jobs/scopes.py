@@ -32,6 +32,16 @@ class Scope:
     last_day: date | None = None
 
 
+def patient_range(first: str | None, last: str | None, *, last_inclusive: bool = True) -> pl.Expr:
+    """Rows of patients in [first, last] (or [first, last)); None means unbounded."""
+    condition = pl.lit(True)
+    if first is not None:
+        condition &= pl.col("patient_id") >= first
+    if last is not None:
+        condition &= pl.col("patient_id") <= last if last_inclusive else pl.col("patient_id") < last
+    return condition
+
+
 def _lowest(a: T | None, b: T | None) -> T | None:
     """The lower of two bounds where None means unbounded below."""
     return None if a is None or b is None else min(a, b)

@@ -14,6 +14,7 @@ from functools import cache
 import holidays
 import polars as pl
 
+from jobs.daily import wear_steps
 from lakehouse.feature_dictionary import DAYS_PER_YEAR
 
 PATIENT = "patient_id"
@@ -45,7 +46,7 @@ def patient_days(daily: pl.LazyFrame) -> pl.LazyFrame:
         .select(
             PATIENT,
             "date",
-            steps=pl.when(pl.col("is_wear_day")).then(pl.col("steps")),
+            steps=wear_steps(),
             coverage_hours=pl.col("coverage_hours").fill_null(0),
             worn=pl.col("is_wear_day").fill_null(False),
         )

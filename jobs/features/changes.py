@@ -24,7 +24,7 @@ import polars as pl
 from jobs.features import calendar, clinical, history, transform
 from jobs.ingest.clinical import GROUP_CODES
 from jobs.runs import last_succeeded_details
-from jobs.scopes import Scope, changed_files, hull, merge_scopes
+from jobs.scopes import Scope, changed_files, hull, merge_scopes, patient_range
 from lakehouse import feature_dictionary
 from lakehouse.catalog import (
     DAILY_STEPS,
@@ -134,11 +134,7 @@ def _daily_changes(lake: Lake, since: int, until: int) -> pl.DataFrame:
         scopes = [hull(scopes)]
     found = []
     for scope in scopes:
-        where = pl.lit(True)
-        if scope.first_patient is not None:
-            where &= pl.col("patient_id") >= scope.first_patient
-        if scope.last_patient is not None:
-            where &= pl.col("patient_id") <= scope.last_patient
+        where = patient_range(scope.first_patient, scope.last_patient)
         if scope.first_day is not None:
             where &= pl.col("date") >= scope.first_day
         before, now = (

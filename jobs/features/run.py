@@ -25,7 +25,7 @@ import pyarrow as pa
 from jobs.features.changes import CLINICAL, JOB, Inputs, Work, feature_set_id, plan
 from jobs.features.transform import features
 from jobs.runs import job_run
-from jobs.scopes import Scope
+from jobs.scopes import Scope, patient_range
 from lakehouse.catalog import DAILY_STEPS, DIAGNOSES, FEATURES, PATIENTS, SIDE_EFFECTS, THERAPIES
 from lakehouse.storage import Lake, conform, in_list_predicate, sql_literal
 
@@ -70,15 +70,6 @@ class _Commit:
     patients: pl.DataFrame
 
 
-def _in_range(scope: Scope) -> pl.Expr:
-    condition = pl.lit(True)
-    if scope.first_patient is not None:
-        condition &= pl.col("patient_id") >= scope.first_patient
-    if scope.last_patient is not None:
-        condition &= pl.col("patient_id") <= scope.last_patient
-    return condition
-
-
 def _pack(days: list[int], limit: int) -> list[slice]:
     """Consecutive slices whose day counts add up to about ``limit`` (at least one item each)."""
     slices: list[slice] = []
@@ -97,7 +88,7 @@ def _range_commits(daily: pl.LazyFrame, scope: Scope, commit_days: int) -> Itera
     """Commits that tile the scope's patient range, every day of every patient (rows of
     patients gone from daily_steps are deleted too)."""
     counts = (
-        daily.filter(_in_range(scope))
+        daily.filter(patient_range(scope.first_patient, scope.last_patient))
         .group_by("patient_id")
         .agg(days=pl.len())
         .sort("patient_id")
