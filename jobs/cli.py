@@ -313,6 +313,8 @@ def export_forecast(
     """Write a patient's 365-day forecast (every model, champion marked) as CSV."""
     from jobs.forecast import patient_forecast
 
+    if not out.parent.is_dir():
+        raise InputError(f"cannot write {out}: the folder {out.parent} does not exist")
     rows = patient_forecast(_context(ctx).lake, patient_id)
     try:
         rows.write_csv(out)
