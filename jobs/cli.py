@@ -323,6 +323,50 @@ def export_forecast(
     typer.echo(f"export-forecast: {rows.height:,} rows for {patient_id} -> {out}")
 
 
+@app.command()
+def backtest(
+    ctx: typer.Context,
+    horizon: Annotated[int, typer.Option(min=1, help="Days ahead scored.")] = 7,
+    origins: Annotated[int, typer.Option(min=1, help="Origins per patient.")] = 3,
+    spacing_days: Annotated[int, typer.Option(min=1, help="Days between origins.")] = 7,
+    min_history_days: Annotated[
+        int, typer.Option(min=1, help="Wear days a patient needs before an origin.")
+    ] = 14,
+    patient_id: Annotated[
+        list[str] | None, typer.Option("--patient-id", help="Only these patients (repeat).")
+    ] = None,
+) -> None:
+    """Score the registered models and the baselines on each patient's last weeks (MAE per
+    model and cluster, best first); writes nothing."""
+    from jobs import recent_accuracy
+    from models.backtest import league_table
+
+    rows = recent_accuracy.run(
+        _context(ctx).lake,
+        horizon=horizon,
+        origins=origins,
+        spacing_days=spacing_days,
+        min_history_wear_days=min_history_days,
+        patients=patient_id,
+    )
+    league = league_table(rows, horizon_days=horizon)
+    table = Table(title=f"backtest: MAE over the first {horizon} days, mean over origins")
+    for column in ("cluster", "model", "mae", "rmse", "mase", "coverage", "origins", "patients"):
+        table.add_column(column, justify="left" if column in ("cluster", "model") else "right")
+    for row in league.iter_rows(named=True):
+        table.add_row(
+            row["cluster"],
+            row["model"],
+            f"{row['mae']:,.0f}",
+            f"{row['rmse']:,.0f}",
+            "-" if row["mase"] is None else f"{row['mase']:.2f}",
+            f"{row['coverage']:.0%}",
+            str(row["origins"]),
+            str(row["patients"]),
+        )
+    Console(width=120).print(table)
+
+
 @app.command("feature-dictionary")
 def feature_dictionary(
     family: Annotated[

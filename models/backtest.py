@@ -30,12 +30,14 @@ class Panel:
         patients: ``patient_id, disease_group, country``.
         therapies: ``patient_id, therapy, start_date, end_date``.
         features: silver/features rows (the columns the models use), or an empty frame.
+        min_history_wear_days: wear days a patient needs before an origin to be forecast.
     """
 
     daily: pl.DataFrame
     patients: pl.DataFrame
     therapies: pl.DataFrame
     features: pl.DataFrame = field(default_factory=pl.DataFrame)
+    min_history_wear_days: int = MIN_HISTORY_WEAR_DAYS
 
     def known_at(self, origin: date, *, patients: Sequence[str] | None = None) -> ForecastInput:
         """What was known at ``origin`` about the patients with enough history then."""
@@ -46,7 +48,7 @@ class Panel:
             history.filter(pl.col("steps").is_not_null())
             .group_by("patient_id")
             .len()
-            .filter(pl.col("len") >= MIN_HISTORY_WEAR_DAYS)
+            .filter(pl.col("len") >= self.min_history_wear_days)
             .select("patient_id")
         )
         return ForecastInput(
@@ -82,8 +84,10 @@ def backtest(
     *,
     horizon: int = 365,
     horizons: tuple[int, ...] = HORIZONS,
+    refit: bool = True,
 ) -> pl.DataFrame:
-    """Score every model at every origin; each model is fitted on what was known at the origin."""
+    """Score every model at every origin; each model is fitted on what was known at the origin,
+    or with ``refit=False`` scored as it is (registered models on series they never saw)."""
     clusters = panel.patients.select("patient_id", cluster="disease_group")
     rows = []
     for origin in origins:
@@ -93,7 +97,8 @@ def backtest(
         actuals = panel.actuals(origin, horizon)
         scale = naive_scale(known.history)
         for model in models:
-            forecasts = model.fit(known).predict(known, horizon=horizon)
+            fitted = model.fit(known) if refit else model
+            forecasts = fitted.predict(known, horizon=horizon)
             days = scored_days(forecasts, actuals, origin, scale).join(clusters, on="patient_id")
             for cluster in [ALL_CLUSTERS, *sorted(days["cluster"].unique())]:
                 chosen = days if cluster == ALL_CLUSTERS else days.filter(cluster=cluster)

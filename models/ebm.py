@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 from interpret.glassbox import ExplainableBoostingRegressor
+from joblib import parallel_config
 
 from models.base import LOWER_QUANTILE, UPPER_QUANTILE, Forecaster, ForecastError, ForecastInput
 from models.direct import FEATURE_COLUMNS, HORIZON, LEVEL, SCALE, forecast_rows, training_rows
@@ -58,6 +59,23 @@ def model_matrix(rows: pl.DataFrame, columns: tuple[str, ...]) -> Any:
     return frame.to_pandas()
 
 
+def fit_ebm(
+    rows: pl.DataFrame, columns: tuple[str, ...], params: dict[str, Any], seed: int
+) -> ExplainableBoostingRegressor:
+    """An EBM fitted on ``rows`` (their ``target``) over ``columns``, on both cores."""
+    model = ExplainableBoostingRegressor(
+        feature_names=list(columns), random_state=seed, n_jobs=2, **params
+    )
+    with warnings.catch_warnings(), parallel_config(max_nbytes=None):
+        # missing inputs are meaningful here (no wear days in a window): EBM scores them in a
+        # bin of their own, which our explanations show; its plots would not
+        warnings.filterwarnings("ignore", message="Missing values detected")
+        # no shared-memory copies of the data for the workers: joblib's tracker of those
+        # prints spurious KeyError tracebacks after large fits
+        model.fit(model_matrix(rows, columns), rows["target"].to_numpy())
+    return model
+
+
 def _fit_one(
     rows: pl.DataFrame, columns: tuple[str, ...], params: dict[str, Any], seed: int
 ) -> _Fitted:
@@ -71,14 +89,7 @@ def _fit_one(
     learn = rows.filter(~pl.col("patient_id").is_in(list(held)))
     check = rows.filter(pl.col("patient_id").is_in(list(held)))
     started = time.perf_counter()
-    model = ExplainableBoostingRegressor(
-        feature_names=list(columns), random_state=seed, n_jobs=2, **params
-    )
-    with warnings.catch_warnings():
-        # missing inputs are meaningful here (no wear days in a window): EBM scores them in a
-        # bin of their own, which our explanations show; its plots would not
-        warnings.filterwarnings("ignore", message="Missing values detected")
-        model.fit(model_matrix(learn, columns), learn["target"].to_numpy())
+    model = fit_ebm(learn, columns, params, seed)
     source = check if check.height >= 200 else learn
     errors = source.select(
         _band(pl.col(HORIZON)).alias("band"),

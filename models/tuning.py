@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 from typing import Any
 
 import numpy as np
 import optuna
 import polars as pl
-from interpret.glassbox import ExplainableBoostingRegressor
 
 from models.direct import SCALE
-from models.ebm import model_matrix
+from models.ebm import fit_ebm, model_matrix
 
 RUNGS = (1 / 9, 1 / 3, 1.0)
 VALIDATION_SHARE = 0.2
@@ -73,12 +71,7 @@ def tune_ebm(
         error = float("inf")
         for rung, share in enumerate(RUNGS):
             part = learn.head(max(200, int(learn.height * share)))
-            model = ExplainableBoostingRegressor(
-                feature_names=list(columns), random_state=seed, n_jobs=2, **params
-            )
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="Missing values detected")
-                model.fit(model_matrix(part, columns), part["target"].to_numpy())
+            model = fit_ebm(part, columns, params, seed)
             error = float(np.mean(np.abs(model.predict(check_x) - truth) * scale))
             trial.report(error, rung)
             if trial.should_prune():

@@ -3,13 +3,13 @@ artifacts, forecasts for every patient and explanations that add up."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
 import pytest
 
-from jobs import aggregate, generate
+from jobs import aggregate, generate, recent_accuracy
 from jobs import forecast as forecast_job
 from jobs import train as train_job
 from jobs.features import run as features_job
@@ -184,6 +184,64 @@ def test_on_demand_forecast_equals_the_batch_forecast(
         forecast_job.OnDemandForecaster(lake).forecast("nobody")
 
 
+def test_short_backtests_score_every_model_on_the_same_patients_and_days(
+    trained: tuple[Lake, train_job.TrainSummary],
+) -> None:
+    lake, _ = trained
+    rows = recent_accuracy.run(lake, horizon=7, origins=2, spacing_days=7, prophet_workers=1)
+    everyone = rows.filter(pl.col("cluster") == "ALL")
+    assert set(everyone["model"]) == {
+        "seasonal_naive_7d",
+        "trailing_mean_28d",
+        "weekday_profile_8w",
+        "prophet",
+        "ebm_cluster",
+        "ebm_global",
+    }
+    assert everyone["origin_date"].n_unique() >= 2  # two per last day of a record
+    same = everyone.group_by("origin_date").agg(pl.col("patients", "days").n_unique())
+    assert set(same["patients"]) == set(same["days"]) == {1}
+    assert (everyone["horizon_days"] == 7).all() and everyone["patients"].max() > 20
+
+
+def test_short_backtest_of_the_trailing_mean_equals_a_hand_computation(
+    trained: tuple[Lake, train_job.TrainSummary],
+) -> None:
+    """MAE of the 28-day mean over the next 7 days, recomputed with dicts and math.fsum."""
+    import math
+    from datetime import timedelta
+
+    lake, _ = trained
+    patient = lake.read(PATIENTS)["patient_id"].sort()[3]
+    rows = recent_accuracy.run(
+        lake, horizon=7, origins=2, spacing_days=7, patients=[patient], prophet_workers=1
+    ).filter((pl.col("model") == "trailing_mean_28d") & (pl.col("cluster") == "ALL"))
+    mine = lake.read(DAILY_STEPS).filter(pl.col("patient_id") == patient)
+    wear = {r["date"]: r["steps"] for r in mine.iter_rows(named=True) if r["is_wear_day"]}
+    last = mine["date"].max()
+    assert isinstance(last, date)
+    for k in range(2):
+        origin = last - timedelta(days=6 + 7 * k)
+        window = [s for d, s in wear.items() if origin - timedelta(days=28) <= d < origin]
+        assert len(window) >= 7  # the 28-day window, not the fallback, is the definition
+        level = math.fsum(window) / len(window)
+        ahead = [origin + timedelta(days=h) for h in range(7)]
+        errors = [abs(level - wear[d]) for d in ahead if d in wear]
+        scored = rows.filter(pl.col("origin_date") == origin)
+        assert scored["days"].item() == len(errors)
+        assert scored["mae"].item() == pytest.approx(math.fsum(errors) / len(errors), rel=1e-9)
+
+
+def test_a_short_backtest_nobody_can_pass_is_one_plain_line(
+    trained: tuple[Lake, train_job.TrainSummary], tmp_path: Path
+) -> None:
+    lake, _ = trained
+    assert_one_line_error(
+        mobility("--lake", lake.uri, "backtest", "--min-history-days", "5000", cwd=tmp_path),
+        "no patient has 5000 wear days before an origin",
+    )
+
+
 def test_registered_ebms_carry_their_global_term_importances(
     trained: tuple[Lake, train_job.TrainSummary],
 ) -> None:
@@ -223,6 +281,11 @@ def test_the_pipeline_forecasts_every_real_patient(tmp_path: Path) -> None:
     wear = lake.read(DAILY_STEPS).filter(pl.col("is_wear_day")).group_by("patient_id").len()
     newcomers = set(wear.filter(pl.col("len") < 28)["patient_id"])
     assert newcomers == set(forecasts.filter(pl.col("model") == "cluster_level")["patient_id"])
+    # a week ahead is what a month of data can score: every model on the same real patients
+    scored = mobility("--lake", lake.uri, "backtest", "--horizon", "7", cwd=tmp_path)
+    assert scored.returncode == 0, scored.stderr
+    for model in ("seasonal_naive_7d", "trailing_mean_28d", "weekday_profile_8w", "prophet"):
+        assert model in scored.stdout
 
 
 def test_superseded_origins_keep_the_first_of_each_month_and_the_latest() -> None:
