@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 
-def measure(script: str, kind: str, lake_uri: str) -> dict[str, Any]:
-    """Run ``script --child KIND --lake URI`` in a fresh process; its last stdout line is JSON."""
+def measure(script: str, kind: str, lake_uri: str, *extra: str) -> dict[str, Any]:
+    """Run ``script --child KIND --lake URI [EXTRA...]`` in a fresh process; its last stdout line
+    is JSON."""
     out = subprocess.run(
-        [sys.executable, script, "--child", kind, "--lake", lake_uri],
+        [sys.executable, script, "--child", kind, "--lake", lake_uri, *extra],
         check=True,
         capture_output=True,
         text=True,

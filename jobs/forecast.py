@@ -11,6 +11,9 @@ serve them, so every patient has a forecast and the rows say which kind.
 gold/explanations keeps, per EBM forecast row, the ``baseline`` (the patient's level),
 the ``intercept``, the 10 largest contributions and their remainder as ``other_features``: the
 rows still sum to the forecast, and the table stays proportional to forecasts, not to inputs.
+gold/outlook sums each forecast up against the patient's baseline for the cohort views
+(:mod:`jobs.outlook`).
+
 Rows of a (patient, origin) are replaced when the job runs again. Of a patient's earlier origins,
 the first of each calendar month is kept (monitoring scores matured forecasts against what
 happened) and the others are deleted, so the tables grow by a month's forecast per patient and
@@ -26,6 +29,7 @@ from datetime import date, timedelta
 import polars as pl
 
 from jobs.daily import wear_steps
+from jobs.outlook import BASELINE, outlook_rows
 from jobs.panel import load_panel
 from jobs.runs import job_run
 from jobs.train import latest_version
@@ -34,6 +38,7 @@ from lakehouse.catalog import (
     EXPLANATIONS,
     FEATURES,
     FORECASTS,
+    OUTLOOK,
     PATIENTS,
     REGISTRY,
     THERAPIES,
@@ -146,8 +151,8 @@ def _retire_superseded(lake: Lake, batch: pl.DataFrame) -> int:
         if isinstance(day, date)
     ]
     predicate = " OR ".join(terms)
-    lake.delete(FORECASTS, predicate)
-    lake.delete(EXPLANATIONS, predicate)
+    for table in (FORECASTS, EXPLANATIONS, OUTLOOK):
+        lake.delete(table, predicate)
     return gone.height
 
 
@@ -297,6 +302,13 @@ def run(
                 lake.replace(FORECASTS, frame, predicate=predicate, metadata={"job": JOB})
                 rows_out += frame.height
                 models.update(frame["model"].unique().to_list())
+                summary = outlook_rows(
+                    frame,
+                    panel.features.select("patient_id", "date", BASELINE),
+                    panel.patients,
+                    winners,
+                ).with_columns(month)
+                lake.replace(OUTLOOK, summary, predicate=predicate, metadata={"job": JOB})
             if explanations:
                 explained = pl.concat(explanations, how="diagonal_relaxed").with_columns(month)
                 lake.replace(EXPLANATIONS, explained, predicate=predicate, metadata={"job": JOB})

@@ -15,6 +15,7 @@ import json
 import pickle
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import polars as pl
 
@@ -56,6 +57,8 @@ class TrainSummary:
     champions: dict[str, str] = field(default_factory=dict)
     league: pl.DataFrame = field(default_factory=pl.DataFrame)
     fits: dict[str, dict[str, float]] = field(default_factory=dict)  # "model cluster" -> cost
+    # "model cluster" -> tuned parameters and their validation MAE (steps); empty: defaults
+    tuned: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def describe(self) -> str:
         """Lines for the command line."""
@@ -71,6 +74,8 @@ class TrainSummary:
                 f"  fit {key:<26} {cost.get('rows', 0):>9,.0f} rows "
                 f"{cost.get('fit_seconds', 0):7.1f} s"
             )
+        for key, tuned in sorted(self.tuned.items()):
+            lines.append(f"  tuned {key:<24} {json.dumps(tuned, sort_keys=True)}")
         for row in self.league.iter_rows(named=True):
             lines.append(
                 f"  {row['cluster']:<6} {row['model']:<20} MAE {row['mae']:8.0f}  "
@@ -252,4 +257,12 @@ def run(
             for cluster in (CLUSTERS if model.clustered else ("ALL",))
             if model.fit_cost(cluster)
         }
-        return TrainSummary("trained", version, len(sample), chosen_origins, winners, league, fits)
+        tuned = {
+            f"{model.name} {cluster}": {**model.tuned[cluster], "validation_mae": round(mae)}
+            for model in models
+            if isinstance(model, ClusterEBM)
+            for cluster, mae in tuning.get(model.name, {}).items()
+        }
+        return TrainSummary(
+            "trained", version, len(sample), chosen_origins, winners, league, fits, tuned
+        )

@@ -243,6 +243,30 @@ EXPLANATIONS = TableSpec(
     description="Additive contributions per forecast row; they sum to the row's yhat.",
 )
 
+OUTLOOK = TableSpec(
+    layer="gold",
+    name="outlook",
+    schema=_schema(
+        ("patient_id", pa.string(), False),
+        ("model", pa.string(), False),
+        ("origin_date", pa.date32(), False),
+        ("champion", pa.bool_(), False),
+        ("baseline_steps", pa.float64()),
+        ("next_quarter_steps", pa.float64()),
+        ("year_end_steps", pa.float64()),
+        ("year_steps", pa.float64(), False),
+        ("year_end_change", pa.float64()),
+        ("origin_month", pa.string(), False),
+    ),
+    keys=("patient_id", "model", "origin_date"),
+    partition_by=("origin_month",),
+    sort_by=("patient_id", "model"),
+    description=(
+        "Per forecast: the patient's 180-day baseline and the mean forecast steps of the next "
+        "quarter, the last quarter of the year ahead and the whole year (jobs/outlook.py)."
+    ),
+)
+
 BACKTESTS = TableSpec(
     layer="gold",
     name="backtests",
@@ -333,6 +357,7 @@ TABLES: tuple[TableSpec, ...] = (
     FEATURES,
     FORECASTS,
     EXPLANATIONS,
+    OUTLOOK,
     BACKTESTS,
     REGISTRY,
     JOB_RUNS,

@@ -51,6 +51,8 @@ class ForecastInput:
         features: their silver/features rows dated up to the origin (the row dated the origin
             is their state at the origin: it reads only days before it); models that do not use
             features may be given an empty frame.
+        derived: frames computed from this input once and shared by the models that need them
+            (e.g. the direct forecast rows both EBMs and their explanations read).
     """
 
     origin: date
@@ -58,14 +60,20 @@ class ForecastInput:
     patients: pl.DataFrame
     therapies: pl.DataFrame
     features: pl.DataFrame = field(default_factory=pl.DataFrame)
+    derived: dict[tuple[str, int], pl.DataFrame] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     def wear_days(self) -> pl.DataFrame:
         """History rows with steps (wear days only)."""
         return self.history.filter(pl.col("steps").is_not_null())
 
     def only(self, patients: pl.DataFrame) -> ForecastInput:
-        """The same origin, restricted to ``patients`` (a frame with ``patient_id``)."""
+        """The same origin, restricted to ``patients`` (a frame with ``patient_id``, a subset of
+        this input's); this input itself when that is all of them."""
         ids = patients.select("patient_id")
+        if ids.height == self.patients.height and ids.n_unique() == ids.height:
+            return self
 
         def mine(frame: pl.DataFrame) -> pl.DataFrame:
             return frame.join(ids, on="patient_id") if frame.width else frame

@@ -236,11 +236,16 @@ def training_rows(
 
 def forecast_rows(data: ForecastInput, horizon: int) -> pl.DataFrame:
     """Rows for the forecast from ``data.origin``: each patient with a level at the origin and
-    each of the ``horizon`` days."""
-    at_origin = data.features.filter(pl.col("date") == data.origin)
-    rows = target_days(at_origin, data.origin, horizon).with_columns(origin=pl.lit(data.origin))
-    state_known = ForecastInput(data.origin, data.history, data.patients, data.therapies, at_origin)
-    return _assemble(rows, state_known).filter(pl.col(LEVEL).is_not_null())
+    each of the ``horizon`` days (computed once per input and horizon)."""
+    key = ("forecast_rows", horizon)
+    if key not in data.derived:
+        at_origin = data.features.filter(pl.col("date") == data.origin)
+        rows = target_days(at_origin, data.origin, horizon).with_columns(
+            origin=pl.lit(data.origin)
+        )
+        known = ForecastInput(data.origin, data.history, data.patients, data.therapies, at_origin)
+        data.derived[key] = _assemble(rows, known).filter(pl.col(LEVEL).is_not_null())
+    return data.derived[key]
 
 
 # Rows of gold/explanations that are not model inputs.

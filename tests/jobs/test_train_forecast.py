@@ -17,8 +17,10 @@ from lakehouse.catalog import (
     BACKTESTS,
     DAILY_STEPS,
     EXPLANATIONS,
+    FEATURES,
     FORECASTS,
     JOB_RUNS,
+    OUTLOOK,
     PATIENTS,
     REGISTRY,
 )
@@ -242,6 +244,45 @@ def test_a_short_backtest_nobody_can_pass_is_one_plain_line(
     )
 
 
+def test_the_outlook_sums_up_each_forecast_against_the_patients_baseline(
+    trained: tuple[Lake, train_job.TrainSummary],
+) -> None:
+    """Quarter and year-end means recomputed from gold/forecasts with math.fsum, the baseline
+    from silver/features at the origin; one champion per patient and origin."""
+    import math
+
+    lake, summary = trained
+    if not lake.exists(FORECASTS):
+        forecast_job.run(lake, prophet_workers=1)
+    forecasts, outlook = lake.read(FORECASTS), lake.read(OUTLOOK)
+    keys = ["patient_id", "model", "origin_date"]
+    assert outlook.height == forecasts.select(keys).unique().height
+    assert outlook.select(keys).is_duplicated().sum() == 0
+    features = lake.read(FEATURES).select("patient_id", "date", "baseline_mean_180d")
+    for row in outlook.filter(pl.col("model") == "ebm_global").head(3).iter_rows(named=True):
+        days = forecasts.filter(
+            (pl.col("patient_id") == row["patient_id"])
+            & (pl.col("model") == "ebm_global")
+            & (pl.col("origin_date") == row["origin_date"])
+        )
+        ahead = [
+            ((r["target_date"] - r["origin_date"]).days + 1, r["yhat"])
+            for r in days.iter_rows(named=True)
+        ]
+        quarter = [y for d, y in ahead if d <= 91]
+        year_end = [y for d, y in ahead if 274 <= d <= 365]
+        assert row["next_quarter_steps"] == pytest.approx(math.fsum(quarter) / 91, rel=1e-9)
+        assert row["year_end_steps"] == pytest.approx(math.fsum(year_end) / 92, rel=1e-9)
+        baseline = features.filter(
+            (pl.col("patient_id") == row["patient_id"]) & (pl.col("date") == row["origin_date"])
+        )["baseline_mean_180d"].item()
+        assert row["baseline_steps"] == baseline
+        assert row["year_end_change"] == pytest.approx(row["year_end_steps"] / baseline - 1)
+    champions = outlook.filter(pl.col("champion"))
+    assert set(champions["model"]) <= set(summary.champions.values())
+    assert champions.select("patient_id", "origin_date").is_duplicated().sum() == 0
+
+
 def test_registered_ebms_carry_their_global_term_importances(
     trained: tuple[Lake, train_job.TrainSummary],
 ) -> None:
@@ -351,6 +392,9 @@ def test_training_with_a_tuning_budget_registers_the_tuned_parameters(
     assert summary.status == "trained"
     details = json.loads(lake.read(JOB_RUNS).filter(pl.col("job") == "train")["details"][0])
     assert set(details["tuning_mae"]) == {"ebm_cluster", "ebm_global"}
+    assert "ebm_global ALL" in summary.tuned
+    assert summary.tuned["ebm_global ALL"]["validation_mae"] > 0
+    assert "tuned ebm_global ALL" in summary.describe()
     ebm = lake.read(REGISTRY).filter(pl.col("kind") == "ebm")
     for params in ebm["params"]:
         tuned = json.loads(params)
