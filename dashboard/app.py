@@ -14,11 +14,27 @@ st.set_page_config(page_title="Mobility", page_icon=":material/directions_walk:"
 
 PAGES = {
     "Clinic": [
-        st.Page("pages/overview.py", title="Overview", icon=":material/monitoring:", default=True),
-        st.Page("pages/patient.py", title="Patient", icon=":material/person:"),
+        st.Page(
+            "views/cohort.py",
+            title="Cohort overview",
+            icon=":material/monitoring:",
+            url_path="cohort",
+            default=True,
+        ),
+        st.Page("views/patient.py", title="Patient", icon=":material/person:", url_path="patient"),
+    ],
+    "Analysts": [
+        st.Page(
+            "views/cohort_sql.py", title="Cohort SQL", icon=":material/database:", url_path="sql"
+        ),
     ],
     "Operations": [
-        st.Page("pages/job_runs.py", title="Job runs", icon=":material/history:"),
+        st.Page(
+            "views/monitoring.py",
+            title="Monitoring",
+            icon=":material/health_and_safety:",
+            url_path="monitoring",
+        ),
     ],
 }
 

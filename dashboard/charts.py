@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import date, timedelta
+from itertools import accumulate
 
 import plotly.graph_objects as go
 import polars as pl
+from plotly.subplots import make_subplots
 
 WEAR_COLOUR = "#1f77b4"
 NON_WEAR_COLOUR = "#9e9e9e"
 SIDE_EFFECT_COLOUR = "#d62728"
+CHAMPION_COLOUR = "#ff7f0e"
+MODEL_COLOURS = ("#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#9467bd", "#2ca02c")
 THERAPY_COLOURS = ("#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#bcbd22", "#8c564b")
 
 
@@ -31,7 +36,7 @@ def steps_by_disease_group(groups: pl.DataFrame) -> go.Figure:
     dominate; the box is the interquartile range and the dashed line the mean.
 
     Args:
-        groups: rows of :func:`dashboard.data.steps_by_disease_group`.
+        groups: rows of :func:`dashboard.data.cohort_steps_by_group`.
     """
     figure = go.Figure()
     for row in groups.iter_rows(named=True):
@@ -55,26 +60,60 @@ def steps_by_disease_group(groups: pl.DataFrame) -> go.Figure:
     )
 
 
-def patient_daily_steps(
+def weekly_trend(trend: pl.DataFrame) -> go.Figure:
+    """Median daily steps on wear days per calendar week, a line per disease group.
+
+    Args:
+        trend: rows of :func:`dashboard.data.cohort_weekly_trend`.
+    """
+    figure = go.Figure()
+    for (group,), rows in trend.sort("disease_group", "week").group_by(
+        "disease_group", maintain_order=True
+    ):
+        figure.add_trace(
+            go.Scatter(
+                x=rows["week"].to_list(),
+                y=rows["median_steps"].to_list(),
+                customdata=rows["patients"].to_list(),
+                mode="lines",
+                name=str(group),
+                hovertemplate=(
+                    f"{group}, week of %{{x|%Y-%m-%d}}: median %{{y:,.0f}} steps "
+                    "(%{customdata} patients)<extra></extra>"
+                ),
+            )
+        )
+    figure.update_yaxes(rangemode="tozero")
+    return _layout(figure, title="Median daily steps per week (wear days)", y_title="steps")
+
+
+def patient_timeline(
     daily_steps: pl.DataFrame,
+    forecast: pl.DataFrame,
     therapies: pl.DataFrame,
     side_effects: pl.DataFrame,
     *,
     patient_id: str,
 ) -> go.Figure:
-    """One patient's daily steps with non-wear days, therapy periods and side effects.
+    """One patient's daily steps and forecasts above, therapies and side effects below, on one
+    time axis.
 
     Non-wear days break the line (they are missing data, not zero mobility) and show as hollow
-    grey markers at the steps that were recorded; therapy courses are shaded bands (ongoing ones
-    reach the last day shown); side effects are red triangles above the line.
+    grey markers at the steps that were recorded. Each model's forecast is a line with its 80%
+    interval as a band; the champion's line is bold and its band shown, the other models' bands
+    are in the legend (a click shows them). Therapy courses are bars (ongoing ones reach the last
+    day shown); side effects are red triangles with their grade.
 
     Args:
         daily_steps: rows of :func:`dashboard.data.patient_daily_steps`.
+        forecast: rows of :func:`dashboard.data.patient_forecast` (may be empty).
         therapies: rows of :func:`dashboard.data.patient_therapies`.
         side_effects: rows of :func:`dashboard.data.patient_side_effects`.
         patient_id: shown in the title.
     """
-    figure = go.Figure()
+    figure = make_subplots(
+        rows=2, cols=1, shared_xaxes=True, row_heights=[0.78, 0.22], vertical_spacing=0.04
+    )
     wear = daily_steps.select(
         "date", pl.when(pl.col("is_wear_day")).then(pl.col("steps")).otherwise(None).alias("steps")
     )
@@ -93,7 +132,9 @@ def patient_daily_steps(
             line={"color": WEAR_COLOUR, "width": 1.5},
             connectgaps=False,
             hovertemplate="%{x|%Y-%m-%d}: %{y:,.0f} steps<extra></extra>",
-        )
+        ),
+        row=1,
+        col=1,
     )
     non_wear = daily_steps.filter(~pl.col("is_wear_day"))
     if non_wear.height:
@@ -109,15 +150,100 @@ def patient_daily_steps(
                     "%{x|%Y-%m-%d}: non-wear day, %{y:,.0f} steps recorded "
                     "in %{customdata} h<extra></extra>"
                 ),
-            )
+            ),
+            row=1,
+            col=1,
+        )
+    _add_forecasts(figure, forecast)
+    last_day = _last_day(daily_steps, therapies, side_effects, forecast)
+    _add_clinical_timeline(figure, therapies, side_effects, last_day)
+    figure.update_yaxes(title_text="steps", rangemode="tozero", row=1, col=1)
+    _layout(figure, title=f"Daily steps and forecast of patient {patient_id}", y_title="")
+    figure.update_layout(
+        height=600, legend={"orientation": "h", "yanchor": "top", "y": -0.08, "x": 0}
+    )
+    return figure
+
+
+def _add_forecasts(figure: go.Figure, forecast: pl.DataFrame) -> None:
+    if not forecast.height:
+        return
+    origin = forecast["origin_date"][0]
+    figure.add_vline(x=origin, line_dash="dot", line_color="#555555", row=1, col=1)
+    models = forecast.group_by("model").agg(pl.col("champion").any()).sort("champion", "model")
+    for index, (model, champion) in enumerate(models.iter_rows()):
+        rows = forecast.filter(pl.col("model") == model).sort("target_date")
+        colour = CHAMPION_COLOUR if champion else MODEL_COLOURS[index % len(MODEL_COLOURS)]
+        name = f"{model} (champion)" if champion else model
+        days = rows["target_date"].to_list()
+        figure.add_trace(
+            go.Scatter(
+                x=[*days, *days[::-1]],
+                y=[*rows["yhat_upper"].to_list(), *rows["yhat_lower"].to_list()[::-1]],
+                fill="toself",
+                fillcolor=colour,
+                opacity=0.18,
+                line={"width": 0},
+                name=f"{name}: 80% interval",
+                legendgroup=model,
+                hoverinfo="skip",
+                visible=True if champion else "legendonly",
+            ),
+            row=1,
+            col=1,
+        )
+        figure.add_trace(
+            go.Scatter(
+                x=days,
+                y=rows["yhat"].to_list(),
+                customdata=list(
+                    zip(rows["yhat_lower"].to_list(), rows["yhat_upper"].to_list(), strict=True)
+                ),
+                mode="lines",
+                name=name,
+                legendgroup=model,
+                line={
+                    "color": colour,
+                    "width": 3 if champion else 1,
+                    "dash": "solid" if champion else "dot",
+                },
+                hovertemplate=(
+                    f"{model}, %{{x|%Y-%m-%d}}: %{{y:,.0f}} steps "
+                    "(80%: %{customdata[0]:,.0f} to %{customdata[1]:,.0f})<extra></extra>"
+                ),
+            ),
+            row=1,
+            col=1,
         )
 
-    top = max((float(v) for v in daily_steps["steps"].drop_nulls().to_list()), default=0.0)
+
+def _add_clinical_timeline(
+    figure: go.Figure, therapies: pl.DataFrame, side_effects: pl.DataFrame, last_day: date
+) -> None:
+    for index, course in enumerate(therapies.iter_rows(named=True)):
+        end = course["end_date"] or last_day
+        label = course["therapy"] + ("" if course["end_date"] else " (ongoing)")
+        figure.add_trace(
+            go.Scatter(
+                x=[course["start_date"], end + timedelta(days=1)],
+                y=[course["therapy"], course["therapy"]],
+                mode="lines",
+                line={"color": THERAPY_COLOURS[index % len(THERAPY_COLOURS)], "width": 10},
+                name=label,
+                showlegend=False,
+                hovertemplate=(
+                    f"{label}: {course['start_date']} to "
+                    f"{course['end_date'] or 'ongoing'}<extra></extra>"
+                ),
+            ),
+            row=2,
+            col=1,
+        )
     if side_effects.height:
         figure.add_trace(
             go.Scatter(
                 x=side_effects["date"].to_list(),
-                y=[top * 1.08 if top else 1.0] * side_effects.height,
+                y=["side effects"] * side_effects.height,
                 customdata=list(
                     zip(
                         side_effects["effect"].to_list(),
@@ -131,32 +257,73 @@ def patient_daily_steps(
                 hovertemplate=(
                     "%{x|%Y-%m-%d}: %{customdata[0]} (grade %{customdata[1]})<extra></extra>"
                 ),
-            )
+            ),
+            row=2,
+            col=1,
         )
+    figure.update_yaxes(title_text="therapies", automargin=True, row=2, col=1)
 
-    last_day = _last_day(daily_steps, therapies, side_effects)
-    for index, course in enumerate(therapies.iter_rows(named=True)):
-        end = course["end_date"] or last_day
-        figure.add_vrect(
-            x0=course["start_date"],
-            x1=end + timedelta(days=1),
-            fillcolor=THERAPY_COLOURS[index % len(THERAPY_COLOURS)],
-            opacity=0.12,
-            line_width=0,
-            layer="below",
-            annotation_text=course["therapy"] + ("" if course["end_date"] else " (ongoing)"),
-            annotation_position="top left",
-            annotation_font_size=10,
+
+def explanation_waterfall(explanation: pl.DataFrame, *, title: str) -> go.Figure:
+    """The forecast built up from the patient's baseline, feature by feature.
+
+    Args:
+        explanation: rows of :func:`dashboard.data.patient_explanation` (waterfall order).
+        title: what is explained (model, day or month).
+    """
+    labels = explanation["label"].to_list()
+    values = explanation["contribution"].to_list()
+    measures = ["absolute" if f == "baseline" else "relative" for f in explanation["feature"]]
+    total = sum(values)
+    figure = go.Figure(
+        go.Waterfall(
+            orientation="h",
+            y=[*_distinct(_short(label) for label in labels), "Forecast"],
+            x=[*values, total],
+            measure=[*measures, "total"],
+            customdata=[*labels, "Forecast (sum of the rows above)"],
+            hovertemplate="%{customdata}: %{x:+,.0f} steps<extra></extra>",
+            text=[*(f"{v:+,.0f}" for v in values), f"{total:,.0f}"],
+            textposition="outside",
+            increasing={"marker": {"color": "#2ca02c"}},
+            decreasing={"marker": {"color": "#d62728"}},
+            totals={"marker": {"color": CHAMPION_COLOUR}},
         )
-    figure.update_yaxes(rangemode="tozero")
-    return _layout(figure, title=f"Daily steps of patient {patient_id}", y_title="steps")
+    )
+    figure.update_yaxes(autorange="reversed", automargin=True)
+    # zoom on the running totals: the baseline's bar from zero would flatten every other bar
+    running = list(accumulate(values))
+    low, high = min(running), max(running)
+    pad = 0.2 * (high - low) + 50
+    figure.update_xaxes(range=[max(0.0, low - pad), high + pad], title_text="steps per day")
+    figure.update_layout(height=120 + 28 * (len(labels) + 1), showlegend=False)
+    return _layout(figure, title=title, y_title="")
+
+
+def _short(label: str, width: int = 48) -> str:
+    """``label`` cut to ``width`` characters; each side of an interaction ("A × B") gets half."""
+    if " × " in label:
+        half = (width - 3) // 2
+        return " × ".join(_short(part, half) for part in label.split(" × ", 1))
+    return label if len(label) <= width else label[: width - 1] + "…"
+
+
+def _distinct(labels: Iterable[str]) -> list[str]:
+    """The labels, a repeated one made distinct with zero-width spaces (Plotly would otherwise
+    draw rows with the same text on one line)."""
+    seen: dict[str, int] = {}
+    out = []
+    for label in labels:
+        seen[label] = seen.get(label, -1) + 1
+        out.append(label + "\u200b" * seen[label])
+    return out
 
 
 def _last_day(*frames: pl.DataFrame) -> date:
     """The latest date in the frames' date columns (today when they hold none)."""
     candidates: list[date] = []
     for frame in frames:
-        for column in ("date", "start_date", "end_date"):
+        for column in ("date", "start_date", "end_date", "target_date"):
             if column in frame.columns and frame.height:
                 value = frame[column].max()
                 if isinstance(value, date):

@@ -17,63 +17,51 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
+from urllib.parse import urlencode
 
 import duckdb
 import polars as pl
 import streamlit as st
 
+from jobs.outlook import DECLINE_SHARE
 from lakehouse.catalog import (
+    BACKTESTS,
     DAILY_STEPS,
+    EXPLANATIONS,
+    FORECASTS,
     JOB_RUNS,
+    OUTLOOK,
     PATIENTS,
+    QUARANTINE,
+    REGISTRY,
     SIDE_EFFECTS,
     TABLES,
     THERAPIES,
     TableSpec,
 )
-from lakehouse.query import connect, run_query
+from lakehouse.query import PATIENT_FORECAST_SQL, QueryResult, connect, run_query
 from lakehouse.settings import get_settings
 from lakehouse.storage import Lake
 
 VERSION_TTL_SECONDS = 10
 RESULT_TTL_SECONDS = 3600
 MAX_PATIENT_OPTIONS = 1000
-RECENT_DAYS = 14
+# days of history drawn before the forecast on the patient page
+HISTORY_DAYS = 730
 DISEASE_GROUPS = ("MS", "PD", "RA", "OTHER")
+# Age on the last day of the chosen period, in bands; "unknown" without a birth year.
+AGE_BANDS = ("under 40", "40-49", "50-59", "60-69", "70+", "unknown")
+# A patient has enough wear in a period when at least this share of the days from their first
+# to their last day in it are wear days (days without any data count as not worn).
+ENOUGH_WEAR_SHARE = 0.7
+DECLINE_LIST_LENGTH = 50
+SQL_ROW_CAP = 5_000
+SQL_TIMEOUT_SECONDS = 20.0
 
 TableVersions = tuple[tuple[str, int | None], ...]
 
 # ------------------------------------------------------------------------------------------- SQL
-
-OVERVIEW_KPIS_SQL = """
-SELECT
-    (SELECT count(*) FROM bronze.patients) AS patients,
-    count(*) AS patient_days,
-    median(steps) FILTER (WHERE is_wear_day) AS median_wear_day_steps,
-    avg(CASE WHEN is_wear_day THEN 1.0 ELSE 0.0 END) AS wear_day_share
-FROM silver.daily_steps
-"""
-
-# Quantiles are computed in DuckDB so the browser receives one row per group, whatever the size
-# of the lake. Non-wear days are left out: they are missing data, not low mobility.
-STEPS_BY_DISEASE_GROUP_SQL = """
-SELECT
-    coalesce(p.disease_group, 'unknown') AS disease_group,
-    count(*) AS wear_days,
-    count(DISTINCT d.patient_id) AS patients,
-    quantile_cont(d.steps, 0.05) AS p05,
-    quantile_cont(d.steps, 0.25) AS p25,
-    quantile_cont(d.steps, 0.50) AS median,
-    quantile_cont(d.steps, 0.75) AS p75,
-    quantile_cont(d.steps, 0.95) AS p95,
-    avg(d.steps) AS mean
-FROM silver.daily_steps AS d
-LEFT JOIN bronze.patients AS p USING (patient_id)
-WHERE d.is_wear_day
-GROUP BY 1
-ORDER BY 1
-"""
 
 PATIENT_IDS_SQL = """
 SELECT patient_id
@@ -111,6 +99,195 @@ WHERE patient_id = ?
 ORDER BY date, effect
 """
 
+# ------------------------------------------------------------------------------------- cohorts
+
+# The patients of a cohort filter (bound parameters in the order of CohortFilter.params()):
+# the period's last day four times (ages on that day), groups twice, age bands twice,
+# therapies twice, then the period's last, last and first day (a therapy counts when any of its
+# days falls in the period). A NULL list means "no filter".
+_COHORT = """
+cohort AS (
+    SELECT
+        p.patient_id,
+        coalesce(p.disease_group, 'OTHER') AS disease_group,
+        CASE
+            WHEN p.birth_year IS NULL THEN 'unknown'
+            WHEN year(CAST(? AS DATE)) - p.birth_year < 40 THEN 'under 40'
+            WHEN year(CAST(? AS DATE)) - p.birth_year < 50 THEN '40-49'
+            WHEN year(CAST(? AS DATE)) - p.birth_year < 60 THEN '50-59'
+            WHEN year(CAST(? AS DATE)) - p.birth_year < 70 THEN '60-69'
+            ELSE '70+'
+        END AS age_band
+    FROM bronze.patients AS p
+),
+chosen AS (
+    SELECT c.*
+    FROM cohort AS c
+    WHERE (CAST(? AS VARCHAR[]) IS NULL OR list_contains(CAST(? AS VARCHAR[]), c.disease_group))
+      AND (CAST(? AS VARCHAR[]) IS NULL OR list_contains(CAST(? AS VARCHAR[]), c.age_band))
+      AND (
+          CAST(? AS VARCHAR[]) IS NULL
+          OR c.patient_id IN (
+              SELECT t.patient_id
+              FROM bronze.therapies AS t
+              WHERE list_contains(CAST(? AS VARCHAR[]), t.therapy)
+                AND t.start_date <= CAST(? AS DATE)
+                AND coalesce(t.end_date, CAST(? AS DATE)) >= CAST(? AS DATE)
+          )
+      )
+)
+"""
+
+COHORT_KPIS_SQL = f"""
+WITH {_COHORT},
+days AS (
+    SELECT d.patient_id, d.date, d.steps, d.is_wear_day
+    FROM silver.daily_steps AS d
+    JOIN chosen USING (patient_id)
+    WHERE d.date BETWEEN CAST(? AS DATE) AND CAST(? AS DATE)
+),
+per_patient AS (
+    SELECT
+        patient_id,
+        count(*) FILTER (WHERE is_wear_day) AS wear_days,
+        date_diff('day', min(date), max(date)) + 1 AS span_days
+    FROM days
+    GROUP BY patient_id
+)
+SELECT
+    (SELECT count(*) FROM chosen) AS patients,
+    (SELECT count(*) FROM per_patient) AS patients_with_data,
+    (SELECT median(steps) FROM days WHERE is_wear_day) AS median_wear_day_steps,
+    (
+        SELECT avg(CASE WHEN wear_days >= {ENOUGH_WEAR_SHARE} * span_days THEN 1.0 ELSE 0.0 END)
+        FROM per_patient
+    ) AS enough_wear_share
+"""
+
+# Quantiles are computed in DuckDB so the browser receives one row per group, whatever the size
+# of the lake. Non-wear days are left out: they are missing data, not low mobility.
+COHORT_STEPS_BY_GROUP_SQL = f"""
+WITH {_COHORT}
+SELECT
+    chosen.disease_group,
+    count(*) AS wear_days,
+    count(DISTINCT d.patient_id) AS patients,
+    quantile_cont(d.steps, 0.05) AS p05,
+    quantile_cont(d.steps, 0.25) AS p25,
+    quantile_cont(d.steps, 0.50) AS median,
+    quantile_cont(d.steps, 0.75) AS p75,
+    quantile_cont(d.steps, 0.95) AS p95,
+    avg(d.steps) AS mean
+FROM silver.daily_steps AS d
+JOIN chosen USING (patient_id)
+WHERE d.is_wear_day AND d.date BETWEEN CAST(? AS DATE) AND CAST(? AS DATE)
+GROUP BY 1
+ORDER BY 1
+"""
+
+COHORT_WEEKLY_TREND_SQL = f"""
+WITH {_COHORT}
+SELECT
+    chosen.disease_group,
+    CAST(date_trunc('week', d.date) AS DATE) AS week,
+    median(d.steps) AS median_steps,
+    count(DISTINCT d.patient_id) AS patients
+FROM silver.daily_steps AS d
+JOIN chosen USING (patient_id)
+WHERE d.is_wear_day AND d.date BETWEEN CAST(? AS DATE) AND CAST(? AS DATE)
+GROUP BY 1, 2
+ORDER BY 1, 2
+"""
+
+# The champion's outlook from each patient's latest forecast origin.
+COHORT_DECLINE_SQL = f"""
+WITH {_COHORT},
+latest AS (
+    SELECT patient_id, max(origin_date) AS origin_date
+    FROM gold.outlook
+    GROUP BY patient_id
+)
+SELECT
+    o.patient_id,
+    chosen.disease_group,
+    chosen.age_band,
+    o.origin_date,
+    o.model,
+    o.baseline_steps,
+    o.next_quarter_steps,
+    o.year_end_steps,
+    o.year_end_change
+FROM gold.outlook AS o
+JOIN latest USING (patient_id, origin_date)
+JOIN chosen USING (patient_id)
+WHERE o.champion AND o.year_end_change <= ?
+ORDER BY o.year_end_change, o.patient_id
+LIMIT ?
+"""
+
+PERIOD_SQL = """
+SELECT min(date) AS first_day, max(date) AS last_day FROM silver.daily_steps
+"""
+
+THERAPY_NAMES_SQL = """
+SELECT DISTINCT therapy FROM bronze.therapies ORDER BY therapy
+"""
+
+# ----------------------------------------------------------------------------------- forecasts
+
+PATIENT_LATEST_ORIGIN_SQL = """
+SELECT max(origin_date) AS origin_date FROM gold.outlook WHERE patient_id = ?
+"""
+
+# The average contribution of each feature over the chosen target days: a feature outside a
+# day's top contributions counts as 0 there (its share is in that day's other_features), so the
+# averages still add up to the mean forecast of those days.
+PATIENT_EXPLANATION_SQL = """
+WITH rows AS (
+    SELECT target_date, feature, contribution
+    FROM gold.explanations
+    WHERE patient_id = ? AND model = ? AND origin_date = ?
+      AND target_date BETWEEN CAST(? AS DATE) AND CAST(? AS DATE)
+)
+SELECT
+    feature,
+    sum(contribution) / (SELECT count(DISTINCT target_date) FROM rows) AS contribution
+FROM rows
+GROUP BY feature
+"""
+
+CLUSTER_ACCURACY_SQL = """
+WITH latest AS (SELECT max(trained_at) AS trained_at FROM gold.backtests)
+SELECT
+    model,
+    horizon_days,
+    avg(mae) AS mae,
+    avg(rmse) AS rmse,
+    avg(mase) AS mase,
+    avg(coverage) AS coverage,
+    count(*) AS origins,
+    max(patients) AS patients
+FROM gold.backtests
+WHERE cluster = ? AND trained_at = (SELECT trained_at FROM latest)
+GROUP BY model, horizon_days
+ORDER BY horizon_days, mae
+"""
+
+# --------------------------------------------------------------------------------- operations
+
+# Reasons carry numbers (values, line numbers): grouped with the digits replaced by N.
+QUARANTINE_BY_REASON_SQL = """
+SELECT
+    regexp_replace(reason, '[0-9]+', 'N', 'g') AS reason,
+    count(*) AS rows,
+    count(DISTINCT source_file) AS files,
+    max(quarantined_at) AS latest
+FROM bronze.quarantine
+GROUP BY 1
+ORDER BY rows DESC, reason
+LIMIT 50
+"""
+
 RECENT_JOB_RUNS_SQL = """
 SELECT
     started_at,
@@ -128,28 +305,6 @@ LIMIT ?
 """
 
 # ------------------------------------------------------------------------------- value objects
-
-
-@dataclass(frozen=True)
-class OverviewKpis:
-    """The headline figures of the Overview page.
-
-    Args:
-        patients: patients registered in ``bronze/patients``.
-        patient_days: rows of ``silver/daily_steps``.
-        median_wear_day_steps: median daily steps over wear days (None without wear days).
-        wear_day_share: share of patient-days that are wear days (None without days).
-    """
-
-    patients: int
-    patient_days: int
-    median_wear_day_steps: float | None
-    wear_day_share: float | None
-
-    @property
-    def is_empty(self) -> bool:
-        """Whether the lake holds neither patients nor daily steps."""
-        return self.patients == 0 and self.patient_days == 0
 
 
 @dataclass(frozen=True)
@@ -257,23 +412,6 @@ def _lake_tables(uri: str, versions: TableVersions, _lake: Lake) -> pl.DataFrame
     )
 
 
-def overview_kpis(lake: Lake) -> OverviewKpis:
-    """Patients, patient-days, median daily steps over wear days, share of wear days."""
-    row = _query(lake, OVERVIEW_KPIS_SQL, (), reads=(PATIENTS, DAILY_STEPS)).row(0, named=True)
-    median, share = row["median_wear_day_steps"], row["wear_day_share"]
-    return OverviewKpis(
-        patients=int(row["patients"]),
-        patient_days=int(row["patient_days"]),
-        median_wear_day_steps=None if median is None else float(median),
-        wear_day_share=None if share is None else float(share),
-    )
-
-
-def steps_by_disease_group(lake: Lake) -> pl.DataFrame:
-    """Daily steps on wear days per disease group: counts, 5/25/50/75/95th percentiles, mean."""
-    return _query(lake, STEPS_BY_DISEASE_GROUP_SQL, (), reads=(PATIENTS, DAILY_STEPS))
-
-
 def patient_ids(
     lake: Lake,
     *,
@@ -318,9 +456,247 @@ def patient_side_effects(lake: Lake, patient_id: str) -> pl.DataFrame:
     return _query(lake, PATIENT_SIDE_EFFECTS_SQL, (patient_id,), reads=(SIDE_EFFECTS,))
 
 
-def recent_days(daily_steps: pl.DataFrame, days: int = RECENT_DAYS) -> pl.DataFrame:
-    """The last ``days`` rows of a patient's daily steps, newest first."""
-    return daily_steps.sort("date", descending=True).head(days)
+# -------------------------------------------------------------------------------------- cohorts
+
+
+@dataclass(frozen=True)
+class CohortFilter:
+    """Who and when the cohort views look at; an empty selection means "everyone".
+
+    Args:
+        first_day: first day of the period (daily steps, therapies given in it).
+        last_day: last day of the period (ages are taken on this day).
+        disease_groups: only these groups.
+        age_bands: only these bands of :data:`AGE_BANDS`.
+        therapies: only patients given one of these therapies during the period.
+    """
+
+    first_day: date
+    last_day: date
+    disease_groups: tuple[str, ...] = ()
+    age_bands: tuple[str, ...] = ()
+    therapies: tuple[str, ...] = ()
+
+    def params(self) -> tuple[object, ...]:
+        """The bound parameters of the cohort's SQL, in order."""
+
+        def chosen(values: tuple[str, ...]) -> list[str] | None:
+            return list(values) if values else None
+
+        groups, bands, therapies = (
+            chosen(self.disease_groups),
+            chosen(self.age_bands),
+            chosen(self.therapies),
+        )
+        last, first = self.last_day, self.first_day
+        ages = (last, last, last, last)
+        return (*ages, groups, groups, bands, bands, therapies, therapies, last, last, first)
+
+
+@dataclass(frozen=True)
+class CohortKpis:
+    """The headline figures of a cohort.
+
+    Args:
+        patients: patients matching the filters.
+        patients_with_data: of those, patients with daily steps in the period.
+        median_wear_day_steps: median daily steps over their wear days (None without any).
+        enough_wear_share: share of patients with data who have enough wear
+            (:data:`ENOUGH_WEAR_SHARE`); None without patients with data.
+    """
+
+    patients: int
+    patients_with_data: int
+    median_wear_day_steps: float | None
+    enough_wear_share: float | None
+
+
+def data_period(lake: Lake) -> tuple[date, date] | None:
+    """The first and last day of daily steps in the lake (None before any)."""
+    row = _query(lake, PERIOD_SQL, (), reads=(DAILY_STEPS,)).row(0, named=True)
+    if row["first_day"] is None:
+        return None
+    return row["first_day"], row["last_day"]
+
+
+def therapy_names(lake: Lake) -> list[str]:
+    """Every therapy name recorded, in order."""
+    frame = _query(lake, THERAPY_NAMES_SQL, (), reads=(THERAPIES,))
+    return [str(value) for value in frame["therapy"].to_list()]
+
+
+_COHORT_TABLES = (PATIENTS, THERAPIES)
+
+
+def cohort_kpis(lake: Lake, cohort: CohortFilter) -> CohortKpis:
+    """Patients, median daily steps on wear days and share with enough wear in the period."""
+    params = (*cohort.params(), cohort.first_day, cohort.last_day)
+    row = _query(lake, COHORT_KPIS_SQL, params, reads=(*_COHORT_TABLES, DAILY_STEPS)).row(
+        0, named=True
+    )
+    median, share = row["median_wear_day_steps"], row["enough_wear_share"]
+    return CohortKpis(
+        patients=int(row["patients"]),
+        patients_with_data=int(row["patients_with_data"]),
+        median_wear_day_steps=None if median is None else float(median),
+        enough_wear_share=None if share is None else float(share),
+    )
+
+
+def cohort_steps_by_group(lake: Lake, cohort: CohortFilter) -> pl.DataFrame:
+    """Daily steps on wear days in the period per disease group: counts, 5/25/50/75/95th
+    percentiles, mean."""
+    params = (*cohort.params(), cohort.first_day, cohort.last_day)
+    return _query(lake, COHORT_STEPS_BY_GROUP_SQL, params, reads=(*_COHORT_TABLES, DAILY_STEPS))
+
+
+def cohort_weekly_trend(lake: Lake, cohort: CohortFilter) -> pl.DataFrame:
+    """Median daily steps on wear days per disease group and calendar week (Monday)."""
+    params = (*cohort.params(), cohort.first_day, cohort.last_day)
+    return _query(lake, COHORT_WEEKLY_TREND_SQL, params, reads=(*_COHORT_TABLES, DAILY_STEPS))
+
+
+def declining_patients(
+    lake: Lake, cohort: CohortFilter, *, limit: int = DECLINE_LIST_LENGTH
+) -> pl.DataFrame:
+    """Patients of the cohort whose champion forecast for the last quarter of the year ahead is
+    at least :data:`jobs.outlook.DECLINE_SHARE` below their 180-day baseline, largest fall
+    first (from each patient's latest forecast)."""
+    params = (*cohort.params(), -DECLINE_SHARE, limit)
+    return _query(lake, COHORT_DECLINE_SQL, params, reads=(*_COHORT_TABLES, OUTLOOK))
+
+
+def has_forecasts(lake: Lake) -> bool:
+    """Whether the forecast job has written its summary (gold/outlook) yet."""
+    return _versions_of(lake, (OUTLOOK,))[0][1] is not None
+
+
+PATIENT_PAGE = "patient"
+
+
+def with_patient_links(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` with an ``open`` column: the link to each row's patient page."""
+    return frame.with_columns(
+        open=pl.col("patient_id").map_elements(
+            lambda pid: f"{PATIENT_PAGE}?{urlencode({'patient_id': pid})}",
+            return_dtype=pl.String,
+        )
+    )
+
+
+# ------------------------------------------------------------------------------------ forecasts
+
+
+def patient_forecast(lake: Lake, patient_id: str) -> pl.DataFrame:
+    """The patient's forecasts from their latest origin, every model, the champion marked:
+    ``target_date, model, champion, yhat, yhat_lower, yhat_upper, origin_date`` (empty when
+    the patient has none): the rows ``mobility export-forecast`` writes."""
+    return _query(
+        lake, PATIENT_FORECAST_SQL, (patient_id, patient_id), reads=(FORECASTS, REGISTRY, PATIENTS)
+    )
+
+
+def patient_explanation(
+    lake: Lake, patient_id: str, model: str, origin: date, first_day: date, last_day: date
+) -> pl.DataFrame:
+    """The model's explanation of the patient's forecast over ``first_day..last_day`` (one day
+    or a month): ``feature, label, contribution`` with the average contribution per day, in
+    waterfall order: the patient's baseline, the intercept, the features by size, the other
+    features, the floor at zero. The contributions add up to the mean forecast of those days."""
+    params = (patient_id, model, origin, first_day, last_day)
+    frame = _query(lake, PATIENT_EXPLANATION_SQL, params, reads=(EXPLANATIONS,))
+    return order_for_waterfall(frame)
+
+
+def order_for_waterfall(contributions: pl.DataFrame) -> pl.DataFrame:
+    """``feature, contribution`` rows sorted for a waterfall, with plain-language labels."""
+    from models.direct import feature_label
+
+    first = {"baseline": 0, "intercept": 1}
+    last = {"other_features": 1, "floor_at_zero": 2}
+    rank = [
+        (0, first[f], 0.0) if f in first else (2, last[f], 0.0) if f in last else (1, 0, -abs(c))
+        for f, c in contributions.select("feature", "contribution").iter_rows()
+    ]
+    order = sorted(range(contributions.height), key=lambda i: rank[i])
+    ordered = contributions[order] if contributions.height else contributions
+    return ordered.select(
+        "feature",
+        pl.col("feature").map_elements(feature_label, return_dtype=pl.String).alias("label"),
+        "contribution",
+    )
+
+
+def cluster_accuracy(lake: Lake, cluster: str) -> pl.DataFrame:
+    """Backtest accuracy of every model for ``cluster`` from the latest training: mean MAE,
+    RMSE, MASE and interval coverage over the origins, per cumulative horizon."""
+    return _query(lake, CLUSTER_ACCURACY_SQL, (cluster,), reads=(BACKTESTS,))
+
+
+# ----------------------------------------------------------------------------------- analysts
+
+
+def run_analyst_query(lake: Lake, sql: str) -> QueryResult:
+    """One read-only query of an analyst through the SQL sandbox (the same code as
+    ``mobility sql``), with :data:`SQL_TIMEOUT_SECONDS` and :data:`SQL_ROW_CAP`.
+
+    Raises:
+        InputError: not one read-only statement, failed, or out of time (one line).
+    """
+    connection = _connection(lake.uri, _all_versions(lake.uri, lake), lake)
+    with connection.lock:
+        return run_query(
+            connection.con, sql, timeout_seconds=SQL_TIMEOUT_SECONDS, row_cap=SQL_ROW_CAP
+        )
+
+
+def table_columns() -> pl.DataFrame:
+    """Every view an analyst can query with its columns and types: ``table, column, type,
+    description``."""
+    rows = [
+        {
+            "table": table.qualified_name,
+            "column": column.name,
+            "type": str(column.type),
+            "description": table.description,
+        }
+        for table in TABLES
+        for column in table.schema
+    ]
+    return pl.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------- operations
+
+
+def quarantine_by_reason(lake: Lake) -> pl.DataFrame:
+    """Quarantined input rows per reason (numbers in reasons replaced by N): rows, files,
+    latest."""
+    return _query(lake, QUARANTINE_BY_REASON_SQL, (), reads=(QUARANTINE,))
+
+
+def recent_history(daily_steps: pl.DataFrame, days: int = HISTORY_DAYS) -> pl.DataFrame:
+    """The patient's days of the last ``days`` before their last day (the chart's history)."""
+    if daily_steps.is_empty():
+        return daily_steps
+    last = daily_steps["date"].max()
+    assert isinstance(last, date)
+    return daily_steps.filter(pl.col("date") > last - timedelta(days=days))
+
+
+def horizon_months(first_day: date, last_day: date) -> list[date]:
+    """The first day of every calendar month that ``first_day..last_day`` touches."""
+    months, month = [], first_day.replace(day=1)
+    while month <= last_day:
+        months.append(month)
+        month = month_end(month) + timedelta(days=1)
+    return months
+
+
+def month_end(month: date) -> date:
+    """The last day of ``month``'s calendar month."""
+    following = (month.replace(day=28) + timedelta(days=4)).replace(day=1)
+    return following - timedelta(days=1)
 
 
 def recent_job_runs(lake: Lake, limit: int = 100) -> pl.DataFrame:

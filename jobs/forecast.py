@@ -351,27 +351,14 @@ def patient_forecast(lake: Lake, patient_id: str) -> pl.DataFrame:
     Raises:
         InputError: the patient has no forecast (unknown, or no forecast run yet).
     """
-    mine = lake.scan(FORECASTS).filter(pl.col("patient_id") == patient_id).collect()
-    if not mine.height:
+    from lakehouse.query import PATIENT_FORECAST_SQL, connect, run_query
+
+    result = run_query(connect(lake), PATIENT_FORECAST_SQL, [patient_id, patient_id], row_cap=10**6)
+    rows = pl.from_arrow(result.table)
+    assert isinstance(rows, pl.DataFrame)
+    if not rows.height:
         raise InputError(f"no forecast for patient {patient_id!r} (run mobility forecast first)")
-    latest = mine.filter(pl.col("origin_date") == pl.col("origin_date").max())
-    group = (
-        lake.scan(PATIENTS)
-        .filter(pl.col("patient_id") == patient_id)
-        .select("disease_group")
-        .collect()
-    )
-    cluster = group["disease_group"][0] if group.height else None
-    best = champions(lake).get(cluster or "")
-    return latest.select(
-        "target_date",
-        "model",
-        (pl.col("model") == pl.lit(best)).alias("champion"),
-        "yhat",
-        "yhat_lower",
-        "yhat_upper",
-        "origin_date",
-    ).sort("model", "target_date")
+    return rows
 
 
 class OnDemandForecaster:

@@ -23,6 +23,37 @@ DEFAULT_TIMEOUT_SECONDS = 30.0
 DEFAULT_ROW_CAP = 10_000
 
 
+# A patient's forecasts from their latest origin, the champion of their cluster marked (bound:
+# the patient twice). Used by ``mobility export-forecast`` and the dashboard's patient page.
+PATIENT_FORECAST_SQL = """
+WITH mine AS (
+    SELECT * FROM gold.forecasts WHERE patient_id = ?
+),
+latest AS (
+    SELECT max(origin_date) AS origin_date FROM mine
+),
+champion AS (
+    SELECT split_part(r.model_id, ':', 1) AS model
+    FROM models.registry AS r
+    JOIN bronze.patients AS p ON p.disease_group = r.cluster
+    WHERE p.patient_id = ?
+      AND r.status = 'champion'
+      AND r.version = (SELECT max(version) FROM models.registry)
+)
+SELECT
+    target_date,
+    model,
+    model IN (SELECT model FROM champion) AS champion,
+    yhat,
+    yhat_lower,
+    yhat_upper,
+    origin_date
+FROM mine
+JOIN latest USING (origin_date)
+ORDER BY model, target_date
+"""
+
+
 @dataclass(frozen=True)
 class QueryResult:
     """Rows of a query, capped; ``truncated`` says whether more rows existed."""

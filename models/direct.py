@@ -240,9 +240,7 @@ def forecast_rows(data: ForecastInput, horizon: int) -> pl.DataFrame:
     key = ("forecast_rows", horizon)
     if key not in data.derived:
         at_origin = data.features.filter(pl.col("date") == data.origin)
-        rows = target_days(at_origin, data.origin, horizon).with_columns(
-            origin=pl.lit(data.origin)
-        )
+        rows = target_days(at_origin, data.origin, horizon).with_columns(origin=pl.lit(data.origin))
         known = ForecastInput(data.origin, data.history, data.patients, data.therapies, at_origin)
         data.derived[key] = _assemble(rows, known).filter(pl.col(LEVEL).is_not_null())
     return data.derived[key]
@@ -260,7 +258,9 @@ SPECIAL_LABELS = {
 
 def feature_label(name: str) -> str:
     """The plain-language label of an explanation row's feature (the feature dictionary's for
-    state and calendar inputs)."""
+    state and calendar inputs); a pair interaction of the EBM (``a & b``) reads "A × B"."""
+    if " & " in name:
+        return " × ".join(feature_label(part) for part in name.split(" & "))
     if name in SPECIAL_LABELS:
         return SPECIAL_LABELS[name]
     if name in LABELS:

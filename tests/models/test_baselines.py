@@ -69,5 +69,9 @@ def test_every_explanation_row_has_a_plain_language_label() -> None:
         label = feature_label(name)
         assert label and label[0].isupper() and "_" not in label, (name, label)
     assert feature_label("roll_mean_30d") == "Average steps, last 30 days"
+    # the EBM's pair interactions, as they appear in gold/explanations
+    assert feature_label("roll_mean_30d & horizon_days") == (
+        f"Average steps, last 30 days × {feature_label('horizon_days')}"
+    )
     with pytest.raises(KeyError):
         feature_label("no_such_feature")

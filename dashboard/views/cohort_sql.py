@@ -1,0 +1,74 @@
+"""Cohort SQL: analysts' read-only queries over the lake views, through the same sandbox as
+``mobility sql`` (one SELECT, no file or network access, a time limit and a row cap)."""
+
+from __future__ import annotations
+
+import time
+
+import polars as pl
+import streamlit as st
+
+from dashboard import data
+from lakehouse.errors import InputError
+
+EXAMPLE = """-- Median daily steps on wear days per disease group and month
+SELECT p.disease_group,
+       date_trunc('month', d.date) AS month,
+       median(d.steps) AS median_steps,
+       count(DISTINCT d.patient_id) AS patients
+FROM silver.daily_steps AS d
+JOIN bronze.patients AS p USING (patient_id)
+WHERE d.is_wear_day
+GROUP BY ALL
+ORDER BY month DESC, disease_group
+LIMIT 48"""
+
+st.title("Cohort SQL")
+st.caption(
+    f"One read-only query (SELECT) over the views below; at most {data.SQL_ROW_CAP:,} rows "
+    f"and {data.SQL_TIMEOUT_SECONDS:g} s. Files, network, settings and extensions are off."
+)
+lake = data.current_lake()
+
+query = st.text_area("Query", value=EXAMPLE, height=220, key="sql_query")
+if st.button("Run", type="primary", icon=":material/play_arrow:", key="sql_run"):
+    started = time.perf_counter()
+    try:
+        result = data.run_analyst_query(lake, query)
+    except InputError as err:
+        st.session_state["sql_result"] = None
+        st.session_state["sql_error"] = str(err)
+    else:
+        frame = pl.from_arrow(result.table)
+        assert isinstance(frame, pl.DataFrame)
+        st.session_state["sql_result"] = (frame, result.truncated, time.perf_counter() - started)
+        st.session_state["sql_error"] = None
+
+if error := st.session_state.get("sql_error"):
+    st.error(error, icon=":material/error:")
+elif outcome := st.session_state.get("sql_result"):
+    frame, truncated, seconds = outcome
+    note = f"{frame.height:,} rows in {seconds:.2f} s"
+    if truncated:
+        note += f" (cut at {data.SQL_ROW_CAP:,}: add a LIMIT or aggregate)"
+    st.caption(note)
+    if frame.width == 0:
+        st.info("The query returned no columns.", icon=":material/info:")
+    else:
+        st.dataframe(frame, hide_index=True)
+        st.download_button(
+            "Download (CSV)",
+            data=frame.write_csv(),
+            file_name="cohort-query.csv",
+            mime="text/csv",
+            icon=":material/download:",
+            key="sql_download",
+        )
+
+st.subheader("Tables and columns")
+columns = data.table_columns()
+tables = columns["table"].unique(maintain_order=True).to_list()
+table = st.selectbox("Table", tables, key="sql_table")
+chosen = columns.filter(pl.col("table") == table)
+st.caption(chosen["description"][0])
+st.dataframe(chosen.select("column", "type"), hide_index=True)
