@@ -25,11 +25,12 @@ group_filter, search_filter = st.columns(2)
 group = group_filter.selectbox("Disease group", ["All", *data.DISEASE_GROUPS], key="disease_group")
 search = search_filter.text_input("Patient id contains", key="patient_search")
 ids = data.patient_ids(lake, disease_group=None if group == "All" else group, search=search or None)
-if linked and linked not in ids and data.patient_profile(lake, linked) is not None:
-    ids = [linked, *ids]
+unfiltered = group == "All" and not search
+if unfiltered and linked and linked not in ids and data.patient_profile(lake, linked) is not None:
+    ids = [linked, *ids]  # beyond the first matches listed
 
 if not ids:
-    if group == "All" and not search:
+    if unfiltered:
         st.info(
             "No patients yet: run `mobility generate --patients 20 --seed 42` or ingest "
             "data, then `mobility pipeline`.",

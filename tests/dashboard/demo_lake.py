@@ -8,7 +8,19 @@ from pathlib import Path
 
 import polars as pl
 
-from lakehouse.catalog import DAILY_STEPS, JOB_RUNS, PATIENTS, SIDE_EFFECTS, THERAPIES
+from lakehouse.catalog import (
+    BACKTESTS,
+    DAILY_STEPS,
+    EXPLANATIONS,
+    FORECASTS,
+    JOB_RUNS,
+    OUTLOOK,
+    PATIENTS,
+    QUARANTINE,
+    REGISTRY,
+    SIDE_EFFECTS,
+    THERAPIES,
+)
 from lakehouse.storage import Lake
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
@@ -19,6 +31,34 @@ P001_WEAR = [True, True, False, True, True, True, False, True, True, True]
 P002_STEPS = [2100.0, 2500.0, 1800.0, 90.0, 2300.0]
 P002_WEAR = [True, True, True, False, True]
 FIRST_DAY = date(2024, 3, 1)
+# P001's forecast: from the day after their last day, two models, ebm_global the MS champion;
+# ebm_global explained on its first two days (a feature outside a day's top rows is absent)
+ORIGIN = date(2024, 3, 11)
+P001_FORECAST = {"ebm_global": 5000.0, "trailing_mean_28d": 4800.0}
+P001_EXPLANATIONS = {
+    ORIGIN: {
+        "baseline": 5000.0,
+        "intercept": 100.0,
+        "roll_mean_30d": 300.0,
+        "other_features": 50.0,
+    },
+    ORIGIN + timedelta(days=1): {
+        "baseline": 5000.0,
+        "intercept": 100.0,
+        "cal_is_weekend": -400.0,
+        "other_features": 20.0,
+    },
+}
+# the outlook: P001 forecast 20% below their baseline (declining), P002 5% below (not)
+P001_CHANGE, P002_CHANGE = -0.2, -0.05
+# MS backtests of the latest training: MAE per model at two origins, 7 and 365 days ahead
+BACKTEST_MAE = {
+    ("ebm_global", 365): (1000.0, 1200.0),
+    ("trailing_mean_28d", 365): (1300.0, 1500.0),
+    ("ebm_global", 7): (900.0, 700.0),
+    ("trailing_mean_28d", 7): (950.0, 1050.0),
+}
+QUARANTINE_REASONS = ["negative steps (-5)", "negative steps (-70)", "end before start"]
 
 
 @dataclass(frozen=True)
@@ -111,4 +151,115 @@ def build_demo_lake(root: Path) -> DemoLake:
             }
         ),
     )
+    _write_forecast_tables(lake)
+    lake.append(
+        QUARANTINE,
+        pl.DataFrame(
+            {
+                "source_file": ["a.csv", "a.csv", "b.csv"],
+                "record": [2, 5, 3],
+                "reason": QUARANTINE_REASONS,
+                "raw": ["x", "y", "z"],
+                "patient_id": ["P001", "P001", None],
+                "quarantined_at": [started, started, started + timedelta(hours=1)],
+            }
+        ),
+    )
     return DemoLake(lake=lake, daily_steps=daily, patients=patients)
+
+
+def _write_forecast_tables(lake: Lake) -> None:
+    month = ORIGIN.strftime("%Y-%m")
+    days = [ORIGIN + timedelta(days=i) for i in range(365)]
+    lake.append(
+        FORECASTS,
+        pl.concat(
+            pl.DataFrame(
+                {
+                    "patient_id": "P001",
+                    "model": model,
+                    "origin_date": ORIGIN,
+                    "target_date": days,
+                    "yhat": level,
+                    "yhat_lower": level - 1000,
+                    "yhat_upper": level + 1000,
+                    "origin_month": month,
+                }
+            )
+            for model, level in P001_FORECAST.items()
+        ),
+    )
+    lake.append(
+        EXPLANATIONS,
+        pl.DataFrame(
+            [
+                {
+                    "patient_id": "P001",
+                    "model": "ebm_global",
+                    "origin_date": ORIGIN,
+                    "target_date": day,
+                    "feature": feature,
+                    "contribution": value,
+                    "origin_month": month,
+                }
+                for day, rows in P001_EXPLANATIONS.items()
+                for feature, value in rows.items()
+            ]
+        ),
+    )
+    trained = datetime(2024, 3, 11, 3, 0, tzinfo=UTC)
+    lake.append(
+        REGISTRY,
+        pl.DataFrame(
+            {
+                "model_id": ["ebm_global:MS:v1", "trailing_mean_28d:MS:v1"],
+                "kind": ["ebm", "baseline"],
+                "cluster": ["MS", "MS"],
+                "version": [1, 1],
+                "trained_at": [trained, trained],
+                "params": ["{}", "{}"],
+                "metrics": ["{}", "{}"],
+                "artifact_uri": [None, None],
+                "status": ["champion", "candidate"],
+            }
+        ),
+    )
+    lake.append(
+        OUTLOOK,
+        pl.DataFrame(
+            {
+                "patient_id": ["P001", "P002"],
+                "model": ["ebm_global", "trailing_mean_28d"],
+                "origin_date": [ORIGIN, date(2024, 3, 6)],
+                "champion": [True, True],
+                "baseline_steps": [6250.0, 2000.0],
+                "next_quarter_steps": [5000.0, 1900.0],
+                "year_end_steps": [6250.0 * (1 + P001_CHANGE), 2000.0 * (1 + P002_CHANGE)],
+                "year_steps": [5000.0, 1900.0],
+                "year_end_change": [P001_CHANGE, P002_CHANGE],
+                "origin_month": [month, month],
+            }
+        ),
+    )
+    lake.append(
+        BACKTESTS,
+        pl.DataFrame(
+            [
+                {
+                    "model": model,
+                    "cluster": "MS",
+                    "origin_date": origin,
+                    "horizon_days": horizon,
+                    "mae": mae,
+                    "rmse": mae * 1.3,
+                    "mase": mae / 1000,
+                    "coverage": 0.8,
+                    "patients": 10,
+                    "days": 100,
+                    "trained_at": trained,
+                }
+                for (model, horizon), maes in BACKTEST_MAE.items()
+                for origin, mae in zip((date(2023, 1, 1), date(2023, 4, 1)), maes, strict=True)
+            ]
+        ),
+    )

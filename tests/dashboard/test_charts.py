@@ -20,6 +20,38 @@ def _daily() -> pl.DataFrame:
     )
 
 
+NO_THERAPIES = pl.DataFrame(
+    schema={"therapy": pl.String, "start_date": pl.Date, "end_date": pl.Date}
+)
+NO_EFFECTS = pl.DataFrame(schema={"date": pl.Date, "effect": pl.String, "severity": pl.Int16})
+NO_FORECAST = pl.DataFrame(
+    schema={
+        "target_date": pl.Date,
+        "model": pl.String,
+        "champion": pl.Boolean,
+        "yhat": pl.Float64,
+        "yhat_lower": pl.Float64,
+        "yhat_upper": pl.Float64,
+        "origin_date": pl.Date,
+    }
+)
+
+
+def _forecast() -> pl.DataFrame:
+    days = [date(2024, 1, 6), date(2024, 1, 7)]
+    return pl.DataFrame(
+        {
+            "target_date": days * 2,
+            "model": ["ebm_global"] * 2 + ["trailing_mean_28d"] * 2,
+            "champion": [True, True, False, False],
+            "yhat": [1500.0, 1600.0, 1400.0, 1400.0],
+            "yhat_lower": [1000.0, 1100.0, 900.0, 900.0],
+            "yhat_upper": [2000.0, 2100.0, 1900.0, 1900.0],
+            "origin_date": date(2024, 1, 6),
+        }
+    )
+
+
 def test_non_wear_days_are_gaps_not_zeros() -> None:
     therapies = pl.DataFrame(
         {
@@ -32,17 +64,38 @@ def test_non_wear_days_are_gaps_not_zeros() -> None:
         {"date": [date(2024, 1, 3)], "effect": ["fatigue"], "severity": [2]}
     )
 
-    figure = charts.patient_daily_steps(_daily(), therapies, side_effects, patient_id="P1")
+    figure = charts.patient_timeline(
+        _daily(), NO_FORECAST, therapies, side_effects, patient_id="P1"
+    )
 
-    line, non_wear, effects = figure.data
+    line, non_wear, first_course, ongoing, effects = figure.data
     assert list(line.y) == [1000.0, None, 3000.0, None, 2000.0]
     assert line.connectgaps is False
     assert list(non_wear.x) == [date(2024, 1, 2), date(2024, 1, 4)]
     assert list(effects.customdata[0]) == ["fatigue", 2]
-    bands = figure.layout.shapes
-    assert len(bands) == 2
-    # The ongoing course is drawn up to the last day shown (inclusive).
-    assert bands[1].x1 == date(2024, 1, 6)
+    # therapies and side effects share the steps' time axis, on the row below
+    assert first_course.yaxis == ongoing.yaxis == effects.yaxis == "y2"
+    assert first_course.xaxis == "x2" and figure.layout.xaxis.matches == "x2"
+    assert list(first_course.x) == [date(2024, 1, 2), date(2024, 1, 4)]  # through the 3rd
+    # the ongoing course is drawn up to the last day shown (inclusive)
+    assert list(ongoing.x) == [date(2024, 1, 4), date(2024, 1, 6)]
+    assert ongoing.name == "physiotherapy (ongoing)"
+
+
+def test_forecasts_with_the_champion_highlighted_and_its_band_shown() -> None:
+    figure = charts.patient_timeline(
+        _daily(), _forecast(), NO_THERAPIES, NO_EFFECTS, patient_id="P1"
+    )
+
+    traces = {trace.name: trace for trace in figure.data}
+    champion = traces["ebm_global (champion)"]
+    other = traces["trailing_mean_28d"]
+    assert list(champion.y) == [1500.0, 1600.0] and champion.line.width > other.line.width
+    band = traces["ebm_global (champion): 80% interval"]
+    assert list(band.y) == [2000.0, 2100.0, 1100.0, 1000.0]  # upper out, lower back
+    assert band.visible is True
+    assert traces["trailing_mean_28d: 80% interval"].visible == "legendonly"
+    assert figure.layout.shapes[0].x0 == date(2024, 1, 6)  # the origin
 
 
 def test_patient_chart_without_rows() -> None:
@@ -54,14 +107,56 @@ def test_patient_chart_without_rows() -> None:
             "is_wear_day": pl.Boolean,
         }
     )
-    no_therapies = pl.DataFrame(
-        schema={"therapy": pl.String, "start_date": pl.Date, "end_date": pl.Date}
-    )
-    no_effects = pl.DataFrame(schema={"date": pl.Date, "effect": pl.String, "severity": pl.Int16})
 
-    figure = charts.patient_daily_steps(empty, no_therapies, no_effects, patient_id="P1")
+    figure = charts.patient_timeline(empty, NO_FORECAST, NO_THERAPIES, NO_EFFECTS, patient_id="P1")
 
     assert len(figure.data) == 1
+
+
+def test_waterfall_adds_up_to_the_forecast() -> None:
+    rows = pl.DataFrame(
+        {
+            "feature": ["baseline", "intercept", "cal_is_weekend", "roll_mean_30d & horizon_days"],
+            "label": ["Recent level", "Typical change", "Weekend", "A very long label " * 5],
+            "contribution": [5000.0, 100.0, -400.0, 250.0],
+        }
+    )
+
+    (waterfall,) = charts.explanation_waterfall(rows, title="t").data
+
+    assert list(waterfall.measure) == ["absolute", "relative", "relative", "relative", "total"]
+    assert list(waterfall.x) == [5000.0, 100.0, -400.0, 250.0, 4950.0]
+    assert waterfall.y[-1] == "Forecast"
+    assert len(set(waterfall.y)) == 5 and all(len(label) <= 48 for label in waterfall.y)
+    assert waterfall.customdata[3] == "A very long label " * 5  # the whole label on hover
+
+
+def test_repeated_labels_stay_distinct_rows() -> None:
+    rows = pl.DataFrame(
+        {
+            "feature": ["baseline", "a", "b"],
+            "label": ["Level", "Same words " * 6, "Same words " * 7],
+            "contribution": [10.0, 1.0, 2.0],
+        }
+    )
+    (waterfall,) = charts.explanation_waterfall(rows, title="t").data
+    assert len(set(waterfall.y)) == 4
+
+
+def test_weekly_trend_draws_a_line_per_group() -> None:
+    trend = pl.DataFrame(
+        {
+            "disease_group": ["MS", "MS", "PD"],
+            "week": [date(2024, 1, 1), date(2024, 1, 8), date(2024, 1, 1)],
+            "median_steps": [4000.0, 4100.0, 3000.0],
+            "patients": [3, 3, 2],
+        }
+    )
+    figure = charts.weekly_trend(trend)
+    assert [(t.name, list(t.y)) for t in figure.data] == [
+        ("MS", [4000.0, 4100.0]),
+        ("PD", [3000.0]),
+    ]
 
 
 def test_disease_group_boxes_use_the_given_percentiles() -> None:
@@ -93,12 +188,7 @@ def test_disease_group_boxes_use_the_given_percentiles() -> None:
 
 def test_days_without_any_row_break_the_line_too() -> None:
     daily = _daily().filter(pl.col("date") != date(2024, 1, 3))  # no samples at all that day
-    figure = charts.patient_daily_steps(
-        daily,
-        pl.DataFrame(schema={"therapy": pl.String, "start_date": pl.Date, "end_date": pl.Date}),
-        pl.DataFrame(schema={"date": pl.Date, "effect": pl.String, "severity": pl.Int16}),
-        patient_id="P1",
-    )
+    figure = charts.patient_timeline(daily, NO_FORECAST, NO_THERAPIES, NO_EFFECTS, patient_id="P1")
     line = figure.data[0]
     assert list(line.x) == [date(2024, 1, d) for d in range(1, 6)]
     assert list(line.y) == [1000.0, None, None, None, 2000.0]

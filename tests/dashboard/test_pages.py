@@ -12,13 +12,22 @@ from lakehouse.errors import StorageError
 from lakehouse.storage import Lake
 from tests.dashboard.demo_lake import APP, P001_STEPS, P001_WEAR, P002_STEPS, P002_WEAR
 
-PAGES = ("pages/overview.py", "pages/patient.py", "pages/job_runs.py")
+COHORT, PATIENT, SQL, MONITORING = (
+    "views/cohort.py",
+    "views/patient.py",
+    "views/cohort_sql.py",
+    "views/monitoring.py",
+)
+PAGES = (COHORT, PATIENT, SQL, MONITORING)
 TIMEOUT = 30
 
 
-def _open(page: str) -> AppTest:
-    app = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
-    if page != "pages/overview.py":
+def _open(page: str, **query: str) -> AppTest:
+    app = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    for key, value in query.items():
+        app.query_params[key] = value
+    app.run()
+    if page != COHORT:
         app.switch_page(page).run()
     assert not app.exception, [e.value for e in app.exception]
     return app
@@ -34,61 +43,96 @@ def test_every_page_renders_on_an_empty_lake(page: str) -> None:
     app = _open(page)
 
     assert not app.error
-    assert not app.metric
-    assert "No " in _texts(app.info)
+    if page == SQL:  # the views exist, empty, with their columns: an analyst can still query
+        assert app.text_area(key="sql_query").value
+    else:
+        assert "No " in _texts(app.info) + _texts(app.success)
 
 
 @pytest.mark.usefixtures("empty_lake")
-def test_overview_on_an_empty_lake_says_how_to_get_data() -> None:
-    app = _open("pages/overview.py")
+def test_cohort_page_on_an_empty_lake_says_how_to_get_data() -> None:
+    app = _open(COHORT)
 
     assert "No data yet: run `mobility generate" in _texts(app.info)
-    assert app.dataframe[0].value["table"].tolist()[0] == "bronze/step_samples"
+    assert not app.metric
 
 
 @pytest.mark.usefixtures("demo_lake")
-def test_overview_shows_the_fixture_kpis() -> None:
-    app = _open("pages/overview.py")
+def test_cohort_page_shows_the_fixture_kpis_and_the_declining_patient() -> None:
+    app = _open(COHORT)
 
     wear_steps = [
         s for s, w in zip(P001_STEPS + P002_STEPS, P001_WEAR + P002_WEAR, strict=True) if w
     ]
-    all_days = len(P001_STEPS) + len(P002_STEPS)
     metrics = {m.label: m.value for m in app.metric}
     assert metrics == {
         "Patients": "3",
-        "Patient-days": str(all_days),
-        "Median daily steps (wear days)": f"{statistics.median(wear_steps):,.0f}",
-        "Wear days": f"{len(wear_steps) / all_days:.0%}",
+        "Median daily steps": f"{statistics.median(wear_steps):,.0f}",
+        "Enough wear": "100%",  # 8 of 10 and 4 of 5 days worn
+        "Decline expected": "1",
     }
-    assert app.get("plotly_chart"), "the disease group chart is shown"
-    groups = app.dataframe[0].value
-    assert groups["disease_group"].tolist() == ["MS", "PD"]
+    assert len(app.get("plotly_chart")) == 2
+    declining = app.dataframe[0].value
+    assert declining["patient_id"].tolist() == ["P001"]
+    assert declining["open"].tolist() == ["patient?patient_id=P001"]
 
 
 @pytest.mark.usefixtures("demo_lake")
-def test_patient_page_lists_the_fixture_patients_and_charts_one() -> None:
-    app = _open("pages/patient.py")
+def test_cohort_filters_narrow_the_cohort() -> None:
+    app = _open(COHORT)
+
+    app.multiselect(key="cohort_groups").select("PD").run()
+    metrics = {m.label: m.value for m in app.metric}
+    assert metrics["Patients"] == "1"
+    assert metrics["Decline expected"] == "0"
+    assert "No patient of this cohort is forecast to fall" in _texts(app.success)
+
+    app.multiselect(key="cohort_groups").unselect("PD").run()
+    app.multiselect(key="cohort_ages").select("under 40").run()
+    assert not app.exception
+    assert "No patient matches the filters" in _texts(app.info)
+
+    app.multiselect(key="cohort_ages").unselect("under 40").run()
+    app.multiselect(key="cohort_therapies").select("ocrelizumab").run()
+    assert {m.label: m.value for m in app.metric}["Patients"] == "1"
+
+
+@pytest.mark.usefixtures("demo_lake")
+def test_patient_page_draws_the_forecast_and_its_explanation() -> None:
+    app = _open(PATIENT)
 
     assert app.selectbox(key="patient_id").options == ["P001", "P002", "P003"]
     assert app.selectbox(key="patient_id").value == "P001"
-    assert app.get("plotly_chart")
-    recent = app.dataframe[0].value
-    assert len(recent) == len(P001_STEPS)
-    assert str(recent["date"].iloc[0])[:10] == "2024-03-10"
+    assert app.selectbox(key="explain_model").value == "ebm_global"  # the champion
+    assert len(app.get("plotly_chart")) == 2  # timeline and waterfall
+    assert "champion of the cluster: **ebm_global**" in _texts(app.caption)
+    accuracy = app.dataframe[0].value
+    assert accuracy["horizon_days"].tolist() == [365, 365]
+    assert accuracy.set_index("model")["champion"].to_dict() == {
+        "ebm_global": True,
+        "trailing_mean_28d": False,
+    }
+    assert app.get("download_button")
+
+    app.radio(key="explain_kind").set_value("a day").run()
+    assert not app.exception
+    assert len(app.get("plotly_chart")) == 2
 
 
 @pytest.mark.usefixtures("demo_lake")
-def test_patient_page_without_daily_steps_and_with_filters() -> None:
-    app = _open("pages/patient.py")
+def test_a_link_names_the_patient_and_one_without_forecast_says_so() -> None:
+    app = _open(PATIENT, patient_id="P002")
+
+    assert app.selectbox(key="patient_id").value == "P002"
+    assert "No forecast for this patient yet" in _texts(app.info)
 
     app.selectbox(key="patient_id").select("P003").run()
     assert not app.exception
     assert "No daily steps for this patient" in _texts(app.info)
+    assert app.query_params["patient_id"] == "P003"  # the address names the patient shown
 
     app.selectbox(key="disease_group").select("PD").run()
     assert app.selectbox(key="patient_id").options == ["P002"]
-
     app.selectbox(key="disease_group").select("All").run()
     app.text_input(key="patient_search").input("nobody").run()
     assert not app.exception
@@ -96,8 +140,28 @@ def test_patient_page_without_daily_steps_and_with_filters() -> None:
 
 
 @pytest.mark.usefixtures("demo_lake")
-def test_job_runs_page_lists_the_runs_newest_first() -> None:
-    app = _open("pages/job_runs.py")
+def test_sql_page_runs_a_query_and_refuses_a_write() -> None:
+    app = _open(SQL)
+
+    app.text_area(key="sql_query").input(
+        "SELECT patient_id FROM bronze.patients ORDER BY patient_id"
+    ).run()
+    app.button(key="sql_run").click().run()
+    assert not app.exception
+    assert app.dataframe[0].value["patient_id"].tolist() == ["P001", "P002", "P003"]
+    assert "3 rows" in _texts(app.caption)
+
+    app.text_area(key="sql_query").input("COPY bronze.patients TO '/tmp/x.csv'").run()
+    app.button(key="sql_run").click().run()
+    assert "only read-only queries are allowed" in _texts(app.error)
+
+    app.selectbox(key="sql_table").select("gold.outlook").run()
+    assert "year_end_change" in app.dataframe[-1].value["column"].tolist()
+
+
+@pytest.mark.usefixtures("demo_lake")
+def test_monitoring_page_lists_runs_and_quarantine() -> None:
+    app = _open(MONITORING)
 
     runs = app.dataframe[0].value
     assert runs["run_id"].tolist() == ["run-2", "run-1"]
@@ -105,6 +169,9 @@ def test_job_runs_page_lists_the_runs_newest_first() -> None:
     assert runs["duration_seconds"].tolist() == pytest.approx([3.0, 12.5])
     metrics = {m.label: m.value for m in app.metric}
     assert metrics["Failed among the last runs"] == "1 of 2"
+    quarantine = app.dataframe[1].value
+    assert quarantine["rows"].tolist() == [2, 1]
+    assert "No drift checks yet" in _texts(app.info)
 
 
 def test_an_unreadable_lake_shows_one_line(
@@ -113,7 +180,7 @@ def test_an_unreadable_lake_shows_one_line(
     def broken(_lake: Lake) -> object:
         raise StorageError("table bronze/patients is corrupt")
 
-    monkeypatch.setattr(data, "overview_kpis", broken)
+    monkeypatch.setattr(data, "data_period", broken)
     app = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
 
     assert not app.exception
