@@ -14,7 +14,7 @@ from lakehouse.storage import Lake
 from tests.dashboard.demo_lake import DemoLake, build_demo_lake
 
 
-def _forget_caches() -> None:
+def forget_caches() -> None:
     get_settings.cache_clear()
     data.clear_caches()
     st.cache_data.clear()
@@ -31,9 +31,9 @@ def demo_lake_root(tmp_path_factory: pytest.TempPathFactory) -> DemoLake:
 def demo_lake(demo_lake_root: DemoLake, monkeypatch: pytest.MonkeyPatch) -> Iterator[DemoLake]:
     """``LAKE_URI`` pointing at the demo lake, with every cache cleared."""
     monkeypatch.setenv("LAKE_URI", demo_lake_root.lake.uri)
-    _forget_caches()
+    forget_caches()
     yield demo_lake_root
-    _forget_caches()
+    forget_caches()
 
 
 @pytest.fixture
@@ -42,6 +42,6 @@ def empty_lake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Lake
     root = tmp_path / "empty_lake"
     root.mkdir()
     monkeypatch.setenv("LAKE_URI", str(root))
-    _forget_caches()
+    forget_caches()
     yield Lake(str(root))
-    _forget_caches()
+    forget_caches()
