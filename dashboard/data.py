@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from urllib.parse import urlencode
 
@@ -40,7 +40,14 @@ from lakehouse.catalog import (
     THERAPIES,
     TableSpec,
 )
-from lakehouse.query import PATIENT_FORECAST_SQL, QueryResult, connect, run_query
+from lakehouse.query import (
+    PATIENT_FORECAST_SQL,
+    QueryResult,
+    connect,
+    register,
+    run_query,
+    tables_in,
+)
 from lakehouse.settings import get_settings
 from lakehouse.storage import Lake
 
@@ -341,24 +348,43 @@ def _versions_of(lake: Lake, tables: Sequence[TableSpec]) -> TableVersions:
 
 @dataclass
 class _Connection:
-    """A DuckDB connection with the lock that serialises its use across browser sessions."""
+    """A sandboxed DuckDB connection, the lock that serialises its use across browser sessions,
+    and the tables registered so far: a table is registered when a query first reads it, so a
+    page never waits for the Delta logs of tables it does not show (bronze/step_samples' is the
+    largest)."""
 
     con: duckdb.DuckDBPyConnection
     lock: threading.Lock
+    lake: Lake
+    registered: set[str] = field(default_factory=set)
+
+    def ensure(self, tables: Sequence[TableSpec]) -> None:
+        """Register the ``tables`` not registered yet (call with the lock held)."""
+        for table in tables:
+            if table.path not in self.registered:
+                register(self.con, self.lake, table)
+                self.registered.add(table.path)
 
 
 # Two entries: the current versions and, briefly, the previous ones for queries still running.
 @st.cache_resource(max_entries=2, show_spinner=False)
 def _connection(uri: str, versions: TableVersions, _lake: Lake) -> _Connection:
-    return _Connection(connect(_lake, sandbox=True, memory_limit="1GB"), threading.Lock())
+    con = connect(_lake, sandbox=True, memory_limit="1GB", tables=())
+    return _Connection(con, threading.Lock(), _lake)
 
 
 @st.cache_data(ttl=RESULT_TTL_SECONDS, max_entries=512, show_spinner=False)
 def _cached_query(
-    uri: str, versions: TableVersions, sql: str, params: tuple[object, ...], _lake: Lake
+    uri: str,
+    versions: TableVersions,
+    sql: str,
+    params: tuple[object, ...],
+    _lake: Lake,
+    _reads: Sequence[TableSpec],
 ) -> pl.DataFrame:
     connection = _connection(uri, _all_versions(uri, _lake), _lake)
     with connection.lock:
+        connection.ensure(_reads)
         result = run_query(connection.con, sql, list(params), row_cap=100_000)
     frame = pl.from_arrow(result.table)
     assert isinstance(frame, pl.DataFrame)
@@ -368,8 +394,9 @@ def _cached_query(
 def _query(
     lake: Lake, sql: str, params: Sequence[object], *, reads: Sequence[TableSpec]
 ) -> pl.DataFrame:
-    """Run ``sql`` with bound ``params``, cached until a table in ``reads`` changes."""
-    return _cached_query(lake.uri, _versions_of(lake, reads), sql, tuple(params), lake)
+    """Run ``sql`` with bound ``params``, cached until a table in ``reads`` (every table the
+    query reads) changes."""
+    return _cached_query(lake.uri, _versions_of(lake, reads), sql, tuple(params), lake, reads)
 
 
 # -------------------------------------------------------------------------------------- queries
@@ -645,6 +672,7 @@ def run_analyst_query(lake: Lake, sql: str) -> QueryResult:
     """
     connection = _connection(lake.uri, _all_versions(lake.uri, lake), lake)
     with connection.lock:
+        connection.ensure(tables_in(sql))
         return run_query(
             connection.con, sql, timeout_seconds=SQL_TIMEOUT_SECONDS, row_cap=SQL_ROW_CAP
         )

@@ -411,11 +411,10 @@ def sql(
     timeout: Annotated[float, typer.Option(min=0.1, help="Time limit in seconds.")] = 30.0,
 ) -> None:
     """Query the lake through the read-only SQL sandbox; prints CSV."""
-    from lakehouse.query import connect, run_query
+    from lakehouse.query import connect, run_query, tables_in
 
-    result = run_query(
-        connect(_context(ctx).lake), query, timeout_seconds=timeout, row_cap=max_rows
-    )
+    con = connect(_context(ctx).lake, tables=tables_in(query))
+    result = run_query(con, query, timeout_seconds=timeout, row_cap=max_rows)
     writer = csv.writer(sys.stdout, lineterminator="\n")
     writer.writerow(result.table.column_names)
     for row in result.table.to_pylist():

@@ -10,12 +10,13 @@ interrupts queries that run too long.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import duckdb
 import pyarrow as pa
 
-from lakehouse.catalog import TABLES
+from lakehouse.catalog import TABLES, TableSpec
 from lakehouse.errors import InputError
 from lakehouse.storage import Lake
 
@@ -63,29 +64,53 @@ class QueryResult:
 
 
 def connect(
-    lake: Lake, *, sandbox: bool = True, memory_limit: str = "2GB"
+    lake: Lake,
+    *,
+    sandbox: bool = True,
+    memory_limit: str = "2GB",
+    tables: Sequence[TableSpec] = TABLES,
 ) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with every lake table registered as a view.
+    """An in-memory DuckDB connection with lake tables registered as views.
 
     Args:
         lake: the lake to expose.
         sandbox: lock the connection down for untrusted SQL (external access off, configuration
-            locked). Views are registered before locking.
+            locked). Views registered later (:func:`register`) still work.
         memory_limit: DuckDB memory limit.
+        tables: the tables to register now (all by default; opening a large table's dataset
+            reads its whole Delta log, so callers that know what they query pass
+            :func:`tables_in` of it).
     """
     con = duckdb.connect(
         ":memory:",
         config={"python_enable_replacements": False, "memory_limit": memory_limit, "threads": 2},
     )
-    for table in TABLES:
-        con.execute(f"CREATE SCHEMA IF NOT EXISTS {table.layer}")
-        source = f"_arrow_{table.layer}_{table.name}"
-        con.register(source, lake.dataset(table))
-        con.execute(f"CREATE OR REPLACE VIEW {table.qualified_name} AS SELECT * FROM {source}")
+    for layer in sorted({table.layer for table in TABLES}):
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {layer}")
+    for table in tables:
+        register(con, lake, table)
     if sandbox:
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
     return con
+
+
+def register(con: duckdb.DuckDBPyConnection, lake: Lake, table: TableSpec) -> None:
+    """Expose ``table``'s current files as the view ``<layer>.<name>`` (an empty view with the
+    declared schema when the table does not exist yet)."""
+    source = f"_arrow_{table.layer}_{table.name}"
+    con.register(source, lake.dataset(table))
+    con.execute(f"CREATE OR REPLACE VIEW {table.qualified_name} AS SELECT * FROM {source}")
+
+
+def tables_in(sql: str) -> list[TableSpec]:
+    """The catalog tables ``sql`` reads (every table when DuckDB cannot tell)."""
+    by_name = {table.name: table for table in TABLES}
+    try:
+        names = duckdb.get_table_names(sql, qualified=False)
+    except Exception:  # not parsable or bindable alone: let the query itself say why
+        return list(TABLES)
+    return [by_name[name] for name in sorted(names) if name in by_name]
 
 
 _READ_ONLY = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}

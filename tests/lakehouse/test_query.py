@@ -200,3 +200,33 @@ def test_views_are_a_snapshot_taken_at_connect(lake: Lake) -> None:
     fresh = run_query(connect(lake), "SELECT count(*) AS n FROM silver.daily_steps").table
     assert stale.column("n").to_pylist() == [0]
     assert fresh.column("n").to_pylist() == [3]
+
+
+def test_tables_in_names_what_a_query_reads() -> None:
+    from lakehouse.catalog import OUTLOOK, PATIENTS
+    from lakehouse.query import tables_in
+
+    joined = (
+        "SELECT * FROM bronze.patients p JOIN silver.daily_steps d ON p.patient_id = d.patient_id"
+    )
+    assert tables_in(joined) == [DAILY_STEPS, PATIENTS]
+    assert tables_in("WITH x AS (SELECT 1) SELECT * FROM x, gold.outlook") == [OUTLOOK]
+    assert tables_in("SELECT 42") == []
+    # DuckDB cannot bind USING without the tables: every table, the query then says what fails
+    using = "SELECT * FROM bronze.patients JOIN silver.daily_steps USING (patient_id)"
+    assert tables_in(using) == list(TABLES)
+    assert tables_in("this is not sql") == list(TABLES)
+
+
+def test_tables_registered_after_the_lock_are_queryable_and_still_sandboxed(
+    lake: Lake, tmp_path: Path
+) -> None:
+    from lakehouse.query import register
+
+    con = connect(lake, tables=())
+    with pytest.raises(InputError, match="does not exist"):
+        run_query(con, "SELECT count(*) FROM silver.daily_steps")
+    register(con, lake, DAILY_STEPS)
+    assert run_query(con, "SELECT count(*) AS n FROM silver.daily_steps").table.num_rows == 1
+    with pytest.raises(InputError):
+        run_query(con, f"SELECT * FROM read_text('{tmp_path}')")
