@@ -253,7 +253,7 @@ PATIENT_EXPLANATION_SQL = """
 WITH rows AS (
     SELECT target_date, feature, contribution
     FROM gold.explanations
-    WHERE patient_id = ? AND model = ? AND origin_date = ?
+    WHERE origin_month = ? AND patient_id = ? AND model = ? AND origin_date = ?
       AND target_date BETWEEN CAST(? AS DATE) AND CAST(? AS DATE)
 )
 SELECT
@@ -630,7 +630,8 @@ def patient_explanation(
     or a month): ``feature, label, contribution`` with the average contribution per day, in
     waterfall order: the patient's baseline, the intercept, the features by size, the other
     features, the floor at zero. The contributions add up to the mean forecast of those days."""
-    params = (patient_id, model, origin, first_day, last_day)
+    # the origin's month names the partition: only its files are opened
+    params = (origin.strftime("%Y-%m"), patient_id, model, origin, first_day, last_day)
     frame = _query(lake, PATIENT_EXPLANATION_SQL, params, reads=(EXPLANATIONS,))
     return order_for_waterfall(frame)
 
