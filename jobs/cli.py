@@ -395,12 +395,23 @@ def feature_dictionary(
 
 
 @app.command()
+def monitor(ctx: typer.Context) -> None:
+    """Check forecast accuracy against the backtests, job health and cost; raise and resolve
+    alerts (ops/monitor_checks, ops/alerts)."""
+    from jobs.monitor import run as monitor_job
+
+    typer.echo(monitor_job.run(_context(ctx).lake).describe())
+
+
+@app.command()
 def pipeline(ctx: typer.Context) -> None:
-    """Run every stage that is due, in order: aggregate, features, train (weekly), forecast."""
+    """Run every stage that is due, in order: aggregate, features, train (weekly, or after an
+    accuracy alert), forecast, monitor."""
     aggregate(ctx, full=False)
     features(ctx, full=False)
     train(ctx, force=False, patients_per_cluster=200, origins=3, tune_seconds=120.0)
     forecast(ctx)
+    monitor(ctx)
 
 
 @app.command()

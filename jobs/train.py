@@ -21,7 +21,7 @@ import polars as pl
 
 from jobs.panel import load_panel
 from jobs.runs import job_run
-from lakehouse.catalog import BACKTESTS, DAILY_STEPS, PATIENTS, REGISTRY
+from lakehouse.catalog import ALERTS, BACKTESTS, DAILY_STEPS, PATIENTS, REGISTRY
 from lakehouse.storage import Lake
 from models.backtest import ALL_CLUSTERS, Panel, backtest, league_table, rolling_origins
 from models.base import Forecaster
@@ -93,11 +93,21 @@ def latest_version(lake: Lake) -> int | None:
 
 
 def is_due(lake: Lake, now: datetime) -> bool:
-    """No model yet, or the newest is at least a week old."""
+    """No model yet, the newest is at least a week old, or monitoring raised an accuracy alert
+    (matured forecasts more than 10% worse than their backtests) since it was trained."""
     if latest_version(lake) is None:
         return True
     trained = lake.scan(REGISTRY).select(pl.col("trained_at").max()).collect().item()
-    return trained is None or now - trained >= RETRAIN_EVERY
+    if trained is None or now - trained >= RETRAIN_EVERY:
+        return True
+    if not lake.exists(ALERTS):
+        return False
+    drift = lake.scan(ALERTS).filter(
+        (pl.col("check") == "accuracy")
+        & pl.col("resolved_at").is_null()
+        & (pl.col("raised_at") > pl.lit(trained))
+    )
+    return bool(drift.select(pl.len()).collect().item())
 
 
 def _sample(lake: Lake, per_cluster: int, seed: int) -> list[str]:

@@ -330,6 +330,47 @@ JOB_RUNS = TableSpec(
     description="One row per finished job run (succeeded or failed) with its cost figures.",
 )
 
+MONITOR_CHECKS = TableSpec(
+    layer="ops",
+    name="monitor_checks",
+    schema=_schema(
+        ("run_id", pa.string(), False),
+        ("checked_at", UTC_TS, False),
+        ("check", pa.string(), False),
+        ("subject", pa.string(), False),
+        ("metric", pa.string(), False),
+        ("value", pa.float64()),
+        ("reference", pa.float64()),
+        ("threshold", pa.float64()),
+        ("status", pa.string(), False),
+        ("details", pa.string()),
+    ),
+    keys=("run_id", "check", "subject", "metric"),
+    description=(
+        "One row per monitoring check and subject per `mobility monitor` run: the measured value, "
+        "its reference and threshold, and the status (ok, warning, alert, too little data)."
+    ),
+)
+
+ALERTS = TableSpec(
+    layer="ops",
+    name="alerts",
+    schema=_schema(
+        ("alert_id", pa.string(), False),
+        ("raised_at", UTC_TS, False),
+        ("check", pa.string(), False),
+        ("subject", pa.string(), False),
+        ("message", pa.string(), False),
+        ("run_id", pa.string(), False),
+        ("resolved_at", UTC_TS),
+    ),
+    keys=("alert_id",),
+    description=(
+        "Alerts raised by `mobility monitor`: one per check and subject while its condition "
+        "holds (open until resolved_at)."
+    ),
+)
+
 GROUND_TRUTH = TableSpec(
     layer="synthetic",
     name="ground_truth",
@@ -361,6 +402,8 @@ TABLES: tuple[TableSpec, ...] = (
     BACKTESTS,
     REGISTRY,
     JOB_RUNS,
+    MONITOR_CHECKS,
+    ALERTS,
     GROUND_TRUTH,
 )
 

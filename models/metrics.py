@@ -30,10 +30,11 @@ def naive_scale(history: pl.DataFrame) -> pl.DataFrame:
 
 
 def scored_days(
-    forecasts: pl.DataFrame, actuals: pl.DataFrame, origin: date, scale: pl.DataFrame
+    forecasts: pl.DataFrame, actuals: pl.DataFrame, origin: date | None, scale: pl.DataFrame
 ) -> pl.DataFrame:
     """One row per forecast day with an actual wear day: ``patient_id, horizon, error,
-    scaled_error, inside`` (error = forecast minus actual)."""
+    scaled_error, inside`` (error = forecast minus actual; ``origin`` None: the forecasts'
+    own ``origin_date``, for rows of several origins)."""
     wear = actuals.filter(pl.col("steps").is_not_null()).select(
         "patient_id", target_date="date", actual="steps"
     )
@@ -42,7 +43,11 @@ def scored_days(
         .join(scale, on="patient_id", how="left")
         .select(
             "patient_id",
-            horizon=(pl.col("target_date") - pl.lit(origin)).dt.total_days() + 1,
+            horizon=(
+                pl.col("target_date")
+                - (pl.col("origin_date") if origin is None else pl.lit(origin))
+            ).dt.total_days()
+            + 1,
             error=pl.col("yhat") - pl.col("actual"),
             scaled_error=(pl.col("yhat") - pl.col("actual")).abs() / pl.col("scale"),
             inside=(pl.col("actual") >= pl.col("yhat_lower"))

@@ -1,0 +1,127 @@
+"""Cost: what the recorded job runs and the lake's storage would cost at the price table's
+rates (``config/prices.toml``, the original design's AWS figures), per month, and projected to
+the budget's patient count.
+
+Measured: the CPU seconds of the job runs of the last :data:`WINDOW_DAYS` days (scaled to a
+month when the record is shorter) and the lake's size. Projected: both per patient, times the
+budget's patients (linear, as the benchmarks found the jobs to scale).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from lakehouse.errors import InputError
+
+WINDOW_DAYS = 30
+DEFAULT_PRICES = Path(__file__).resolve().parents[2] / "config" / "prices.toml"
+CATEGORIES = ("processing", "training", "inference")
+
+
+@dataclass(frozen=True)
+class Prices:
+    """The price table."""
+
+    storage_usd_per_gb_month: float
+    usd_per_vcpu_hour: dict[str, float]
+    jobs: dict[str, tuple[str, ...]]
+    budget_usd_per_month: float
+    budget_patients: int
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> Prices:
+        """The price table at ``path``, else ``MOBILITY_PRICES``, else the repository default.
+
+        Raises:
+            InputError: the file is missing or lacks a price.
+        """
+        chosen = path or Path(os.environ.get("MOBILITY_PRICES") or DEFAULT_PRICES)
+        try:
+            table: dict[str, Any] = tomllib.loads(chosen.read_text())
+            return cls(
+                storage_usd_per_gb_month=float(table["storage"]["usd_per_gb_month"]),
+                usd_per_vcpu_hour={c: float(table[c]["usd_per_vcpu_hour"]) for c in CATEGORIES},
+                jobs={c: tuple(table[c]["jobs"]) for c in CATEGORIES},
+                budget_usd_per_month=float(table["budget"]["usd_per_month"]),
+                budget_patients=int(table["budget"]["patients"]),
+            )
+        except (OSError, KeyError, TypeError, ValueError, tomllib.TOMLDecodeError) as err:
+            raise InputError(f"price table {chosen}: {err!r}") from err
+
+
+def cost_checks(
+    runs: pl.DataFrame, storage_bytes: int, patients: int, prices: Prices, now: datetime
+) -> pl.DataFrame:
+    """Check rows per category (``storage``, ``processing``, ``training``, ``inference``) and
+    ``total``: ``value`` = measured monthly cost, ``reference`` = projected to the budget's
+    patients, ``threshold`` = the budget (total only); details say what was measured."""
+    since = now - timedelta(days=WINDOW_DAYS)
+    recent = runs.filter(pl.col("started_at") >= since)
+    first = recent["started_at"].min()
+    observed_days = (
+        max((now - first).total_seconds() / 86400, 1.0) if isinstance(first, datetime) else 0.0
+    )
+    to_month = 30.0 / min(observed_days, WINDOW_DAYS) if observed_days else 0.0
+    scale = prices.budget_patients / patients if patients else 0.0
+    rows = []
+    gb = storage_bytes / 1e9
+    storage = gb * prices.storage_usd_per_gb_month
+    rows.append(_row("storage", storage, storage * scale, f"{gb:.3f} GB in the lake"))
+    for category in CATEGORIES:
+        mine = recent.filter(pl.col("job").is_in(list(prices.jobs[category])))
+        cpu_hours = float(mine["cpu_seconds"].fill_null(0).sum()) / 3600
+        monthly = cpu_hours * to_month * prices.usd_per_vcpu_hour[category]
+        note = (
+            f"{cpu_hours:.3f} CPU-hours in {mine.height} runs over {observed_days:.1f} days "
+            f"at ${prices.usd_per_vcpu_hour[category]}/vCPU-hour"
+        )
+        rows.append(_row(category, monthly, monthly * scale, note))
+    total = sum(r["value"] for r in rows)
+    projected = sum(r["reference"] for r in rows)
+    over = projected > prices.budget_usd_per_month
+    rows.append(
+        {
+            "subject": "total",
+            "metric": "usd_per_month",
+            "value": total,
+            "reference": projected,
+            "threshold": prices.budget_usd_per_month,
+            "status": "alert" if over else "ok",
+            "details": (
+                f"{patients:,} patients measured; projected to {prices.budget_patients:,} "
+                f"patients: ${projected:,.0f} per month against a "
+                f"${prices.budget_usd_per_month:,.0f} budget"
+            ),
+        }
+    )
+    return pl.DataFrame(rows, schema=_SCHEMA)
+
+
+_SCHEMA = {
+    "subject": pl.String,
+    "metric": pl.String,
+    "value": pl.Float64,
+    "reference": pl.Float64,
+    "threshold": pl.Float64,
+    "status": pl.String,
+    "details": pl.String,
+}
+
+
+def _row(category: str, monthly: float, projected: float, note: str) -> dict[str, Any]:
+    return {
+        "subject": category,
+        "metric": "usd_per_month",
+        "value": monthly,
+        "reference": projected,
+        "threshold": None,
+        "status": "ok",
+        "details": note,
+    }

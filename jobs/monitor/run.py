@@ -1,0 +1,142 @@
+"""The monitoring job: every check of :mod:`jobs.monitor` on the lake as it is now, one row per
+check and subject in ops/monitor_checks, alerts raised and resolved in ops/alerts.
+
+- ``accuracy`` (:mod:`jobs.monitor.accuracy`): matured forecasts against the backtests; an alert
+  makes training due at the next pipeline run (:func:`jobs.train.is_due`);
+- ``job health`` (:mod:`jobs.monitor.health`): failed latest runs, daily jobs late;
+- ``cost`` (:mod:`jobs.monitor.cost`): measured monthly cost and its projection to the budget's
+  patients against the budget.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+
+import polars as pl
+
+from jobs.daily import wear_steps
+from jobs.monitor import accuracy, alerts, cost, health
+from jobs.runs import job_run
+from lakehouse.catalog import (
+    ALERTS,
+    BACKTESTS,
+    DAILY_STEPS,
+    FORECASTS,
+    JOB_RUNS,
+    MONITOR_CHECKS,
+    PATIENTS,
+    TABLES,
+)
+from lakehouse.storage import Lake
+
+JOB = "monitor"
+
+
+@dataclass(frozen=True)
+class MonitorSummary:
+    """What one monitoring run found."""
+
+    run_id: str
+    statuses: dict[str, int] = field(default_factory=dict)
+    raised: list[str] = field(default_factory=list)
+    resolved: list[str] = field(default_factory=list)
+    webhook_error: str | None = None
+
+    def describe(self) -> str:
+        """Lines for the command line."""
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(self.statuses.items())) or "no checks"
+        lines = [
+            f"monitor: {counts}; {len(self.raised)} alert(s) raised, {len(self.resolved)} resolved"
+        ]
+        lines += [f"  ALERT {subject}" for subject in self.raised]
+        lines += [f"  resolved {subject}" for subject in self.resolved]
+        if self.webhook_error:
+            lines.append(f"  {self.webhook_error}")
+        return "\n".join(lines)
+
+
+def run(
+    lake: Lake, *, now: datetime | None = None, prices: cost.Prices | None = None
+) -> MonitorSummary:
+    """Run every check, record them and reconcile the alerts."""
+    now = now or datetime.now(UTC)
+    prices = prices or cost.Prices.load()
+    with job_run(lake, JOB) as record:
+        runs = lake.read(JOB_RUNS) if lake.exists(JOB_RUNS) else pl.DataFrame()
+        parts = [_accuracy(lake).with_columns(check=pl.lit("accuracy"))]
+        if runs.height:
+            parts.append(health.health_checks(runs, now).with_columns(check=pl.lit("job health")))
+        storage = sum(lake.info(table).size_bytes for table in TABLES)
+        patients = (
+            lake.scan(PATIENTS).select(pl.len()).collect().item() if lake.exists(PATIENTS) else 0
+        )
+        runs_for_cost = (
+            runs
+            if runs.height
+            else pl.DataFrame(
+                schema={
+                    "job": pl.String,
+                    "started_at": pl.Datetime("us", "UTC"),
+                    "cpu_seconds": pl.Float64,
+                }
+            )
+        )
+        parts.append(
+            cost.cost_checks(runs_for_cost, storage, patients, prices, now).with_columns(
+                check=pl.lit("cost")
+            )
+        )
+        checks = pl.concat([p for p in parts if p.height], how="diagonal_relaxed")
+        checks = checks.with_columns(run_id=pl.lit(record.run_id), checked_at=pl.lit(now))
+        if checks.height:
+            lake.append(MONITOR_CHECKS, checks)
+        stored = lake.read(ALERTS) if lake.exists(ALERTS) else pl.DataFrame()
+        open_alerts = (
+            stored.filter(pl.col("resolved_at").is_null())
+            if stored.height
+            else pl.DataFrame(schema={"check": pl.String, "subject": pl.String})
+        )
+        new, resolved = alerts.reconcile(open_alerts, checks, record.run_id, now)
+        if new.height or resolved.height:
+            lake.upsert(ALERTS, pl.concat([new, resolved], how="diagonal_relaxed"))
+        webhook_error = alerts.post(new)
+        statuses = dict(checks.group_by("status").len().iter_rows()) if checks.height else {}
+        record.rows_out = checks.height
+        record.details.update(
+            statuses=statuses, raised=new.height, resolved=resolved.height, webhook=webhook_error
+        )
+        return MonitorSummary(
+            record.run_id,
+            statuses,
+            [f"{c}: {s}" for c, s in new.select("check", "subject").iter_rows()],
+            [f"{c}: {s}" for c, s in resolved.select("check", "subject").iter_rows()],
+            webhook_error,
+        )
+
+
+def _accuracy(lake: Lake) -> pl.DataFrame:
+    """Accuracy check rows over the last :data:`accuracy.RECENT_DAYS` days of data."""
+    if not all(lake.exists(t) for t in (FORECASTS, DAILY_STEPS, BACKTESTS, PATIENTS)):
+        return pl.DataFrame()
+    last = lake.scan(DAILY_STEPS).select(pl.col("date").max()).collect().item()
+    assert isinstance(last, date)
+    since = last - timedelta(days=accuracy.RECENT_DAYS - 1)
+    window = pl.col("target_date").is_between(pl.lit(since), pl.lit(last))
+    forecasts = lake.scan(FORECASTS).filter(window).collect()
+    actuals = (
+        lake.scan(DAILY_STEPS)
+        .filter(pl.col("date") >= pl.lit(since))
+        .select("patient_id", "date", steps=wear_steps())
+        .collect()
+    )
+    clusters = (
+        lake.scan(PATIENTS)
+        .select("patient_id", cluster=pl.col("disease_group").fill_null("OTHER"))
+        .collect()
+    )
+    backtests = lake.read(BACKTESTS)
+    latest = backtests.filter(pl.col("trained_at") == pl.col("trained_at").max())
+    reference = latest.group_by("model", "cluster", "horizon_days").agg(pl.col("mae").mean())
+    matured = accuracy.matured_accuracy(forecasts, actuals, clusters)
+    return accuracy.accuracy_checks(matured, reference)

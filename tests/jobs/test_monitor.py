@@ -1,0 +1,142 @@
+"""Monitoring: matured forecasts scored against the backtests (injected drift raises an alert
+and makes training due; recovery resolves it), job health, and cost from the recorded runs."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime, timedelta
+
+import polars as pl
+import pytest
+
+from jobs import aggregate, generate
+from jobs import forecast as forecast_job
+from jobs import train as train_job
+from jobs.features import run as features_job
+from jobs.monitor import cost
+from jobs.monitor import run as monitor_job
+from jobs.runs import job_run
+from lakehouse.catalog import ALERTS, DAILY_STEPS, FORECASTS, JOB_RUNS, MONITOR_CHECKS
+from lakehouse.storage import Lake
+
+NOW = datetime(2027, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def forecasted(tmp_path_factory: pytest.TempPathFactory) -> Lake:
+    lake = Lake(str(tmp_path_factory.mktemp("monitor") / "lake"))
+    generate.run(lake, patients=30, seed=11, years=2.0)
+    aggregate.run(lake)
+    features_job.run(lake)
+    train_job.run(lake, force=True, patients_per_cluster=6, origins=2, prophet_workers=1, now=NOW)
+    forecast_job.run(lake, prophet_workers=1)
+    return lake
+
+
+def _days_that_happened(lake: Lake, factor: float) -> None:
+    """35 wear days after every patient's forecast origin, at ``factor`` times the ebm_global
+    forecast (1.0: as forecast; 0.5: mobility halved), replacing earlier simulated days."""
+    forecasts = lake.read(FORECASTS).filter(pl.col("model") == "ebm_global")
+    days = forecasts.filter(
+        pl.col("target_date") < pl.col("origin_date") + pl.duration(days=35)
+    ).select(
+        "patient_id",
+        date="target_date",
+        steps=(pl.col("yhat") * factor).round(0),
+        coverage_hours=pl.lit(14, pl.Int16),
+        n_samples=pl.lit(40, pl.Int32),
+        n_sources=pl.lit(1, pl.Int16),
+        is_wear_day=pl.lit(True),
+        month=pl.col("target_date").dt.strftime("%Y-%m"),
+    )
+    lake.upsert(DAILY_STEPS, days)
+
+
+def _open_accuracy_alerts(lake: Lake) -> pl.DataFrame:
+    return lake.read(ALERTS).filter(
+        (pl.col("check") == "accuracy") & pl.col("resolved_at").is_null()
+    )
+
+
+def test_injected_drift_raises_an_accuracy_alert_and_recovery_resolves_it(
+    forecasted: Lake,
+) -> None:
+    lake = forecasted
+    trained_at = NOW
+    _days_that_happened(lake, 1.0)
+    calm = monitor_job.run(lake, now=NOW + timedelta(days=1))
+    checks = lake.read(MONITOR_CHECKS).filter(pl.col("run_id") == calm.run_id)
+    mine = checks.filter(pl.col("subject").str.starts_with("ebm_global · ALL"))
+    assert mine.height and set(mine["status"]) == {"ok"}
+    assert mine.filter(pl.col("subject").str.ends_with("first 28 days"))["value"].item() < 1.0
+    assert not lake.exists(ALERTS) or not _open_accuracy_alerts(lake).height
+    assert not train_job.is_due(lake, trained_at + timedelta(days=2))
+
+    _days_that_happened(lake, 0.5)
+    drifted = monitor_job.run(lake, now=NOW + timedelta(days=2))
+    raised = _open_accuracy_alerts(lake)
+    assert "ebm_global · ALL · first 91 days" in set(raised["subject"])
+    row = (
+        lake.read(MONITOR_CHECKS)
+        .filter(pl.col("run_id") == drifted.run_id)
+        .filter(pl.col("subject") == "ebm_global · ALL · first 91 days")
+        .row(0, named=True)
+    )
+    assert row["status"] == "alert" and row["value"] > row["threshold"] == pytest.approx(
+        1.1 * row["reference"]
+    )
+    assert json.loads(row["details"])["days"] >= 50
+    assert train_job.is_due(lake, trained_at + timedelta(days=2))  # retraining follows
+
+    # the same drift the next day: still one open alert per subject, not a second one
+    monitor_job.run(lake, now=NOW + timedelta(days=3))
+    assert _open_accuracy_alerts(lake).height == raised.height
+
+    _days_that_happened(lake, 1.0)
+    monitor_job.run(lake, now=NOW + timedelta(days=4))
+    assert "ebm_global · ALL · first 91 days" not in set(_open_accuracy_alerts(lake)["subject"])
+
+
+def test_a_failed_job_raises_an_alert_until_it_succeeds(forecasted: Lake) -> None:
+    lake = forecasted
+    with pytest.raises(RuntimeError), job_run(lake, "features"):
+        raise RuntimeError("disk full")
+    monitor_job.run(lake)
+    alerts = lake.read(ALERTS).filter(
+        (pl.col("subject") == "job features") & pl.col("resolved_at").is_null()
+    )
+    assert alerts.height == 1 and "disk full" in alerts["message"][0]
+    features_job.run(lake)
+    monitor_job.run(lake)
+    assert (
+        not lake.read(ALERTS)
+        .filter((pl.col("subject") == "job features") & pl.col("resolved_at").is_null())
+        .height
+    )
+
+
+def test_cost_is_computed_from_the_recorded_runs(forecasted: Lake) -> None:
+    lake = forecasted
+    prices = cost.Prices.load()
+    summary = monitor_job.run(lake, prices=prices)
+    checks = lake.read(MONITOR_CHECKS).filter(
+        (pl.col("run_id") == summary.run_id) & (pl.col("check") == "cost")
+    )
+    by = {r["subject"]: r for r in checks.iter_rows(named=True)}
+    runs = lake.read(JOB_RUNS).filter(pl.col("run_id") != summary.run_id)
+    first = runs["started_at"].min()
+    checked_at = checks["checked_at"][0]
+    days = max((checked_at - first).total_seconds() / 86400, 1.0)
+    forecast_hours = (
+        math.fsum(runs.filter(pl.col("job") == "forecast")["cpu_seconds"].to_list()) / 3600
+    )
+    expected = forecast_hours * (30 / days) * prices.usd_per_vcpu_hour["inference"]
+    assert by["inference"]["value"] == pytest.approx(expected, rel=1e-6)
+    assert by["total"]["value"] == pytest.approx(
+        math.fsum(by[c]["value"] for c in ("storage", "processing", "training", "inference"))
+    )
+    assert by["total"]["threshold"] == prices.budget_usd_per_month
+    assert by["storage"]["reference"] == pytest.approx(
+        by["storage"]["value"] * prices.budget_patients / 30
+    )
