@@ -329,3 +329,31 @@ def _last_day(*frames: pl.DataFrame) -> date:
                 if isinstance(value, date):
                     candidates.append(value)
     return max(candidates) if candidates else date.today()
+
+
+def cost_breakdown(parts: pl.DataFrame, *, budget: float) -> go.Figure:
+    """Monthly cost per category: measured (this lake) and projected (the budget's patients),
+    with the budget as a line.
+
+    Args:
+        parts: cost check rows (``subject`` = category, ``value`` = measured, ``reference`` =
+            projected), without the total.
+        budget: the monthly budget.
+    """
+    figure = go.Figure()
+    for column, name in (("value", "measured"), ("reference", "projected")):
+        for index, row in enumerate(parts.iter_rows(named=True)):
+            figure.add_trace(
+                go.Bar(
+                    x=[name],
+                    y=[row[column]],
+                    name=row["subject"],
+                    legendgroup=row["subject"],
+                    showlegend=column == "value",
+                    marker_color=THERAPY_COLOURS[index % len(THERAPY_COLOURS)],
+                    hovertemplate=f"{row['subject']}: $%{{y:,.2f}} per month<extra></extra>",
+                )
+            )
+    figure.add_hline(y=budget, line_dash="dash", annotation_text=f"budget ${budget:,.0f}")
+    figure.update_layout(barmode="stack")
+    return _layout(figure, title="Monthly cost by category", y_title="US$ per month")

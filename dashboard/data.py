@@ -26,11 +26,13 @@ import streamlit as st
 
 from jobs.outlook import DECLINE_SHARE
 from lakehouse.catalog import (
+    ALERTS,
     BACKTESTS,
     DAILY_STEPS,
     EXPLANATIONS,
     FORECASTS,
     JOB_RUNS,
+    MONITOR_CHECKS,
     OUTLOOK,
     PATIENTS,
     QUARANTINE,
@@ -293,6 +295,20 @@ FROM bronze.quarantine
 GROUP BY 1
 ORDER BY rows DESC, reason
 LIMIT 50
+"""
+
+ALERTS_SQL = """
+SELECT raised_at, "check", subject, message, resolved_at
+FROM ops.alerts
+ORDER BY resolved_at IS NULL DESC, raised_at DESC, subject
+LIMIT ?
+"""
+
+LATEST_CHECKS_SQL = """
+SELECT checked_at, "check", subject, metric, value, reference, threshold, status, details
+FROM ops.monitor_checks
+WHERE run_id = (SELECT arg_max(run_id, checked_at) FROM ops.monitor_checks)
+ORDER BY "check", subject, metric
 """
 
 RECENT_JOB_RUNS_SQL = """
@@ -731,6 +747,16 @@ def month_end(month: date) -> date:
 def recent_job_runs(lake: Lake, limit: int = 100) -> pl.DataFrame:
     """The latest job runs, newest first, with status, duration, rows and error."""
     return _query(lake, RECENT_JOB_RUNS_SQL, (limit,), reads=(JOB_RUNS,))
+
+
+def alerts(lake: Lake, limit: int = 200) -> pl.DataFrame:
+    """Alerts, open ones first, newest first: raised_at, check, subject, message, resolved_at."""
+    return _query(lake, ALERTS_SQL, (limit,), reads=(ALERTS,))
+
+
+def latest_checks(lake: Lake) -> pl.DataFrame:
+    """Every check of the latest ``mobility monitor`` run (empty before the first)."""
+    return _query(lake, LATEST_CHECKS_SQL, (), reads=(MONITOR_CHECKS,))
 
 
 def clear_caches() -> None:

@@ -1,13 +1,119 @@
-"""Monitoring (ops): job runs, data quality, drift and cost, and the lake's tables."""
+"""Monitoring (ops): open alerts, the latest monitoring run's checks (forecast accuracy against
+the backtests, job health, cost against the budget), job runs, data quality, the lake's tables."""
 
 from __future__ import annotations
 
+import polars as pl
 import streamlit as st
 
-from dashboard import data
+from dashboard import charts, data
+
+STATUS = {
+    "ok": "🟢 ok",
+    "alert": "🔴 alert",
+    "warning": "🟠 warning",
+    "too little data": "⚪ too little data",
+}
 
 st.title("Monitoring")
 lake = data.current_lake()
+checks = data.latest_checks(lake)
+alerts = data.alerts(lake)
+open_alerts = alerts.filter(pl.col("resolved_at").is_null()) if alerts.height else alerts
+
+if checks.is_empty():
+    st.info(
+        "No monitoring run yet: `mobility monitor` (the last stage of `mobility pipeline`) "
+        "checks forecast accuracy, job health and cost.",
+        icon=":material/info:",
+    )
+else:
+    counts = dict(checks.group_by("status").len().iter_rows())
+    alerts_open, ok, alerting, little = st.columns(4)
+    alerts_open.metric("Open alerts", f"{open_alerts.height}")
+    ok.metric("Checks ok", f"{counts.get('ok', 0)}")
+    alerting.metric("Checks alerting", f"{counts.get('alert', 0)}")
+    little.metric("Too little data", f"{counts.get('too little data', 0)}")
+    st.caption(f"Latest monitoring run: {checks['checked_at'][0]:%Y-%m-%d %H:%M} UTC")
+
+st.subheader("Alerts")
+if alerts.is_empty():
+    st.success("No alert has been raised.", icon=":material/check_circle:")
+else:
+    st.dataframe(
+        alerts.with_columns(
+            state=pl.when(pl.col("resolved_at").is_null())
+            .then(pl.lit("open"))
+            .otherwise(pl.lit("resolved"))
+        ),
+        hide_index=True,
+        column_order=("state", "raised_at", "check", "subject", "message", "resolved_at"),
+        column_config={
+            "raised_at": st.column_config.DatetimeColumn("raised (UTC)"),
+            "resolved_at": st.column_config.DatetimeColumn("resolved (UTC)"),
+        },
+    )
+
+
+def _table(rows: pl.DataFrame, *, value: str, reference: str, threshold: str) -> None:
+    st.dataframe(
+        rows.with_columns(pl.col("status").replace_strict(STATUS, default=pl.col("status"))),
+        hide_index=True,
+        column_order=("status", "subject", "metric", "value", "reference", "threshold", "details"),
+        column_config={
+            "value": st.column_config.NumberColumn(value, format="%.1f"),
+            "reference": st.column_config.NumberColumn(reference, format="%.1f"),
+            "threshold": st.column_config.NumberColumn(threshold, format="%.1f"),
+        },
+    )
+
+
+st.subheader("Forecast accuracy")
+accuracy = checks.filter(pl.col("check") == "accuracy") if checks.height else checks
+if accuracy.is_empty():
+    st.info(
+        "No matured forecast yet: accuracy is scored once the days a forecast covered have "
+        "happened (wear days of the last 28 days of data).",
+        icon=":material/info:",
+    )
+else:
+    st.caption(
+        "MAE of stored forecasts on the days that have since happened, against the mean backtest "
+        "MAE of the latest training at the same horizon; above 110% raises an alert and makes "
+        "training due at the next pipeline run."
+    )
+    _table(accuracy, value="MAE now", reference="backtest MAE", threshold="alert above")
+
+st.subheader("Job health")
+health = checks.filter(pl.col("check") == "job health") if checks.height else checks
+if health.is_empty():
+    st.info("No job health checks yet.", icon=":material/info:")
+else:
+    _table(health, value="value", reference="reference", threshold="threshold")
+
+st.subheader("Cost")
+spend = checks.filter(pl.col("check") == "cost") if checks.height else checks
+if spend.is_empty():
+    st.info("No cost figures yet: `mobility monitor` computes them.", icon=":material/info:")
+else:
+    total = spend.filter(pl.col("subject") == "total").row(0, named=True)
+    measured, projected, budget = st.columns(3)
+    measured.metric(
+        "Measured, per month",
+        f"${total['value']:,.2f}",
+        help="CPU time of the recorded job runs (last 30 days, scaled to a month) and the "
+        "lake's size, at the price table's rates.",
+    )
+    projected.metric(
+        "Projected to the budget's patients",
+        f"${total['reference']:,.0f}",
+        help="The measured cost per patient times the budget's patient count (linear).",
+    )
+    budget.metric("Budget per month", f"${total['threshold']:,.0f}")
+    parts = spend.filter(pl.col("subject") != "total")
+    st.plotly_chart(charts.cost_breakdown(parts, budget=total["threshold"]))
+    st.caption(total["details"])
+    _table(spend, value="measured $/month", reference="projected $/month", threshold="budget")
 
 st.subheader("Job runs")
 runs = data.recent_job_runs(lake, limit=100)
@@ -43,20 +149,7 @@ else:
         hide_index=True,
         column_config={"latest": st.column_config.DatetimeColumn("latest (UTC)")},
     )
-
-st.subheader("Forecast drift")
-st.info(
-    "No drift checks yet: scoring matured forecasts against what happened, and feature and "
-    "prediction drift, arrive with `mobility monitor`.",
-    icon=":material/info:",
-)
-
-st.subheader("Cost")
-st.info(
-    "No cost figures yet: `mobility monitor` will turn the recorded job runs and the lake's "
-    "size into monthly cost against the budget.",
-    icon=":material/info:",
-)
+st.caption("Feature and prediction drift checks are not computed yet.")
 
 st.subheader("Tables")
 st.caption(f"Lake: `{lake.uri}`")

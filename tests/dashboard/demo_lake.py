@@ -9,11 +9,13 @@ from pathlib import Path
 import polars as pl
 
 from lakehouse.catalog import (
+    ALERTS,
     BACKTESTS,
     DAILY_STEPS,
     EXPLANATIONS,
     FORECASTS,
     JOB_RUNS,
+    MONITOR_CHECKS,
     OUTLOOK,
     PATIENTS,
     QUARANTINE,
@@ -58,6 +60,9 @@ BACKTEST_MAE = {
     ("ebm_global", 7): (900.0, 700.0),
     ("trailing_mean_28d", 7): (950.0, 1050.0),
 }
+# the latest monitoring run: accuracy alerting, a job healthy, cost per category and in total
+COST = {"storage": (0.01, 30.0), "processing": (0.5, 150.0), "training": (0.2, 60.0)}
+COST_TOTAL = (0.71, 240.0)
 QUARANTINE_REASONS = ["negative steps (-5)", "negative steps (-70)", "end before start"]
 
 
@@ -152,6 +157,7 @@ def build_demo_lake(root: Path) -> DemoLake:
         ),
     )
     _write_forecast_tables(lake)
+    _write_monitoring(lake, started + timedelta(days=2))
     lake.append(
         QUARANTINE,
         pl.DataFrame(
@@ -261,5 +267,69 @@ def _write_forecast_tables(lake: Lake) -> None:
                 for (model, horizon), maes in BACKTEST_MAE.items()
                 for origin, mae in zip((date(2023, 1, 1), date(2023, 4, 1)), maes, strict=True)
             ]
+        ),
+    )
+
+
+def _write_monitoring(lake: Lake, checked_at: datetime) -> None:
+    earlier = checked_at - timedelta(days=1)
+    rows = [
+        (
+            "old",
+            earlier,
+            "accuracy",
+            "ebm_global · MS · first 28 days",
+            "mae",
+            900.0,
+            1000.0,
+            1100.0,
+            "ok",
+        ),
+        (
+            "run-m",
+            checked_at,
+            "accuracy",
+            "ebm_global · MS · first 28 days",
+            "mae",
+            1500.0,
+            1000.0,
+            1100.0,
+            "alert",
+        ),
+        (
+            "run-m",
+            checked_at,
+            "job health",
+            "job aggregate",
+            "latest run failed",
+            0.0,
+            None,
+            0.0,
+            "ok",
+        ),
+    ]
+    rows += [
+        ("run-m", checked_at, "cost", subject, "usd_per_month", value, projected, None, "ok")
+        for subject, (value, projected) in COST.items()
+    ]
+    rows.append(("run-m", checked_at, "cost", "total", "usd_per_month", *COST_TOTAL, 500.0, "ok"))
+    columns = ["run_id", "checked_at", "check", "subject", "metric", "value", "reference"]
+    columns += ["threshold", "status"]
+    lake.append(
+        MONITOR_CHECKS,
+        pl.DataFrame(rows, schema=columns, orient="row").with_columns(details=pl.lit("{}")),
+    )
+    lake.append(
+        ALERTS,
+        pl.DataFrame(
+            {
+                "alert_id": ["a1", "a2"],
+                "raised_at": [earlier, checked_at],
+                "check": ["job health", "accuracy"],
+                "subject": ["job aggregate", "ebm_global · MS · first 28 days"],
+                "message": ["aggregate failed", "MAE 1500 over 1100"],
+                "run_id": ["old", "run-m"],
+                "resolved_at": [checked_at, None],
+            }
         ),
     )

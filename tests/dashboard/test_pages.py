@@ -10,7 +10,14 @@ from streamlit.testing.v1 import AppTest
 from dashboard import data
 from lakehouse.errors import StorageError
 from lakehouse.storage import Lake
-from tests.dashboard.demo_lake import APP, P001_STEPS, P001_WEAR, P002_STEPS, P002_WEAR
+from tests.dashboard.demo_lake import (
+    APP,
+    COST_TOTAL,
+    P001_STEPS,
+    P001_WEAR,
+    P002_STEPS,
+    P002_WEAR,
+)
 
 COHORT, PATIENT, SQL, MONITORING = (
     "views/cohort.py",
@@ -160,18 +167,27 @@ def test_sql_page_runs_a_query_and_refuses_a_write() -> None:
 
 
 @pytest.mark.usefixtures("demo_lake")
-def test_monitoring_page_lists_runs_and_quarantine() -> None:
+def test_monitoring_page_shows_alerts_checks_cost_runs_and_quarantine() -> None:
     app = _open(MONITORING)
 
-    runs = app.dataframe[0].value
-    assert runs["run_id"].tolist() == ["run-2", "run-1"]
-    assert runs["status"].tolist() == ["failed", "succeeded"]
-    assert runs["duration_seconds"].tolist() == pytest.approx([3.0, 12.5])
     metrics = {m.label: m.value for m in app.metric}
+    assert metrics["Open alerts"] == "1"
+    assert metrics["Checks alerting"] == "1"  # the latest run's, not the earlier one's ok
+    assert metrics["Measured, per month"] == f"${COST_TOTAL[0]:,.2f}"
+    assert metrics["Projected to the budget's patients"] == f"${COST_TOTAL[1]:,.0f}"
     assert metrics["Failed among the last runs"] == "1 of 2"
-    quarantine = app.dataframe[1].value
+    tables = [frame.value for frame in app.dataframe]
+    alerts = tables[0]
+    assert alerts["state"].tolist() == ["open", "resolved"]
+    accuracy = tables[1]
+    assert accuracy["status"].tolist() == ["🔴 alert"]
+    assert accuracy["value"].tolist() == [1500.0]
+    runs = next(t for t in tables if "run_id" in t.columns)
+    assert runs["run_id"].tolist() == ["run-2", "run-1"]
+    assert runs["duration_seconds"].tolist() == pytest.approx([3.0, 12.5])
+    quarantine = next(t for t in tables if "reason" in t.columns)
     assert quarantine["rows"].tolist() == [2, 1]
-    assert "No drift checks yet" in _texts(app.info)
+    assert len(app.get("plotly_chart")) == 1  # the cost breakdown
 
 
 def test_an_unreadable_lake_shows_one_line(
