@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from datetime import date, timedelta
 from itertools import accumulate
@@ -357,3 +358,20 @@ def cost_breakdown(parts: pl.DataFrame, *, budget: float) -> go.Figure:
     figure.add_hline(y=budget, line_dash="dash", annotation_text=f"budget ${budget:,.0f}")
     figure.update_layout(barmode="stack")
     return _layout(figure, title="Monthly cost by category", y_title="US$ per month")
+
+
+def drift_shares(details: str, *, title: str) -> go.Figure:
+    """Share of patients per decile bin of the reference, now and at the reference, from a
+    drift check's ``details`` (JSON with ``shares_now`` and ``shares_reference``; the last bin
+    is the missing values)."""
+    parsed = json.loads(details)
+    now, then = parsed["shares_now"], parsed["shares_reference"]
+    labels = [f"decile bin {i + 1}" for i in range(len(now) - 1)] + ["missing"]
+    figure = go.Figure(
+        [
+            go.Bar(x=labels, y=then, name="at the last training", marker_color=NON_WEAR_COLOUR),
+            go.Bar(x=labels, y=now, name="now", marker_color=WEAR_COLOUR),
+        ]
+    )
+    figure.update_yaxes(tickformat=".0%")
+    return _layout(figure, title=title, y_title="share of patients")

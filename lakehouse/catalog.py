@@ -352,6 +352,22 @@ MONITOR_CHECKS = TableSpec(
     ),
 )
 
+DRIFT_REFERENCE = TableSpec(
+    layer="ops",
+    name="drift_reference",
+    schema=_schema(
+        ("registry_version", pa.int32(), False),
+        ("captured_at", UTC_TS, False),
+        ("subject", pa.string(), False),
+        ("reference", pa.string(), False),
+    ),
+    keys=("registry_version", "subject"),
+    description=(
+        "Per training version, the population the models were trained for: decile edges and "
+        "shares of each monitored feature and of the champion forecast (JSON), for drift checks."
+    ),
+)
+
 ALERTS = TableSpec(
     layer="ops",
     name="alerts",
@@ -403,6 +419,7 @@ TABLES: tuple[TableSpec, ...] = (
     REGISTRY,
     JOB_RUNS,
     MONITOR_CHECKS,
+    DRIFT_REFERENCE,
     ALERTS,
     GROUND_TRUTH,
 )

@@ -84,6 +84,30 @@ else:
     )
     _table(accuracy, value="MAE now", reference="backtest MAE", threshold="alert above")
 
+st.subheader("Feature and prediction drift")
+drifting = (
+    checks.filter(pl.col("check").is_in(["feature drift", "prediction drift"]))
+    if checks.height
+    else checks
+)
+if drifting.is_empty():
+    st.info(
+        "No drift checks yet: the first monitoring run after a training captures the population "
+        "the models were trained for; later runs compare against it.",
+        icon=":material/info:",
+    )
+else:
+    st.caption(
+        "Population stability index (PSI) of each model input and of the champion forecast, "
+        "now against the population at the last training: 0.1 or more is a warning, 0.2 or "
+        "more an alert."
+    )
+    _table(drifting, value="PSI", reference="-", threshold="alert at")
+    with st.expander("Distributions: now against the reference"):
+        subject = st.selectbox("Input", drifting["subject"].to_list(), key="drift_subject")
+        row = drifting.filter(pl.col("subject") == subject).row(0, named=True)
+        st.plotly_chart(charts.drift_shares(row["details"], title=subject))
+
 st.subheader("Job health")
 health = checks.filter(pl.col("check") == "job health") if checks.height else checks
 if health.is_empty():
@@ -149,7 +173,6 @@ else:
         hide_index=True,
         column_config={"latest": st.column_config.DatetimeColumn("latest (UTC)")},
     )
-st.caption("Feature and prediction drift checks are not computed yet.")
 
 st.subheader("Tables")
 st.caption(f"Lake: `{lake.uri}`")

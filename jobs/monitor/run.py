@@ -3,6 +3,8 @@ check and subject in ops/monitor_checks, alerts raised and resolved in ops/alert
 
 - ``accuracy`` (:mod:`jobs.monitor.accuracy`): matured forecasts against the backtests; an alert
   makes training due at the next pipeline run (:func:`jobs.train.is_due`);
+- ``feature drift`` and ``prediction drift`` (:mod:`jobs.monitor.drift`): PSI of the population
+  now against the one the current models were trained for;
 - ``job health`` (:mod:`jobs.monitor.health`): failed latest runs, daily jobs late;
 - ``cost`` (:mod:`jobs.monitor.cost`): measured monthly cost and its projection to the budget's
   patients against the budget.
@@ -16,15 +18,19 @@ from datetime import UTC, date, datetime, timedelta
 import polars as pl
 
 from jobs.daily import wear_steps
-from jobs.monitor import accuracy, alerts, cost, health
+from jobs.monitor import accuracy, alerts, cost, drift, health
 from jobs.runs import job_run
+from jobs.train import latest_version
 from lakehouse.catalog import (
     ALERTS,
     BACKTESTS,
     DAILY_STEPS,
+    DRIFT_REFERENCE,
+    FEATURES,
     FORECASTS,
     JOB_RUNS,
     MONITOR_CHECKS,
+    OUTLOOK,
     PATIENTS,
     TABLES,
 )
@@ -64,7 +70,7 @@ def run(
     prices = prices or cost.Prices.load()
     with job_run(lake, JOB) as record:
         runs = lake.read(JOB_RUNS) if lake.exists(JOB_RUNS) else pl.DataFrame()
-        parts = [_accuracy(lake).with_columns(check=pl.lit("accuracy"))]
+        parts = [_accuracy(lake).with_columns(check=pl.lit("accuracy")), _drift(lake, now)]
         if runs.height:
             parts.append(health.health_checks(runs, now).with_columns(check=pl.lit("job health")))
         storage = sum(lake.info(table).size_bytes for table in TABLES)
@@ -140,3 +146,35 @@ def _accuracy(lake: Lake) -> pl.DataFrame:
     reference = latest.group_by("model", "cluster", "horizon_days").agg(pl.col("mae").mean())
     matured = accuracy.matured_accuracy(forecasts, actuals, clusters)
     return accuracy.accuracy_checks(matured, reference)
+
+
+def _drift(lake: Lake, now: datetime) -> pl.DataFrame:
+    """Feature and prediction drift check rows; the first run after a training captures the
+    reference instead (no rows)."""
+    version = latest_version(lake)
+    if version is None or not lake.exists(FEATURES) or not lake.exists(OUTLOOK):
+        return pl.DataFrame()
+    features = (
+        lake.scan(FEATURES)
+        .filter(pl.col("date") == pl.col("date").max().over("patient_id"))
+        .select("patient_id", *drift.MONITORED_FEATURES)
+        .collect()
+    )
+    outlook = lake.scan(OUTLOOK).filter(pl.col("champion"))
+    predictions = (
+        outlook.filter(pl.col("origin_date") == pl.col("origin_date").max().over("patient_id"))
+        .select("year_steps")
+        .collect()["year_steps"]
+    )
+    stored = (
+        lake.scan(DRIFT_REFERENCE).filter(pl.col("registry_version") == version).collect()
+        if lake.exists(DRIFT_REFERENCE)
+        else pl.DataFrame()
+    )
+    if not stored.height:
+        rows = pl.DataFrame(drift.reference_rows(features, predictions)).with_columns(
+            registry_version=pl.lit(version, pl.Int32), captured_at=pl.lit(now)
+        )
+        lake.upsert(DRIFT_REFERENCE, rows)
+        return pl.DataFrame()
+    return drift.drift_checks(stored, features, predictions)

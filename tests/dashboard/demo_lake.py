@@ -315,9 +315,20 @@ def _write_monitoring(lake: Lake, checked_at: datetime) -> None:
     rows.append(("run-m", checked_at, "cost", "total", "usd_per_month", *COST_TOTAL, 500.0, "ok"))
     columns = ["run_id", "checked_at", "check", "subject", "metric", "value", "reference"]
     columns += ["threshold", "status"]
+    shares = '{"patients": 40, "shares_now": [0.5, 0.5, 0.0], "shares_reference": [0.3, 0.6, 0.1]}'
+    drift = pl.DataFrame(
+        [("run-m", checked_at, "feature drift", "ewm_mean_28d", "psi", 0.25, None, 0.2, "alert")],
+        schema=columns,
+        orient="row",
+    ).with_columns(details=pl.lit(shares))
     lake.append(
         MONITOR_CHECKS,
-        pl.DataFrame(rows, schema=columns, orient="row").with_columns(details=pl.lit("{}")),
+        pl.concat(
+            [
+                pl.DataFrame(rows, schema=columns, orient="row").with_columns(details=pl.lit("{}")),
+                drift,
+            ]
+        ),
     )
     lake.append(
         ALERTS,

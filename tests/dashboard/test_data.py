@@ -339,7 +339,7 @@ def test_a_new_table_version_invalidates_cached_results(empty_lake: Lake) -> Non
 def test_monitoring_reads_the_latest_run_and_open_alerts_first(demo_lake: DemoLake) -> None:
     checks = data.latest_checks(demo_lake.lake)
     assert set(checks["checked_at"]) == {checks["checked_at"].max()}
-    assert checks.height == 6  # accuracy, job health, 3 cost categories and the total
+    assert checks.height == 7  # accuracy, drift, job health, 3 cost categories and the total
     accuracy = checks.filter(pl.col("check") == "accuracy")
     assert accuracy["status"].to_list() == ["alert"]
     alerts = data.alerts(demo_lake.lake)

@@ -172,7 +172,7 @@ def test_monitoring_page_shows_alerts_checks_cost_runs_and_quarantine() -> None:
 
     metrics = {m.label: m.value for m in app.metric}
     assert metrics["Open alerts"] == "1"
-    assert metrics["Checks alerting"] == "1"  # the latest run's, not the earlier one's ok
+    assert metrics["Checks alerting"] == "2"  # the latest run's, not the earlier one's ok
     assert metrics["Measured, per month"] == f"${COST_TOTAL[0]:,.2f}"
     assert metrics["Projected to the budget's patients"] == f"${COST_TOTAL[1]:,.0f}"
     assert metrics["Failed among the last runs"] == "1 of 2"
@@ -182,12 +182,15 @@ def test_monitoring_page_shows_alerts_checks_cost_runs_and_quarantine() -> None:
     accuracy = tables[1]
     assert accuracy["status"].tolist() == ["🔴 alert"]
     assert accuracy["value"].tolist() == [1500.0]
+    drift = tables[2]
+    assert drift["subject"].tolist() == ["ewm_mean_28d"]
+    assert drift["value"].tolist() == [0.25]
     runs = next(t for t in tables if "run_id" in t.columns)
     assert runs["run_id"].tolist() == ["run-2", "run-1"]
     assert runs["duration_seconds"].tolist() == pytest.approx([3.0, 12.5])
     quarantine = next(t for t in tables if "reason" in t.columns)
     assert quarantine["rows"].tolist() == [2, 1]
-    assert len(app.get("plotly_chart")) == 1  # the cost breakdown
+    assert len(app.get("plotly_chart")) == 2  # the drift distributions and the cost breakdown
 
 
 def test_an_unreadable_lake_shows_one_line(

@@ -140,3 +140,42 @@ def test_cost_is_computed_from_the_recorded_runs(forecasted: Lake) -> None:
     assert by["storage"]["reference"] == pytest.approx(
         by["storage"]["value"] * prices.budget_patients / 30
     )
+
+
+def test_psi_against_a_hand_computation() -> None:
+    from jobs.monitor import drift
+
+    reference = drift.bins_of(pl.Series([float(v) for v in range(1, 101)] + [None]))
+    assert reference["edges"] == pytest.approx([10.9 + 9.9 * k for k in range(9)])
+    assert reference["shares"][:10] == pytest.approx([10 / 101] * 10)
+    assert reference["shares"][10] == pytest.approx(1 / 101)
+    same = pl.Series([float(v) for v in range(1, 101)] + [None])
+    assert drift.psi(reference, same) == pytest.approx(0.0, abs=1e-12)
+    # everyone now in the lowest bin, nobody missing
+    now = pl.Series([1.0] * 50)
+    expected = math.fsum(
+        (n - r) * math.log(n / r)
+        for n, r in zip([1.0] + [1e-4] * 10, reference["shares"], strict=True)
+    )
+    assert drift.psi(reference, now) == pytest.approx(expected)
+    assert drift.psi(reference, now) > drift.PSI_ALERT
+
+
+def test_a_shifted_population_raises_feature_and_prediction_drift(forecasted: Lake) -> None:
+    lake = forecasted
+    monitor_job.run(lake)  # the first run after training captures the reference (if not yet)
+    _days_that_happened(lake, 0.5)
+    features_job.run(lake)
+    forecast_job.run(lake, prophet_workers=1)
+    summary = monitor_job.run(lake)
+    checks = lake.read(MONITOR_CHECKS).filter(pl.col("run_id") == summary.run_id)
+    level = checks.filter(
+        (pl.col("check") == "feature drift") & (pl.col("subject") == "ewm_mean_28d")
+    ).row(0, named=True)
+    assert level["status"] == "alert" and level["value"] >= 0.2
+    prediction = checks.filter(pl.col("check") == "prediction drift").row(0, named=True)
+    assert prediction["status"] == "alert"
+    open_subjects = set(
+        lake.read(ALERTS).filter(pl.col("resolved_at").is_null())["subject"].to_list()
+    )
+    assert {"ewm_mean_28d", prediction["subject"]} <= open_subjects
