@@ -160,6 +160,13 @@ else:
     )
 
 st.subheader("Data quality")
+quality = checks.filter(pl.col("check") == "data quality") if checks.height else checks
+if quality.height:
+    st.caption(
+        "Files ingested since the previous monitoring run (quarantine share, columns against the "
+        "previous file of the same format) and the last 28 days of daily steps."
+    )
+    _table(quality, value="value", reference="-", threshold="threshold")
 quarantined = data.quarantine_by_reason(lake)
 if quarantined.is_empty():
     st.success("No input row has been quarantined.", icon=":material/check_circle:")

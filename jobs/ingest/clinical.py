@@ -79,7 +79,7 @@ from zoneinfo import available_timezones
 
 import polars as pl
 
-from jobs.ingest.common import IngestSummary, header_names, quarantine_rows
+from jobs.ingest.common import IngestSummary, csv_columns, header_names, quarantine_rows
 from jobs.runs import job_run
 from lakehouse.catalog import DIAGNOSES, PATIENTS, QUARANTINE, SIDE_EFFECTS, THERAPIES, TableSpec
 from lakehouse.errors import InputError
@@ -647,5 +647,10 @@ def run(lake: Lake, path: Path | str, *, kind: ClinicalKind | None = None) -> In
         )
         job.rows_in, job.rows_out = summary.records_read, write.height
         details = {k: v for k, v in summary.__dict__.items() if k != "patients"}
-        job.details = {**details, "patients": len(patients), "format": found}
+        job.details = {
+            **details,
+            "patients": len(patients),
+            "format": found,
+            "columns": csv_columns(Path(path)),
+        }
     return summary

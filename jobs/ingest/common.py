@@ -35,6 +35,14 @@ def header_names(path: Path, *, limit: int = 65_536) -> list[str] | None:
         return None
 
 
+def csv_columns(path: Path) -> list[str] | None:
+    """The header of a CSV-like file (recorded with each ingest run, for the monitoring's schema
+    change check); None for other files (XML, JSON, zip, Parquet)."""
+    if path.suffix.lower() not in {".csv", ".tsv", ".txt"}:
+        return None
+    return header_names(path)
+
+
 def csv_line(row: list[str]) -> str:
     """A parsed CSV row as one line of text again (quoted only where a field needs it)."""
     text = ",".join(row)

@@ -34,6 +34,7 @@ from jobs.ingest.common import (
     ParseStats,
     PatientZones,
     SeenKeys,
+    csv_columns,
     quarantine_rows,
 )
 from jobs.runs import job_run
@@ -328,7 +329,7 @@ def run(
             patients=tuple(patients),
         )
         job.rows_in, job.rows_out = summary.records_read, summary.new_samples
-        job.details = {**summary.__dict__, "format": kind_name}
+        job.details = {**summary.__dict__, "format": kind_name, "columns": csv_columns(path)}
     return summary
 
 

@@ -5,6 +5,8 @@ check and subject in ops/monitor_checks, alerts raised and resolved in ops/alert
   makes training due at the next pipeline run (:func:`jobs.train.is_due`);
 - ``feature drift`` and ``prediction drift`` (:mod:`jobs.monitor.drift`): PSI of the population
   now against the one the current models were trained for;
+- ``data quality`` (:mod:`jobs.monitor.quality`): quarantine rates and schema changes of the
+  files ingested since the last run; low wear, late data and outliers of the last weeks;
 - ``job health`` (:mod:`jobs.monitor.health`): failed latest runs, daily jobs late;
 - ``cost`` (:mod:`jobs.monitor.cost`): measured monthly cost and its projection to the budget's
   patients against the budget.
@@ -18,7 +20,7 @@ from datetime import UTC, date, datetime, timedelta
 import polars as pl
 
 from jobs.daily import wear_steps
-from jobs.monitor import accuracy, alerts, cost, drift, health
+from jobs.monitor import accuracy, alerts, cost, drift, health, quality
 from jobs.runs import job_run
 from jobs.train import latest_version
 from lakehouse.catalog import (
@@ -73,6 +75,10 @@ def run(
         parts = [_accuracy(lake).with_columns(check=pl.lit("accuracy")), _drift(lake, now)]
         if runs.height:
             parts.append(health.health_checks(runs, now).with_columns(check=pl.lit("job health")))
+            monitored = runs.filter(pl.col("job") == JOB)["started_at"].max()
+            since = monitored if isinstance(monitored, datetime) else None
+            parts.append(quality.ingest_checks(runs, since))
+        parts.append(_daily_quality(lake))
         storage = sum(lake.info(table).size_bytes for table in TABLES)
         patients = (
             lake.scan(PATIENTS).select(pl.len()).collect().item() if lake.exists(PATIENTS) else 0
@@ -178,3 +184,19 @@ def _drift(lake: Lake, now: datetime) -> pl.DataFrame:
         lake.upsert(DRIFT_REFERENCE, rows)
         return pl.DataFrame()
     return drift.drift_checks(stored, features, predictions)
+
+
+def _daily_quality(lake: Lake) -> pl.DataFrame:
+    """Low wear, late data and outliers over the last weeks of daily steps."""
+    if not lake.exists(DAILY_STEPS):
+        return pl.DataFrame()
+    last = lake.scan(DAILY_STEPS).select(pl.col("date").max()).collect().item()
+    assert isinstance(last, date)
+    since = last - timedelta(days=quality.RECENT_DAYS - 1)
+    daily = (
+        lake.scan(DAILY_STEPS)
+        .filter(pl.col("date") >= pl.lit(since))
+        .select("patient_id", "date", "steps", "is_wear_day")
+        .collect()
+    )
+    return quality.daily_checks(daily, last)

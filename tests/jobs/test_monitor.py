@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -179,3 +180,59 @@ def test_a_shifted_population_raises_feature_and_prediction_drift(forecasted: La
         lake.read(ALERTS).filter(pl.col("resolved_at").is_null())["subject"].to_list()
     )
     assert {"ewm_mean_28d", prediction["subject"]} <= open_subjects
+
+
+def test_a_schema_change_and_a_burst_of_bad_rows_are_reported(tmp_path: Path) -> None:
+    from jobs.ingest import run as ingest
+
+    lake = Lake(str(tmp_path / "lake"))
+    good = tmp_path / "week1.csv"
+    good.write_text(
+        "patient_id,start,end,steps\n"
+        + "".join(f"A,2024-01-0{d} 08:00,2024-01-0{d} 09:00,{1000 + d}\n" for d in range(1, 8))
+    )
+    ingest.run(lake, good, format="generic", timezone="UTC")
+    first = monitor_job.run(lake)
+    quality = lake.read(MONITOR_CHECKS).filter(
+        (pl.col("run_id") == first.run_id) & (pl.col("check") == "data quality")
+    )
+    share = quality.filter(pl.col("subject") == "quarantine of generic files").row(0, named=True)
+    assert share["value"] == 0.0 and share["status"] == "ok"
+
+    # the export tool added a column, and half of the next file's rows are broken
+    changed = tmp_path / "week2.csv"
+    rows = [f"A,2024-01-{d:02d} 08:00,2024-01-{d:02d} 09:00,{1000 + d},watch" for d in range(8, 13)]
+    rows += [f"A,2024-01-{d:02d} 08:00,2024-01-{d:02d} 09:00,-5,watch" for d in range(13, 18)]
+    changed.write_text("patient_id,start,end,steps,device\n" + "\n".join(rows) + "\n")
+    ingest.run(lake, changed, format="generic", timezone="UTC")
+    second = monitor_job.run(lake)
+    checks = lake.read(MONITOR_CHECKS).filter(pl.col("run_id") == second.run_id)
+    schema = checks.filter(pl.col("subject") == "schema of generic files").row(0, named=True)
+    assert schema["status"] == "alert" and "['device']" in schema["details"]
+    burst = checks.filter(pl.col("subject") == "quarantine of generic files").row(0, named=True)
+    assert burst["value"] == pytest.approx(5 / 10)  # only the files since the last run count
+    assert burst["status"] == "alert"
+    raised = set(lake.read(ALERTS).filter(pl.col("resolved_at").is_null())["subject"])
+    assert {"schema of generic files", "quarantine of generic files"} <= raised
+
+
+def test_wear_lateness_and_outliers_of_the_last_weeks() -> None:
+    from datetime import date
+
+    from jobs.monitor import quality
+
+    last = date(2024, 3, 28)
+    rows = []
+    for day in range(28):
+        when = last - timedelta(days=day)
+        rows.append(("worn", when, 5000.0, True))
+        rows.append(("rarely", when, 100.0, day % 2 == 0))  # 14 of 28 days worn
+        if day >= 5:
+            rows.append(("stopped", when, 4000.0, True))  # nothing in the last 5 days
+    rows.append(("worn", last, 80_000.0, True))
+    daily = pl.DataFrame(rows, schema=["patient_id", "date", "steps", "is_wear_day"], orient="row")
+    checks = {r["subject"]: r for r in quality.daily_checks(daily, last).iter_rows(named=True)}
+    assert checks["low wear"]["value"] == pytest.approx(1 / 3)
+    assert checks["low wear"]["status"] == "warning"
+    assert checks["late data"]["value"] == pytest.approx(1 / 3)
+    assert checks["outliers"]["value"] == 1.0

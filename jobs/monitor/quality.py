@@ -1,0 +1,167 @@
+"""Data quality of what arrived: quarantine rates and schema changes of the ingested files, and
+the wear, lateness and outliers of the last weeks of daily steps.
+
+Ingest checks read the ``ingest`` runs of ops/job_runs since the previous monitoring run (each
+records its file's format, accepted and quarantined counts and CSV header):
+
+- ``quarantine share`` per format: quarantined / (accepted + quarantined); a warning from
+  :data:`QUARANTINE_WARNING`, an alert from :data:`QUARANTINE_ALERT`;
+- ``schema`` per file: columns new or missing against the previous file of the same format (an
+  alert: a device or export tool changed its format).
+
+Daily-steps checks over the last :data:`RECENT_DAYS` days of data (warnings, not alerts: they
+describe the patients, not a broken pipeline):
+
+- ``low wear``: share of patients with wear days on fewer than 70% of those days (days without
+  any data count as not worn), warning above :data:`LOW_WEAR_WARNING`;
+- ``late data``: share of patients whose last day is more than :data:`LATE_DAYS` days before the
+  lake's last day, warning above :data:`LATE_WARNING`;
+- ``outliers``: wear days above :data:`OUTLIER_STEPS` steps, warning when any.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import polars as pl
+
+QUARANTINE_WARNING = 0.01
+QUARANTINE_ALERT = 0.05
+RECENT_DAYS = 28
+ENOUGH_WEAR = 0.7
+LOW_WEAR_WARNING = 0.3
+LATE_DAYS = 3
+LATE_WARNING = 0.2
+OUTLIER_STEPS = 50_000
+
+_SCHEMA = {
+    "check": pl.String,
+    "subject": pl.String,
+    "metric": pl.String,
+    "value": pl.Float64,
+    "reference": pl.Float64,
+    "threshold": pl.Float64,
+    "status": pl.String,
+    "details": pl.String,
+}
+
+
+def ingest_checks(runs: pl.DataFrame, since: datetime | None) -> pl.DataFrame:
+    """Quarantine share per format and schema changes per file, over the ingest runs started
+    after ``since`` (all when None), each file's header compared with the previous file of its
+    format (earlier runs included)."""
+    ingests = runs.filter(pl.col("job") == "ingest").sort("started_at")
+    rows: list[dict[str, Any]] = []
+    previous: dict[str, list[str]] = {}
+    totals: dict[str, list[int]] = {}
+    for started, status, details in ingests.select("started_at", "status", "details").iter_rows():
+        parsed = json.loads(details or "{}")
+        kind, columns = parsed.get("format"), parsed.get("columns")
+        recent = since is None or started > since
+        if status == "succeeded" and kind and recent:
+            counts = totals.setdefault(kind, [0, 0])
+            counts[0] += int(parsed.get("accepted") or 0)
+            counts[1] += int(parsed.get("quarantined") or 0)
+        if not kind or not columns:
+            continue
+        before = previous.get(kind)
+        previous[kind] = columns
+        if before is None or not recent:
+            continue
+        added = [c for c in columns if c not in before]
+        missing = [c for c in before if c not in columns]
+        rows.append(
+            {
+                "check": "data quality",
+                "subject": f"schema of {kind} files",
+                "metric": "columns changed",
+                "value": float(len(added) + len(missing)),
+                "reference": None,
+                "threshold": 0.0,
+                "status": "alert" if added or missing else "ok",
+                "details": (
+                    f"{parsed.get('source_file')}: new columns {added or 'none'}, missing "
+                    f"columns {missing or 'none'} against the previous {kind} file"
+                ),
+            }
+        )
+    for kind, (accepted, quarantined) in sorted(totals.items()):
+        share = quarantined / (accepted + quarantined) if accepted + quarantined else 0.0
+        rows.append(
+            {
+                "check": "data quality",
+                "subject": f"quarantine of {kind} files",
+                "metric": "quarantined share",
+                "value": share,
+                "reference": None,
+                "threshold": QUARANTINE_ALERT,
+                "status": "alert"
+                if share >= QUARANTINE_ALERT
+                else "warning"
+                if share >= QUARANTINE_WARNING
+                else "ok",
+                "details": (
+                    f"{quarantined:,} of {accepted + quarantined:,} step records quarantined"
+                ),
+            }
+        )
+    return pl.DataFrame(rows, schema=_SCHEMA)
+
+
+def daily_checks(daily: pl.DataFrame, last_day: date) -> pl.DataFrame:
+    """Low wear, late data and outliers over ``daily`` rows (``patient_id, date, steps,
+    is_wear_day``) of the :data:`RECENT_DAYS` days up to ``last_day``."""
+    since = last_day - timedelta(days=RECENT_DAYS - 1)
+    recent = daily.filter(pl.col("date") >= since)
+    per_patient = recent.group_by("patient_id").agg(
+        wear=pl.col("is_wear_day").sum(), last=pl.col("date").max()
+    )
+    patients = per_patient.height
+    if not patients:
+        return pl.DataFrame(schema=_SCHEMA)
+    low = per_patient.filter(pl.col("wear") < ENOUGH_WEAR * RECENT_DAYS).height / patients
+    late = (
+        per_patient.filter(pl.col("last") < last_day - timedelta(days=LATE_DAYS)).height / patients
+    )
+    outliers = recent.filter(pl.col("is_wear_day") & (pl.col("steps") > OUTLIER_STEPS)).height
+    rows = [
+        {
+            "check": "data quality",
+            "subject": "low wear",
+            "metric": "share of patients",
+            "value": low,
+            "reference": None,
+            "threshold": LOW_WEAR_WARNING,
+            "status": "warning" if low > LOW_WEAR_WARNING else "ok",
+            "details": (
+                f"{low:.0%} of {patients:,} patients wore their device on fewer than "
+                f"{ENOUGH_WEAR:.0%} of the last {RECENT_DAYS} days"
+            ),
+        },
+        {
+            "check": "data quality",
+            "subject": "late data",
+            "metric": "share of patients",
+            "value": late,
+            "reference": None,
+            "threshold": LATE_WARNING,
+            "status": "warning" if late > LATE_WARNING else "ok",
+            "details": (
+                f"{late:.0%} of {patients:,} patients have no data in the last {LATE_DAYS} days "
+                f"before {last_day}"
+            ),
+        },
+        {
+            "check": "data quality",
+            "subject": "outliers",
+            "metric": "days",
+            "value": float(outliers),
+            "reference": None,
+            "threshold": 0.0,
+            "status": "warning" if outliers else "ok",
+            "details": f"{outliers:,} wear days above {OUTLIER_STEPS:,} steps",
+        },
+    ]
+    return pl.DataFrame(rows, schema=_SCHEMA)
