@@ -436,7 +436,8 @@ def sql(
 
 @app.command()
 def scheduler(ctx: typer.Context) -> None:
-    """Run the pipeline once a day (the Procfile worker)."""
+    """The Procfile worker: landing files (MOBILITY_LANDING) and the pipeline daily at 02:00 UTC
+    with retries, the retraining check every 6 hours."""
     from jobs.schedule import run_forever
 
     run_forever(_context(ctx).lake)

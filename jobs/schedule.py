@@ -1,14 +1,29 @@
-"""The worker's scheduler: runs the daily pipeline.
+"""The worker's scheduler (the Procfile's ``worker``: ``mobility scheduler``).
 
-The monitoring work will give it weekly retraining and retraining on drift alerts; until then it
-runs ``mobility pipeline`` once a day (and once at start, so a fresh worker catches up).
+- Every day at 02:00 UTC (and once at start, so a fresh worker catches up): the files waiting in
+  the landing folder (``MOBILITY_LANDING``, if set) are ingested, each moved to
+  ``processed/<date>/`` once in the lake (a failed file stays for the next day and is recorded as
+  a failed ingest run), then ``mobility pipeline`` runs: aggregate, features, train when due
+  (weekly, or after an accuracy alert), forecast, monitor.
+- Every :data:`RETRAIN_CHECK_HOURS` hours: ``mobility train``, which trains only when due, so a
+  drift alert raised by monitoring is acted on the same day.
+- A run that fails (its stages are recorded as failed in ops/job_runs) is retried up to
+  :data:`RETRIES` times, :data:`RETRY_DELAY_SECONDS` apart. Each stage commits atomically, so a
+  failure leaves every table as it was before that stage, and the retry picks up from the data.
+
+Each run is a child process: a crash cannot take the scheduler down.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import subprocess
 import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
 
 from apscheduler.schedulers.blocking import BlockingScheduler
 
@@ -16,21 +31,90 @@ from lakehouse.storage import Lake
 
 log = logging.getLogger(__name__)
 DAILY_AT_HOUR_UTC = 2
+RETRAIN_CHECK_HOURS = 6
+RETRIES = 3
+RETRY_DELAY_SECONDS = 600.0
+LANDING_ENV = "MOBILITY_LANDING"
+PROCESSED = "processed"
 
 
-def run_pipeline_once(lake: Lake) -> int:
-    """Run the pipeline in a child process (a crash cannot take the scheduler down)."""
-    command = [sys.executable, "-m", "jobs", "--lake", lake.uri, "pipeline"]
-    completed = subprocess.run(command, check=False)
-    if completed.returncode != 0:
-        log.error("pipeline failed with exit status %s", completed.returncode)
+def mobility(lake: Lake, *args: str) -> int:
+    """Run one ``mobility`` command for ``lake`` in a child process; its exit status."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "jobs", "--lake", lake.uri, *args], check=False
+    )
     return completed.returncode
 
 
+def with_retries(
+    lake: Lake, *args: str, retries: int = RETRIES, delay_seconds: float = RETRY_DELAY_SECONDS
+) -> int:
+    """Run a command, again after ``delay_seconds`` while it fails, at most ``retries`` more
+    times; the last exit status."""
+    status = mobility(lake, *args)
+    for attempt in range(1, retries + 1):
+        if status == 0:
+            break
+        log.error(
+            "mobility %s failed (exit %s); retry %d in %.0f s",
+            args[0],
+            status,
+            attempt,
+            delay_seconds,
+        )
+        time.sleep(delay_seconds)
+        status = mobility(lake, *args)
+    return status
+
+
+def ingest_landing(lake: Lake, landing: Path, *, now: datetime | None = None) -> tuple[int, int]:
+    """Ingest every file waiting in ``landing`` (not under ``processed/``) and move each one that
+    went in to ``processed/<YYYY-MM-DD>/`` with its relative path. Returns (ingested, failed)."""
+    from jobs.ingest import run as ingest_job
+    from lakehouse.errors import InputError
+
+    day = (now or datetime.now(UTC)).strftime("%Y-%m-%d")
+    ingested = failed = 0
+    try:
+        results = list(ingest_job.run_folder(lake, landing, skip=(PROCESSED,)))
+    except InputError as err:
+        log.error("landing folder: %s", err)
+        return 0, 1
+    for result in results:
+        if result.summary is None:
+            failed += not result.left
+            log.warning("landing file %s: %s", result.path, result.error)
+            continue
+        target = landing / PROCESSED / day / result.path.relative_to(landing)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(result.path, target)
+        ingested += 1
+    return ingested, failed
+
+
+def daily(
+    lake: Lake, landing: Path | None = None, *, delay_seconds: float = RETRY_DELAY_SECONDS
+) -> int:
+    """The daily run: landing files, then the pipeline with retries; the pipeline's status."""
+    landing = landing or _landing_from_environment()
+    if landing is not None:
+        ingested, failed = ingest_landing(lake, landing)
+        log.info("landing: %d file(s) ingested, %d failed", ingested, failed)
+    return with_retries(lake, "pipeline", delay_seconds=delay_seconds)
+
+
+def _landing_from_environment() -> Path | None:
+    value = os.environ.get(LANDING_ENV)
+    return Path(value) if value else None
+
+
 def run_forever(lake: Lake) -> None:
-    """Block, running the pipeline now and then every day at 02:00 UTC."""
+    """Block: the daily run now and every day at 02:00 UTC, the retraining check every 6 hours."""
     logging.basicConfig(level=logging.INFO)
     scheduler = BlockingScheduler(timezone="UTC")
-    scheduler.add_job(run_pipeline_once, "cron", hour=DAILY_AT_HOUR_UTC, args=[lake])
-    run_pipeline_once(lake)
+    scheduler.add_job(daily, "cron", hour=DAILY_AT_HOUR_UTC, args=[lake], max_instances=1)
+    scheduler.add_job(
+        with_retries, "interval", hours=RETRAIN_CHECK_HOURS, args=[lake, "train"], max_instances=1
+    )
+    daily(lake)
     scheduler.start()

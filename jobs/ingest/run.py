@@ -344,7 +344,11 @@ class FolderResult:
 
 
 def run_folder(
-    lake: Lake, folder: Path | str, *, timezone: str | None = None
+    lake: Lake,
+    folder: Path | str,
+    *,
+    timezone: str | None = None,
+    skip: tuple[str, ...] = (),
 ) -> Iterator[FolderResult]:
     """Ingest every known file under ``folder`` (a landing directory), one commit per file.
 
@@ -357,6 +361,7 @@ def run_folder(
         lake: the lake.
         folder: the directory, searched recursively.
         timezone: as for :func:`run`, for every file.
+        skip: top-level subfolders not to read (the scheduler's ``processed``).
 
     Yields:
         One result per file, in the order ingested.
@@ -370,6 +375,7 @@ def run_folder(
         for p in folder.rglob("*")
         if p.is_file()
         and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        and p.relative_to(folder).parts[0] not in skip
         and not p.name.endswith(".partial")
     )
 
