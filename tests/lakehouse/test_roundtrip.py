@@ -164,7 +164,17 @@ def test_replace_creates_missing_table(lake: Lake) -> None:
 # ------------------------------------------------------------------ upsert
 
 
-@pytest.mark.parametrize("table", TABLES, ids=_ids)
+MERGED = [t for t in TABLES if t.merge_written]
+
+
+@pytest.mark.parametrize("table", [t for t in TABLES if not t.merge_written], ids=_ids)
+def test_tables_not_declared_merge_written_refuse_a_merge(lake: Lake, table: TableSpec) -> None:
+    with pytest.raises(StorageError, match="not declared merge_written"):
+        lake.upsert(table, edge_rows(table, (0, 1)))
+    assert not lake.exists(table)
+
+
+@pytest.mark.parametrize("table", MERGED, ids=_ids)
 def test_upsert_updates_by_key_and_inserts_new(lake: Lake, table: TableSpec) -> None:
     lake.upsert(table, edge_rows(table, (0, 1)))  # creates the table
     _assert_same_rows(lake.read(table), edge_rows(table, (0, 1)), table)
