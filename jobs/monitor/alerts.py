@@ -45,7 +45,14 @@ def reconcile(
         run_id=pl.lit(run_id),
         resolved_at=pl.lit(None, pl.Datetime("us", "UTC")),
     )
-    passing = checks.filter(pl.col("status") == "ok").select(keys).unique()
+    # a subject is back to normal when its checks say ok and none of them alerts (a job has a
+    # "failed" and a "late" check)
+    passing = (
+        checks.filter(pl.col("status") == "ok")
+        .select(keys)
+        .unique()
+        .join(failing.select(keys), on=keys, how="anti")
+    )
     resolved = open_alerts.join(passing, on=keys, how="semi").with_columns(
         resolved_at=pl.lit(now, pl.Datetime("us", "UTC"))
     )

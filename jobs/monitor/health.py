@@ -23,7 +23,7 @@ def health_checks(runs: pl.DataFrame, now: datetime) -> pl.DataFrame:
         failed = latest["status"] != "succeeded"
         rows.append(
             {
-                "subject": f"job {job}",
+                "subject": f"job {job} · latest run",
                 "metric": "latest run failed",
                 "value": 1.0 if failed else 0.0,
                 "reference": None,
@@ -43,7 +43,7 @@ def health_checks(runs: pl.DataFrame, now: datetime) -> pl.DataFrame:
             late = hours is None or hours > LATE_AFTER.total_seconds() / 3600
             rows.append(
                 {
-                    "subject": f"job {job}",
+                    "subject": f"job {job} · daily success",
                     "metric": "hours since success",
                     "value": hours,
                     "reference": None,
