@@ -18,6 +18,7 @@ from typing import Any
 
 import polars as pl
 
+from jobs.monitor import checks_frame
 from lakehouse.errors import InputError
 
 WINDOW_DAYS = 30
@@ -101,18 +102,7 @@ def cost_checks(
             ),
         }
     )
-    return pl.DataFrame(rows, schema=_SCHEMA)
-
-
-_SCHEMA = {
-    "subject": pl.String,
-    "metric": pl.String,
-    "value": pl.Float64,
-    "reference": pl.Float64,
-    "threshold": pl.Float64,
-    "status": pl.String,
-    "details": pl.String,
-}
+    return checks_frame(rows, "cost")
 
 
 def _row(category: str, monthly: float, projected: float, note: str) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from typing import Any
 
 import polars as pl
 
+from jobs.monitor import checks_frame
 from models.direct import LEVEL, STATE_FEATURES
 
 PSI_WARNING = 0.1
@@ -114,16 +115,4 @@ def drift_checks(
                 ),
             }
         )
-    return pl.DataFrame(
-        rows,
-        schema={
-            "check": pl.String,
-            "subject": pl.String,
-            "metric": pl.String,
-            "value": pl.Float64,
-            "reference": pl.Float64,
-            "threshold": pl.Float64,
-            "status": pl.String,
-            "details": pl.String,
-        },
-    )
+    return checks_frame(rows, "feature drift")

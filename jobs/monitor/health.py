@@ -9,6 +9,8 @@ from datetime import datetime, timedelta
 
 import polars as pl
 
+from jobs.monitor import checks_frame
+
 DAILY_JOBS = ("aggregate", "features", "forecast")
 LATE_AFTER = timedelta(hours=26)
 
@@ -58,15 +60,4 @@ def health_checks(runs: pl.DataFrame, now: datetime) -> pl.DataFrame:
                     ),
                 }
             )
-    return pl.DataFrame(
-        rows,
-        schema={
-            "subject": pl.String,
-            "metric": pl.String,
-            "value": pl.Float64,
-            "reference": pl.Float64,
-            "threshold": pl.Float64,
-            "status": pl.String,
-            "details": pl.String,
-        },
-    )
+    return checks_frame(rows, "job health")

@@ -27,6 +27,8 @@ from typing import Any
 
 import polars as pl
 
+from jobs.monitor import checks_frame
+
 QUARANTINE_WARNING = 0.01
 QUARANTINE_ALERT = 0.05
 RECENT_DAYS = 28
@@ -35,17 +37,6 @@ LOW_WEAR_WARNING = 0.3
 LATE_DAYS = 3
 LATE_WARNING = 0.2
 OUTLIER_STEPS = 50_000
-
-_SCHEMA = {
-    "check": pl.String,
-    "subject": pl.String,
-    "metric": pl.String,
-    "value": pl.Float64,
-    "reference": pl.Float64,
-    "threshold": pl.Float64,
-    "status": pl.String,
-    "details": pl.String,
-}
 
 
 def ingest_checks(runs: pl.DataFrame, since: datetime | None) -> pl.DataFrame:
@@ -74,7 +65,6 @@ def ingest_checks(runs: pl.DataFrame, since: datetime | None) -> pl.DataFrame:
         missing = [c for c in before if c not in columns]
         rows.append(
             {
-                "check": "data quality",
                 "subject": f"schema of {kind} files",
                 "metric": "columns changed",
                 "value": float(len(added) + len(missing)),
@@ -91,7 +81,6 @@ def ingest_checks(runs: pl.DataFrame, since: datetime | None) -> pl.DataFrame:
         share = quarantined / (accepted + quarantined) if accepted + quarantined else 0.0
         rows.append(
             {
-                "check": "data quality",
                 "subject": f"quarantine of {kind} files",
                 "metric": "quarantined share",
                 "value": share,
@@ -107,7 +96,7 @@ def ingest_checks(runs: pl.DataFrame, since: datetime | None) -> pl.DataFrame:
                 ),
             }
         )
-    return pl.DataFrame(rows, schema=_SCHEMA)
+    return checks_frame(rows, "data quality")
 
 
 def daily_checks(daily: pl.DataFrame, last_day: date) -> pl.DataFrame:
@@ -120,7 +109,7 @@ def daily_checks(daily: pl.DataFrame, last_day: date) -> pl.DataFrame:
     )
     patients = per_patient.height
     if not patients:
-        return pl.DataFrame(schema=_SCHEMA)
+        return checks_frame([], "data quality")
     low = per_patient.filter(pl.col("wear") < ENOUGH_WEAR * RECENT_DAYS).height / patients
     late = (
         per_patient.filter(pl.col("last") < last_day - timedelta(days=LATE_DAYS)).height / patients
@@ -128,7 +117,6 @@ def daily_checks(daily: pl.DataFrame, last_day: date) -> pl.DataFrame:
     outliers = recent.filter(pl.col("is_wear_day") & (pl.col("steps") > OUTLIER_STEPS)).height
     rows = [
         {
-            "check": "data quality",
             "subject": "low wear",
             "metric": "share of patients",
             "value": low,
@@ -141,7 +129,6 @@ def daily_checks(daily: pl.DataFrame, last_day: date) -> pl.DataFrame:
             ),
         },
         {
-            "check": "data quality",
             "subject": "late data",
             "metric": "share of patients",
             "value": late,
@@ -154,7 +141,6 @@ def daily_checks(daily: pl.DataFrame, last_day: date) -> pl.DataFrame:
             ),
         },
         {
-            "check": "data quality",
             "subject": "outliers",
             "metric": "days",
             "value": float(outliers),
@@ -164,4 +150,4 @@ def daily_checks(daily: pl.DataFrame, last_day: date) -> pl.DataFrame:
             "details": f"{outliers:,} wear days above {OUTLIER_STEPS:,} steps",
         },
     ]
-    return pl.DataFrame(rows, schema=_SCHEMA)
+    return checks_frame(rows, "data quality")

@@ -74,7 +74,7 @@ def run(
         runs = lake.read(JOB_RUNS) if lake.exists(JOB_RUNS) else pl.DataFrame()
         parts = [_accuracy(lake).with_columns(check=pl.lit("accuracy")), _drift(lake, now)]
         if runs.height:
-            parts.append(health.health_checks(runs, now).with_columns(check=pl.lit("job health")))
+            parts.append(health.health_checks(runs, now))
             monitored = runs.filter(pl.col("job") == JOB)["started_at"].max()
             since = monitored if isinstance(monitored, datetime) else None
             parts.append(quality.ingest_checks(runs, since))
@@ -94,11 +94,7 @@ def run(
                 }
             )
         )
-        parts.append(
-            cost.cost_checks(runs_for_cost, storage, patients, prices, now).with_columns(
-                check=pl.lit("cost")
-            )
-        )
+        parts.append(cost.cost_checks(runs_for_cost, storage, patients, prices, now))
         checks = pl.concat([p for p in parts if p.height], how="diagonal_relaxed")
         checks = checks.with_columns(run_id=pl.lit(record.run_id), checked_at=pl.lit(now))
         if checks.height:
