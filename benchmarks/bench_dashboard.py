@@ -236,8 +236,8 @@ def _query_round(cohort: Any, patient_id: str, seconds: dict[str, list[float]]) 
         return result
 
     lake = data.current_lake()
-    versions = timed("table versions (all tables)", data._all_versions, lake.uri, lake)
-    timed("DuckDB connection (views)", data._connection, lake.uri, versions, lake)
+    timed("table versions (all tables)", data._all_versions, lake.uri, lake)
+    timed("DuckDB connection", data._connection, lake.uri, lake)
     timed("cohort: data_period", data.data_period, lake)
     timed("cohort: therapy_names", data.therapy_names, lake)
     timed("cohort: cohort_kpis", data.cohort_kpis, lake, cohort)

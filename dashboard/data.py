@@ -41,6 +41,7 @@ from lakehouse.catalog import (
     TABLES,
     THERAPIES,
     TableSpec,
+    table_by_path,
 )
 from lakehouse.query import (
     PATIENT_FORECAST_SQL,
@@ -67,6 +68,9 @@ ENOUGH_WEAR_SHARE = 0.7
 DECLINE_LIST_LENGTH = 50
 SQL_ROW_CAP = 5_000
 SQL_TIMEOUT_SECONDS = 20.0
+# DuckDB's memory for the dashboard's queries and the analysts' (exact medians over a 10,000-
+# patient lake need more than 1 GB)
+MEMORY_LIMIT = "3GB"
 
 TableVersions = tuple[tuple[str, int | None], ...]
 
@@ -153,7 +157,7 @@ days AS (
     SELECT d.patient_id, d.date, d.steps, d.is_wear_day
     FROM silver.daily_steps AS d
     JOIN chosen USING (patient_id)
-    WHERE d.date BETWEEN CAST(? AS DATE) AND CAST(? AS DATE)
+    WHERE d.month BETWEEN ? AND ? AND d.date BETWEEN CAST(? AS DATE) AND CAST(? AS DATE)
 ),
 per_patient AS (
     SELECT
@@ -189,7 +193,8 @@ SELECT
     avg(d.steps) AS mean
 FROM silver.daily_steps AS d
 JOIN chosen USING (patient_id)
-WHERE d.is_wear_day AND d.date BETWEEN CAST(? AS DATE) AND CAST(? AS DATE)
+WHERE d.is_wear_day AND d.month BETWEEN ? AND ?
+  AND d.date BETWEEN CAST(? AS DATE) AND CAST(? AS DATE)
 GROUP BY 1
 ORDER BY 1
 """
@@ -203,7 +208,8 @@ SELECT
     count(DISTINCT d.patient_id) AS patients
 FROM silver.daily_steps AS d
 JOIN chosen USING (patient_id)
-WHERE d.is_wear_day AND d.date BETWEEN CAST(? AS DATE) AND CAST(? AS DATE)
+WHERE d.is_wear_day AND d.month BETWEEN ? AND ?
+  AND d.date BETWEEN CAST(? AS DATE) AND CAST(? AS DATE)
 GROUP BY 1, 2
 ORDER BY 1, 2
 """
@@ -234,9 +240,6 @@ ORDER BY o.year_end_change, o.patient_id
 LIMIT ?
 """
 
-PERIOD_SQL = """
-SELECT min(date) AS first_day, max(date) AS last_day FROM silver.daily_steps
-"""
 
 THERAPY_NAMES_SQL = """
 SELECT DISTINCT therapy FROM bronze.therapies ORDER BY therapy
@@ -353,54 +356,53 @@ def current_lake() -> Lake:
 
 
 @st.cache_data(ttl=VERSION_TTL_SECONDS, show_spinner=False)
+def _version(uri: str, path: str, _lake: Lake) -> int | None:
+    return _lake.version(table_by_path(path))
+
+
 def _all_versions(uri: str, _lake: Lake) -> TableVersions:
-    return tuple((table.path, _lake.version(table)) for table in TABLES)
+    return _versions_of(_lake, TABLES)
 
 
 def _versions_of(lake: Lake, tables: Sequence[TableSpec]) -> TableVersions:
-    wanted = {table.path for table in tables}
-    return tuple(item for item in _all_versions(lake.uri, lake) if item[0] in wanted)
+    """The current versions of ``tables`` (each re-read at most every 10 s), in their order."""
+    return tuple((table.path, _version(lake.uri, table.path, lake)) for table in tables)
 
 
 @dataclass
 class _Connection:
     """A sandboxed DuckDB connection, the lock that serialises its use across browser sessions,
-    and the tables registered so far: a table is registered when a query first reads it, so a
-    page never waits for the Delta logs of tables it does not show (bronze/step_samples' is the
-    largest)."""
+    and the version each table was registered at. A table is registered when a query first reads
+    it, and again when it has a new version: a page never waits for the Delta logs of tables it
+    does not show (bronze/step_samples' is the largest)."""
 
     con: duckdb.DuckDBPyConnection
     lock: threading.Lock
     lake: Lake
-    registered: set[str] = field(default_factory=set)
+    registered: dict[str, int | None] = field(default_factory=dict)
 
-    def ensure(self, tables: Sequence[TableSpec]) -> None:
-        """Register the ``tables`` not registered yet (call with the lock held)."""
-        for table in tables:
-            if table.path not in self.registered:
-                register(self.con, self.lake, table)
-                self.registered.add(table.path)
+    def ensure(self, versions: TableVersions) -> None:
+        """Register the tables of ``versions`` not registered at that version (call with the
+        lock held)."""
+        for path, version in versions:
+            if path not in self.registered or self.registered[path] != version:
+                register(self.con, self.lake, table_by_path(path))
+                self.registered[path] = version
 
 
-# Two entries: the current versions and, briefly, the previous ones for queries still running.
-@st.cache_resource(max_entries=2, show_spinner=False)
-def _connection(uri: str, versions: TableVersions, _lake: Lake) -> _Connection:
-    con = connect(_lake, sandbox=True, memory_limit="1GB", tables=())
+@st.cache_resource(show_spinner=False)
+def _connection(uri: str, _lake: Lake) -> _Connection:
+    con = connect(_lake, sandbox=True, memory_limit=MEMORY_LIMIT, tables=())
     return _Connection(con, threading.Lock(), _lake)
 
 
 @st.cache_data(ttl=RESULT_TTL_SECONDS, max_entries=512, show_spinner=False)
 def _cached_query(
-    uri: str,
-    versions: TableVersions,
-    sql: str,
-    params: tuple[object, ...],
-    _lake: Lake,
-    _reads: Sequence[TableSpec],
+    uri: str, versions: TableVersions, sql: str, params: tuple[object, ...], _lake: Lake
 ) -> pl.DataFrame:
-    connection = _connection(uri, _all_versions(uri, _lake), _lake)
+    connection = _connection(uri, _lake)
     with connection.lock:
-        connection.ensure(_reads)
+        connection.ensure(versions)
         result = run_query(connection.con, sql, list(params), row_cap=100_000)
     frame = pl.from_arrow(result.table)
     assert isinstance(frame, pl.DataFrame)
@@ -412,7 +414,7 @@ def _query(
 ) -> pl.DataFrame:
     """Run ``sql`` with bound ``params``, cached until a table in ``reads`` (every table the
     query reads) changes."""
-    return _cached_query(lake.uri, _versions_of(lake, reads), sql, tuple(params), lake, reads)
+    return _cached_query(lake.uri, _versions_of(lake, reads), sql, tuple(params), lake)
 
 
 # -------------------------------------------------------------------------------------- queries
@@ -520,6 +522,12 @@ class CohortFilter:
     age_bands: tuple[str, ...] = ()
     therapies: tuple[str, ...] = ()
 
+    def period(self) -> tuple[object, ...]:
+        """The bound parameters of a period filter on daily steps: first and last month (the
+        partitions to read), first and last day."""
+        months = (self.first_day.strftime("%Y-%m"), self.last_day.strftime("%Y-%m"))
+        return (*months, self.first_day, self.last_day)
+
     def params(self) -> tuple[object, ...]:
         """The bound parameters of the cohort's SQL, in order."""
 
@@ -555,11 +563,23 @@ class CohortKpis:
 
 
 def data_period(lake: Lake) -> tuple[date, date] | None:
-    """The first and last day of daily steps in the lake (None before any)."""
-    row = _query(lake, PERIOD_SQL, (), reads=(DAILY_STEPS,)).row(0, named=True)
-    if row["first_day"] is None:
+    """The first and last day of daily steps in the lake (None before any), from the Delta log's
+    file statistics: no data file is read."""
+    return _data_period(lake.uri, _versions_of(lake, (DAILY_STEPS,)), lake)
+
+
+@st.cache_data(ttl=RESULT_TTL_SECONDS, show_spinner=False)
+def _data_period(uri: str, versions: TableVersions, _lake: Lake) -> tuple[date, date] | None:
+    stats = _lake.file_stats(DAILY_STEPS)
+    if not stats.height or not stats["num_records"].sum():
         return None
-    return row["first_day"], row["last_day"]
+    first, last = stats["min.date"].min(), stats["max.date"].max()
+    if not (isinstance(first, date) and isinstance(last, date)):  # files written without stats
+        row = _lake.scan(DAILY_STEPS).select(
+            pl.col("date").min().alias("first"), pl.col("date").max().alias("last")
+        )
+        first, last = row.collect().row(0)
+    return first, last
 
 
 def therapy_names(lake: Lake) -> list[str]:
@@ -573,7 +593,7 @@ _COHORT_TABLES = (PATIENTS, THERAPIES)
 
 def cohort_kpis(lake: Lake, cohort: CohortFilter) -> CohortKpis:
     """Patients, median daily steps on wear days and share with enough wear in the period."""
-    params = (*cohort.params(), cohort.first_day, cohort.last_day)
+    params = (*cohort.params(), *cohort.period())
     row = _query(lake, COHORT_KPIS_SQL, params, reads=(*_COHORT_TABLES, DAILY_STEPS)).row(
         0, named=True
     )
@@ -589,13 +609,13 @@ def cohort_kpis(lake: Lake, cohort: CohortFilter) -> CohortKpis:
 def cohort_steps_by_group(lake: Lake, cohort: CohortFilter) -> pl.DataFrame:
     """Daily steps on wear days in the period per disease group: counts, 5/25/50/75/95th
     percentiles, mean."""
-    params = (*cohort.params(), cohort.first_day, cohort.last_day)
+    params = (*cohort.params(), *cohort.period())
     return _query(lake, COHORT_STEPS_BY_GROUP_SQL, params, reads=(*_COHORT_TABLES, DAILY_STEPS))
 
 
 def cohort_weekly_trend(lake: Lake, cohort: CohortFilter) -> pl.DataFrame:
     """Median daily steps on wear days per disease group and calendar week (Monday)."""
-    params = (*cohort.params(), cohort.first_day, cohort.last_day)
+    params = (*cohort.params(), *cohort.period())
     return _query(lake, COHORT_WEEKLY_TREND_SQL, params, reads=(*_COHORT_TABLES, DAILY_STEPS))
 
 
@@ -687,9 +707,9 @@ def run_analyst_query(lake: Lake, sql: str) -> QueryResult:
     Raises:
         InputError: not one read-only statement, failed, or out of time (one line).
     """
-    connection = _connection(lake.uri, _all_versions(lake.uri, lake), lake)
+    connection = _connection(lake.uri, lake)
     with connection.lock:
-        connection.ensure(tables_in(sql))
+        connection.ensure(_versions_of(lake, tables_in(sql)))
         return run_query(
             connection.con, sql, timeout_seconds=SQL_TIMEOUT_SECONDS, row_cap=SQL_ROW_CAP
         )
@@ -761,7 +781,8 @@ def latest_checks(lake: Lake) -> pl.DataFrame:
 
 def clear_caches() -> None:
     """Forget cached versions, connections and results (tests; after writing to the lake)."""
-    _all_versions.clear()
+    _version.clear()
+    _data_period.clear()
     _connection.clear()
     _cached_query.clear()
     _lake_tables.clear()

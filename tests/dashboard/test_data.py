@@ -330,7 +330,7 @@ def test_a_new_table_version_invalidates_cached_results(empty_lake: Lake) -> Non
         ),
     )
     # The version is re-read once its short TTL has passed; simulate that.
-    data._all_versions.clear()
+    data._version.clear()
 
     kpis = data.cohort_kpis(empty_lake, period)
     assert kpis.median_wear_day_steps == pytest.approx(150.0)
