@@ -17,7 +17,6 @@ Each run is a child process: a crash cannot take the scheduler down.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from pathlib import Path
 
 from apscheduler.schedulers.blocking import BlockingScheduler
 
+from lakehouse.settings import get_settings
 from lakehouse.storage import Lake
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,6 @@ DAILY_AT_HOUR_UTC = 2
 RETRAIN_CHECK_HOURS = 6
 RETRIES = 3
 RETRY_DELAY_SECONDS = 600.0
-LANDING_ENV = "MOBILITY_LANDING"
 PROCESSED = "processed"
 
 
@@ -104,7 +103,7 @@ def daily(
 
 
 def _landing_from_environment() -> Path | None:
-    value = os.environ.get(LANDING_ENV)
+    value = get_settings().landing
     return Path(value) if value else None
 
 

@@ -31,6 +31,11 @@ class Settings(BaseSettings):
     aggregate_batch_samples: int = Field(default=4_000_000, alias="MOBILITY_AGGREGATE_BATCH", gt=0)
     # Patient-days whose features are computed at once: bounds the features job's peak memory.
     features_batch_days: int = Field(default=50_000, alias="MOBILITY_FEATURES_BATCH", gt=0)
+    # Monitoring: where new alerts are posted (JSON), and the price table behind the cost figures.
+    alert_webhook: str | None = Field(default=None, alias="MOBILITY_ALERT_WEBHOOK")
+    prices_file: str | None = Field(default=None, alias="MOBILITY_PRICES")
+    # The scheduler's landing folder: files waiting there are ingested daily.
+    landing: str | None = Field(default=None, alias="MOBILITY_LANDING")
 
     def storage_options(self) -> dict[str, str]:
         """Object-store options for delta-rs, taken only from the environment."""

@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import urllib.request
 import uuid
 from datetime import datetime
 
 import polars as pl
 
+from lakehouse.settings import get_settings
+
 log = logging.getLogger(__name__)
-WEBHOOK_ENV = "MOBILITY_ALERT_WEBHOOK"
 WEBHOOK_TIMEOUT_SECONDS = 5.0
 
 
@@ -63,7 +63,7 @@ def post(alerts: pl.DataFrame) -> str | None:
     """Post new alerts as JSON to the webhook of ``MOBILITY_ALERT_WEBHOOK``; returns the error
     (one line) when that failed, None otherwise or without a webhook. Never raises: a webhook
     that is down must not stop the monitoring."""
-    url = os.environ.get(WEBHOOK_ENV)
+    url = get_settings().alert_webhook
     if not url or not alerts.height:
         return None
     body = json.dumps(

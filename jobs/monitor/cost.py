@@ -9,7 +9,6 @@ budget's patients (linear, as the benchmarks found the jobs to scale).
 
 from __future__ import annotations
 
-import os
 import tomllib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,6 +19,7 @@ import polars as pl
 
 from jobs.monitor import checks_frame
 from lakehouse.errors import InputError
+from lakehouse.settings import get_settings
 
 WINDOW_DAYS = 30
 DEFAULT_PRICES = Path(__file__).resolve().parents[2] / "config" / "prices.toml"
@@ -43,7 +43,7 @@ class Prices:
         Raises:
             InputError: the file is missing or lacks a price.
         """
-        chosen = path or Path(os.environ.get("MOBILITY_PRICES") or DEFAULT_PRICES)
+        chosen = path or Path(get_settings().prices_file or DEFAULT_PRICES)
         try:
             table: dict[str, Any] = tomllib.loads(chosen.read_text())
             return cls(

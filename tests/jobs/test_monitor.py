@@ -19,6 +19,7 @@ from jobs.monitor import cost
 from jobs.monitor import run as monitor_job
 from jobs.runs import job_run
 from lakehouse.catalog import ALERTS, DAILY_STEPS, FORECASTS, JOB_RUNS, MONITOR_CHECKS
+from lakehouse.settings import get_settings
 from lakehouse.storage import Lake, sql_literal
 
 NOW = datetime(2027, 1, 1, tzinfo=UTC)
@@ -284,6 +285,7 @@ def test_new_alerts_are_posted_to_the_webhook_and_a_dead_webhook_is_not_fatal(
         raise RuntimeError("out of memory")
     try:
         monkeypatch.setenv("MOBILITY_ALERT_WEBHOOK", f"http://127.0.0.1:{server.server_port}/")
+        get_settings.cache_clear()
         summary = monitor_job.run(lake)
     finally:
         server.shutdown()
@@ -297,7 +299,7 @@ def test_new_alerts_are_posted_to_the_webhook_and_a_dead_webhook_is_not_fatal(
     # the same failure stays one open alert: nothing new to post; a new one meets a dead hook
     with pytest.raises(RuntimeError), job_run(lake, "aggregate"):
         raise RuntimeError("disk full")
-    monkeypatch.setenv("MOBILITY_ALERT_WEBHOOK", f"http://127.0.0.1:{server.server_port}/")
-    dead = monitor_job.run(lake)
+    dead = monitor_job.run(lake)  # the server is shut down: the same address is dead now
+    get_settings.cache_clear()
     assert dead.webhook_error is not None and "alert webhook failed" in dead.webhook_error
     assert len(received) == 1
