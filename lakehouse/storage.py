@@ -461,13 +461,15 @@ class Lake:
         return _with_commit_retry(insert, what=f"insert into {table.path}")
 
     def delete(self, table: TableSpec, predicate: str) -> None:
-        """Delete the rows matching ``predicate`` (no-op when the table does not exist)."""
+        """Delete the rows matching ``predicate`` (no-op when the table does not exist).
+
+        A replace of those rows by none: the rows a touched file keeps are written again with
+        the declared types. (delta-rs' own delete writes them as ``string_view``, which SQL
+        filters on a table read with pushdown cannot compare.)
+        """
         if not self.exists(table):
             return
-        _with_commit_retry(
-            lambda: self.delta(table).delete(predicate, writer_properties=_WRITER),
-            what=f"delete from {table.path}",
-        )
+        self.replace(table, empty_frame(table), predicate=predicate)
 
     # ---------------------------------------------------------------- objects
 

@@ -265,3 +265,47 @@ def test_merged_tables_stay_filterable_in_sql(tmp_path: Path) -> None:
     assert result.table.column("model_id").to_pylist() == ["ebm:MS:v2"]
     with pytest.raises(StorageError, match="not declared merge_written"):
         lake.upsert(DAILY_STEPS, pl.DataFrame())
+
+
+def test_a_partial_delete_keeps_the_table_filterable_in_sql(tmp_path: Path) -> None:
+    """Retention deletes one patient's old origin from a file that also holds another patient:
+    the rows kept used to be rewritten as string_view, and the patient page's query failed."""
+    from datetime import date, timedelta
+
+    from jobs.forecast import _retire_superseded
+    from lakehouse.catalog import FORECASTS, PATIENTS, REGISTRY
+    from lakehouse.query import PATIENT_FORECAST_SQL
+
+    lake = Lake(str(tmp_path / "lake"))
+
+    def forecast(patient: str, origin: date) -> pl.DataFrame:
+        return pl.DataFrame(
+            {
+                "patient_id": patient,
+                "model": "m",
+                "origin_date": origin,
+                "target_date": [origin + timedelta(days=i) for i in range(3)],
+                "yhat": 1.0,
+                "yhat_lower": 0.0,
+                "yhat_upper": 2.0,
+                "origin_month": origin.strftime("%Y-%m"),
+            }
+        )
+
+    def run(a: date, b: date, predicate: str) -> None:
+        lake.replace(
+            FORECASTS, pl.concat([forecast("A", a), forecast("B", b)]), predicate=predicate
+        )
+
+    first, a2, b2, a3 = date(2024, 3, 2), date(2024, 3, 10), date(2024, 3, 8), date(2024, 3, 11)
+    run(first, first, "origin_month = '2024-03'")
+    later = (
+        "origin_month = '2024-03' AND ((origin_date = '{}' AND patient_id = 'A') "
+        "OR (origin_date = '{}' AND patient_id = 'B'))"
+    )
+    run(a2, b2, later.format(a2, b2))
+    run(a3, b2, later.format(a3, b2))  # A moved on, B did not: A's 10 March rows retire
+    batch = pl.DataFrame({"patient_id": ["A", "B"], "origin": [a3, b2]})
+    assert _retire_superseded(lake, batch) == 1
+    con = connect(lake, tables=[FORECASTS, REGISTRY, PATIENTS])
+    assert run_query(con, PATIENT_FORECAST_SQL, ["B", "B"]).table.num_rows == 3
