@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import polars as pl
+import psutil
 
 from lakehouse.catalog import JOB_RUNS
 from lakehouse.storage import Lake
@@ -41,8 +42,19 @@ class JobRun:
 
 
 def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    """CPU seconds of this process and of its children: those that ended (and were waited for)
+    and those still running (the EBM and Prophet worker pools), so a run's cost counts the work
+    it handed to other processes."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    ended = resource.getrusage(resource.RUSAGE_CHILDREN)
+    running = 0.0
+    for child in psutil.Process().children(recursive=True):
+        try:
+            times = child.cpu_times()
+        except psutil.Error:  # it ended meanwhile
+            continue
+        running += times.user + times.system
+    return own.ru_utime + own.ru_stime + ended.ru_utime + ended.ru_stime + running
 
 
 def peak_rss_mb() -> float:

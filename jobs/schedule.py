@@ -6,7 +6,10 @@
   a failed ingest run), then ``mobility pipeline`` runs: aggregate, features, train when due
   (weekly, or after an accuracy alert), forecast, monitor.
 - Every :data:`RETRAIN_CHECK_HOURS` hours: ``mobility train``, which trains only when due, so a
-  drift alert raised by monitoring is acted on the same day.
+  drift alert raised by monitoring is acted on the same day. One worker thread runs the jobs,
+  so two never overlap.
+- A pipeline that still fails after its retries is followed by ``mobility monitor``, so the
+  failure raises its alert.
 - A run that fails (its stages are recorded as failed in ops/job_runs) is retried up to
   :data:`RETRIES` times, :data:`RETRY_DELAY_SECONDS` apart. Each stage commits atomically, so a
   failure leaves every table as it was before that stage, and the retry picks up from the data.
@@ -24,6 +27,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.blocking import BlockingScheduler
 
 from lakehouse.settings import get_settings
@@ -75,19 +79,20 @@ def ingest_landing(lake: Lake, landing: Path, *, now: datetime | None = None) ->
     day = (now or datetime.now(UTC)).strftime("%Y-%m-%d")
     ingested = failed = 0
     try:
-        results = list(ingest_job.run_folder(lake, landing, skip=(PROCESSED,)))
+        results = ingest_job.run_folder(lake, landing, skip=(PROCESSED,))
+        for result in results:
+            if result.summary is None:
+                failed += not result.left
+                log.warning("landing file %s: %s", result.path, result.error)
+                continue
+            # moved as soon as it is in the lake: a later failure cannot ingest it twice
+            target = landing / PROCESSED / day / result.path.relative_to(landing)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(result.path, target)
+            ingested += 1
     except InputError as err:
         log.error("landing folder: %s", err)
-        return 0, 1
-    for result in results:
-        if result.summary is None:
-            failed += not result.left
-            log.warning("landing file %s: %s", result.path, result.error)
-            continue
-        target = landing / PROCESSED / day / result.path.relative_to(landing)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(result.path, target)
-        ingested += 1
+        return ingested, failed + 1
     return ingested, failed
 
 
@@ -96,10 +101,17 @@ def daily(
 ) -> int:
     """The daily run: landing files, then the pipeline with retries; the pipeline's status."""
     landing = landing or _landing_from_environment()
-    if landing is not None:
-        ingested, failed = ingest_landing(lake, landing)
-        log.info("landing: %d file(s) ingested, %d failed", ingested, failed)
-    return with_retries(lake, "pipeline", delay_seconds=delay_seconds)
+    try:
+        if landing is not None:
+            ingested, failed = ingest_landing(lake, landing)
+            log.info("landing: %d file(s) ingested, %d failed", ingested, failed)
+    except Exception:  # the landing folder must not keep the pipeline from running
+        log.exception("landing folder ingest failed")
+    status = with_retries(lake, "pipeline", delay_seconds=delay_seconds)
+    if status != 0:
+        # the pipeline stopped before its monitor stage: the failure still raises its alert
+        mobility(lake, "monitor")
+    return status
 
 
 def _landing_from_environment() -> Path | None:
@@ -110,7 +122,8 @@ def _landing_from_environment() -> Path | None:
 def run_forever(lake: Lake) -> None:
     """Block: the daily run now and every day at 02:00 UTC, the retraining check every 6 hours."""
     logging.basicConfig(level=logging.INFO)
-    scheduler = BlockingScheduler(timezone="UTC")
+    # one worker thread: the daily run and the retraining check never run at the same time
+    scheduler = BlockingScheduler(timezone="UTC", executors={"default": ThreadPoolExecutor(1)})
     scheduler.add_job(daily, "cron", hour=DAILY_AT_HOUR_UTC, args=[lake], max_instances=1)
     scheduler.add_job(
         with_retries, "interval", hours=RETRAIN_CHECK_HOURS, args=[lake, "train"], max_instances=1

@@ -85,6 +85,8 @@ def connect(
         ":memory:",
         config={"python_enable_replacements": False, "memory_limit": memory_limit, "threads": 2},
     )
+    # timestamps leave DuckDB in UTC, as the tables store them and the pages label them
+    con.execute("SET TimeZone = 'UTC'")
     for layer in sorted({table.layer for table in TABLES}):
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {layer}")
     for table in tables:
@@ -110,7 +112,8 @@ def tables_in(sql: str) -> list[TableSpec]:
         names = duckdb.get_table_names(sql, qualified=False)
     except Exception:  # not parsable or bindable alone: let the query itself say why
         return list(TABLES)
-    return [by_name[name] for name in sorted(names) if name in by_name]
+    # DuckDB names are case-insensitive; a name outside the catalog may be a CTE or a typo
+    return [by_name[name] for name in sorted({n.lower() for n in names}) if name in by_name]
 
 
 _READ_ONLY = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}

@@ -391,9 +391,13 @@ def run_folder(
             continue
         try:
             zone = None if chosen == "clinical" else timezone
-            yield FolderResult(path, summary=run(lake, path, format=chosen, timezone=zone))
+            summary = run(lake, path, format=chosen, timezone=zone)
         except InputError as err:
             yield FolderResult(path, error=str(err))
+        except Exception as err:  # one broken file must not stop the rest of the folder
+            yield FolderResult(path, error=f"{path}: {type(err).__name__}: {err}")
+        else:
+            yield FolderResult(path, summary=summary)
 
 
 def _stage(samples: Samples, found: _Parse, target: Path) -> None:

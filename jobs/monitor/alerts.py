@@ -53,6 +53,13 @@ def reconcile(
         .unique()
         .join(failing.select(keys), on=keys, how="anti")
     )
+    # a subject its check no longer reports (a model no longer forecast, a format no longer
+    # sent) cannot come back to ok: it is resolved when its check ran without it
+    ran = checks.select("check").unique()
+    gone = open_alerts.join(ran, on="check", how="semi").join(
+        checks.select(keys).unique(), on=keys, how="anti"
+    )
+    passing = pl.concat([passing, gone.select(keys)]).unique()
     resolved = open_alerts.join(passing, on=keys, how="semi").with_columns(
         resolved_at=pl.lit(now, pl.Datetime("us", "UTC"))
     )

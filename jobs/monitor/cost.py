@@ -3,7 +3,8 @@ rates (``config/prices.toml``, the original design's AWS figures), per month, an
 the budget's patient count.
 
 Measured: the CPU seconds of the job runs of the last :data:`WINDOW_DAYS` days (scaled to a
-month when the record is shorter) and the lake's size. Projected: both per patient, times the
+month when the record is shorter; under :data:`MIN_OBSERVED_DAYS` days of record the budget
+check says "too little data") and the lake's size. Projected: both per patient, times the
 budget's patients (linear, as the benchmarks found the jobs to scale).
 """
 
@@ -22,6 +23,7 @@ from lakehouse.errors import InputError
 from lakehouse.settings import get_settings
 
 WINDOW_DAYS = 30
+MIN_OBSERVED_DAYS = 7
 DEFAULT_PRICES = Path(__file__).resolve().parents[2] / "config" / "prices.toml"
 CATEGORIES = ("processing", "training", "inference")
 
@@ -87,6 +89,8 @@ def cost_checks(
     total = sum(r["value"] for r in rows)
     projected = sum(r["reference"] for r in rows)
     over = projected > prices.budget_usd_per_month
+    # a young record (the first backfill, a weekly training) scaled to a month overstates it
+    young = observed_days < MIN_OBSERVED_DAYS
     rows.append(
         {
             "subject": "total",
@@ -94,7 +98,7 @@ def cost_checks(
             "value": total,
             "reference": projected,
             "threshold": prices.budget_usd_per_month,
-            "status": "alert" if over else "ok",
+            "status": "too little data" if young else "alert" if over else "ok",
             "details": (
                 f"{patients:,} patients measured; projected to {prices.budget_patients:,} "
                 f"patients: ${projected:,.0f} per month against a "

@@ -303,3 +303,32 @@ def test_new_alerts_are_posted_to_the_webhook_and_a_dead_webhook_is_not_fatal(
     get_settings.cache_clear()
     assert dead.webhook_error is not None and "alert webhook failed" in dead.webhook_error
     assert len(received) == 1
+
+
+def test_alerts_resolve_when_ok_or_no_longer_reported_and_stay_open_without_data() -> None:
+    from jobs.monitor import alerts
+
+    when = datetime(2027, 1, 5, tzinfo=UTC)
+    open_alerts = pl.DataFrame(
+        {
+            "alert_id": ["a", "b", "c", "d"],
+            "raised_at": [when - timedelta(days=1)] * 4,
+            "check": ["accuracy", "accuracy", "accuracy", "cost"],
+            "subject": ["back to ok", "no longer scored", "too few days", "total"],
+            "message": ["m"] * 4,
+            "run_id": ["r0"] * 4,
+            "resolved_at": pl.Series([None] * 4, dtype=pl.Datetime("us", "UTC")),
+        }
+    )
+    checks = pl.DataFrame(
+        {
+            "check": ["accuracy", "accuracy", "accuracy", "job health"],
+            "subject": ["back to ok", "too few days", "new drift", "job x · latest run"],
+            "status": ["ok", "too little data", "alert", "ok"],
+            "details": ["", "", "MAE 2,000 over 1,100", ""],
+        }
+    )
+    new, resolved = alerts.reconcile(open_alerts, checks, "r1", when)
+    assert new["subject"].to_list() == ["new drift"]
+    # "too few days" stays open (no verdict); cost did not run, so its alert stays open too
+    assert sorted(resolved["subject"].to_list()) == ["back to ok", "no longer scored"]

@@ -53,3 +53,14 @@ def test_runs_accumulate_with_distinct_ids(lake: Lake) -> None:
     assert runs.height == 3
     assert runs["run_id"].n_unique() == 3
     assert runs["engine"].to_list() == ["spark"] * 3
+
+
+def test_cpu_time_of_worker_processes_counts(lake: Lake) -> None:
+    """Work handed to child processes (as EBM and Prophet do) is part of the run's cost."""
+    import subprocess
+    import sys
+
+    busy = "import time\nend = time.process_time() + 0.6\nwhile time.process_time() < end: pass"
+    with job_run(lake, "train"):
+        subprocess.run([sys.executable, "-c", busy], check=True)
+    assert lake.read(JOB_RUNS)["cpu_seconds"][0] >= 0.5

@@ -309,3 +309,10 @@ def test_a_partial_delete_keeps_the_table_filterable_in_sql(tmp_path: Path) -> N
     assert _retire_superseded(lake, batch) == 1
     con = connect(lake, tables=[FORECASTS, REGISTRY, PATIENTS])
     assert run_query(con, PATIENT_FORECAST_SQL, ["B", "B"]).table.num_rows == 3
+
+
+def test_tables_in_ignores_case() -> None:
+    from lakehouse.catalog import FORECASTS
+    from lakehouse.query import tables_in
+
+    assert tables_in('SELECT * FROM GOLD.FORECASTS WHERE "patient_id" = 1') == [FORECASTS]
