@@ -6,8 +6,8 @@ parameters (``?``), never format values into SQL text.
 Caching:
 
 - the table versions of the lake are read at most every :data:`VERSION_TTL_SECONDS`;
-- the DuckDB connection (``st.cache_resource``) is keyed by the versions of all tables, because its
-  views are bound to the files of the versions current when it was opened;
+- the DuckDB connection (``st.cache_resource``, one per lake) registers a table's view when a
+  query first reads it, and again when the table has a new version (views are bound to files);
 - each query result (``st.cache_data``) is keyed by the query, its parameters and the versions of
   the tables it reads, so a new pipeline run invalidates exactly the results it changed.
 """
@@ -247,9 +247,6 @@ SELECT DISTINCT therapy FROM bronze.therapies ORDER BY therapy
 
 # ----------------------------------------------------------------------------------- forecasts
 
-PATIENT_LATEST_ORIGIN_SQL = """
-SELECT max(origin_date) AS origin_date FROM gold.outlook WHERE patient_id = ?
-"""
 
 # The average contribution of each feature over the chosen target days: a feature outside a
 # day's top contributions counts as 0 there (its share is in that day's other_features), so the

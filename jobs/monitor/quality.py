@@ -99,13 +99,15 @@ def ingest_checks(runs: pl.DataFrame, since: datetime | None) -> pl.DataFrame:
     return checks_frame(rows, "data quality")
 
 
-def daily_checks(daily: pl.DataFrame, last_day: date) -> pl.DataFrame:
+def daily_checks(daily: pl.DataFrame, last_days: pl.DataFrame, last_day: date) -> pl.DataFrame:
     """Low wear, late data and outliers over ``daily`` rows (``patient_id, date, steps,
-    is_wear_day``) of the :data:`RECENT_DAYS` days up to ``last_day``."""
+    is_wear_day``) of the :data:`RECENT_DAYS` days up to ``last_day``, for every patient of
+    ``last_days`` (``patient_id, last``: each patient's last day with data, however old)."""
     since = last_day - timedelta(days=RECENT_DAYS - 1)
     recent = daily.filter(pl.col("date") >= since)
-    per_patient = recent.group_by("patient_id").agg(
-        wear=pl.col("is_wear_day").sum(), last=pl.col("date").max()
+    worn = recent.group_by("patient_id").agg(wear=pl.col("is_wear_day").sum())
+    per_patient = last_days.join(worn, on="patient_id", how="left").with_columns(
+        pl.col("wear").fill_null(0)
     )
     patients = per_patient.height
     if not patients:

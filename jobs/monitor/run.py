@@ -195,4 +195,7 @@ def _daily_quality(lake: Lake) -> pl.DataFrame:
         .select("patient_id", "date", "steps", "is_wear_day")
         .collect()
     )
-    return quality.daily_checks(daily, last)
+    last_days = (
+        lake.scan(DAILY_STEPS).group_by("patient_id").agg(last=pl.col("date").max()).collect()
+    )
+    return quality.daily_checks(daily, last_days, last)

@@ -253,10 +253,19 @@ def test_wear_lateness_and_outliers_of_the_last_weeks() -> None:
             rows.append(("stopped", when, 4000.0, True))  # nothing in the last 5 days
     rows.append(("worn", last, 80_000.0, True))
     daily = pl.DataFrame(rows, schema=["patient_id", "date", "steps", "is_wear_day"], orient="row")
-    checks = {r["subject"]: r for r in quality.daily_checks(daily, last).iter_rows(named=True)}
-    assert checks["low wear"]["value"] == pytest.approx(1 / 3)
+    # a fourth patient stopped sharing 40 days ago: no row in the last 28 days, still counted
+    last_days = pl.concat(
+        [
+            daily.group_by("patient_id").agg(last=pl.col("date").max()),
+            pl.DataFrame({"patient_id": ["gone"], "last": [last - timedelta(days=40)]}),
+        ]
+    )
+    checks = {
+        r["subject"]: r for r in quality.daily_checks(daily, last_days, last).iter_rows(named=True)
+    }
+    assert checks["low wear"]["value"] == pytest.approx(2 / 4)  # "rarely" and "gone"
     assert checks["low wear"]["status"] == "warning"
-    assert checks["late data"]["value"] == pytest.approx(1 / 3)
+    assert checks["late data"]["value"] == pytest.approx(2 / 4)  # "stopped" and "gone"
     assert checks["outliers"]["value"] == 1.0
 
 
