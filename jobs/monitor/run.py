@@ -75,7 +75,9 @@ def run(
         parts = [_accuracy(lake).with_columns(check=pl.lit("accuracy")), _drift(lake, now)]
         if runs.height:
             parts.append(health.health_checks(runs, now))
-            monitored = runs.filter(pl.col("job") == JOB)["started_at"].max()
+            # since the last monitoring run that finished: a failed one checked nothing
+            done = (pl.col("job") == JOB) & (pl.col("status") == "succeeded")
+            monitored = runs.filter(done)["started_at"].max()
             since = monitored if isinstance(monitored, datetime) else None
             parts.append(quality.ingest_checks(runs, since))
         parts.append(_daily_quality(lake))
