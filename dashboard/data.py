@@ -36,7 +36,6 @@ from lakehouse.catalog import (
     OUTLOOK,
     PATIENTS,
     QUARANTINE,
-    REGISTRY,
     SIDE_EFFECTS,
     TABLES,
     THERAPIES,
@@ -651,9 +650,7 @@ def patient_forecast(lake: Lake, patient_id: str) -> pl.DataFrame:
     """The patient's forecasts from their latest origin, every model, the champion marked:
     ``target_date, model, champion, yhat, yhat_lower, yhat_upper, origin_date`` (empty when
     the patient has none): the rows ``mobility export-forecast`` writes."""
-    return _query(
-        lake, PATIENT_FORECAST_SQL, (patient_id, patient_id), reads=(FORECASTS, REGISTRY, PATIENTS)
-    )
+    return _query(lake, PATIENT_FORECAST_SQL, (patient_id, patient_id), reads=(FORECASTS, OUTLOOK))
 
 
 def patient_explanation(

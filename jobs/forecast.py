@@ -353,7 +353,7 @@ def patient_forecast(lake: Lake, patient_id: str) -> pl.DataFrame:
     """
     from lakehouse.query import PATIENT_FORECAST_SQL, connect, run_query
 
-    con = connect(lake, tables=(FORECASTS, REGISTRY, PATIENTS))
+    con = connect(lake, tables=(FORECASTS, OUTLOOK))
     result = run_query(con, PATIENT_FORECAST_SQL, [patient_id, patient_id], row_cap=10**6)
     rows = pl.from_arrow(result.table)
     assert isinstance(rows, pl.DataFrame)

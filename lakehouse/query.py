@@ -24,8 +24,10 @@ DEFAULT_TIMEOUT_SECONDS = 30.0
 DEFAULT_ROW_CAP = 10_000
 
 
-# A patient's forecasts from their latest origin, the champion of their cluster marked (bound:
-# the patient twice). Used by ``mobility export-forecast`` and the dashboard's patient page.
+# A patient's forecasts from their latest origin, the champion marked as the forecast run chose
+# it (gold/outlook: the champion of the registry the forecasts were made with, as in the cohort
+# page's decline list). Bound: the patient twice. Used by ``mobility export-forecast`` and the
+# dashboard's patient page.
 PATIENT_FORECAST_SQL = """
 WITH mine AS (
     SELECT * FROM gold.forecasts WHERE patient_id = ?
@@ -34,12 +36,9 @@ latest AS (
     SELECT max(origin_date) AS origin_date FROM mine
 ),
 champion AS (
-    SELECT split_part(r.model_id, ':', 1) AS model
-    FROM models.registry AS r
-    JOIN bronze.patients AS p ON p.disease_group = r.cluster
-    WHERE p.patient_id = ?
-      AND r.status = 'champion'
-      AND r.version = (SELECT max(version) FROM models.registry)
+    SELECT model
+    FROM gold.outlook
+    WHERE patient_id = ? AND champion AND origin_date = (SELECT origin_date FROM latest)
 )
 SELECT
     target_date,

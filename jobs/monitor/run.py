@@ -164,12 +164,11 @@ def _drift(lake: Lake, now: datetime) -> pl.DataFrame:
         .select("patient_id", *drift.MONITORED_FEATURES)
         .collect()
     )
-    outlook = lake.scan(OUTLOOK).filter(pl.col("champion"))
-    predictions = (
-        outlook.filter(pl.col("origin_date") == pl.col("origin_date").max().over("patient_id"))
-        .select("year_steps")
-        .collect()["year_steps"]
+    # each patient's latest forecast, then its champion: the rows of the cohort page's list
+    outlook = lake.scan(OUTLOOK).filter(
+        pl.col("origin_date") == pl.col("origin_date").max().over("patient_id")
     )
+    predictions = outlook.filter(pl.col("champion")).select("year_steps").collect()["year_steps"]
     stored = (
         lake.scan(DRIFT_REFERENCE).filter(pl.col("registry_version") == version).collect()
         if lake.exists(DRIFT_REFERENCE)

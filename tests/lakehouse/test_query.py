@@ -273,7 +273,7 @@ def test_a_partial_delete_keeps_the_table_filterable_in_sql(tmp_path: Path) -> N
     from datetime import date, timedelta
 
     from jobs.forecast import _retire_superseded
-    from lakehouse.catalog import FORECASTS, PATIENTS, REGISTRY
+    from lakehouse.catalog import FORECASTS, OUTLOOK
     from lakehouse.query import PATIENT_FORECAST_SQL
 
     lake = Lake(str(tmp_path / "lake"))
@@ -307,7 +307,7 @@ def test_a_partial_delete_keeps_the_table_filterable_in_sql(tmp_path: Path) -> N
     run(a3, b2, later.format(a3, b2))  # A moved on, B did not: A's 10 March rows retire
     batch = pl.DataFrame({"patient_id": ["A", "B"], "origin": [a3, b2]})
     assert _retire_superseded(lake, batch) == 1
-    con = connect(lake, tables=[FORECASTS, REGISTRY, PATIENTS])
+    con = connect(lake, tables=[FORECASTS, OUTLOOK])
     assert run_query(con, PATIENT_FORECAST_SQL, ["B", "B"]).table.num_rows == 3
 
 
