@@ -71,42 +71,28 @@ def run(
     now = now or datetime.now(UTC)
     prices = prices or cost.Prices.load()
     with job_run(lake, JOB) as record:
-        runs = lake.read(JOB_RUNS) if lake.exists(JOB_RUNS) else pl.DataFrame()
-        parts = [_accuracy(lake).with_columns(check=pl.lit("accuracy")), _drift(lake, now)]
-        if runs.height:
-            parts.append(health.health_checks(runs, now))
-            # since the last monitoring run that finished: a failed one checked nothing
-            done = (pl.col("job") == JOB) & (pl.col("status") == "succeeded")
-            monitored = runs.filter(done)["started_at"].max()
-            since = monitored if isinstance(monitored, datetime) else None
-            parts.append(quality.ingest_checks(runs, since))
-        parts.append(_daily_quality(lake))
+        # missing tables read as empty frames with their columns
+        runs = lake.read(JOB_RUNS)
+        recent = _recent_days(lake)
+        parts = [health.health_checks(runs, now), _drift(lake, now)]
+        if recent is not None:
+            last, daily, last_days = recent
+            parts.append(_accuracy(lake, last, daily).with_columns(check=pl.lit("accuracy")))
+            parts.append(quality.daily_checks(daily, last_days, last))
+        # since the last monitoring run that finished: a failed one checked nothing
+        done = (pl.col("job") == JOB) & (pl.col("status") == "succeeded")
+        monitored = runs.filter(done)["started_at"].max()
+        parts.append(
+            quality.ingest_checks(runs, monitored if isinstance(monitored, datetime) else None)
+        )
         storage = sum(lake.info(table).size_bytes for table in TABLES)
-        patients = (
-            lake.scan(PATIENTS).select(pl.len()).collect().item() if lake.exists(PATIENTS) else 0
-        )
-        runs_for_cost = (
-            runs
-            if runs.height
-            else pl.DataFrame(
-                schema={
-                    "job": pl.String,
-                    "started_at": pl.Datetime("us", "UTC"),
-                    "cpu_seconds": pl.Float64,
-                }
-            )
-        )
-        parts.append(cost.cost_checks(runs_for_cost, storage, patients, prices, now))
+        patients = lake.scan(PATIENTS).select(pl.len()).collect().item()
+        parts.append(cost.cost_checks(runs, storage, patients, prices, now))
         checks = pl.concat([p for p in parts if p.height], how="diagonal_relaxed")
         checks = checks.with_columns(run_id=pl.lit(record.run_id), checked_at=pl.lit(now))
         if checks.height:
             lake.append(MONITOR_CHECKS, checks)
-        stored = lake.read(ALERTS) if lake.exists(ALERTS) else pl.DataFrame()
-        open_alerts = (
-            stored.filter(pl.col("resolved_at").is_null())
-            if stored.height
-            else pl.DataFrame(schema={"check": pl.String, "subject": pl.String})
-        )
+        open_alerts = lake.read(ALERTS).filter(pl.col("resolved_at").is_null())
         new, resolved = alerts.reconcile(open_alerts, checks, record.run_id, now)
         if new.height or resolved.height:
             lake.upsert(ALERTS, pl.concat([new, resolved], how="diagonal_relaxed"))
@@ -125,21 +111,34 @@ def run(
         )
 
 
-def _accuracy(lake: Lake) -> pl.DataFrame:
+def _recent_days(lake: Lake) -> tuple[date, pl.DataFrame, pl.DataFrame] | None:
+    """The lake's last day of data, the daily rows (``patient_id, date, steps, is_wear_day``) of
+    the days the accuracy and quality checks look at, and each patient's last day (``patient_id,
+    last``); None before any daily steps. Read once for both checks."""
+    last_days = (
+        lake.scan(DAILY_STEPS).group_by("patient_id").agg(last=pl.col("date").max()).collect()
+    )
+    last = last_days["last"].max()
+    if not isinstance(last, date):
+        return None
+    window = max(accuracy.RECENT_DAYS, quality.RECENT_DAYS)
+    daily = (
+        lake.scan(DAILY_STEPS)
+        .filter(pl.col("date") > pl.lit(last - timedelta(days=window)))
+        .select("patient_id", "date", "steps", "is_wear_day")
+        .collect()
+    )
+    return last, daily, last_days
+
+
+def _accuracy(lake: Lake, last: date, daily: pl.DataFrame) -> pl.DataFrame:
     """Accuracy check rows over the last :data:`accuracy.RECENT_DAYS` days of data."""
-    if not all(lake.exists(t) for t in (FORECASTS, DAILY_STEPS, BACKTESTS, PATIENTS)):
+    if not lake.exists(FORECASTS) or not lake.exists(BACKTESTS):
         return pl.DataFrame()
-    last = lake.scan(DAILY_STEPS).select(pl.col("date").max()).collect().item()
-    assert isinstance(last, date)
     since = last - timedelta(days=accuracy.RECENT_DAYS - 1)
     window = pl.col("target_date").is_between(pl.lit(since), pl.lit(last))
     forecasts = lake.scan(FORECASTS).filter(window).collect()
-    actuals = (
-        lake.scan(DAILY_STEPS)
-        .filter(pl.col("date") >= pl.lit(since))
-        .select("patient_id", "date", steps=wear_steps())
-        .collect()
-    )
+    actuals = daily.filter(pl.col("date") >= since).select("patient_id", "date", steps=wear_steps())
     clusters = (
         lake.scan(PATIENTS)
         .select("patient_id", cluster=pl.col("disease_group").fill_null("OTHER"))
@@ -181,22 +180,3 @@ def _drift(lake: Lake, now: datetime) -> pl.DataFrame:
         lake.upsert(DRIFT_REFERENCE, rows)
         return pl.DataFrame()
     return drift.drift_checks(stored, features, predictions)
-
-
-def _daily_quality(lake: Lake) -> pl.DataFrame:
-    """Low wear, late data and outliers over the last weeks of daily steps."""
-    if not lake.exists(DAILY_STEPS):
-        return pl.DataFrame()
-    last = lake.scan(DAILY_STEPS).select(pl.col("date").max()).collect().item()
-    assert isinstance(last, date)
-    since = last - timedelta(days=quality.RECENT_DAYS - 1)
-    daily = (
-        lake.scan(DAILY_STEPS)
-        .filter(pl.col("date") >= pl.lit(since))
-        .select("patient_id", "date", "steps", "is_wear_day")
-        .collect()
-    )
-    last_days = (
-        lake.scan(DAILY_STEPS).group_by("patient_id").agg(last=pl.col("date").max()).collect()
-    )
-    return quality.daily_checks(daily, last_days, last)
