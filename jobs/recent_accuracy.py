@@ -17,6 +17,7 @@ registered yet. Nothing is written: the rows are returned (and printed by ``mobi
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import date, timedelta
 
 import polars as pl
@@ -50,13 +51,8 @@ def run(
     """
     if horizon < 1 or origins < 1 or spacing_days < 1 or min_history_wear_days < 1:
         raise InputError("horizon, origins, spacing and minimum history must be at least 1")
-    panel = load_panel(lake, patients=patients)
-    panel = Panel(
-        panel.daily,
-        panel.patients,
-        panel.therapies,
-        panel.features,
-        min_history_wear_days=min_history_wear_days,
+    panel = replace(
+        load_panel(lake, patients=patients), min_history_wear_days=min_history_wear_days
     )
     ebms = registered_ebms(lake)
     own: list[Forecaster] = [
@@ -110,10 +106,10 @@ def _scorable(
 
 def _only(panel: Panel, patients: pl.DataFrame) -> Panel:
     ids = patients.select("patient_id")
-    return Panel(
-        panel.daily.join(ids, on="patient_id"),
-        panel.patients.join(ids, on="patient_id"),
-        panel.therapies.join(ids, on="patient_id"),
-        panel.features.join(ids, on="patient_id"),
-        min_history_wear_days=panel.min_history_wear_days,
+    return replace(
+        panel,
+        **{
+            name: getattr(panel, name).join(ids, on="patient_id")
+            for name in ("daily", "patients", "therapies", "features")
+        },
     )
