@@ -55,8 +55,12 @@ class Prices:
                 budget_usd_per_month=float(table["budget"]["usd_per_month"]),
                 budget_patients=int(table["budget"]["patients"]),
             )
-        except (OSError, KeyError, TypeError, ValueError, tomllib.TOMLDecodeError) as err:
-            raise InputError(f"price table {chosen}: {err!r}") from err
+        except OSError as err:
+            raise InputError(f"price table {chosen}: {err.strerror or err}") from err
+        except KeyError as err:
+            raise InputError(f"price table {chosen}: missing {err.args[0]}") from err
+        except (TypeError, ValueError, tomllib.TOMLDecodeError) as err:
+            raise InputError(f"price table {chosen}: {err}") from err
 
 
 def cost_checks(

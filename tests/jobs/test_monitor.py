@@ -341,3 +341,14 @@ def test_alerts_resolve_when_ok_or_no_longer_reported_and_stay_open_without_data
     assert new["subject"].to_list() == ["new drift"]
     # "too few days" stays open (no verdict); cost did not run, so its alert stays open too
     assert sorted(resolved["subject"].to_list()) == ["back to ok", "no longer scored"]
+
+
+def test_a_bad_price_table_is_one_plain_line(tmp_path: Path) -> None:
+    from lakehouse.errors import InputError
+
+    partial = tmp_path / "prices.toml"
+    partial.write_text("[storage]\n")
+    with pytest.raises(InputError, match="missing usd_per_gb_month"):
+        cost.Prices.load(partial)
+    with pytest.raises(InputError, match="No such file or directory"):
+        cost.Prices.load(tmp_path / "none.toml")
