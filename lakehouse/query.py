@@ -1,10 +1,14 @@
 """The DuckDB query layer: every catalog table as a view ``<layer>.<name>`` over the lake.
 
-DuckDB cannot download its ``delta`` extension here, so each view scans the table's current files
-through ``DeltaTable.to_pyarrow_dataset()`` (missing tables appear as empty views with their
-declared schema). The sandboxed connection used by the analysts' SQL console and ``mobility sql``
-turns off external access, Python replacement scans and configuration changes, caps memory, and
-interrupts queries that run too long.
+DuckDB cannot download its ``delta`` extension here, so each view reads the files of the table's
+current Delta version: on a local lake with DuckDB's own Parquet reader (``read_parquet`` of that
+file list, partition columns from the Hive-style paths; 2-3 times faster than an Arrow scan, with
+row-group statistics used for filters), on object storage through
+``DeltaTable.to_pyarrow_dataset()``. Missing tables appear as empty views with their declared
+schema. The sandboxed connection used by the analysts' SQL console and ``mobility sql`` turns off
+external access (only the catalog tables' folders stay readable, for the views), Python
+replacement scans and configuration changes, caps memory, and interrupts queries that run too
+long.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import pyarrow as pa
 
 from lakehouse.catalog import TABLES, TableSpec
 from lakehouse.errors import InputError
-from lakehouse.storage import Lake
+from lakehouse.storage import Lake, sql_literal
 
 DEFAULT_TIMEOUT_SECONDS = 30.0
 DEFAULT_ROW_CAP = 10_000
@@ -91,6 +95,10 @@ def connect(
     for table in tables:
         register(con, lake, table)
     if sandbox:
+        if lake.is_local:
+            # the views read their tables' Parquet files; nothing else on the machine
+            folders = ", ".join(sql_literal(f"{lake.table_uri(t)}/") for t in TABLES)
+            con.execute(f"SET allowed_directories = [{folders}]")
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
     return con
@@ -99,9 +107,56 @@ def connect(
 def register(con: duckdb.DuckDBPyConnection, lake: Lake, table: TableSpec) -> None:
     """Expose ``table``'s current files as the view ``<layer>.<name>`` (an empty view with the
     declared schema when the table does not exist yet)."""
-    source = f"_arrow_{table.layer}_{table.name}"
-    con.register(source, lake.dataset(table))
-    con.execute(f"CREATE OR REPLACE VIEW {table.qualified_name} AS SELECT * FROM {source}")
+    files = _local_files(lake, table)
+    if files:
+        source = _parquet_scan(table, files)
+    else:
+        source = f"_arrow_{table.layer}_{table.name}"
+        con.register(source, lake.dataset(table))
+    columns = ", ".join(f'"{name}"' for name in table.columns)
+    con.execute(f"CREATE OR REPLACE VIEW {table.qualified_name} AS SELECT {columns} FROM {source}")
+
+
+def _local_files(lake: Lake, table: TableSpec) -> list[str]:
+    """The Parquet files of the table's current version when DuckDB can read them itself: a
+    local lake, and partition values in Hive-style paths (as delta-rs and Spark write them).
+    Empty otherwise (missing or empty table, object storage, other layouts)."""
+    if not lake.is_local or not lake.exists(table):
+        return []
+    files = [uri.removeprefix("file://") for uri in lake.delta(table).file_uris()]
+    hive = all(
+        f"/{column}=" in file.removeprefix(lake.table_uri(table))
+        for file in files
+        for column in table.partition_by
+    )
+    return files if hive else []
+
+
+def _parquet_scan(table: TableSpec, files: Sequence[str]) -> str:
+    """A ``read_parquet`` of ``files`` with the table's partition columns typed as declared.
+    Files written before a column was added read it as NULL (``union_by_name``)."""
+    listed = ", ".join(sql_literal(file) for file in files)
+    options = "union_by_name = true"
+    if table.partition_by:
+        types = ", ".join(
+            f"{sql_literal(column)}: {_duckdb_type(table.schema.field(column).type)}"
+            for column in table.partition_by
+        )
+        options += f", hive_partitioning = true, hive_types = {{{types}}}"
+    else:
+        options += ", hive_partitioning = false"
+    return f"read_parquet([{listed}], {options})"
+
+
+def _duckdb_type(arrow_type: pa.DataType) -> str:
+    """The DuckDB type of a partition column."""
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return "VARCHAR"
+    if pa.types.is_date32(arrow_type):
+        return "DATE"
+    if pa.types.is_integer(arrow_type):
+        return "BIGINT"
+    raise ValueError(f"no DuckDB type for partition column type {arrow_type}")
 
 
 def tables_in(sql: str) -> list[TableSpec]:

@@ -316,3 +316,37 @@ def test_tables_in_ignores_case() -> None:
     from lakehouse.query import tables_in
 
     assert tables_in('SELECT * FROM GOLD.FORECASTS WHERE "patient_id" = 1') == [FORECASTS]
+
+
+@pytest.mark.parametrize("table", TABLES, ids=_ids)
+def test_views_return_exactly_the_rows_of_the_current_version(
+    lake: Lake, table: TableSpec
+) -> None:
+    """On a local lake the views read the current version's Parquet files themselves: files
+    that a rewrite left on disk are not read, partition columns keep their type, and values
+    (nulls, quotes, unicode) come back as Delta holds them."""
+    lake.append(table, edge_rows(table))
+    lake.replace(table, edge_rows(table, rows=(0, 2)), predicate=None)  # old files stay
+    expected = lake.read(table).sort(table.keys, nulls_last=True)
+    con = connect(lake, tables=[table])
+    shown = pl.from_arrow(run_query(con, f"SELECT * FROM {table.qualified_name}").table)
+    assert isinstance(shown, pl.DataFrame)
+    assert shown.columns == list(table.columns)
+    assert shown.sort(table.keys, nulls_last=True).to_dicts() == expected.to_dicts()
+    assert expected.height == 2
+
+
+def test_sandbox_reads_the_lake_tables_and_nothing_else(lake: Lake, tmp_path: Path) -> None:
+    lake.append(DAILY_STEPS, edge_rows(DAILY_STEPS))
+    outside = tmp_path / "outside.parquet"
+    pl.DataFrame({"secret": [42]}).write_parquet(outside)
+    con = connect(lake)
+    assert run_query(con, "SELECT count(*) AS n FROM silver.daily_steps").table["n"][0].as_py() == 3
+    for escape in (
+        f"SELECT * FROM read_parquet('{outside}')",
+        f"SELECT * FROM read_parquet('{lake.uri}/silver/../../outside.parquet')",
+        f"SELECT * FROM read_text('{lake.uri}/silver/daily_steps/_delta_log/../../../../etc/passwd')",
+        "SELECT * FROM read_text('/etc/passwd')",
+    ):
+        with pytest.raises(InputError, match="disabled by configuration|Permission"):
+            run_query(con, escape)
