@@ -319,9 +319,7 @@ def test_tables_in_ignores_case() -> None:
 
 
 @pytest.mark.parametrize("table", TABLES, ids=_ids)
-def test_views_return_exactly_the_rows_of_the_current_version(
-    lake: Lake, table: TableSpec
-) -> None:
+def test_views_return_exactly_the_rows_of_the_current_version(lake: Lake, table: TableSpec) -> None:
     """On a local lake the views read the current version's Parquet files themselves: files
     that a rewrite left on disk are not read, partition columns keep their type, and values
     (nulls, quotes, unicode) come back as Delta holds them."""
@@ -345,8 +343,8 @@ def test_sandbox_reads_the_lake_tables_and_nothing_else(lake: Lake, tmp_path: Pa
     for escape in (
         f"SELECT * FROM read_parquet('{outside}')",
         f"SELECT * FROM read_parquet('{lake.uri}/silver/../../outside.parquet')",
-        f"SELECT * FROM read_text('{lake.uri}/silver/daily_steps/_delta_log/../../../../etc/passwd')",
+        f"SELECT * FROM read_text('{lake.uri}/silver/daily_steps/../../../../../etc/passwd')",
         "SELECT * FROM read_text('/etc/passwd')",
     ):
-        with pytest.raises(InputError, match="disabled by configuration|Permission"):
+        with pytest.raises(InputError, match=r"disabled by configuration|Permission"):
             run_query(con, escape)
