@@ -322,6 +322,10 @@ SELECT
     date_diff('millisecond', started_at, finished_at) / 1000.0 AS duration_seconds,
     rows_in,
     rows_out,
+    cpu_seconds,
+    bytes_read / 1e6 AS mb_read,
+    bytes_written / 1e6 AS mb_written,
+    peak_rss_mb,
     error,
     engine,
     run_id
@@ -763,7 +767,8 @@ def month_end(month: date) -> date:
 
 
 def recent_job_runs(lake: Lake, limit: int = 100) -> pl.DataFrame:
-    """The latest job runs, newest first, with status, duration, rows and error."""
+    """The latest job runs, newest first: status, duration, rows, CPU, MB read and written, peak
+    memory and error."""
     return _query(lake, RECENT_JOB_RUNS_SQL, (limit,), reads=(JOB_RUNS,))
 
 

@@ -57,6 +57,22 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + ended.ru_utime + ended.ru_stime + running
 
 
+def _io_bytes() -> tuple[int, int]:
+    """Bytes this process and its running children have read and written through the operating
+    system (``/proc/<pid>/io`` rchar and wchar: files, page cache hits and network alike, as a
+    job reading an object store would be billed). Children that ended before this call are not
+    in it (the OS keeps no such total for them); the long-lived worker pools are."""
+    read = written = 0
+    for process in (psutil.Process(), *psutil.Process().children(recursive=True)):
+        try:
+            counters = process.io_counters()
+        except (psutil.Error, AttributeError):  # ended meanwhile; no /proc/<pid>/io here
+            continue
+        read += getattr(counters, "read_chars", counters.read_bytes)
+        written += getattr(counters, "write_chars", counters.write_bytes)
+    return read, written
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far, in MB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -67,7 +83,7 @@ def job_run(lake: Lake, job: str, *, engine: str = "local") -> Iterator[JobRun]:
     """Time a job and append its row to ``ops/job_runs`` when it ends, whatever the outcome."""
     run = JobRun(job=job, engine=engine)
     started = datetime.now(UTC)
-    wall0, cpu0 = time.perf_counter(), _cpu_seconds()
+    wall0, cpu0, (read0, written0) = time.perf_counter(), _cpu_seconds(), _io_bytes()
     error: str | None = None
     try:
         yield run
@@ -76,6 +92,7 @@ def job_run(lake: Lake, job: str, *, engine: str = "local") -> Iterator[JobRun]:
         run.details["traceback_tail"] = traceback.format_exc(limit=3)[-2000:]
         raise
     finally:
+        read1, written1 = _io_bytes()
         row = {
             "run_id": run.run_id,
             "job": job,
@@ -89,6 +106,8 @@ def job_run(lake: Lake, job: str, *, engine: str = "local") -> Iterator[JobRun]:
             "wall_seconds": time.perf_counter() - wall0,
             "cpu_seconds": _cpu_seconds() - cpu0,
             "peak_rss_mb": peak_rss_mb(),
+            "bytes_read": max(0, read1 - read0),
+            "bytes_written": max(0, written1 - written0),
             "details": json.dumps(run.details, default=str, sort_keys=True),
         }
         lake.append(JOB_RUNS, pl.DataFrame([row]))

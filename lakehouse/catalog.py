@@ -339,9 +339,16 @@ JOB_RUNS = TableSpec(
         ("cpu_seconds", pa.float64()),
         ("peak_rss_mb", pa.float64()),
         ("details", pa.string()),
+        # added later: null in rows of runs recorded before
+        ("bytes_read", pa.int64()),
+        ("bytes_written", pa.int64()),
     ),
     keys=("run_id",),
-    description="One row per finished job run (succeeded or failed) with its cost figures.",
+    description=(
+        "One row per finished job run (succeeded or failed) with its cost figures: wall and CPU "
+        "seconds, peak memory, rows and bytes read and written (by the job's process and its "
+        "running workers, through the OS)."
+    ),
 )
 
 MONITOR_CHECKS = TableSpec(

@@ -253,11 +253,14 @@ class Lake:
             if app_id is not None and app_version is not None
             else None
         )
+        # a table created before the catalog gave it more columns gains them (older rows null)
+        grows = self.exists(table) and not self.schema_matches(table)
         _with_commit_retry(
             lambda: write_deltalake(
                 self.table_uri(table),
                 arrow,
                 mode="append",
+                schema_mode="merge" if grows else None,
                 partition_by=list(table.partition_by) or None,
                 storage_options=self.storage_options or None,
                 writer_properties=_WRITER,

@@ -156,6 +156,14 @@ else:
         column_config={
             "started_at": st.column_config.DatetimeColumn("started (UTC)"),
             "duration_seconds": st.column_config.NumberColumn("duration (s)", format="%.1f"),
+            "cpu_seconds": st.column_config.NumberColumn(
+                "CPU (s)", format="%.1f", help="The job's process and its worker processes."
+            ),
+            "mb_read": st.column_config.NumberColumn(
+                "MB read", format="%.1f", help="Read through the OS by the job and its workers."
+            ),
+            "mb_written": st.column_config.NumberColumn("MB written", format="%.1f"),
+            "peak_rss_mb": st.column_config.NumberColumn("peak memory (MB)", format="%.0f"),
         },
     )
 

@@ -152,6 +152,8 @@ def build_demo_lake(root: Path) -> DemoLake:
                 "wall_seconds": [12.5, 3.0],
                 "cpu_seconds": [10.0, 1.0],
                 "peak_rss_mb": [300.0, 200.0],
+                "bytes_read": [52_000_000, 1_000_000],
+                "bytes_written": [4_000_000, 0],
                 "details": ["{}", "{}"],
             }
         ),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -64,3 +65,42 @@ def test_cpu_time_of_worker_processes_counts(lake: Lake) -> None:
     with job_run(lake, "train"):
         subprocess.run([sys.executable, "-c", busy], check=True)
     assert lake.read(JOB_RUNS)["cpu_seconds"][0] >= 0.5
+
+
+def test_bytes_read_and_written_are_measured(lake: Lake, tmp_path: Path) -> None:
+    data = tmp_path / "export.bin"
+    data.write_bytes(b"\0" * 3_000_000)
+    with job_run(lake, "ingest"):
+        copy = tmp_path / "copy.bin"
+        copy.write_bytes(data.read_bytes())
+    row = lake.read(JOB_RUNS).row(0, named=True)
+    # the file itself, plus whatever the interpreter read and wrote meanwhile
+    assert 3_000_000 <= row["bytes_read"] < 6_000_000
+    assert 3_000_000 <= row["bytes_written"] < 6_000_000
+
+
+def test_a_job_runs_table_from_before_the_byte_columns_gains_them(lake: Lake) -> None:
+    import polars as pl
+    from deltalake import write_deltalake
+
+    from lakehouse.storage import conform
+
+    old_columns = [c for c in JOB_RUNS.columns if not c.startswith("bytes_")]
+    with job_run(lake, "aggregate"):
+        pass
+    old_row = lake.read(JOB_RUNS).select(old_columns)
+    write_deltalake(
+        lake.table_uri(JOB_RUNS),
+        conform(JOB_RUNS, lake.read(JOB_RUNS)).select(old_columns),
+        mode="overwrite",
+        schema_mode="overwrite",
+    )
+    assert not lake.schema_matches(JOB_RUNS)
+    with job_run(lake, "features"):
+        pass
+    runs = lake.read(JOB_RUNS).sort("started_at")
+    assert lake.schema_matches(JOB_RUNS)
+    assert runs["job"].to_list() == ["aggregate", "features"]
+    assert runs.select(old_columns).head(1).equals(old_row)
+    assert runs["bytes_read"].is_null().to_list() == [True, False]
+    assert pl.Series(runs["bytes_written"]).dtype == pl.Int64
