@@ -79,7 +79,7 @@ from zoneinfo import available_timezones
 
 import polars as pl
 
-from jobs.ingest.common import IngestSummary, csv_columns, header_names, quarantine_rows
+from jobs.ingest.common import IngestSummary, header_names, quarantine_rows, schema_details
 from jobs.runs import job_run
 from lakehouse.catalog import DIAGNOSES, PATIENTS, QUARANTINE, SIDE_EFFECTS, THERAPIES, TableSpec
 from lakehouse.errors import InputError
@@ -651,6 +651,6 @@ def run(lake: Lake, path: Path | str, *, kind: ClinicalKind | None = None) -> In
             **details,
             "patients": len(patients),
             "format": found,
-            "columns": csv_columns(Path(path)),
+            **schema_details(Path(path)),
         }
     return summary

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,8 +22,26 @@ def column_names(header: list[str]) -> list[str]:
     return [cell.strip().lstrip("\ufeff").strip() for cell in header]
 
 
+# Data rows read to tell each column's kind of value (monitoring's schema change check).
+SCHEMA_SAMPLE_ROWS = 200
+_VALUE_KINDS = (
+    ("integer", re.compile(r"[+-]?\d+")),
+    ("number", re.compile(r"[+-]?(\d+[.,]\d*|[.,]\d+|\d+)([eE][+-]?\d+)?")),
+    (
+        "date/time",
+        re.compile(r"(\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}|\d{1,2}-[A-Za-z]{3}-\d{4}).*"),
+    ),
+)
+
+
+def delimiter_of(header: str) -> str:
+    """The delimiter of a CSV file: the one of ``,``, ``;`` and tab its header holds most."""
+    return max(",;\t", key=header.count)
+
+
 def header_names(path: Path, *, limit: int = 65_536) -> list[str] | None:
-    """The column names on the first line of a CSV file; None when it cannot be read as one."""
+    """The column names on the first line of a comma-separated file; None when it cannot be
+    read as one."""
     try:
         with path.open("rb") as handle:
             head = handle.readline(limit)
@@ -35,12 +54,58 @@ def header_names(path: Path, *, limit: int = 65_536) -> list[str] | None:
         return None
 
 
-def csv_columns(path: Path) -> list[str] | None:
-    """The header of a CSV-like file (recorded with each ingest run, for the monitoring's schema
-    change check); None for other files (XML, JSON, zip, Parquet)."""
+def csv_schema(path: Path) -> dict[str, str] | None:
+    """The columns of a CSV-like file in order, each with the kind of value its first
+    :data:`SCHEMA_SAMPLE_ROWS` rows hold (``integer``, ``number``, ``date/time``, ``text``, or
+    ``empty``); recorded with each ingest run for the monitoring's schema change check. None for
+    other files (XML, JSON, zip, Parquet) and unreadable ones."""
     if path.suffix.lower() not in {".csv", ".tsv", ".txt"}:
         return None
-    return header_names(path)
+    return _read_schema(path, rows=SCHEMA_SAMPLE_ROWS)
+
+
+def schema_details(path: Path) -> dict[str, object]:
+    """What an ingest run records about a file's layout: ``columns`` (names in order) and
+    ``column_types`` (:func:`csv_schema`), both None for files other than CSV."""
+    schema = csv_schema(path)
+    return {
+        "columns": None if schema is None else list(schema),
+        "column_types": schema,
+    }
+
+
+def _read_schema(path: Path, *, rows: int, limit: int = 65_536) -> dict[str, str] | None:
+    """The header with the delimiter the generic reader uses, and the kinds of ``rows`` rows."""
+    try:
+        with path.open("rb") as handle:
+            lines = [handle.readline(limit) for _ in range(rows + 1)]
+    except OSError:
+        return None
+    texts = [line.decode("utf-8-sig", errors="replace").rstrip("\r\n") for line in lines]
+    texts = [texts[0]] + [t for t in texts[1:] if t]
+    try:
+        parsed = list(csv.reader(texts, delimiter=delimiter_of(texts[0])))
+    except csv.Error:
+        return None
+    if not parsed:
+        return None
+    names = column_names(parsed[0])
+    values: list[list[str]] = [[] for _ in names]
+    for row in parsed[1:]:
+        for i, cell in enumerate(row[: len(names)]):
+            if cell.strip():
+                values[i].append(cell.strip())
+    return {name: _kind(column) for name, column in zip(names, values, strict=True)}
+
+
+def _kind(values: list[str]) -> str:
+    """The narrowest kind every value fits (integers are numbers too)."""
+    if not values:
+        return "empty"
+    for kind, pattern in _VALUE_KINDS:
+        if all(pattern.fullmatch(v) for v in values):
+            return kind
+    return "text"
 
 
 def csv_line(row: list[str]) -> str:

@@ -96,6 +96,7 @@ from jobs.ingest.common import (
     SeenKeys,
     column_names,
     csv_line,
+    delimiter_of,
     split_samples,
 )
 from lakehouse.errors import InputError
@@ -291,7 +292,7 @@ def _csv_batches(
             header = text.readline()
             if not header.strip():
                 raise InputError(f"{where}: empty file (no header line)")
-            delimiter = max(",;\t", key=header.count)
+            delimiter = delimiter_of(header)
             reader = csv.reader(itertools.chain([header], text), delimiter=delimiter)
             names = column_names(next(reader))
             at = {role: names.index(name) for role, name in _resolve(names, options, where).items()}

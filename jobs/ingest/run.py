@@ -34,8 +34,8 @@ from jobs.ingest.common import (
     ParseStats,
     PatientZones,
     SeenKeys,
-    csv_columns,
     quarantine_rows,
+    schema_details,
 )
 from jobs.runs import job_run
 from lakehouse.catalog import PATIENTS, QUARANTINE, STEP_SAMPLES
@@ -329,7 +329,7 @@ def run(
             patients=tuple(patients),
         )
         job.rows_in, job.rows_out = summary.records_read, summary.new_samples
-        job.details = {**summary.__dict__, "format": kind_name, "columns": csv_columns(path)}
+        job.details = {**summary.__dict__, "format": kind_name, **schema_details(path)}
     return summary
 
 

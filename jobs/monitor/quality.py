@@ -6,8 +6,9 @@ records its file's format, accepted and quarantined counts and CSV header):
 
 - ``quarantine share`` per format: quarantined / (accepted + quarantined); a warning from
   :data:`QUARANTINE_WARNING`, an alert from :data:`QUARANTINE_ALERT`;
-- ``schema`` per file: columns new or missing against the previous file of the same format (an
-  alert: a device or export tool changed its format).
+- ``schema`` per file: columns new, missing or retyped (the kind of value their first rows hold
+  changed, e.g. numbers to text) against the previous file of the same format (an alert: a
+  device or export tool changed its format).
 
 Daily-steps checks over the last :data:`RECENT_DAYS` days of data (warnings, not alerts: they
 describe the patients, not a broken pipeline):
@@ -45,11 +46,11 @@ def ingest_checks(runs: pl.DataFrame, since: datetime | None) -> pl.DataFrame:
     format (earlier runs included)."""
     ingests = runs.filter(pl.col("job") == "ingest").sort("started_at")
     rows: list[dict[str, Any]] = []
-    previous: dict[str, list[str]] = {}
+    previous: dict[str, dict[str, str | None]] = {}
     totals: dict[str, list[int]] = {}
     for started, status, details in ingests.select("started_at", "status", "details").iter_rows():
         parsed = json.loads(details or "{}")
-        kind, columns = parsed.get("format"), parsed.get("columns")
+        kind, columns = parsed.get("format"), _columns(parsed)
         recent = since is None or started > since
         if status == "succeeded" and kind and recent:
             counts = totals.setdefault(kind, [0, 0])
@@ -63,17 +64,24 @@ def ingest_checks(runs: pl.DataFrame, since: datetime | None) -> pl.DataFrame:
             continue
         added = [c for c in columns if c not in before]
         missing = [c for c in before if c not in columns]
+        retyped = [
+            f"{c}: {before[c]} -> {now}"
+            for c, now in columns.items()
+            if c in before and _retyped(before[c], now)
+        ]
+        changed = len(added) + len(missing) + len(retyped)
         rows.append(
             {
                 "subject": f"schema of {kind} files",
                 "metric": "columns changed",
-                "value": float(len(added) + len(missing)),
+                "value": float(changed),
                 "reference": None,
                 "threshold": 0.0,
-                "status": "alert" if added or missing else "ok",
+                "status": "alert" if changed else "ok",
                 "details": (
                     f"{parsed.get('source_file')}: new columns {added or 'none'}, missing "
-                    f"columns {missing or 'none'} against the previous {kind} file"
+                    f"columns {missing or 'none'}, retyped columns {retyped or 'none'} against "
+                    f"the previous {kind} file"
                 ),
             }
         )
@@ -97,6 +105,22 @@ def ingest_checks(runs: pl.DataFrame, since: datetime | None) -> pl.DataFrame:
             }
         )
     return checks_frame(rows, "data quality")
+
+
+def _columns(details: dict[str, Any]) -> dict[str, str | None]:
+    """A file's columns with their kinds of value (None for runs recorded before kinds were)."""
+    kinds = details.get("column_types")
+    if isinstance(kinds, dict):
+        return {str(name): str(kind) for name, kind in kinds.items()}
+    return dict.fromkeys(details.get("columns") or [])
+
+
+def _retyped(before: str | None, now: str | None) -> bool:
+    """A column's values changed kind; an empty sample or an unknown kind says nothing, and a
+    column of whole numbers that now has decimals is still numbers."""
+    if before in (None, "empty") or now in (None, "empty") or before == now:
+        return False
+    return {before, now} != {"integer", "number"}
 
 
 def daily_checks(daily: pl.DataFrame, last_days: pl.DataFrame, last_day: date) -> pl.DataFrame:

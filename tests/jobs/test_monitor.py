@@ -7,6 +7,7 @@ import json
 import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -236,6 +237,33 @@ def test_a_schema_change_and_a_burst_of_bad_rows_are_reported(tmp_path: Path) ->
     assert burst["status"] == "alert"
     raised = set(lake.read(ALERTS).filter(pl.col("resolved_at").is_null())["subject"])
     assert {"schema of generic files", "quarantine of generic files"} <= raised
+
+    # the same columns again, all rows good: the schema check is ok, then the export tool
+    # writes the steps as text ("1,017 steps"), and those rows are quarantined too
+    same = tmp_path / "week3.csv"
+    same.write_text(
+        "patient_id,start,end,steps,device\n"
+        + "".join(f"A,2024-01-{d} 08:00,2024-01-{d} 09:00,{1000 + d}.5,watch\n" for d in (18, 19))
+    )
+    ingest.run(lake, same, format="generic", timezone="UTC")
+    third = monitor_job.run(lake)
+    schema = _check(lake, third.run_id, "schema of generic files")
+    assert schema["status"] == "ok", schema["details"]  # whole numbers to decimals: no change
+    retyped = tmp_path / "week4.csv"
+    retyped.write_text(
+        "patient_id,start,end,steps,device\n"
+        + "".join(f'A,2024-01-{d} 08:00,2024-01-{d} 09:00,"1,0{d} steps",watch\n' for d in (20, 21))
+    )
+    ingest.run(lake, retyped, format="generic", timezone="UTC")
+    fourth = monitor_job.run(lake)
+    schema = _check(lake, fourth.run_id, "schema of generic files")
+    assert schema["status"] == "alert" and schema["value"] == 1.0
+    assert "retyped columns ['steps: number -> text']" in schema["details"]
+
+
+def _check(lake: Lake, run_id: str, subject: str) -> dict[str, Any]:
+    checks = lake.read(MONITOR_CHECKS).filter(pl.col("run_id") == run_id)
+    return checks.filter(pl.col("subject") == subject).row(0, named=True)
 
 
 def test_wear_lateness_and_outliers_of_the_last_weeks() -> None:
