@@ -361,12 +361,13 @@ def cost_breakdown(parts: pl.DataFrame, *, budget: float) -> go.Figure:
 
 
 def drift_shares(details: str, *, title: str) -> go.Figure:
-    """Share of patients per decile bin of the reference, now and at the reference, from a
-    drift check's ``details`` (JSON with ``shares_now`` and ``shares_reference``; the last bin
-    is the missing values)."""
+    """Share of patients per quantile bin of the reference (deciles, fewer in small
+    populations), now and at the reference, from a drift check's ``details`` (JSON with
+    ``shares_now`` and ``shares_reference``; the last bin is the missing values)."""
     parsed = json.loads(details)
     now, then = parsed["shares_now"], parsed["shares_reference"]
-    labels = [f"decile bin {i + 1}" for i in range(len(now) - 1)] + ["missing"]
+    bins = len(now) - 1
+    labels = [f"{i + 1} of {bins}" for i in range(bins)] + ["missing"]
     figure = go.Figure(
         [
             go.Bar(x=labels, y=then, name="at the last training", marker_color=NON_WEAR_COLOUR),

@@ -443,6 +443,99 @@ def scheduler(ctx: typer.Context) -> None:
     run_forever(_context(ctx).lake)
 
 
+simulate_app = typer.Typer(
+    help="A synthetic population that lives on day by day (demos, monitoring).",
+    no_args_is_help=True,
+)
+app.add_typer(simulate_app, name="simulate")
+
+
+@simulate_app.command("start")
+def simulate_start(
+    ctx: typer.Context,
+    patients: Annotated[int, typer.Option(min=1, help="Number of patients.")] = 60,
+    seed: Annotated[int, typer.Option(min=0, help="Population seed.")] = 42,
+    years: Annotated[float, typer.Option(help="Years of history before the start day.")] = 2.0,
+    start_day: Annotated[
+        str | None,
+        typer.Option(help="The last day known at the start (YYYY-MM-DD; default 2026-10-31)."),
+    ] = None,
+    days_ahead: Annotated[int, typer.Option(help="Days that can be released later.")] = 90,
+    landing: Annotated[
+        Path | None,
+        typer.Option(help="Landing folder (default: MOBILITY_LANDING, else next to the lake)."),
+    ] = None,
+    tune_seconds: Annotated[
+        float, typer.Option(min=0, help="EBM tuning budget of each training.")
+    ] = 0.0,
+) -> None:
+    """Simulate the patients' lives, ingest what was known on the start day through the landing
+    folder and run the pipeline (training forced)."""
+    from jobs import simulate as simulate_job
+
+    lake = _context(ctx).lake
+    folder = landing or _simulation_landing(lake)
+    simulation = simulate_job.start(
+        lake,
+        patients=patients,
+        seed=seed,
+        landing=folder,
+        years=years,
+        days_ahead=days_ahead,
+        training={"tune_seconds": tune_seconds},
+        **({"start_day": _parse_date(start_day)} if start_day else {}),
+    )
+    typer.echo(
+        f"simulate: {simulation.patients} patients known through {simulation.today}; "
+        f"`mobility simulate advance --days N` releases up to {simulation.last_day} "
+        f"(landing folder {folder})"
+    )
+
+
+@simulate_app.command("advance")
+def simulate_advance(
+    ctx: typer.Context,
+    days: Annotated[int, typer.Option(min=1, help="Days to release, one at a time.")] = 1,
+    shift: Annotated[
+        float | None,
+        typer.Option(help="From the first of these days, steps times this factor (0.6: -40%)."),
+    ] = None,
+    group: Annotated[
+        list[str] | None, typer.Option(help="Shift only this disease group (repeatable).")
+    ] = None,
+    bad_rows: Annotated[
+        int, typer.Option(min=0, help="Broken rows in the first of these days' feed.")
+    ] = 0,
+    extra_column: Annotated[
+        str | None, typer.Option(help="A column the feed carries from the first of these days.")
+    ] = None,
+) -> None:
+    """Release days of the simulation: each day's device feed goes through the landing folder,
+    then the daily pipeline and monitoring run."""
+    from jobs import simulate as simulate_job
+
+    change = None if shift is None else simulate_job.Shift(date.min, shift, tuple(group or ()))
+    if group and shift is None:
+        raise InputError("--group needs --shift")
+    simulate_job.advance(
+        _context(ctx).lake,
+        days=days,
+        shift=change,
+        bad_rows=bad_rows,
+        extra_column=extra_column,
+        on_day=lambda report: typer.echo(report.describe()),
+    )
+
+
+def _simulation_landing(lake: Lake) -> Path:
+    configured = get_settings().landing
+    if configured:
+        return Path(configured)
+    if not lake.is_local:
+        raise InputError("give --landing (a local folder) for a lake on object storage")
+    return Path(lake.uri).parent / "landing"
+
+
 @lake_app.command("info")
 def lake_info(ctx: typer.Context) -> None:
     """List tables with their version, rows, files and size."""

@@ -93,7 +93,7 @@ _DEVICES = {
 _SEX = {"F": "HKBiologicalSexFemale", "M": "HKBiologicalSexMale"}
 
 
-def _local_text(utc: pl.Expr, offset_minutes: pl.Expr) -> pl.Expr:
+def local_text(utc: pl.Expr, offset_minutes: pl.Expr) -> pl.Expr:
     """``YYYY-MM-DD HH:MM:SS +HHMM`` of a UTC timestamp shown at an offset."""
     local = (utc + pl.duration(minutes=offset_minutes)).dt.strftime("%Y-%m-%d %H:%M:%S")
     magnitude = offset_minutes.abs()
@@ -114,11 +114,11 @@ def _record_lines(frame: pl.DataFrame, record_type: str, unit: str) -> list[str]
             pl.lit(f' <Record type="{record_type}" '),
             pl.col("source_attrs"),
             pl.lit(f' unit="{unit}" creationDate="'),
-            _local_text(pl.col("created"), offset),
+            local_text(pl.col("created"), offset),
             pl.lit('" startDate="'),
-            _local_text(pl.col("start"), offset),
+            local_text(pl.col("start"), offset),
             pl.lit('" endDate="'),
-            _local_text(pl.col("end"), offset),
+            local_text(pl.col("end"), offset),
             pl.lit('" value="'),
             pl.col("value"),
             pl.col("closing"),

@@ -79,8 +79,9 @@ if accuracy.is_empty():
 else:
     st.caption(
         "MAE of stored forecasts on the days that have since happened, against the mean backtest "
-        "MAE of the latest training at the same horizon; above 110% raises an alert and makes "
-        "training due at the next pipeline run."
+        "MAE of the latest training at the same horizon. Above 110%, and worse than the backtest "
+        "beyond chance (the lower 95% bound, patients as units), a cluster's champion raises an "
+        "alert that makes training due at the next pipeline run; other models show a warning."
     )
     _table(accuracy, value="MAE now", reference="backtest MAE", threshold="alert above")
 
@@ -98,11 +99,20 @@ if drifting.is_empty():
     )
 else:
     st.caption(
-        "Population stability index (PSI) of each model input and of the champion forecast, "
-        "now against the population at the last training: 0.1 or more is a warning, 0.2 or "
-        "more an alert."
+        "Each model input and the champion forecast, now against the population at the last "
+        "training. Up to 1,000 patients the Kolmogorov-Smirnov test (metric `ks p-value`: under "
+        "0.05 a warning, under 0.01 an alert); above, the population stability index (`psi`: "
+        "0.1 or more a warning, 0.2 or more an alert)."
     )
-    _table(drifting, value="PSI", reference="-", threshold="alert at")
+    st.dataframe(
+        drifting.with_columns(pl.col("status").replace_strict(STATUS, default=pl.col("status"))),
+        hide_index=True,
+        column_order=("status", "check", "subject", "metric", "value", "threshold", "details"),
+        column_config={
+            "value": st.column_config.NumberColumn("value", format="%.3g"),
+            "threshold": st.column_config.NumberColumn("alert at", format="%.3g"),
+        },
+    )
     with st.expander("Distributions: now against the reference"):
         subject = st.selectbox("Input", drifting["subject"].to_list(), key="drift_subject")
         row = drifting.filter(pl.col("subject") == subject).row(0, named=True)

@@ -20,6 +20,7 @@ from datetime import UTC, date, datetime, timedelta
 import polars as pl
 
 from jobs.daily import wear_steps
+from jobs.forecast import champions
 from jobs.monitor import accuracy, alerts, cost, drift, health, quality
 from jobs.runs import job_run
 from jobs.train import latest_version
@@ -148,7 +149,7 @@ def _accuracy(lake: Lake, last: date, daily: pl.DataFrame) -> pl.DataFrame:
     latest = backtests.filter(pl.col("trained_at") == pl.col("trained_at").max())
     reference = latest.group_by("model", "cluster", "horizon_days").agg(pl.col("mae").mean())
     matured = accuracy.matured_accuracy(forecasts, actuals, clusters)
-    return accuracy.accuracy_checks(matured, reference)
+    return accuracy.accuracy_checks(matured, reference, champions(lake))
 
 
 def _drift(lake: Lake, now: datetime) -> pl.DataFrame:

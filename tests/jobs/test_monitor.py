@@ -16,10 +16,10 @@ from jobs import aggregate, generate
 from jobs import forecast as forecast_job
 from jobs import train as train_job
 from jobs.features import run as features_job
-from jobs.monitor import cost
+from jobs.monitor import cost, drift
 from jobs.monitor import run as monitor_job
 from jobs.runs import job_run
-from lakehouse.catalog import ALERTS, DAILY_STEPS, FORECASTS, JOB_RUNS, MONITOR_CHECKS
+from lakehouse.catalog import ALERTS, DAILY_STEPS, FORECASTS, JOB_RUNS, MONITOR_CHECKS, PATIENTS
 from lakehouse.settings import get_settings
 from lakehouse.storage import Lake, sql_literal
 
@@ -38,9 +38,16 @@ def forecasted(tmp_path_factory: pytest.TempPathFactory) -> Lake:
 
 
 def _days_that_happened(lake: Lake, factor: float) -> None:
-    """35 wear days after every patient's forecast origin, at ``factor`` times the ebm_global
-    forecast (1.0: as forecast; 0.5: mobility halved), replacing earlier simulated days."""
-    forecasts = lake.read(FORECASTS).filter(pl.col("model") == "ebm_global")
+    """35 wear days after every patient's forecast origin, at ``factor`` times their cluster's
+    champion forecast (1.0: as forecast; 0.5: mobility halved), replacing earlier simulated
+    days."""
+    winners = pl.DataFrame(
+        list(forecast_job.champions(lake).items()), schema=["cluster", "model"], orient="row"
+    )
+    patients = lake.read(PATIENTS).select("patient_id", cluster="disease_group")
+    forecasts = lake.read(FORECASTS).join(
+        patients.join(winners, on="cluster"), on=["patient_id", "model"]
+    )
     days = forecasts.filter(
         pl.col("target_date") < pl.col("origin_date") + pl.duration(days=35)
     ).select(
@@ -72,36 +79,34 @@ def test_injected_drift_raises_an_accuracy_alert_and_recovery_resolves_it(
 ) -> None:
     lake = forecasted
     trained_at = NOW
+    champions = forecast_job.champions(lake)
+    # the largest cluster's champion, over the horizons the 35 days reach
+    cluster = lake.read(PATIENTS)["disease_group"].value_counts(sort=True)["disease_group"][0]
+    subject = f"{champions[cluster]} · {cluster} · first 91 days"
     _days_that_happened(lake, 1.0)
     calm = monitor_job.run(lake, now=NOW + timedelta(days=1))
     checks = lake.read(MONITOR_CHECKS).filter(pl.col("run_id") == calm.run_id)
-    mine = checks.filter(pl.col("subject").str.starts_with("ebm_global · ALL"))
+    mine = checks.filter(pl.col("subject").str.starts_with(f"{champions[cluster]} · {cluster}"))
     assert mine.height and set(mine["status"]) == {"ok"}
-    assert mine.filter(pl.col("subject").str.ends_with("first 28 days"))["value"].item() < 1.0
-    # ebm_global's forecasts came true: none of its subjects alerts (the other models' errors
-    # against those days depend on how far they were from it)
-    calm_alerts = _open_accuracy_alerts(lake) if lake.exists(ALERTS) else pl.DataFrame()
-    assert not any(
-        s.startswith("ebm_global")
-        for s in calm_alerts.get_column("subject", default=pl.Series([], dtype=pl.String))
-    )
-    # training is due only if some model's accuracy alerted
-    assert train_job.is_due(lake, trained_at + timedelta(days=2)) == bool(calm_alerts.height)
+    assert mine.filter(pl.col("subject") == subject)["value"].item() < 1.0
+    # the champions' forecasts came true: no accuracy alert (other models at most warn), so
+    # training is not due
+    assert not lake.exists(ALERTS) or _open_accuracy_alerts(lake).is_empty()
+    assert not train_job.is_due(lake, trained_at + timedelta(days=2))
 
     _days_that_happened(lake, 0.5)
     drifted = monitor_job.run(lake, now=NOW + timedelta(days=2))
     raised = _open_accuracy_alerts(lake)
-    assert "ebm_global · ALL · first 91 days" in set(raised["subject"])
-    row = (
-        lake.read(MONITOR_CHECKS)
-        .filter(pl.col("run_id") == drifted.run_id)
-        .filter(pl.col("subject") == "ebm_global · ALL · first 91 days")
-        .row(0, named=True)
-    )
+    assert subject in set(raised["subject"])
+    # only champions alert
+    assert all(s.split(" · ")[0] in champions.values() for s in raised["subject"])
+    row = _check(lake, drifted.run_id, subject)
     assert row["status"] == "alert" and row["value"] > row["threshold"] == pytest.approx(
         1.1 * row["reference"]
     )
-    assert json.loads(row["details"])["days"] >= 50
+    details = json.loads(row["details"])
+    assert details["days"] >= 50 and details["champion"]
+    assert details["mae_lower_95"] > row["reference"]  # beyond chance, not only beyond 10%
     assert train_job.is_due(lake, trained_at + timedelta(days=2))  # retraining follows
     retrained = train_job.run(
         lake, patients_per_cluster=6, origins=2, prophet_workers=1, now=NOW + timedelta(days=2)
@@ -113,11 +118,12 @@ def test_injected_drift_raises_an_accuracy_alert_and_recovery_resolves_it(
     monitor_job.run(lake, now=NOW + timedelta(days=3))
     again = _open_accuracy_alerts(lake)
     assert again.height == again["subject"].n_unique()
-    assert "ebm_global · ALL · first 91 days" in set(again["subject"])
+    if forecast_job.champions(lake).get(cluster) == champions[cluster]:
+        assert subject in set(again["subject"])
 
     _days_that_happened(lake, 1.0)
     monitor_job.run(lake, now=NOW + timedelta(days=4))
-    assert "ebm_global · ALL · first 91 days" not in set(_open_accuracy_alerts(lake)["subject"])
+    assert _open_accuracy_alerts(lake).is_empty()
 
 
 def test_a_failed_job_raises_an_alert_until_it_succeeds(forecasted: Lake) -> None:
@@ -167,7 +173,6 @@ def test_cost_is_computed_from_the_recorded_runs(forecasted: Lake) -> None:
 
 
 def test_psi_against_a_hand_computation() -> None:
-    from jobs.monitor import drift
 
     reference = drift.bins_of(pl.Series([float(v) for v in range(1, 101)] + [None]))
     assert reference["edges"] == pytest.approx([10.9 + 9.9 * k for k in range(9)])
@@ -175,14 +180,53 @@ def test_psi_against_a_hand_computation() -> None:
     assert reference["shares"][10] == pytest.approx(1 / 101)
     same = pl.Series([float(v) for v in range(1, 101)] + [None])
     assert drift.psi(reference, same) == pytest.approx(0.0, abs=1e-12)
-    # everyone now in the lowest bin, nobody missing
+    # everyone now in the lowest bin, nobody missing; shares smoothed by half a patient per bin
     now = pl.Series([1.0] * 50)
+    now_counts, then_counts = [50] + [0] * 10, [10] * 10 + [1]
     expected = math.fsum(
         (n - r) * math.log(n / r)
-        for n, r in zip([1.0] + [1e-4] * 10, reference["shares"], strict=True)
+        for n, r in zip(
+            [(c + 0.5) / (50 + 5.5) for c in now_counts],
+            [(c + 0.5) / (101 + 5.5) for c in then_counts],
+            strict=True,
+        )
     )
     assert drift.psi(reference, now) == pytest.approx(expected)
     assert drift.psi(reference, now) > drift.PSI_ALERT
+
+
+def test_drift_by_kolmogorov_smirnov_up_to_1000_patients_then_by_psi() -> None:
+    """Re-measuring one population must not look like drift; a real shift must."""
+    import numpy as np
+    from scipy import stats
+
+    rng = np.random.default_rng(3)
+    assert len(drift.bins_of(pl.Series(rng.normal(size=30)))["edges"]) == 2  # terciles
+    assert len(drift.bins_of(pl.Series(rng.normal(size=500)))["edges"]) == 9  # deciles
+    for patients in (30, 100, 1000, 3000):
+        then = rng.normal(size=patients)
+        stored = json.dumps(drift.bins_of(pl.Series(then)))
+        reference = pl.DataFrame({"subject": ["x"], "reference": [stored]})
+
+        def check(now: np.ndarray, reference: pl.DataFrame = reference) -> dict[str, Any]:
+            checked = drift.drift_checks(reference, pl.DataFrame({"x": now}), pl.Series([]))
+            return checked.row(0, named=True)
+
+        # the same patients some days later, each a little different: an alert at most about
+        # 1% of the time
+        later = [check(then + rng.normal(scale=0.3, size=patients)) for _ in range(200)]
+        alerts = sum(row["status"] == "alert" for row in later)
+        assert alerts <= 4, (patients, alerts)
+        # everyone one standard deviation lower: an alert
+        shifted = check(then - 1.0)
+        assert shifted["status"] == "alert", (patients, shifted)
+        if patients <= drift.KS_MAX_PATIENTS:
+            assert shifted["metric"] == "ks p-value"
+            assert shifted["value"] == pytest.approx(stats.ks_2samp(then, then - 1.0).pvalue)
+        else:
+            assert shifted["metric"] == "psi"
+            psi = json.loads(shifted["details"])["psi"]
+            assert shifted["value"] == pytest.approx(psi, abs=1e-4) and psi >= drift.PSI_ALERT
 
 
 def test_a_shifted_population_raises_feature_and_prediction_drift(forecasted: Lake) -> None:
@@ -196,7 +240,9 @@ def test_a_shifted_population_raises_feature_and_prediction_drift(forecasted: La
     level = checks.filter(
         (pl.col("check") == "feature drift") & (pl.col("subject") == "ewm_mean_28d")
     ).row(0, named=True)
-    assert level["status"] == "alert" and level["value"] >= 0.2
+    # 30 patients: the Kolmogorov-Smirnov test (PSI needs many more)
+    assert level["status"] == "alert" and level["metric"] == "ks p-value"
+    assert level["value"] < drift.KS_ALERT
     prediction = checks.filter(pl.col("check") == "prediction drift").row(0, named=True)
     assert prediction["status"] == "alert"
     open_subjects = set(

@@ -1,0 +1,118 @@
+"""A simulated population living on day by day through the landing folder, the pipeline and the
+monitoring: alerts fire when, and only when, something happened."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from jobs import simulate
+from lakehouse.catalog import ALERTS, DAILY_STEPS, JOB_RUNS, MONITOR_CHECKS, QUARANTINE
+from lakehouse.errors import InputError
+from lakehouse.storage import Lake
+
+START = date(2026, 10, 31)
+TRAINING = {"patients_per_cluster": 40, "origins": 2, "prophet_workers": 1}
+
+
+@pytest.fixture(scope="module")
+def started(tmp_path_factory: pytest.TempPathFactory) -> Lake:
+    folder = tmp_path_factory.mktemp("simulate")
+    lake = Lake(str(folder / "lake"))
+    simulate.start(
+        lake,
+        patients=30,
+        seed=8,
+        landing=folder / "landing",
+        years=1.5,
+        start_day=START,
+        days_ahead=40,
+        training=TRAINING,
+    )
+    return lake
+
+
+def _open_alerts(lake: Lake) -> pl.DataFrame:
+    if not lake.exists(ALERTS):
+        return pl.DataFrame(schema={"check": pl.String, "subject": pl.String})
+    return lake.read(ALERTS).filter(pl.col("resolved_at").is_null())
+
+
+def _last_checks(lake: Lake) -> pl.DataFrame:
+    checks = lake.read(MONITOR_CHECKS)
+    return checks.filter(pl.col("checked_at") == pl.col("checked_at").max())
+
+
+def test_the_start_day_is_ingested_through_the_landing_folder(started: Lake) -> None:
+    lake = started
+    state = simulate.load(lake)
+    assert state is not None and state.today == START and state.last_day == START + timedelta(40)
+    # nothing after the start day reached the lake
+    assert lake.scan(DAILY_STEPS).select(pl.col("date").max()).collect().item() == START
+    landing = Path(state.landing)
+    waiting = [p for p in landing.rglob("*") if p.is_file() and "processed" not in p.parts]
+    assert waiting == []  # every file went in and was moved to processed/
+    ingests = lake.read(JOB_RUNS).filter(pl.col("job") == "ingest")
+    assert ingests.height == 30 + 4  # an export per patient and the four clinical files
+    assert set(ingests["status"]) == {"succeeded"}
+    with pytest.raises(InputError, match="already has a simulation"):
+        simulate.start(lake, patients=30, seed=8, landing=landing, start_day=START)
+
+
+def test_calm_days_raise_no_alert_then_injections_do(started: Lake) -> None:
+    lake = started
+    # five ordinary days: data arrives, nothing alerts, no retraining
+    calm = simulate.advance(lake, days=5)
+    assert [r.day for r in calm] == [START + timedelta(days=d) for d in range(1, 6)]
+    assert all(r.ingested == 1 and r.failed_files == 0 for r in calm)
+    assert all(r.trained == "not due" for r in calm)
+    assert [r.alerts_raised for r in calm] == [()] * 5, [r.alerts_raised for r in calm]
+    assert _open_alerts(lake).is_empty()
+    assert lake.scan(DAILY_STEPS).select(pl.col("date").max()).collect().item() == calm[-1].day
+    checks = _last_checks(lake)
+    assert {"accuracy", "feature drift", "prediction drift", "data quality"} <= set(checks["check"])
+
+    # a broken exporter: a burst of bad rows and a new column, reported the same day
+    broken = simulate.advance(lake, days=1, bad_rows=400, extra_column="battery_pct")[0]
+    raised = set(broken.alerts_raised)
+    assert "data quality: quarantine of generic files" in raised
+    assert "data quality: schema of generic files" in raised
+    assert raised <= {
+        "data quality: quarantine of generic files",
+        "data quality: schema of generic files",
+    }
+    day_file = pl.col("source_file").str.contains(broken.day.isoformat())
+    reasons = lake.read(QUARANTINE).filter(day_file)["reason"].value_counts()
+    counts = dict(reasons.iter_rows())
+    # half of the broken rows each (plus the few corrupt samples devices send anyway)
+    assert counts.get("negative steps", 0) >= 200
+    assert counts.get("unreadable timestamp", 0) == 200
+    # the next day is clean again (the new column stays): both resolve
+    mended = simulate.advance(lake, days=1)[0]
+    assert set(mended.alerts_resolved) >= raised
+    assert _open_alerts(lake).is_empty()
+
+    # mobility falls by half: the champion's accuracy alert, drift, then retraining
+    shifted = simulate.advance(lake, days=1, shift=simulate.Shift(date.min, 0.5))
+    shifted += simulate.advance(lake, days=7)
+    raised_checks = {a.split(":")[0] for r in shifted for a in r.alerts_raised}
+    assert "accuracy" in raised_checks, [r.describe() for r in shifted]
+    assert raised_checks & {"feature drift", "prediction drift"}, [r.describe() for r in shifted]
+    first_alert = next(
+        i for i, r in enumerate(shifted) if any(a.startswith("accuracy") for a in r.alerts_raised)
+    )
+    assert any(r.trained == "trained" for r in shifted[first_alert + 1 :])
+    state = simulate.load(lake)
+    assert state is not None and state.shifts[0].from_day == mended.day + timedelta(days=1)
+
+
+def test_bad_requests_are_one_line_errors(started: Lake, tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no simulation"):
+        simulate.advance(Lake(str(tmp_path / "empty")), days=1)
+    with pytest.raises(InputError, match="day\\(s\\) left"):
+        simulate.advance(started, days=400)
+    with pytest.raises(InputError, match="--shift must be above 0"):
+        simulate.advance(started, days=1, shift=simulate.Shift(date.min, 0.0))
