@@ -1,45 +1,71 @@
 """Entry point of the dashboard: ``streamlit run dashboard/app.py``.
 
-Builds the page navigation and turns the product's expected errors (an unreadable lake, a failed
-query) into one line on the page instead of a traceback. Pages hold layout only.
+Signs the user in (:mod:`dashboard.auth`), builds the page navigation with the pages of their
+roles (the others are hidden: a direct address to one shows a refusal and loads nothing), records
+the page view in the audit log, and turns the product's expected errors (an unreadable lake, a
+failed query) into one line on the page instead of a traceback. Pages hold layout only.
 """
 
 from __future__ import annotations
 
 import streamlit as st
+from streamlit.navigation.page import StreamlitPage
 
+from dashboard import auth, data
 from lakehouse.errors import MobilityError
 
 st.set_page_config(page_title="Mobility", page_icon=":material/directions_walk:", layout="wide")
 
-PAGES = {
-    "Clinic": [
-        st.Page(
-            "views/cohort.py",
-            title="Cohort overview",
-            icon=":material/monitoring:",
-            url_path="cohort",
-            default=True,
-        ),
-        st.Page("views/patient.py", title="Patient", icon=":material/person:", url_path="patient"),
-    ],
-    "Analysts": [
-        st.Page(
-            "views/cohort_sql.py", title="Cohort SQL", icon=":material/database:", url_path="sql"
-        ),
-    ],
-    "Operations": [
-        st.Page(
-            "views/monitoring.py",
-            title="Monitoring",
-            icon=":material/health_and_safety:",
-            url_path="monitoring",
-        ),
-    ],
-}
+# section, file, title, icon, url path
+PAGES = (
+    ("Clinic", "views/cohort.py", "Cohort overview", ":material/monitoring:", "cohort"),
+    ("Clinic", "views/patient.py", "Patient", ":material/person:", "patient"),
+    ("Analysts", "views/cohort_sql.py", "Cohort SQL", ":material/database:", "sql"),
+    (
+        "Operations",
+        "views/monitoring.py",
+        "Monitoring",
+        ":material/health_and_safety:",
+        "monitoring",
+    ),
+    ("Operations", "views/audit.py", "Audit log", ":material/policy:", "audit"),
+    ("Operations", "views/reidentify.py", "Re-identification", ":material/badge:", "reidentify"),
+)
 
-page = st.navigation(PAGES)
+
+def _navigation(user: auth.User) -> tuple[StreamlitPage, str]:
+    """The page this run shows and its url path. Every page is registered (a refused one
+    hidden), so an address to a refused page reaches the refusal, not the default page."""
+    allowed = [path for *_, path in PAGES if user.may_open(path)]
+    sections: dict[str, list[StreamlitPage]] = {}
+    by_page: dict[int, str] = {}
+    for section, file, title, icon, path in PAGES:
+        page = st.Page(
+            file,
+            title=title,
+            icon=icon,
+            url_path=path,
+            default=bool(allowed) and path == allowed[0],
+            visibility="visible" if path in allowed else "hidden",
+        )
+        sections.setdefault(section if path in allowed else "", []).append(page)
+        by_page[id(page)] = path
+    chosen = st.navigation(sections)
+    return chosen, by_page.get(id(chosen), "")
+
+
 try:
+    lake = data.current_lake()
+    user = auth.signed_in_user(lake)
+    page, path = _navigation(user)
+    auth.sidebar(user, lake)
+    if user.demo:
+        st.warning(auth.DEMO_BANNER, icon=":material/science:")
+    if not user.may_open(path):
+        auth.record(lake, user, "refused", path or "unknown", outcome="role")
+        st.error(auth.refusal(user, path), icon=":material/block:")
+        st.stop()
+    auth.record_page_view(lake, user, path)
     page.run()
 except MobilityError as err:
     st.error(str(err), icon=":material/error:")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from urllib.parse import urlencode
 
 import duckdb
@@ -25,6 +25,7 @@ import polars as pl
 import streamlit as st
 
 from jobs.outlook import DECLINE_SHARE
+from lakehouse.audit import read as read_audit
 from lakehouse.catalog import (
     ALERTS,
     BACKTESTS,
@@ -36,6 +37,7 @@ from lakehouse.catalog import (
     OUTLOOK,
     PATIENTS,
     QUARANTINE,
+    REIDENTIFICATION,
     SIDE_EFFECTS,
     TABLES,
     THERAPIES,
@@ -51,7 +53,7 @@ from lakehouse.query import (
     tables_in,
 )
 from lakehouse.settings import get_settings
-from lakehouse.storage import Lake
+from lakehouse.storage import Lake, empty_frame
 
 VERSION_TTL_SECONDS = 10
 RESULT_TTL_SECONDS = 3600
@@ -780,6 +782,42 @@ def alerts(lake: Lake, limit: int = 200) -> pl.DataFrame:
 def latest_checks(lake: Lake) -> pl.DataFrame:
     """Every check of the latest ``mobility monitor`` run (empty before the first)."""
     return _query(lake, LATEST_CHECKS_SQL, (), reads=(MONITOR_CHECKS,))
+
+
+# ------------------------------------------------------------------------------------- security
+# The audit log and the re-identification map are restricted tables: never DuckDB views (the SQL
+# sandbox cannot reach them), read here with Polars for the pages of the roles that may see them
+# (ops and admin; admin), uncached so every look is current.
+
+
+def audit_events(
+    lake: Lake,
+    *,
+    since: datetime | None = None,
+    user: str | None = None,
+    action: str | None = None,
+    patient_id: str | None = None,
+    limit: int = 1000,
+) -> pl.DataFrame:
+    """Audit log events, newest first (see :func:`lakehouse.audit.read`)."""
+    return read_audit(
+        lake, since=since, user=user, action=action, patient_id=patient_id, limit=limit
+    )
+
+
+def reidentification(
+    lake: Lake, *, patient_id: str | None = None, source_id: str | None = None
+) -> pl.DataFrame:
+    """Rows of the re-identification map for one pseudonym or one source identifier (exact,
+    surrounding spaces ignored): ``patient_id, source_id, first_seen_at, source_file``."""
+    rows = lake.scan(REIDENTIFICATION)
+    if patient_id and patient_id.strip():
+        rows = rows.filter(pl.col("patient_id") == patient_id.strip())
+    elif source_id and source_id.strip():
+        rows = rows.filter(pl.col("source_id") == source_id.strip())
+    else:
+        return empty_frame(REIDENTIFICATION).drop("key_id")
+    return rows.drop("key_id").collect()
 
 
 def clear_caches() -> None:

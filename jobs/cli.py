@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from lakehouse.catalog import TABLES
+from lakehouse.catalog import ALL_TABLES
 from lakehouse.errors import InputError, MobilityError
 from lakehouse.settings import get_settings
 from lakehouse.storage import Lake
@@ -310,12 +310,17 @@ def export_forecast(
     patient_id: Annotated[str, typer.Option("--patient-id", help="The patient.")],
     out: Annotated[Path, typer.Option("--out", help="CSV file to write.")],
 ) -> None:
-    """Write a patient's 365-day forecast (every model, champion marked) as CSV."""
+    """Write a patient's 365-day forecast (every model, champion marked) as CSV.
+
+    The patient is named by their stored id (a pseudonym) or by the source identifier ingestion
+    was given (turned into its pseudonym with MOBILITY_PSEUDONYM_KEY)."""
     from jobs.forecast import patient_forecast
+    from lakehouse.pseudonyms import resolve_patient_id
 
     if not out.parent.is_dir():
         raise InputError(f"cannot write {out}: the folder {out.parent} does not exist")
-    rows = patient_forecast(_context(ctx).lake, patient_id)
+    lake = _context(ctx).lake
+    rows = patient_forecast(lake, resolve_patient_id(lake, patient_id, get_settings()))
     try:
         rows.write_csv(out)
     except OSError as err:
@@ -421,17 +426,59 @@ def sql(
     max_rows: Annotated[int, typer.Option(min=1, help="Row cap.")] = 10_000,
     timeout: Annotated[float, typer.Option(min=0.1, help="Time limit in seconds.")] = 30.0,
 ) -> None:
-    """Query the lake through the read-only SQL sandbox; prints CSV."""
+    """Query the lake through the read-only SQL sandbox; prints CSV.
+
+    Every query is recorded in the audit log (ops/audit_log: the user from MOBILITY_USER, else
+    the operating system's; the query's SHA-256 and row count) before its rows are printed."""
+    from lakehouse import audit
     from lakehouse.query import connect, run_query, tables_in
 
-    con = connect(_context(ctx).lake, tables=tables_in(query))
-    result = run_query(con, query, timeout_seconds=timeout, row_cap=max_rows)
+    lake = _context(ctx).lake
+
+    def audited(rows: int | None, outcome: str) -> None:
+        event = audit.AuditEvent(
+            user=get_settings().command_line_user(),
+            roles="cli",
+            client="cli",
+            action="sql",
+            page="mobility sql",
+            sql_sha256=audit.sql_sha256(query),
+            rows=rows,
+            outcome=outcome,
+        )
+        audit.record(lake, event)
+
+    try:
+        con = connect(lake, tables=tables_in(query))
+        result = run_query(con, query, timeout_seconds=timeout, row_cap=max_rows)
+    except InputError as err:
+        audited(None, f"refused: {err}")
+        raise
+    audited(result.table.num_rows, "ok")
     writer = csv.writer(sys.stdout, lineterminator="\n")
     writer.writerow(result.table.column_names)
     for row in result.table.to_pylist():
         writer.writerow(row.values())
     if result.truncated:
         console.print(f"[yellow]result truncated to {max_rows:,} rows[/yellow]")
+
+
+@app.command()
+def pseudonym(
+    ctx: typer.Context,
+    source_id: Annotated[
+        list[str], typer.Argument(help="Source patient identifiers, as ingestion receives them.")
+    ],
+) -> None:
+    """Print the pseudonym ingestion stores for each source identifier (needs
+    MOBILITY_PSEUDONYM_KEY): to find a patient in SQL or the dashboard."""
+    from lakehouse.pseudonyms import from_settings
+
+    pseudonyms = from_settings(get_settings(), lake_uri=_context(ctx).lake.uri)
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(["source_id", "patient_id"])
+    for source in source_id:
+        writer.writerow([source, pseudonyms.of(source)])
 
 
 @app.command()
@@ -543,7 +590,7 @@ def lake_info(ctx: typer.Context) -> None:
     table = Table(title=f"lake {lake.uri}")
     for column in ("table", "version", "rows", "files", "size MB"):
         table.add_column(column, justify="left" if column == "table" else "right")
-    for spec in TABLES:
+    for spec in ALL_TABLES:
         info = lake.info(spec)
         if not info.exists:
             table.add_row(spec.path, "-", "-", "-", "-")
@@ -570,7 +617,7 @@ def lake_optimize(
 ) -> None:
     """Compact small files (z-ordered by patient and time) and vacuum old ones."""
     lake = _context(ctx).lake
-    chosen = [t for t in TABLES if table is None or t.path == table]
+    chosen = [t for t in ALL_TABLES if table is None or t.path == table]
     if not chosen:
         raise InputError(f"unknown table {table!r}; see `mobility lake info`")
     for spec in chosen:

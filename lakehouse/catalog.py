@@ -36,6 +36,11 @@ class TableSpec:
             so SQL reads such a table without pushing filters into its scan
             (:meth:`lakehouse.storage.Lake.dataset`); merging into a table not declared so is
             refused.
+        append_only: rows are only ever appended (``Lake.append``); replacing, merging or
+            deleting rows is refused (the audit log).
+        restricted: never exposed to SQL (no view, its folder not readable from the sandbox):
+            read only by code that checks the reader's role. Restricted tables are not in
+            :data:`TABLES`, only in :data:`ALL_TABLES`.
     """
 
     layer: str
@@ -47,6 +52,8 @@ class TableSpec:
     z_order: tuple[str, ...] = ()
     description: str = ""
     merge_written: bool = False
+    append_only: bool = False
+    restricted: bool = False
     columns: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -426,6 +433,54 @@ GROUND_TRUTH = TableSpec(
     description="Synthetic population only: the true additive daily effect of each therapy course.",
 )
 
+AUDIT_LOG = TableSpec(
+    layer="ops",
+    name="audit_log",
+    schema=_schema(
+        ("event_id", pa.string(), False),
+        ("at", UTC_TS, False),
+        ("user", pa.string(), False),
+        ("roles", pa.string(), False),
+        ("client", pa.string(), False),
+        ("action", pa.string(), False),
+        ("page", pa.string(), False),
+        ("patient_id", pa.string()),
+        ("sql_sha256", pa.string()),
+        ("rows", pa.int64()),
+        ("outcome", pa.string(), False),
+        ("month", pa.string(), False),
+    ),
+    keys=("event_id",),
+    partition_by=("month",),
+    sort_by=("at",),
+    description=(
+        "Who saw what: one row per sign-in, page opened, patient viewed, SQL query (its SHA-256 "
+        "and row count), refusal and re-identification; append-only (lakehouse/audit.py)."
+    ),
+    append_only=True,
+    restricted=True,
+)
+
+REIDENTIFICATION = TableSpec(
+    layer="admin",
+    name="reidentification",
+    schema=_schema(
+        ("patient_id", pa.string(), False),
+        ("source_id", pa.string(), False),
+        ("key_id", pa.string(), False),
+        ("first_seen_at", UTC_TS, False),
+        ("source_file", pa.string()),
+    ),
+    keys=("patient_id",),
+    sort_by=("patient_id",),
+    description=(
+        "The re-identification map: each pseudonym with the source identifier it was made from "
+        "at ingestion (admin role only; never in SQL)."
+    ),
+    merge_written=True,
+    restricted=True,
+)
+
 TABLES: tuple[TableSpec, ...] = (
     STEP_SAMPLES,
     PATIENTS,
@@ -446,11 +501,17 @@ TABLES: tuple[TableSpec, ...] = (
     ALERTS,
     GROUND_TRUTH,
 )
+"""The tables SQL sees (dashboard, ``mobility sql``): every table but the restricted ones."""
+
+RESTRICTED_TABLES: tuple[TableSpec, ...] = (AUDIT_LOG, REIDENTIFICATION)
+
+ALL_TABLES: tuple[TableSpec, ...] = (*TABLES, *RESTRICTED_TABLES)
+"""Every table of the lake, for upkeep (``mobility lake info|optimize``)."""
 
 
 def table_by_path(path: str) -> TableSpec:
     """The table declared at ``<layer>/<name>`` (raises KeyError if none)."""
-    for table in TABLES:
+    for table in ALL_TABLES:
         if table.path == path:
             return table
     raise KeyError(path)

@@ -9,6 +9,9 @@ schema. The sandboxed connection used by the analysts' SQL console and ``mobilit
 external access (only the catalog tables' folders stay readable, for the views), Python
 replacement scans and configuration changes, caps memory, and interrupts queries that run too
 long.
+
+Restricted tables (``catalog.RESTRICTED_TABLES``: the audit log, the re-identification map) are
+never views and their folders are not among the sandbox's readable ones: SQL cannot reach them.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ from dataclasses import dataclass
 import duckdb
 import pyarrow as pa
 
-from lakehouse.catalog import TABLES, TableSpec
-from lakehouse.errors import InputError
+from lakehouse.catalog import RESTRICTED_TABLES, TABLES, TableSpec
+from lakehouse.errors import InputError, StorageError
 from lakehouse.storage import Lake, sql_literal
 
 DEFAULT_TIMEOUT_SECONDS = 30.0
@@ -96,7 +99,8 @@ def connect(
         register(con, lake, table)
     if sandbox:
         if lake.is_local:
-            # the views read their tables' Parquet files; nothing else on the machine
+            # the views read their tables' Parquet files; nothing else on the machine (TABLES
+            # holds no restricted table, so their folders stay unreadable)
             folders = ", ".join(sql_literal(f"{lake.table_uri(t)}/") for t in TABLES)
             con.execute(f"SET allowed_directories = [{folders}]")
         con.execute("SET enable_external_access = false")
@@ -106,7 +110,13 @@ def connect(
 
 def register(con: duckdb.DuckDBPyConnection, lake: Lake, table: TableSpec) -> None:
     """Expose ``table``'s current files as the view ``<layer>.<name>`` (an empty view with the
-    declared schema when the table does not exist yet)."""
+    declared schema when the table does not exist yet).
+
+    Raises:
+        StorageError: ``table`` is restricted (never exposed to SQL).
+    """
+    if table.restricted:
+        raise StorageError(f"{table.path} is restricted: it is never exposed to SQL")
     files = _local_files(lake, table)
     if files:
         source = _parquet_scan(table, files)
@@ -185,6 +195,16 @@ def _require_one_read_only_statement(con: duckdb.DuckDBPyConnection, sql: str) -
     if statements[0].type not in _READ_ONLY:
         kind = statements[0].type.name.replace("_", " ")
         raise InputError(f"only read-only queries are allowed (got a {kind} statement)")
+    try:
+        names = {name.lower() for name in duckdb.get_table_names(sql, qualified=False)}
+    except Exception:  # not parsable alone: the query itself will say why
+        names = set()
+    restricted = [t.qualified_name for t in RESTRICTED_TABLES if t.name in names]
+    if restricted:
+        raise InputError(
+            f"{', '.join(restricted)} is restricted: not available in SQL (the dashboard's "
+            "Audit log and Re-identification pages, for the roles allowed)"
+        )
 
 
 def run_query(

@@ -5,11 +5,12 @@ Everything else receives a :class:`Settings` object (or values taken from it).
 
 from __future__ import annotations
 
+import getpass
 import os
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from lakehouse.errors import InputError
@@ -36,6 +37,18 @@ class Settings(BaseSettings):
     prices_file: str | None = Field(default=None, alias="MOBILITY_PRICES")
     # The scheduler's landing folder: files waiting there are ingested daily.
     landing: str | None = Field(default=None, alias="MOBILITY_LANDING")
+    # Security (README, "Security and privacy"). The key of the HMAC that turns source patient
+    # identifiers into pseudonyms at ingestion; never written anywhere, never logged.
+    pseudonym_key: SecretStr | None = Field(default=None, alias="MOBILITY_PSEUDONYM_KEY")
+    # The local synthetic demo: no login (a banner says so), a published pseudonym key when none
+    # is set; refused for a lake on object storage.
+    demo: bool = Field(default=False, alias="MOBILITY_DEMO")
+    # Who gets which role in the dashboard, from the identity's email or groups claim.
+    roles_file: str = Field(default="config/roles.toml", alias="MOBILITY_ROLES_FILE")
+    # A signed-in dashboard session that has been idle this long must sign in again.
+    idle_minutes: float = Field(default=15.0, alias="MOBILITY_IDLE_MINUTES", gt=0)
+    # Who runs `mobility sql`, for the audit log (default: the operating system's user name).
+    user: str | None = Field(default=None, alias="MOBILITY_USER")
 
     def storage_options(self) -> dict[str, str]:
         """Object-store options for delta-rs, taken only from the environment."""
@@ -44,6 +57,16 @@ class Settings(BaseSettings):
             for key, value in os.environ.items()
             if key.startswith(_STORAGE_ENV_PREFIXES) and value
         }
+
+    def command_line_user(self) -> str:
+        """The person running a command, for the audit log: ``MOBILITY_USER``, else the
+        operating system's user name."""
+        if self.user and self.user.strip():
+            return self.user.strip()
+        try:
+            return getpass.getuser()
+        except (KeyError, OSError):  # no name for this uid (some containers)
+            return f"uid:{os.getuid()}"
 
 
 @lru_cache(maxsize=1)

@@ -285,6 +285,7 @@ class Lake:
         Every row of ``data`` must satisfy the predicate. Re-running with the same data leaves the
         same table content.
         """
+        _require_rewritable(table)
         arrow = conform(table, data)
         if not self.exists(table):
             predicate = None
@@ -327,6 +328,7 @@ class Lake:
         Returns:
             The number of rows written.
         """
+        _require_rewritable(table)
 
         def write() -> int:
             rows = _CountedRows(open_batches())
@@ -360,6 +362,7 @@ class Lake:
         metadata: Mapping[str, str] | None = None,
     ) -> None:
         """Insert rows or update the rows with the same keys (merge on the table's keys)."""
+        _require_rewritable(table)
         _require_merge_written(table)
         arrow = conform(table, data)
         if not self.exists(table):
@@ -412,6 +415,7 @@ class Lake:
         Returns:
             The number of rows inserted.
         """
+        _require_rewritable(table)
         _require_merge_written(table)
         commit = CommitProperties(custom_metadata=dict(metadata or {}))
 
@@ -470,6 +474,7 @@ class Lake:
         the declared types. (delta-rs' own delete writes them as ``string_view``, which SQL
         filters on a table read with pushdown cannot compare.)
         """
+        _require_rewritable(table)
         if not self.exists(table):
             return
         self.replace(table, empty_frame(table), predicate=predicate)
@@ -590,3 +595,8 @@ def _require_merge_written(table: TableSpec) -> None:
             f"{table.path} is not declared merge_written: merged files would hold strings its "
             "SQL views cannot filter"
         )
+
+
+def _require_rewritable(table: TableSpec) -> None:
+    if table.append_only:
+        raise StorageError(f"{table.path} is append-only: rows are never replaced or deleted")

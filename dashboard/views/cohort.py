@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import streamlit as st
 
-from dashboard import charts, data
+from dashboard import auth, charts, data
 from jobs.outlook import DECLINE_SHARE
 
 EMPTY_LAKE = (
@@ -15,6 +15,7 @@ EMPTY_LAKE = (
     "`mobility ingest FILE`, then `mobility pipeline`. `./scripts/run` does all of this."
 )
 
+user = auth.require("cohort")
 st.title("Cohort overview")
 lake = data.current_lake()
 period = data.data_period(lake)
@@ -111,11 +112,13 @@ elif declining.is_empty():
         icon=":material/check_circle:",
     )
 else:
+    # a link to the patient page only for those who may open it (analysts see pseudonyms only)
+    links = user.may_open("patient")
     st.dataframe(
-        data.with_patient_links(declining),
+        data.with_patient_links(declining) if links else declining,
         hide_index=True,
         column_order=(
-            "open",
+            *(("open",) if links else ()),
             "patient_id",
             "disease_group",
             "age_band",

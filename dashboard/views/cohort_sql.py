@@ -8,7 +8,8 @@ import time
 import polars as pl
 import streamlit as st
 
-from dashboard import data
+from dashboard import auth, data
+from lakehouse.audit import sql_sha256
 from lakehouse.errors import InputError
 
 EXAMPLE = """-- Median daily steps on wear days per disease group and month
@@ -23,26 +24,32 @@ GROUP BY ALL
 ORDER BY month DESC, disease_group
 LIMIT 48"""
 
+user = auth.require("sql")
 st.title("Cohort SQL")
 st.caption(
     f"One read-only query (SELECT) over the views below; at most {data.SQL_ROW_CAP:,} rows "
-    f"and {data.SQL_TIMEOUT_SECONDS:g} s. Files, network, settings and extensions are off."
+    f"and {data.SQL_TIMEOUT_SECONDS:g} s. Files, network, settings and extensions are off. "
+    "Patients are named by pseudonym. Every query is recorded in the audit log (its SHA-256 and "
+    "row count)."
 )
 lake = data.current_lake()
 
 query = st.text_area("Query", value=EXAMPLE, height=220, key="sql_query")
 if st.button("Run", type="primary", icon=":material/play_arrow:", key="sql_run"):
     started = time.perf_counter()
+    st.session_state["sql_result"] = st.session_state["sql_error"] = None
+    fingerprint = sql_sha256(query)
     try:
         result = data.run_analyst_query(lake, query)
     except InputError as err:
-        st.session_state["sql_result"] = None
+        auth.record(lake, user, "sql", "sql", sql_sha256=fingerprint, outcome=f"refused: {err}")
         st.session_state["sql_error"] = str(err)
     else:
         frame = pl.from_arrow(result.table)
         assert isinstance(frame, pl.DataFrame)
+        # on record before the rows are shown
+        auth.record(lake, user, "sql", "sql", sql_sha256=fingerprint, rows=frame.height)
         st.session_state["sql_result"] = (frame, result.truncated, time.perf_counter() - started)
-        st.session_state["sql_error"] = None
 
 if error := st.session_state.get("sql_error"):
     st.error(error, icon=":material/error:")

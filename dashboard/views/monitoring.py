@@ -6,7 +6,7 @@ from __future__ import annotations
 import polars as pl
 import streamlit as st
 
-from dashboard import charts, data
+from dashboard import auth, charts, data
 
 STATUS = {
     "ok": "🟢 ok",
@@ -15,6 +15,7 @@ STATUS = {
     "too little data": "⚪ too little data",
 }
 
+auth.require("monitoring")
 st.title("Monitoring")
 lake = data.current_lake()
 checks = data.latest_checks(lake)

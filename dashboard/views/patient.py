@@ -8,7 +8,7 @@ from datetime import date, timedelta
 import polars as pl
 import streamlit as st
 
-from dashboard import charts, data
+from dashboard import auth, charts, data
 
 # calendar days, shown without a time of day
 DATES = {
@@ -16,6 +16,7 @@ DATES = {
     for column in ("date", "start_date", "end_date", "target_date", "origin_date")
 }
 
+user = auth.require("patient")
 st.title("Patient")
 lake = data.current_lake()
 
@@ -47,6 +48,8 @@ patient_id = st.selectbox(
 )
 assert patient_id is not None
 st.query_params["patient_id"] = patient_id
+# on record before anything of the patient is loaded
+auth.record_patient_view(lake, user, "patient", patient_id)
 
 profile = data.patient_profile(lake, patient_id)
 if profile is not None:

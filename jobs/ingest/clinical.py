@@ -79,10 +79,13 @@ from zoneinfo import available_timezones
 
 import polars as pl
 
+from jobs.ingest import identity
 from jobs.ingest.common import IngestSummary, header_names, quarantine_rows, schema_details
 from jobs.runs import job_run
 from lakehouse.catalog import DIAGNOSES, PATIENTS, QUARANTINE, SIDE_EFFECTS, THERAPIES, TableSpec
 from lakehouse.errors import InputError
+from lakehouse.pseudonyms import Pseudonymizer, from_settings
+from lakehouse.settings import get_settings
 from lakehouse.storage import Lake, empty_frame, sql_literal
 
 ClinicalKind = Literal["patients", "therapies", "side-effects", "diagnoses"]
@@ -563,6 +566,24 @@ def _regroup_stored(lake: Lake, metadata: dict[str, str]) -> int:
     return changed.height
 
 
+def _redacted(
+    rejected: pl.DataFrame, sources: pl.DataFrame, pseudonyms: Pseudonymizer
+) -> pl.DataFrame:
+    """Rejected rows (already with pseudonyms in ``patient_id``) with each row's own source
+    identifier (``sources``: ``record, source``) replaced in its raw text. Only rejected rows keep
+    their text, so only they are rewritten."""
+    if rejected.is_empty():
+        return rejected
+    own = rejected.join(sources, on="record", how="left")
+    raws = [
+        raw
+        if raw is None or not source
+        else identity.redact_raw(raw, source, pseudonyms.of(source))
+        for raw, source in zip(own["raw"].to_list(), own["source"].to_list(), strict=True)
+    ]
+    return rejected.with_columns(pl.Series("raw", raws, dtype=pl.String))
+
+
 def _replace_quarantine(lake: Lake, rejected: pl.DataFrame, source_file: str, at: datetime) -> None:
     """Make the file's quarantine rows those of this ingest; no commit when they are the same."""
     compared = ["record", "reason", "raw", "patient_id"]
@@ -579,14 +600,25 @@ def _replace_quarantine(lake: Lake, rejected: pl.DataFrame, source_file: str, at
         lake.delete(QUARANTINE, predicate)
 
 
-def run(lake: Lake, path: Path | str, *, kind: ClinicalKind | None = None) -> IngestSummary:
+def run(
+    lake: Lake,
+    path: Path | str,
+    *,
+    kind: ClinicalKind | None = None,
+    pseudonyms: Pseudonymizer | None = None,
+) -> IngestSummary:
     """Ingest one clinical CSV (rules in the module docstring).
+
+    The ``patient_id`` column holds source identifiers: rows are stored with their pseudonyms
+    (:mod:`jobs.ingest.identity`), quarantined rows with the identifier in their raw text
+    replaced too.
 
     Args:
         lake: the lake.
         path: the CSV file.
         kind: ``patients``, ``therapies``, ``side-effects`` or ``diagnoses``; None = from the
             header (:func:`detect_kind`).
+        pseudonyms: the key's pseudonymizer (default: from ``MOBILITY_PSEUDONYM_KEY``).
 
     Returns:
         A :class:`ClinicalSummary` of the run.
@@ -599,6 +631,9 @@ def run(lake: Lake, path: Path | str, *, kind: ClinicalKind | None = None) -> In
     path = Path(path)
     if kind is not None and kind not in KINDS:
         raise InputError(f"unknown clinical file kind {kind!r}: use one of {', '.join(KINDS)}")
+    if pseudonyms is None:
+        pseudonyms = from_settings(get_settings(), lake_uri=lake.uri)
+    identity.check_key(lake, pseudonyms)
     if not path.is_file():
         raise InputError(f"{source_file}: no such file")
     started = datetime.now(UTC)
@@ -612,10 +647,14 @@ def run(lake: Lake, path: Path | str, *, kind: ClinicalKind | None = None) -> In
         layout = LAYOUTS[found]
         table = layout.table
         read = _read(path, found, source_file)
+        sources = read.rows.select("record", source=pl.col("patient_id").str.strip_chars())
+        read.rows = read.rows.with_columns(pseudonyms.series(read.rows["patient_id"]))
+        identity.record_pseudonyms(lake, pseudonyms, source_file=source_file, at=started)
         known = None
         if found != "patients":
             known = lake.scan(PATIENTS).select("patient_id").collect()["patient_id"]
         valid, rejected = _split_rows(found, read.rows, today=_today(), known=known)
+        rejected = _redacted(rejected, sources, pseudonyms)
         patients = _patient_list(valid)
         metadata = {"job": JOB, "source_file": source_file, "format": found}
         regrouped = 0

@@ -10,6 +10,10 @@ of the file's patients and months. Only after the samples are committed are the 
 Idempotence: the merge inserts only samples whose ``patient_id, source, start_ts, end_ts`` are new,
 so ingesting the same export again adds nothing and a newer export of the same person adds only the
 samples that were not there yet.
+
+Pseudonyms: readers see the identifiers as the file holds them; every staged batch, quarantined row
+and recorded file name carries pseudonyms instead (:mod:`jobs.ingest.identity`), and the
+pseudonyms made are added to the re-identification map before the samples are committed.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jobs.ingest import apple_health, clinical, fitbit, generic
+from jobs.ingest import apple_health, clinical, fitbit, generic, identity
 from jobs.ingest.common import (
     IngestSummary,
     ParseStats,
@@ -40,6 +44,8 @@ from jobs.ingest.common import (
 from jobs.runs import job_run
 from lakehouse.catalog import PATIENTS, QUARANTINE, STEP_SAMPLES
 from lakehouse.errors import InputError
+from lakehouse.pseudonyms import Pseudonymizer, from_settings
+from lakehouse.settings import get_settings
 from lakehouse.storage import Lake, conform
 
 FORMATS = (
@@ -209,8 +215,12 @@ def run(
     timestamp_format: str | None = None,
     period: str | None = None,
     source: str | None = None,
+    pseudonyms: Pseudonymizer | None = None,
 ) -> IngestSummary:
     """Ingest one device export, step-sample file or clinical CSV.
+
+    Source patient identifiers (``patient_id``, the landing folder's name, a patient column)
+    are stored as pseudonyms (:mod:`lakehouse.pseudonyms`); the summary names the pseudonyms.
 
     Args:
         lake: the lake.
@@ -229,19 +239,24 @@ def run(
         timestamp_format: generic files: ``strptime`` format of the timestamps (default: detect).
         period: generic files without an end column: ``day``, ``hour`` or ``minute``.
         source: generic files without a source column: the device or app of every sample.
+        pseudonyms: the key's pseudonymizer (default: from ``MOBILITY_PSEUDONYM_KEY``, see
+            :func:`lakehouse.pseudonyms.from_settings`).
 
     Returns:
         The counts of the run.
 
     Raises:
-        InputError: a bad argument, or a file that cannot be read; then nothing of the file is
-            committed.
+        InputError: a bad argument, no pseudonym key, or a file that cannot be read; then nothing
+            of the file is committed.
     """
     source_file = str(path)
     path = Path(path)
     if format not in FORMATS:
         raise InputError(f"unknown format {format!r}: use one of {', '.join(FORMATS)}")
     _check_timezone(timezone)
+    if pseudonyms is None:
+        pseudonyms = from_settings(get_settings(), lake_uri=lake.uri)
+    identity.check_key(lake, pseudonyms)
     if not path.is_file():
         raise InputError(f"{source_file}: no such file")
     chosen = format
@@ -263,7 +278,7 @@ def run(
         if patient_id or timezone:
             raise InputError(f"{source_file}: --patient-id and --timezone do not apply to {chosen}")
         kind = None if chosen == "clinical" else cast(clinical.ClinicalKind, chosen)
-        return clinical.run(lake, path, kind=kind)
+        return clinical.run(lake, path, kind=kind, pseudonyms=pseudonyms)
     table_kind = fitbit.detect_kind(path) if chosen in ("fitbit", "google-fit") else None
     if chosen in ("fitbit", "google-fit") and (
         table_kind is None or not table_kind.startswith(chosen)
@@ -276,60 +291,84 @@ def run(
     patient = None if from_column else patient_id or patient_from_path(path)
     if not patient and not from_column and chosen != "generic":
         raise InputError(f"{source_file}: --patient-id is required for this file")
-    known_zones = functools.partial(_stored_zones, lake)
-    naive_zone = timezone or (known_zones([patient]).get(patient) if patient else None) or "UTC"
+    if patient is not None and not patient.strip():
+        raise InputError(f"{source_file}: the patient id is blank")
+    pseudonym = pseudonyms.of(patient) if patient else None
+    # As recorded in the lake, a one-person file's path names the person by pseudonym.
+    stored_file = source_file
+    if patient and pseudonym:
+        stored_file = identity.redact_text(source_file, {patient.strip(): pseudonym})
+    stored_zones = functools.partial(_stored_zones, lake)
+    known_zones = identity.zones_by_source(stored_zones, pseudonyms)
+    naive_zone = timezone or (stored_zones([pseudonym]).get(pseudonym) if pseudonym else None)
+    naive_zone = naive_zone or "UTC"
     started = datetime.now(UTC)
     found = _Parse()
-    with job_run(lake, JOB) as job, tempfile.TemporaryDirectory(prefix="mobility-ingest-") as tmp:
-        # Inside the run: a file of unknown content is a failed ingest worth recording.
-        kind_name: str
-        samples: Callable[[_Parse], Samples]
-        if table_kind is not None:
-            kind_name = table_kind
-            zones = PatientZones(known_zones, naive_zone)
-            samples = _fitbit_samples(path, table_kind, patient, zones, started)
-        elif chosen == "generic":
-            kind_name = "generic"
-            options = generic.GenericOptions(
-                columns=dict(columns or {}),
-                timestamp_format=timestamp_format,
-                timezone=naive_zone,
-                patient_id=patient,
-                source=source,
-                period=period,
+    named = {patient.strip(): pseudonym} if patient and pseudonym else {}
+    try:
+        with (
+            job_run(lake, JOB) as job,
+            identity.redacted_errors(named),
+            tempfile.TemporaryDirectory(prefix="mobility-ingest-") as tmp,
+        ):
+            # Inside the run: a file of unknown content is a failed ingest worth recording.
+            kind_name: str
+            samples: Callable[[_Parse], Samples]
+            if table_kind is not None:
+                kind_name = table_kind
+                zones = PatientZones(known_zones, naive_zone)
+                samples = _fitbit_samples(path, table_kind, patient, zones, started)
+            elif chosen == "generic":
+                kind_name = "generic"
+                options = generic.GenericOptions(
+                    columns=dict(columns or {}),
+                    timestamp_format=timestamp_format,
+                    timezone=naive_zone,
+                    patient_id=patient,
+                    source=source,
+                    period=period,
+                )
+                # Without --timezone, each patient of a patient column in their own known zone.
+                by_patient = None if timezone or patient else PatientZones(known_zones, "UTC")
+                samples = _generic_samples(path, options, by_patient, started)
+            else:
+                assert patient is not None
+                apple_kind = apple_health.detect_kind(path)
+                kind_name = apple_kind
+                samples = _apple_samples(path, apple_kind, patient, started)
+            staged = Path(tmp) / "samples.parquet"
+            _stage(samples(found), found, staged, pseudonyms)
+            identity.record_pseudonyms(lake, pseudonyms, source_file=source_file, at=started)
+            new_samples = _commit_new(lake, staged, found, stored_file)
+            quarantine = quarantine_rows(found.rejected, stored_file, started)
+            if quarantine.height:
+                lake.upsert(QUARANTINE, quarantine, metadata={"job": JOB})
+            zone = timezone or (
+                timezone_from_offsets(found.offsets) if kind_name in _OWN_OFFSETS else naive_zone
             )
-            # Without --timezone, each patient of a patient column in their own known zone.
-            by_patient = None if timezone or patient else PatientZones(known_zones, "UTC")
-            samples = _generic_samples(path, options, by_patient, started)
-        else:
-            assert patient is not None
-            apple_kind = apple_health.detect_kind(path)
-            kind_name = apple_kind
-            samples = _apple_samples(path, apple_kind, patient, started)
-        staged = Path(tmp) / "samples.parquet"
-        _stage(samples(found), found, staged)
-        new_samples = _commit_new(lake, staged, found, source_file)
-        quarantine = quarantine_rows(found.rejected, source_file, started)
-        if quarantine.height:
-            lake.upsert(QUARANTINE, quarantine, metadata={"job": JOB})
-        zone = timezone or (
-            timezone_from_offsets(found.offsets) if kind_name in _OWN_OFFSETS else naive_zone
-        )
-        patients = sorted(found.patients | ({patient} if patient else set()))
-        _add_patients(lake, patients, zone)
-        stats = found.stats
-        summary = IngestSummary(
-            source_file=source_file,
-            patient_id=patient,
-            records_read=stats.records_read,
-            accepted=found.accepted,
-            quarantined=quarantine.height,
-            skipped=stats.skipped,
-            new_samples=new_samples,
-            patients=tuple(patients),
-        )
-        job.rows_in, job.rows_out = summary.records_read, summary.new_samples
-        job.details = {**summary.__dict__, "format": kind_name, **schema_details(path)}
+            patients = sorted(found.patients | ({pseudonym} if pseudonym else set()))
+            _add_patients(lake, patients, zone)
+            stats = found.stats
+            summary = IngestSummary(
+                source_file=source_file,
+                patient_id=pseudonym,
+                records_read=stats.records_read,
+                accepted=found.accepted,
+                quarantined=quarantine.height,
+                skipped=stats.skipped,
+                new_samples=new_samples,
+                patients=tuple(patients),
+            )
+            job.rows_in, job.rows_out = summary.records_read, summary.new_samples
+            job.details = {
+                **summary.__dict__,
+                "source_file": stored_file,
+                "format": kind_name,
+                **schema_details(path),
+            }
+    except identity.RedactedInputError as err:
+        # recorded with the pseudonym; the user sees their own path
+        raise err.original from None
     return summary
 
 
@@ -400,8 +439,9 @@ def run_folder(
             yield FolderResult(path, summary=summary)
 
 
-def _stage(samples: Samples, found: _Parse, target: Path) -> None:
-    """Read the whole file into a local Parquet file of valid samples, counting as it goes.
+def _stage(samples: Samples, found: _Parse, target: Path, pseudonyms: Pseudonymizer) -> None:
+    """Read the whole file into a local Parquet file of valid samples (with pseudonyms), counting
+    as it goes.
 
     Reading everything before the commit means a file that turns out unreadable halfway commits
     nothing, and the commit knows which patients and months it touches (so the merge reads only
@@ -409,7 +449,9 @@ def _stage(samples: Samples, found: _Parse, target: Path) -> None:
     retry reads it again instead of parsing the export again.
     """
     with pq.ParquetWriter(target, STEP_SAMPLES.schema, compression="zstd") as writer:
-        for valid, rejected in samples:
+        for read, rejected in samples:
+            valid = identity.pseudonymise_samples(read, pseudonyms)
+            rejected = identity.pseudonymise_rejected(rejected, pseudonyms)
             found.accepted += valid.height
             found.offsets.update(dict(valid["utc_offset_minutes"].value_counts().iter_rows()))
             found.patients.update(valid["patient_id"].unique().to_list())

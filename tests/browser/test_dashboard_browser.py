@@ -23,6 +23,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,15 +147,25 @@ def _healthy(url: str) -> bool:
         return False
 
 
-@pytest.fixture(scope="module")
-def dashboard(built_lake: Lake, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
-    """``streamlit run dashboard/app.py`` on a free local port over the built lake; stopped at
-    the end of the module (and when it fails to start)."""
-    port = _free_port()
+@contextmanager
+def serve(
+    lake: Lake,
+    log: Path,
+    *,
+    env: dict[str, str],
+    args: tuple[str, ...] = (),
+    port: int | None = None,
+) -> Iterator[Dashboard]:
+    """``streamlit run dashboard/app.py`` on ``port`` (default: a free one) of 127.0.0.1 over
+    ``lake`` with this process's environment plus ``env`` (and extra command-line ``args``),
+    until the block ends; the test fails when it does not start."""
+    port = port or _free_port()
     url = f"http://127.0.0.1:{port}"
-    log = tmp_path_factory.mktemp("streamlit") / "streamlit.log"
-    env = {k: v for k, v in os.environ.items() if k not in ("LAKE_URI", "MOBILITY_ENGINE")}
-    env["LAKE_URI"] = built_lake.uri
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("LAKE_URI", "MOBILITY_ENGINE", "MOBILITY_DEMO", "MOBILITY_ROLES_FILE")
+    }
     command = [
         sys.executable,
         "-m",
@@ -167,12 +178,18 @@ def dashboard(built_lake: Lake, tmp_path_factory: pytest.TempPathFactory) -> Ite
         "127.0.0.1",
         "--server.headless",
         "true",
+        *args,
     ]
     with log.open("w") as out:
         server = subprocess.Popen(
-            command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, text=True
+            command,
+            cwd=REPO,
+            env={**base, "LAKE_URI": lake.uri, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
-    running = Dashboard(url=url, lake=built_lake, log=log)
+    running = Dashboard(url=url, lake=lake, log=log)
     try:
         deadline = time.monotonic() + SERVER_START_SECONDS
         while not _healthy(url):
@@ -192,6 +209,15 @@ def dashboard(built_lake: Lake, tmp_path_factory: pytest.TempPathFactory) -> Ite
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def dashboard(built_lake: Lake, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
+    """The dashboard over the built lake in demo mode (no sign-in, every page: the sign-in and
+    roles are tests/browser/test_login_browser.py's); stopped at the end of the module."""
+    log = tmp_path_factory.mktemp("streamlit") / "streamlit.log"
+    with serve(built_lake, log, env={"MOBILITY_DEMO": "1"}) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from dashboard import data
 from lakehouse.settings import get_settings
 from lakehouse.storage import Lake
 from tests.dashboard.demo_lake import DemoLake, build_demo_lake
+from tests.dashboard.identities import ROLES_TOML
 
 
 def forget_caches() -> None:
@@ -19,6 +20,24 @@ def forget_caches() -> None:
     data.clear_caches()
     st.cache_data.clear()
     st.cache_resource.clear()
+
+
+@pytest.fixture(scope="session")
+def roles_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tests' role file (one email per role, see identities.py)."""
+    path = tmp_path_factory.mktemp("roles") / "roles.toml"
+    path.write_text(ROLES_TOML, encoding="utf-8")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def test_roles(roles_file: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every dashboard test signs in against the tests' role file, outside demo mode."""
+    monkeypatch.setenv("MOBILITY_ROLES_FILE", str(roles_file))
+    monkeypatch.delenv("MOBILITY_DEMO", raising=False)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,7 @@ from tests.dashboard.demo_lake import (
     P002_STEPS,
     P002_WEAR,
 )
+from tests.dashboard.identities import signed_in
 
 COHORT, PATIENT, SQL, MONITORING = (
     "views/cohort.py",
@@ -29,8 +30,8 @@ PAGES = (COHORT, PATIENT, SQL, MONITORING)
 TIMEOUT = 30
 
 
-def _open(page: str, **query: str) -> AppTest:
-    app = AppTest.from_file(APP, default_timeout=TIMEOUT)
+def _open(page: str, *, role: str = "admin", **query: str) -> AppTest:
+    app = signed_in(AppTest.from_file(APP, default_timeout=TIMEOUT), role)
     for key, value in query.items():
         app.query_params[key] = value
     app.run()
@@ -200,7 +201,7 @@ def test_an_unreadable_lake_shows_one_line(
         raise StorageError("table bronze/patients is corrupt")
 
     monkeypatch.setattr(data, "data_period", broken)
-    app = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    app = signed_in(AppTest.from_file(APP, default_timeout=TIMEOUT), "admin").run()
 
     assert not app.exception
     assert "table bronze/patients is corrupt" in _texts(app.error)

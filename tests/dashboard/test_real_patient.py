@@ -13,6 +13,8 @@ from lakehouse.catalog import FORECASTS
 from lakehouse.storage import Lake
 from tests.dashboard.conftest import forget_caches
 from tests.dashboard.demo_lake import APP
+from tests.dashboard.identities import signed_in
+from tests.pseudonyms import pseudonym
 from tests.test_cli import mobility
 
 REALDATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "realdata"
@@ -45,7 +47,7 @@ def real_patient(real_lake: Lake, monkeypatch: pytest.MonkeyPatch) -> Iterator[L
     "page", ["views/cohort.py", "views/patient.py", "views/cohort_sql.py", "views/monitoring.py"]
 )
 def test_every_page_works_with_one_real_patient(page: str) -> None:
-    app = AppTest.from_file(APP, default_timeout=60).run()
+    app = signed_in(AppTest.from_file(APP, default_timeout=60), "admin").run()
     if page != "views/cohort.py":
         app.switch_page(page).run()
 
@@ -55,7 +57,7 @@ def test_every_page_works_with_one_real_patient(page: str) -> None:
         metrics = {m.label: m.value for m in app.metric}
         assert metrics["Patients"] == "1"
     if page == "views/patient.py":
-        assert app.selectbox(key="patient_id").value == "apple-1"
+        assert app.selectbox(key="patient_id").value == pseudonym("apple-1")
         assert app.get("plotly_chart")
         # a month of data: the cluster-level forecast, which no EBM explains
         assert "No explainable (EBM) forecast" in "\n".join(str(i.value) for i in app.info)

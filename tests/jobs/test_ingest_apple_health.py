@@ -23,6 +23,7 @@ from lakehouse.catalog import DAILY_STEPS, JOB_RUNS, PATIENTS, QUARANTINE, STEP_
 from lakehouse.errors import InputError
 from lakehouse.storage import Lake
 from tests.jobs.reference_daily import reference_daily
+from tests.pseudonyms import pseudonym
 from tests.test_cli import assert_one_line_error, mobility
 
 REAL_EXPORT = Path(__file__).resolve().parents[2] / ".." / "shared/realdata/apple-health/export.xml"
@@ -147,7 +148,7 @@ def test_real_export_matches_an_independent_daily_total(lake: Lake) -> None:
         assert offset is not None
         samples.append(
             {
-                "patient_id": "REAL1",
+                "patient_id": pseudonym("REAL1"),
                 "start_ts": start.astimezone(UTC),
                 "end_ts": end.astimezone(UTC),
                 "utc_offset_minutes": int(offset.total_seconds() // 60),
@@ -305,7 +306,7 @@ def test_reingest_adds_nothing_and_newer_export_adds_only_new(
     assert summary.accepted == ACCEPTED + 2 and summary.new_samples == 2
     assert lake.read(STEP_SAMPLES).height == ACCEPTED + 2
     # The first ingest chose the zone (5:30 is not a whole-hour offset, so UTC); never overwritten.
-    assert lake.read(PATIENTS).select("patient_id", "timezone").rows() == [("P1", "UTC")]
+    assert lake.read(PATIENTS).select("patient_id", "timezone").rows() == [(pseudonym("P1"), "UTC")]
 
 
 def test_synthetic_landing_exports_ingest(lake: Lake, tmp_path: Path) -> None:
@@ -319,13 +320,24 @@ def test_synthetic_landing_exports_ingest(lake: Lake, tmp_path: Path) -> None:
     for path in exports:
         summary = ingest.run(lake, path)
         _check_invariant(summary)
-        assert summary.patient_id == path.parent.name
+        assert summary.patient_id == pseudonym(path.parent.name)
         accepted += summary.accepted
         quarantined += summary.quarantined
     assert accepted == generated.samples
     assert quarantined == generated.quarantined
     assert lake.read(STEP_SAMPLES).height == generated.samples
-    assert sorted(lake.read(PATIENTS)["patient_id"]) == sorted(p.parent.name for p in exports)
+    assert sorted(lake.read(PATIENTS)["patient_id"]) == sorted(
+        pseudonym(p.parent.name) for p in exports
+    )
+    # the folder names the person: as recorded in the lake, it names the pseudonym
+    recorded = [
+        *lake.read(QUARANTINE)["source_file"].unique().to_list(),
+        *lake.read(JOB_RUNS)["details"].drop_nulls().to_list(),
+    ]
+    assert recorded and not [text for text in recorded if "SYN11-" in text]
+    assert {f for f in lake.read(QUARANTINE)["source_file"]} <= {
+        str(p).replace(p.parent.name, pseudonym(p.parent.name)) for p in exports
+    }
 
 
 def test_cli_prints_counts_and_one_line_errors(tmp_path: Path, fixture_xml: Path) -> None:

@@ -27,6 +27,7 @@ from lakehouse.errors import InputError
 from lakehouse.storage import Lake
 from synthetic.landing import write_clinical_csvs
 from synthetic.population import clinical_frames, simulate_history
+from tests.pseudonyms import pseudonym, reidentified
 
 PATIENTS_HEADER = "patient_id,disease_group,timezone,sex,birth_year,country,enrolled_on"
 THERAPIES_HEADER = "patient_id,therapy,start_date,end_date"
@@ -58,15 +59,25 @@ def _quarantined(lake: Lake, path: Path) -> dict[int, str]:
 
 
 def _rows(lake: Lake, table: TableSpec) -> list[tuple[object, ...]]:
-    return sorted(lake.read(table).select(table.columns).iter_rows(), key=repr)
+    """The table's rows with the patients' source identifiers (the lake stores pseudonyms)."""
+    frame = lake.read(table).select(table.columns)
+    sources = reidentified(lake, frame["patient_id"])
+    at = table.columns.index("patient_id")
+    rows = [
+        (*r[:at], source, *r[at + 1 :])
+        for r, source in zip(frame.iter_rows(), sources, strict=True)
+    ]
+    return sorted(rows, key=repr)
 
 
 def _versions(lake: Lake) -> dict[str, int | None]:
     return {t.path: lake.version(t) for t in DATA_TABLES}
 
 
-def _groups(lake: Lake) -> dict[str, str]:
-    return dict(lake.read(PATIENTS).select("patient_id", "disease_group").iter_rows())
+def _groups(lake: Lake) -> dict[str | None, str]:
+    """Each patient's disease group, by source identifier."""
+    rows = lake.read(PATIENTS).select("patient_id", "disease_group")
+    return dict(zip(reidentified(lake, rows["patient_id"]), rows["disease_group"], strict=True))
 
 
 def _last_run(lake: Lake) -> dict[str, object]:
@@ -144,7 +155,7 @@ def test_patients_golden(lake: Lake, tmp_path: Path) -> None:
         0,
     )
     assert (summary.new_samples, summary.updated, summary.regrouped) == (3, 0, 0)
-    assert summary.patients == ("P1", "P2", "P3")
+    assert summary.patients == tuple(sorted(pseudonym(p) for p in ("P1", "P2", "P3")))
     assert _rows(lake, PATIENTS) == [
         ("P1", "MS", "Europe/Berlin", "F", 1980, "DE", date(2023, 4, 1)),
         ("P2", "PD", "America/New_York", None, None, None, None),
@@ -288,10 +299,15 @@ def test_every_patients_reason(lake: Lake, tmp_path: Path) -> None:
         14,
         2,
     )
-    assert set(lake.read(PATIENTS)["patient_id"]) == {"P1", "P14"}
+    assert set(reidentified(lake, lake.read(PATIENTS)["patient_id"])) == {"P1", "P14"}
     stored = lake.read(QUARANTINE).sort("record")
-    assert stored["raw"].to_list() == [lines[r - 1] for r in sorted(expected)]
-    assert stored["patient_id"].to_list()[:3] == [None, "P2", "P3"]
+    # as written, but the patient named by pseudonym: the identifier is its first field
+    as_written = [lines[r - 1] for r in sorted(expected)]
+    assert stored["raw"].to_list() == [
+        line if line.startswith(",") else pseudonym(line.split(",")[0]) + line[line.index(",") :]
+        for line in as_written
+    ]
+    assert reidentified(lake, stored["patient_id"].to_list()[:3]) == [None, "P2", "P3"]
 
 
 def test_every_therapies_side_effects_and_diagnoses_reason(
@@ -644,7 +660,11 @@ def test_synthetic_landing_files_round_trip(lake: Lake, tmp_path: Path) -> None:
         assert (summary.quarantined, summary.skipped) == (0, 0)
     for table, frame in expected.items():
         keys = list(table.keys)
-        assert lake.read(table).select(table.columns).sort(keys).equals(frame.sort(keys))
+        pseudonymised = frame.with_columns(
+            pl.col("patient_id").map_elements(pseudonym, return_dtype=pl.String)
+        )
+        stored = lake.read(table).select(table.columns)
+        assert stored.sort(keys).equals(pseudonymised.sort(keys))
     assert not lake.exists(QUARANTINE)
     versions = _versions(lake)
     for path in files:

@@ -14,6 +14,7 @@ from jobs.ingest import run as ingest
 from lakehouse.catalog import DAILY_STEPS, PATIENTS, QUARANTINE, STEP_SAMPLES
 from lakehouse.errors import InputError
 from lakehouse.storage import Lake
+from tests.pseudonyms import pseudonym, reidentified
 from tests.test_cli import assert_one_line_error, mobility
 
 FITABASE = Path(__file__).resolve().parents[2] / ".." / "shared/realdata/fitabase"
@@ -32,10 +33,12 @@ def _check_invariant(summary: ingest.IngestSummary) -> None:
     assert summary.records_read == summary.accepted + summary.quarantined + summary.skipped
 
 
-def _daily(lake: Lake) -> dict[tuple[str, date], float]:
+def _daily(lake: Lake) -> dict[tuple[str | None, date], float]:
+    """Daily steps by the patients' source identifiers (the lake stores pseudonyms)."""
     aggregate.run(lake)
-    rows = lake.read(DAILY_STEPS).select("patient_id", "date", "steps").iter_rows()
-    return {(p, d): s for p, d, s in rows}
+    rows = lake.read(DAILY_STEPS).select("patient_id", "date", "steps")
+    sources = reidentified(lake, rows["patient_id"])
+    return {(p, d): s for p, (_, d, s) in zip(sources, rows.iter_rows(), strict=True)}
 
 
 def _fitabase_date(text: str) -> date:
@@ -57,9 +60,9 @@ def test_real_hourly_file_matches_an_independent_daily_total(lake: Lake) -> None
     assert summary.records_read == len(rows) == summary.accepted
     assert summary.patient_id is None
     ids = {row["Id"] for row in rows}
-    assert set(summary.patients) == ids
+    assert set(summary.patients) == {pseudonym(i) for i in ids}
     patients = lake.read(PATIENTS)
-    assert set(patients["patient_id"]) == ids
+    assert set(reidentified(lake, patients["patient_id"])) == ids
     assert set(patients["timezone"]) == {"UTC"} and set(patients["disease_group"]) == {"OTHER"}
     bronze = lake.read(STEP_SAMPLES)
     assert set(bronze["source"]) == {"Fitbit"}
@@ -133,7 +136,7 @@ def test_excel_resaved_timestamps_and_crlf_parse(lake: Lake, tmp_path: Path) -> 
     ]
     assert rows["end_ts"][0] == datetime(2016, 4, 12, 1, tzinfo=UTC)
     assert rows["steps"].to_list() == [373.0, 1200.0, 55.0]
-    assert rows["patient_id"].unique().to_list() == ["1503960366"]
+    assert rows["patient_id"].unique().to_list() == [pseudonym("1503960366")]
     assert lake.read(QUARANTINE).select("record", "reason").rows() == [
         (4, "repeats an earlier sample of this file")
     ]
@@ -168,9 +171,10 @@ def test_bad_rows_are_quarantined_with_line_numbers(lake: Lake, tmp_path: Path) 
         (8, "implausible step rate (over 5 steps per second)"),
         (11, "sample in the future"),
     ]
-    assert quarantine["raw"][0] == "1,3/12/2016 1:00:00 AM,abc"
-    assert quarantine["patient_id"].to_list() == ["1", "1", "1", "1", None, "1", "2"]
-    assert sorted(lake.read(PATIENTS)["patient_id"]) == ["1", "2"]
+    # the raw text names the patient by pseudonym too; nothing else in it changes
+    assert quarantine["raw"][0] == f"{pseudonym('1')},3/12/2016 1:00:00 AM,abc"
+    assert reidentified(lake, quarantine["patient_id"]) == ["1", "1", "1", "1", None, "1", "2"]
+    assert sorted(reidentified(lake, lake.read(PATIENTS)["patient_id"])) == ["1", "2"]
 
     again = ingest.run(lake, path)
     assert again.new_samples == 0
@@ -292,7 +296,8 @@ def test_google_fit_daily_metrics(lake: Lake, tmp_path: Path) -> None:
     summary = ingest.run(lake, path, patient_id="G1", timezone="America/New_York")
     _check_invariant(summary)
     assert (summary.accepted, summary.quarantined, summary.skipped) == (2, 2, 1)
-    assert summary.describe().startswith(f"ingest {path} (patient G1): 5 records read")
+    assert summary.patient_id == pseudonym("G1")
+    assert summary.describe().startswith(f"ingest {path} (patient {pseudonym('G1')}): 5 records")
     rows = lake.read(STEP_SAMPLES).sort("start_ts")
     assert rows.select("start_ts", "utc_offset_minutes", "source").rows() == [
         (datetime(2019, 3, 9, 5, tzinfo=UTC), -300, "Google Fit"),

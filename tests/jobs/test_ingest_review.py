@@ -15,6 +15,7 @@ import pytest
 from jobs.ingest import run as ingest
 from lakehouse.catalog import PATIENTS, QUARANTINE, STEP_SAMPLES
 from lakehouse.storage import Lake, conform
+from tests.pseudonyms import pseudonym
 from tests.test_cli import mobility
 
 PATIENTS_HEADER = "patient_id,disease_group,timezone"
@@ -233,4 +234,4 @@ def test_quarantine_commit_failure_heals_on_reingest(
     again = ingest.run(lake, data, format="generic")
     assert (again.new_samples, again.quarantined) == (0, 1)
     assert lake.read(QUARANTINE).height == 1
-    assert lake.read(PATIENTS)["patient_id"].to_list() == ["P1"]
+    assert lake.read(PATIENTS)["patient_id"].to_list() == [pseudonym("P1")]

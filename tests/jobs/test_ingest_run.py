@@ -21,9 +21,11 @@ from lakehouse.catalog import (
     SIDE_EFFECTS,
     STEP_SAMPLES,
     THERAPIES,
+    TableSpec,
 )
 from lakehouse.errors import InputError
 from lakehouse.storage import Lake
+from tests.pseudonyms import pseudonym, reidentified
 from tests.test_cli import assert_one_line_error, mobility
 
 PATIENTS_HEADER = "patient_id,disease_group,timezone,sex,birth_year,country,enrolled_on"
@@ -34,9 +36,22 @@ def _check_invariant(summary: IngestSummary) -> None:
     assert summary.records_read == summary.accepted + summary.quarantined + summary.skipped
 
 
+def _identified(lake: Lake, table: TableSpec) -> pl.DataFrame:
+    """The table with its patients' source identifiers (the lake stores pseudonyms)."""
+    frame = lake.read(table)
+    return frame.with_columns(
+        pl.Series("patient_id", reidentified(lake, frame["patient_id"]), dtype=pl.String)
+    )
+
+
+def _pseudonymised(frame: pl.DataFrame) -> pl.DataFrame:
+    """A frame of source identifiers as ingestion stores it."""
+    return frame.with_columns(pl.col("patient_id").map_elements(pseudonym, return_dtype=pl.String))
+
+
 def _daily(lake: Lake) -> dict[tuple[str, date], float]:
     aggregate.run(lake)
-    rows = lake.read(DAILY_STEPS).select("patient_id", "date", "steps").iter_rows()
+    rows = _identified(lake, DAILY_STEPS).select("patient_id", "date", "steps").iter_rows()
     return {(p, d): s for p, d, s in rows}
 
 
@@ -89,13 +104,15 @@ def test_landing_folder_gives_the_same_lake_as_direct_generation(tmp_path: Path)
     assert sum(s.accepted for s in exports) == made.samples
     assert sum(s.quarantined for s in exports) == made.quarantined
 
-    a = direct.read(STEP_SAMPLES).select(SAMPLE_COLUMNS)
+    # generated directly, the synthetic ids stay; ingested, they become pseudonyms
+    a = _pseudonymised(direct.read(STEP_SAMPLES).select(SAMPLE_COLUMNS))
     b = landed.read(STEP_SAMPLES).select(SAMPLE_COLUMNS)
     assert a.height == b.height == made.samples
     keys = ["patient_id", "source", "start_ts", "end_ts"]
     assert _sorted(a, keys).equals(_sorted(b, keys))
     for table in (PATIENTS, THERAPIES, SIDE_EFFECTS, DIAGNOSES):
-        assert _sorted(direct.read(table)).equals(_sorted(landed.read(table))), table.path
+        direct_rows = _pseudonymised(direct.read(table))
+        assert _sorted(direct_rows).equals(_sorted(landed.read(table))), table.path
     assert direct.read(PATIENTS).height == 3
     assert direct.read(THERAPIES).height == made.therapies == 2
     assert direct.read(DIAGNOSES).height == made.diagnoses == 6
@@ -103,13 +120,13 @@ def test_landing_folder_gives_the_same_lake_as_direct_generation(tmp_path: Path)
     quarantine_a = direct.read(QUARANTINE)
     quarantine_b = landed.read(QUARANTINE)
     assert quarantine_a.height == quarantine_b.height == made.quarantined
-    assert _sorted(quarantine_a.select("patient_id", "reason")).equals(
+    assert _sorted(_pseudonymised(quarantine_a.select("patient_id", "reason"))).equals(
         _sorted(quarantine_b.select("patient_id", "reason"))
     )
 
     aggregate.run(direct)
     aggregate.run(landed)
-    daily_a = direct.read(DAILY_STEPS)
+    daily_a = _pseudonymised(direct.read(DAILY_STEPS))
     daily_b = landed.read(DAILY_STEPS)
     assert daily_a.height > 300
     assert _sorted(daily_a, ["patient_id", "date"]).equals(_sorted(daily_b, ["patient_id", "date"]))
@@ -185,14 +202,15 @@ def test_folder_leaves_unknown_files_and_reports_a_broken_export(
     assert not broken.left and broken.summary is None
     assert broken.error and "\n" not in broken.error and "P9" in broken.error
     good = results["apple-health/P8/export.xml"].summary
-    assert good is not None and (good.patient_id, good.accepted, good.new_samples) == ("P8", 4, 4)
+    assert good is not None
+    assert (good.patient_id, good.accepted, good.new_samples) == (pseudonym("P8"), 4, 4)
     generic_summary = results["other/samples.csv"].summary
-    assert generic_summary is not None and generic_summary.patients == ("P7",)
+    assert generic_summary is not None and generic_summary.patients == (pseudonym("P7"),)
 
-    bronze = lake.read(STEP_SAMPLES)
+    bronze = _identified(lake, STEP_SAMPLES)
     assert sorted(bronze["patient_id"].unique()) == ["P7", "P8"]
     assert bronze.height == 5
-    patients = dict(lake.read(PATIENTS).select("patient_id", "timezone").iter_rows())
+    patients = dict(_identified(lake, PATIENTS).select("patient_id", "timezone").iter_rows())
     # P8's zone comes from patients.csv (ingested first), not from the export's +02:00.
     assert patients == {"P7": "Etc/GMT", "P8": "Europe/Berlin"}
 
@@ -255,9 +273,9 @@ def test_fitbit_json_across_dst_and_utc_midnight(lake: Lake, fitbit_json: Path) 
         3,
         0,
     )
-    assert summary.new_samples == FITBIT_ACCEPTED and summary.patient_id == "P1"
+    assert summary.new_samples == FITBIT_ACCEPTED and summary.patient_id == pseudonym("P1")
 
-    bronze = lake.read(STEP_SAMPLES).sort("start_ts")
+    bronze = _identified(lake, STEP_SAMPLES).sort("start_ts")
     assert set(bronze["source"]) == {"Fitbit"} and set(bronze["patient_id"]) == {"P1"}
     assert bronze["start_ts"].to_list() == [
         _utc(2024, 3, 30, 22, 59),
@@ -275,14 +293,14 @@ def test_fitbit_json_across_dst_and_utc_midnight(lake: Lake, fitbit_json: Path) 
     assert bronze["steps"].to_list() == [5.0, 7.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0]
     assert bronze["month"].to_list() == ["2024-03"] * 9
 
-    quarantine = lake.read(QUARANTINE).sort("record")
+    quarantine = _identified(lake, QUARANTINE).sort("record")
     assert quarantine["record"].to_list() == FITBIT_BAD_RECORDS
     assert set(quarantine["source_file"]) == {str(fitbit_json)}
     assert set(quarantine["patient_id"]) == {"P1"}
     assert quarantine["reason"][0] == "steps is not a number"
     assert json.loads(quarantine["raw"][1]) == {"value": "99"}
     assert quarantine["raw"][2] == "5"
-    assert dict(lake.read(PATIENTS).select("patient_id", "timezone").iter_rows()) == {
+    assert dict(_identified(lake, PATIENTS).select("patient_id", "timezone").iter_rows()) == {
         "P1": "Europe/Berlin"
     }
 
@@ -321,7 +339,7 @@ def test_fitbit_json_takes_offsets_from_the_patients_zone(lake: Lake, fitbit_jso
         ("P1", date(2024, 3, 31)): 130.0,
     }
     # The clinical row is kept, not replaced by the ingest's default.
-    assert lake.read(PATIENTS).select("patient_id", "disease_group", "timezone").rows() == [
+    assert _identified(lake, PATIENTS).select("patient_id", "disease_group", "timezone").rows() == [
         ("P1", "PD", "America/New_York")
     ]
 
@@ -355,7 +373,7 @@ def test_generic_csv_with_iso_offsets_is_detected(lake: Lake, tmp_path: Path) ->
     summary = ingest.run(lake, path)
     _check_invariant(summary)
     assert (summary.records_read, summary.accepted, summary.quarantined) == (4, 3, 1)
-    assert summary.patients == ("G1",) and summary.patient_id is None
+    assert summary.patients == (pseudonym("G1"),) and summary.patient_id is None
     bronze = lake.read(STEP_SAMPLES).sort("start_ts")
     assert bronze["start_ts"].to_list() == [
         _utc(2024, 3, 30, 22, 30),
@@ -368,7 +386,9 @@ def test_generic_csv_with_iso_offsets_is_detected(lake: Lake, tmp_path: Path) ->
     assert not any("Maria" in s for s in bronze["source"])
     assert lake.read(QUARANTINE).select("record", "reason").rows() == [(5, "negative steps")]
     # The most common offset, +60, as an Etc zone (which counts the other way round).
-    assert lake.read(PATIENTS).select("patient_id", "timezone").rows() == [("G1", "Etc/GMT-1")]
+    assert _identified(lake, PATIENTS).select("patient_id", "timezone").rows() == [
+        ("G1", "Etc/GMT-1")
+    ]
     assert _daily(lake) == {
         ("G1", date(2024, 3, 30)): 100.0,  # 23:30 CET
         ("G1", date(2024, 3, 31)): 500.0,  # 00:10 CET (200) + 10:00 CEST (300)
@@ -407,7 +427,9 @@ def test_generic_csv_with_mapped_columns_and_hourly_samples(lake: Lake, tmp_path
     assert set(bronze["source"]) == {"Withings"}
     assert bronze["month"].to_list() == ["2014-11"] * 4
     assert lake.read(QUARANTINE).select("record", "reason").rows() == [(6, "steps is not a number")]
-    assert lake.read(PATIENTS).select("patient_id", "timezone").rows() == [("A1", "Europe/Berlin")]
+    assert _identified(lake, PATIENTS).select("patient_id", "timezone").rows() == [
+        ("A1", "Europe/Berlin")
+    ]
     assert _daily(lake) == {
         ("A1", date(2014, 11, 11)): 195.0,  # 00:00, 01:00, 23:00 CET: 120 + 30 + 45
         ("A1", date(2014, 11, 12)): 500.0,  # 00:00 CET
@@ -469,7 +491,7 @@ def test_options_that_do_not_fit_the_file_are_refused(lake: Lake, tmp_path: Path
 
     # The export itself is fine without them, its patient from the folder name.
     summary = ingest.run(lake, export)
-    assert (summary.patient_id, summary.accepted) == ("P2", 2)
+    assert (summary.patient_id, summary.accepted) == (pseudonym("P2"), 2)
 
 
 def test_cli_ingests_a_generic_csv_with_column_options(tmp_path: Path) -> None:
@@ -513,9 +535,12 @@ def test_personal_exports_in_a_landing_folder_take_the_patient_from_the_folder(
     results = list(ingest.run_folder(lake, landing))
     assert [r.error for r in results] == [None, None]
     by_patient = {r.summary.patients: r.summary for r in results if r.summary is not None}
-    assert by_patient[("P7",)].accepted == FITBIT_ACCEPTED
-    assert by_patient[("P8",)].accepted == 1
+    assert by_patient[(pseudonym("P7"),)].accepted == FITBIT_ACCEPTED
+    assert by_patient[(pseudonym("P8"),)].accepted == 1
     totals = dict(
-        lake.read(STEP_SAMPLES).group_by("patient_id").agg(pl.col("steps").sum()).iter_rows()
+        _identified(lake, STEP_SAMPLES)
+        .group_by("patient_id")
+        .agg(pl.col("steps").sum())
+        .iter_rows()
     )
     assert totals["P8"] == 4321.0

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
 import polars as pl
 import pytest
 
-from lakehouse import InputError, Lake
-from lakehouse.catalog import DAILY_STEPS, TABLES, TableSpec
+from lakehouse import InputError, Lake, audit
+from lakehouse.catalog import (
+    AUDIT_LOG,
+    DAILY_STEPS,
+    PATIENTS,
+    REIDENTIFICATION,
+    TABLES,
+    TableSpec,
+)
 from lakehouse.errors import StorageError
-from lakehouse.query import connect, run_query
+from lakehouse.query import connect, register, run_query, tables_in
 from tests.lakehouse.frames import edge_rows
 
 
@@ -100,6 +109,18 @@ REFUSED = {
     "unlock_configuration": "SET lock_configuration = false",
     "enable_external_access": "SET enable_external_access = true",
     "getenv": "SELECT getenv('HOME')",
+    "read_blob_of_system_file": "SELECT * FROM read_blob('/etc/passwd')",
+    "file_as_table": "SELECT * FROM '/etc/passwd'",
+    "read_parquet_outside_lake": "SELECT * FROM read_parquet('{tmp}/*.parquet')",
+    "copy_from": "COPY bronze.patients FROM '{tmp}/visible.csv'",
+    "pragma_set": "PRAGMA memory_limit='64GB'",
+    "set_allowed_directories": "SET allowed_directories = ['/']",
+    "reset": "RESET enable_external_access",
+    "detach": "DETACH memory",
+    "install_from_url": "INSTALL httpfs FROM 'http://127.0.0.1:9/'",
+    "export_database": "EXPORT DATABASE '{tmp}/dump'",
+    "audit_log_view": "SELECT * FROM ops.audit_log",
+    "reidentification_view": "SELECT * FROM admin.reidentification",
     "create_view": "CREATE OR REPLACE VIEW silver.daily_steps AS SELECT 1 AS x",
     "drop_view": "DROP VIEW silver.daily_steps",
     "two_statements": "SELECT 1; SELECT 2",
@@ -112,10 +133,79 @@ def test_sandbox_refuses(con: duckdb.DuckDBPyConnection, tmp_path: Path, sql: st
     with pytest.raises(InputError) as info:
         run_query(con, sql.format(tmp=tmp_path))
     message = str(info.value)
-    assert message.startswith(("query failed: ", "only read-only", "send exactly one"))
+    assert message.startswith(("query failed: ", "only read-only", "send exactly one")) or (
+        " is restricted: not available in SQL" in message
+    )
     assert "\n" not in message
     assert not (tmp_path / "stolen.csv").exists()
     assert not (tmp_path / "other.duckdb").exists()
+
+
+def test_sandbox_refusals_say_why_in_one_line(con: duckdb.DuckDBPyConnection) -> None:
+    cases = {
+        "COPY (SELECT 1) TO '/tmp/x.csv'": "only read-only queries are allowed (got a COPY",
+        "SELECT * FROM read_text('/etc/passwd')": "disabled by configuration",
+        "SELECT getenv('HOME')": "getenv",
+        "INSTALL httpfs": "only read-only queries are allowed",
+        "SET threads = 64": "only read-only queries are allowed",
+    }
+    for sql, fragment in cases.items():
+        with pytest.raises(InputError, match=re.escape(fragment)) as info:
+            run_query(con, sql)
+        assert "\n" not in str(info.value)
+
+
+def _restricted_lake(root: Path) -> Lake:
+    """A lake holding the restricted tables next to an ordinary one."""
+    lake = Lake(str(root / "lake"))
+    lake.append(PATIENTS, edge_rows(PATIENTS, rows=(1, 2)))
+    audit.record(
+        lake,
+        audit.AuditEvent(
+            user="dr@example.org",
+            roles="clinician",
+            client="dashboard",
+            action="patient",
+            page="patient",
+            patient_id="P-1",
+        ),
+    )
+    lake.append(
+        REIDENTIFICATION,
+        pl.DataFrame(
+            {
+                "patient_id": ["P-1"],
+                "source_id": ["MRN-SECRET-42"],
+                "key_id": ["k"],
+                "first_seen_at": [datetime(2024, 1, 1, tzinfo=UTC)],
+                "source_file": ["x"],
+            }
+        ),
+    )
+    return lake
+
+
+def test_restricted_tables_are_unreachable_from_sql(tmp_path: Path) -> None:
+    lake = _restricted_lake(tmp_path)
+    con = connect(lake)
+    assert run_query(con, "SELECT count(*) AS n FROM bronze.patients").table.num_rows == 1
+    folders = {
+        "audit": lake.table_uri(AUDIT_LOG),
+        "map": lake.table_uri(REIDENTIFICATION),
+        "via a readable folder": f"{lake.table_uri(PATIENTS)}/../../admin/reidentification",
+    }
+    for name, folder in folders.items():
+        for reader in ("read_parquet", "read_text", "read_blob", "glob"):
+            pattern = f"{folder}/**" if reader == "glob" else f"{folder}/**/*.parquet"
+            with pytest.raises(InputError) as info:
+                run_query(con, f"SELECT * FROM {reader}('{pattern}')")
+            assert "MRN-SECRET" not in str(info.value), (name, reader)
+    for view in ("ops.audit_log", "admin.reidentification"):
+        with pytest.raises(InputError, match=f"{re.escape(view)} is restricted"):
+            run_query(con, f"SELECT * FROM {view}")
+    assert tables_in("SELECT * FROM ops.audit_log") == []
+    with pytest.raises(StorageError, match="restricted"):
+        register(con, lake, REIDENTIFICATION)
 
 
 ENGINE_REFUSED = [

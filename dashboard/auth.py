@@ -1,0 +1,425 @@
+"""Who is signed in, what they may open, and the audit rows of what they open.
+
+Sign-in is OpenID Connect through Streamlit's ``st.login`` (configured in
+``.streamlit/secrets.toml``, see ``secrets.toml.example``); ``st.user`` holds the identity token's
+claims. A role file (``config/roles.toml``, ``MOBILITY_ROLES_FILE``) maps the verified email or
+the groups claim to the roles clinician, analyst, ops and admin; :data:`PAGE_ROLES` says which
+roles open which page. Nothing else grants access: without ``is_logged_in`` there is no user, and
+a user without a role sees a refusal.
+
+Demo mode (``MOBILITY_DEMO=1``) is the local synthetic demo only: no sign-in, a banner on every
+page, a role picked in the sidebar; it refuses to run against a lake on object storage or next
+to a login configuration.
+
+A signed-in session idle for ``MOBILITY_IDLE_MINUTES`` is signed out. The last activity of each
+login (the identity token's issuer, subject and issue time) is kept on the server, so a new tab
+or a reload does not reset it; after a server restart a login counts as active since its token
+was issued.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import streamlit as st
+
+from lakehouse import audit
+from lakehouse.errors import InputError
+from lakehouse.pseudonyms import demo_allowed
+from lakehouse.settings import get_settings
+from lakehouse.storage import Lake
+
+Role = Literal["clinician", "analyst", "ops", "admin"]
+ROLES: tuple[Role, ...] = get_args(Role)
+
+# The dashboard's pages (their url paths) and the roles that open each.
+PAGE_ROLES: dict[str, frozenset[Role]] = {
+    "cohort": frozenset({"clinician", "analyst", "admin"}),
+    "patient": frozenset({"clinician", "admin"}),
+    "sql": frozenset({"analyst", "admin"}),
+    "monitoring": frozenset({"ops", "admin"}),
+    "audit": frozenset({"ops", "admin"}),
+    "reidentify": frozenset({"admin"}),
+}
+DEMO_ROLE_KEY = "demo_role"
+DEMO_BANNER = (
+    "**Demo mode**: synthetic patients only, no sign-in, everything on this machine. "
+    "Never use it with real data (README, Security and privacy)."
+)
+
+
+@dataclass(frozen=True)
+class User:
+    """The person using the dashboard.
+
+    Args:
+        name: shown in the sidebar.
+        audit_name: recorded in the audit log (the verified email, else the subject).
+        roles: what they may open.
+        demo: the demo's user (no sign-in).
+        login: the login's key for the idle timeout (issuer, subject, issue time).
+    """
+
+    name: str
+    audit_name: str
+    roles: frozenset[Role]
+    demo: bool = False
+    login: str = ""
+
+    def may_open(self, page: str) -> bool:
+        """Whether one of the user's roles opens ``page`` (a url path of :data:`PAGE_ROLES`)."""
+        return bool(self.roles & PAGE_ROLES.get(page, frozenset()))
+
+    @property
+    def roles_text(self) -> str:
+        """The roles as the audit log records them."""
+        return ",".join(r for r in ROLES if r in self.roles)
+
+
+# ---------------------------------------------------------------------------------- role file
+
+
+@dataclass(frozen=True)
+class RoleMap:
+    """Roles by verified email and by group (``config/roles.toml``)."""
+
+    groups_claim: str = "groups"
+    emails: Mapping[str, frozenset[Role]] = field(default_factory=dict)
+    groups: Mapping[str, frozenset[Role]] = field(default_factory=dict)
+
+    def roles_of(self, claims: Mapping[str, Any]) -> frozenset[Role]:
+        """The roles of an identity token's claims: by its email (only when not marked
+        unverified) and by the groups in :attr:`groups_claim`."""
+        roles: set[Role] = set()
+        email = claims.get("email")
+        if isinstance(email, str) and claims.get("email_verified") is not False:
+            roles |= self.emails.get(email.strip().lower(), frozenset())
+        groups = claims.get(self.groups_claim)
+        if isinstance(groups, str):
+            groups = [groups]
+        if isinstance(groups, list | tuple):
+            for group in groups:
+                if isinstance(group, str):
+                    roles |= self.groups.get(group, frozenset())
+        return frozenset(roles)
+
+
+def parse_role_map(text: str, *, where: str = "the role file") -> RoleMap:
+    """A :class:`RoleMap` from the TOML of a role file.
+
+    Raises:
+        InputError: not TOML, an unknown role, or lists that are not lists of strings.
+    """
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise InputError(f"{where}: not TOML ({err})") from err
+    claim = document.get("groups_claim", "groups")
+    sections = document.get("roles", {})
+    if not isinstance(claim, str) or not isinstance(sections, dict):
+        raise InputError(f"{where}: groups_claim must be text and [roles.<role>] tables")
+    emails: dict[str, set[Role]] = {}
+    groups: dict[str, set[Role]] = {}
+    for role, section in sections.items():
+        if role not in ROLES:
+            raise InputError(f"{where}: unknown role {role!r} (use {', '.join(ROLES)})")
+        if not isinstance(section, dict):
+            raise InputError(f"{where}: [roles.{role}] must be a table")
+        for key, target in (("emails", emails), ("groups", groups)):
+            values = section.get(key, [])
+            if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+                raise InputError(f"{where}: roles.{role}.{key} must be a list of text")
+            for value in values:
+                name = value.strip().lower() if key == "emails" else value.strip()
+                target.setdefault(name, set()).add(role)
+    return RoleMap(
+        groups_claim=claim,
+        emails={k: frozenset(v) for k, v in emails.items()},
+        groups={k: frozenset(v) for k, v in groups.items()},
+    )
+
+
+_role_maps: dict[tuple[str, float], RoleMap] = {}
+
+
+def role_map() -> RoleMap:
+    """The role file of the settings, read again when it changes.
+
+    Raises:
+        InputError: the file is missing or malformed (one line).
+    """
+    path = Path(get_settings().roles_file)
+    try:
+        stamp = (str(path.resolve()), path.stat().st_mtime)
+    except OSError as err:
+        raise InputError(
+            f"role file {path} cannot be read ({err.strerror or err}): set MOBILITY_ROLES_FILE"
+        ) from err
+    if stamp not in _role_maps:
+        _role_maps.clear()
+        _role_maps[stamp] = parse_role_map(path.read_text(encoding="utf-8"), where=str(path))
+    return _role_maps[stamp]
+
+
+# ------------------------------------------------------------------------------- idle timeout
+
+
+class IdleLogins:
+    """The last activity of each login on this server (shared by its sessions)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last: dict[str, float] = {}
+
+    def touch(
+        self, login: str, *, issued_at: float | None, now: float, idle_seconds: float
+    ) -> bool:
+        """Record activity of ``login`` now; False (and forgotten) when it was idle too long.
+
+        A login not seen yet counts as active since its token was issued (``issued_at``; now
+        when unknown): a week-old cookie after a restart must sign in again.
+        """
+        with self._lock:
+            last = self._last.get(login, issued_at if issued_at is not None else now)
+            if now - last > idle_seconds:
+                self._last.pop(login, None)
+                return False
+            self._last[login] = now
+            return True
+
+    def forget(self, login: str) -> None:
+        """Drop a login (signed out)."""
+        with self._lock:
+            self._last.pop(login, None)
+
+
+@st.cache_resource(show_spinner=False)
+def _idle_logins() -> IdleLogins:
+    return IdleLogins()
+
+
+# ------------------------------------------------------------------------------------- users
+
+
+def demo_mode() -> bool:
+    """Whether the dashboard runs as the local synthetic demo (``MOBILITY_DEMO``)."""
+    return get_settings().demo
+
+
+def login_configured() -> bool:
+    """Whether ``.streamlit/secrets.toml`` has the ``[auth]`` section ``st.login`` needs."""
+    try:
+        return bool(st.secrets.load_if_toml_exists() and "auth" in st.secrets)
+    except Exception:  # an unreadable secrets file: no login configuration
+        return False
+
+
+def _claims() -> dict[str, Any]:
+    return {key: st.user[key] for key in st.user}
+
+
+def current_user() -> User | None:
+    """The signed-in user (or the demo's), None when nobody is signed in.
+
+    Only ``st.user.is_logged_in`` counts: other claims a host may put in ``st.user`` do not.
+
+    Raises:
+        InputError: the role file cannot be read.
+    """
+    if demo_mode():
+        role = st.session_state.get(DEMO_ROLE_KEY, "admin")
+        chosen: Role = role if role in ROLES else "admin"
+        return User(name="Demo user", audit_name="demo", roles=frozenset({chosen}), demo=True)
+    claims = _claims()
+    if claims.get("is_logged_in") is not True:
+        return None
+    email = claims.get("email") if claims.get("email_verified") is not False else None
+    subject = str(claims.get("sub") or "")
+    audit_name = str(email or subject or claims.get("preferred_username") or "unknown")
+    name = str(claims.get("name") or email or audit_name)
+    login = "|".join(str(claims.get(k, "")) for k in ("iss", "sub", "iat"))
+    return User(
+        name=name,
+        audit_name=audit_name,
+        roles=role_map().roles_of(claims),
+        login=login,
+    )
+
+
+def _stop_with(message: str, *, sign_out: bool) -> None:
+    st.title("Mobility")
+    st.error(message, icon=":material/lock:")
+    if sign_out and st.button("Sign out", key="auth_sign_out_refused"):
+        st.logout()
+    st.stop()
+
+
+def signed_in_user(lake: Lake) -> User:
+    """The user of this run, or a sign-in page, refusal or expiry notice and ``st.stop()``.
+
+    Checks, in order: demo mode only where allowed; signed in; idle timeout; at least one role.
+    Records the session's sign-in (and refusals and expiries) in the audit log.
+    """
+    settings = get_settings()
+    if demo_mode():
+        if not demo_allowed(lake.uri):
+            _stop_with(
+                f"Demo mode (MOBILITY_DEMO) is for the local synthetic demo only, not for the "
+                f"lake {lake.uri}. Unset MOBILITY_DEMO and configure sign-in.",
+                sign_out=False,
+            )
+        if login_configured():
+            _stop_with(
+                "Demo mode (MOBILITY_DEMO) is on while sign-in is configured "
+                "(.streamlit/secrets.toml): unset MOBILITY_DEMO to require sign-in.",
+                sign_out=False,
+            )
+    user = current_user()
+    if user is None:
+        _sign_in_page()
+        st.stop()
+    assert user is not None
+    if not user.demo:
+        claims = _claims()
+        issued = claims.get("iat")
+        fresh = _idle_logins().touch(
+            user.login,
+            issued_at=float(issued) if isinstance(issued, int | float) else None,
+            now=time.time(),
+            idle_seconds=settings.idle_minutes * 60,
+        )
+        if not fresh:
+            record(lake, user, "expired", "sign-in", outcome="idle too long")
+            st.session_state.pop("_audit_user", None)
+            st.logout()
+            st.stop()
+    if st.session_state.get("_audit_user") != user.audit_name:
+        if not user.roles:
+            record(lake, user, "refused", "sign-in", outcome="no role")
+            _stop_with(
+                f"You are signed in as `{user.audit_name}`, but this account has no role in "
+                "Mobility. Ask an administrator for one (config/roles.toml or your "
+                "identity provider's groups).",
+                sign_out=True,
+            )
+        record(lake, user, "sign-in", "sign-in")
+        st.session_state["_audit_user"] = user.audit_name
+    return user
+
+
+def _sign_in_page() -> None:
+    st.title("Mobility")
+    if not login_configured():
+        st.error(
+            "Sign-in is not configured: copy .streamlit/secrets.toml.example to "
+            ".streamlit/secrets.toml and fill in your identity provider (or run the local "
+            "synthetic demo with MOBILITY_DEMO=1).",
+            icon=":material/lock:",
+        )
+        return
+    st.write("Patient mobility data: sign in with your hospital account to continue.")
+    if st.button("Sign in", type="primary", icon=":material/login:", key="auth_sign_in"):
+        st.login()
+
+
+def sidebar(user: User, lake: Lake) -> None:
+    """Who is signed in, with their roles and a sign-out button (the demo: a role picker)."""
+    with st.sidebar:
+        if user.demo:
+            st.selectbox(
+                "Demo: view as",
+                ROLES,
+                index=ROLES.index("admin"),
+                key=DEMO_ROLE_KEY,
+                help="Demo mode only: see the dashboard as each role sees it.",
+            )
+            return
+        st.caption(f"Signed in as **{user.name}** ({', '.join(sorted(user.roles))})")
+        if st.button("Sign out", icon=":material/logout:", key="auth_sign_out"):
+            record(lake, user, "sign-out", "sign-in")
+            _idle_logins().forget(user.login)
+            st.session_state.pop("_audit_user", None)
+            st.logout()
+
+
+def require(page: str) -> User:
+    """The current user, who may open ``page``; else a refusal and ``st.stop()``. Every page
+    calls this before it loads anything (the app checks first; this is the second lock)."""
+    user = current_user()
+    if user is None or not user.may_open(page):
+        st.error(refusal(user, page), icon=":material/block:")
+        st.stop()
+    assert user is not None
+    return user
+
+
+def refusal(user: User | None, page: str) -> str:
+    """The one-line refusal of ``page`` for ``user``."""
+    allowed = ", ".join(r for r in ROLES if r in PAGE_ROLES.get(page, frozenset()))
+    if user is None:
+        return "Sign in first: nothing was loaded."
+    roles = ", ".join(sorted(user.roles)) or "no role"
+    return (
+        f"Not for your role: this page is for {allowed or 'nobody'}; you are "
+        f"`{user.audit_name}` ({roles}). Nothing was loaded, and the attempt is in the audit log."
+    )
+
+
+# -------------------------------------------------------------------------------------- audit
+
+
+def record(
+    lake: Lake,
+    user: User,
+    action: audit.Action,
+    page: str,
+    *,
+    patient_id: str | None = None,
+    sql_sha256: str | None = None,
+    rows: int | None = None,
+    outcome: str = "ok",
+) -> None:
+    """Append one event of ``user`` to the audit log.
+
+    Raises:
+        StorageError: the event could not be written (the caller shows nothing then).
+    """
+    audit.record(
+        lake,
+        audit.AuditEvent(
+            user=user.audit_name,
+            roles=user.roles_text,
+            client="dashboard",
+            action=action,
+            page=page,
+            patient_id=patient_id,
+            sql_sha256=sql_sha256,
+            rows=rows,
+            outcome=outcome,
+        ),
+    )
+
+
+def record_page_view(lake: Lake, user: User, page: str) -> None:
+    """Record that ``user`` opened ``page``, once per visit (reruns of the same page are the
+    same visit)."""
+    if st.session_state.get("_audit_page") == page:
+        return
+    record(lake, user, "page", page)
+    st.session_state["_audit_page"] = page
+    st.session_state.pop("_audit_patient", None)
+
+
+def record_patient_view(lake: Lake, user: User, page: str, patient_id: str) -> None:
+    """Record that ``user`` sees ``patient_id`` (a pseudonym) on ``page``, once per patient and
+    visit; before the patient's data is loaded."""
+    if st.session_state.get("_audit_patient") == patient_id:
+        return
+    record(lake, user, "patient", page, patient_id=patient_id)
+    st.session_state["_audit_patient"] = patient_id
