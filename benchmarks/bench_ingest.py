@@ -42,6 +42,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import common  # noqa: F401  (a throwaway pseudonym key for this run's lakes)
+
 RSS_TARGET_MB = 500.0
 MIN_EXPORT_BYTES = 1_000_000_000
 APPLE_PATIENTS = 2

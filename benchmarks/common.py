@@ -5,10 +5,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+# Benchmarks build throwaway lakes: ingestion pseudonymises patient ids with a key from the
+# environment, so each run gets a random one unless the caller set it (never stored anywhere).
+os.environ.setdefault("MOBILITY_PSEUDONYM_KEY", secrets.token_hex(32))
 
 
 def measure(script: str, kind: str, lake_uri: str, *extra: str) -> dict[str, Any]:

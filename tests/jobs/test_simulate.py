@@ -109,6 +109,46 @@ def test_calm_days_raise_no_alert_then_injections_do(started: Lake) -> None:
     assert state is not None and state.shifts[0].from_day == mended.day + timedelta(days=1)
 
 
+def test_the_monitoring_page_shows_the_simulated_days(
+    started: Lake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the days above: drift, data quality, job and cost figures on the page, as an ops
+    engineer opens it (the local demo's sign-in-free mode, admin role)."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from dashboard import data
+    from lakehouse.settings import get_settings
+
+    monkeypatch.setenv("LAKE_URI", started.uri)
+    monkeypatch.setenv("MOBILITY_DEMO", "1")
+    get_settings.cache_clear()
+    data.clear_caches()
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    app = AppTest.from_file(
+        str(Path(__file__).parents[2] / "dashboard" / "app.py"), default_timeout=120
+    )
+    app.run()
+    app.switch_page("views/monitoring.py").run()
+    assert not app.exception and not app.error, [e.value for e in [*app.exception, *app.error]]
+    metrics = {m.label: m.value for m in app.metric}
+    assert int(metrics["Open alerts"]) == _open_alerts(started).height
+    tables = [frame.value for frame in app.dataframe]
+    by_check = {check: t for t in tables if "check" in t.columns for check in set(t["check"])}
+    assert {"accuracy", "feature drift", "data quality", "job health", "cost"} <= set(by_check)
+    drift = by_check["feature drift"]
+    assert set(drift["check"]) == {"feature drift", "prediction drift"}
+    assert set(drift["metric"]) == {"ks p-value"}  # 30 patients
+    runs = next(t for t in tables if "run_id" in t.columns)
+    assert {"ingest", "aggregate", "features", "train", "forecast", "monitor"} <= set(runs["job"])
+    assert (runs["mb_read"] > 0).all() and (runs["cpu_seconds"] > 0).all()
+    assert metrics["Measured, per month"].startswith("$")
+    quarantine = next(t for t in tables if "reason" in t.columns)
+    assert "unreadable timestamp" in set(quarantine["reason"])
+    get_settings.cache_clear()
+
+
 def test_bad_requests_are_one_line_errors(started: Lake, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no simulation"):
         simulate.advance(Lake(str(tmp_path / "empty")), days=1)
