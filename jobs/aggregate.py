@@ -12,10 +12,11 @@ job again over the same bronze is a no-op.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
+from typing import TYPE_CHECKING
 
 import polars as pl
 
@@ -24,6 +25,9 @@ from jobs.runs import job_run, last_succeeded_details
 from jobs.scopes import Scope, changed_files, merge_scopes, patient_range
 from lakehouse.catalog import DAILY_STEPS, STEP_SAMPLES
 from lakehouse.storage import Lake, sql_literal
+
+if TYPE_CHECKING:
+    from jobs.spark.session import SparkEngine
 
 JOB = "aggregate"
 # Samples are at most 24 h long and offsets at most 14 h, so a local day only receives samples
@@ -86,13 +90,22 @@ def changed_scopes(lake: Lake, since_version: int, until_version: int) -> list[S
     return merge_scopes(_file_scopes(added) + _file_scopes(removed))
 
 
-def _time_filter(scope: Scope) -> pl.Expr:
-    condition = pl.lit(True)
+def _time_bounds(scope: Scope) -> tuple[datetime | None, datetime | None]:
+    """[start, end) of the sample start times that can touch the scope's days (None: open)."""
+    start = end = None
     if scope.first_day is not None:
         start = datetime.combine(scope.first_day, time(0), tzinfo=UTC) - _SAMPLE_REACH
-        condition &= pl.col("start_ts") >= start
     if scope.last_day is not None:
         end = datetime.combine(scope.last_day, time(0), tzinfo=UTC) + _SAMPLE_REACH
+    return start, end
+
+
+def _time_filter(scope: Scope) -> pl.Expr:
+    start, end = _time_bounds(scope)
+    condition = pl.lit(True)
+    if start is not None:
+        condition &= pl.col("start_ts") >= start
+    if end is not None:
         condition &= pl.col("start_ts") < end
     return condition
 
@@ -166,6 +179,15 @@ def _scope_batches(
         where = patient_range(low, high, last_inclusive=True) & _time_filter(scope)
         counts = bronze.samples.filter(where).group_by("patient_id").len().collect()
         units.extend(counts.sort("patient_id").iter_rows())
+    return scope_tiles(scope, units, batch_samples)
+
+
+def scope_tiles(
+    scope: Scope, units: list[tuple[str, int]], batch_samples: int
+) -> list[tuple[str | None, str | None]]:
+    """Patient ranges [first, upper) that tile the scope (the last one includes its upper
+    bound), packing ``(first patient, samples)`` units, in patient order, about
+    ``batch_samples`` samples a range."""
     # cut points strictly inside the scope: the batches then tile exactly the scope's range
     cuts = [
         start
@@ -178,36 +200,88 @@ def _scope_batches(
     return list(zip(bounds, uppers, strict=True))
 
 
-def _aggregate_scope(
-    lake: Lake,
-    bronze: Bronze,
-    scope: Scope,
-    *,
-    batch_samples: int,
-    progress: Callable[[int], None] | None,
-) -> tuple[int, int, int]:
-    """Recompute one scope batch by batch. Returns (batches, samples read, days written).
+def scope_files(files: pl.DataFrame, scope: Scope) -> pl.DataFrame:
+    """The bronze files (statistics rows) that can hold samples the scope reads."""
+    where = pl.lit(True)
+    if scope.first_patient is not None:
+        where &= pl.col("max.patient_id") >= scope.first_patient
+    if scope.last_patient is not None:
+        where &= pl.col("min.patient_id") <= scope.last_patient
+    start, end = _time_bounds(scope)
+    if start is not None:
+        where &= pl.col("max.start_ts") >= start
+    if end is not None:
+        where &= pl.col("min.start_ts") < end
+    return files.filter(where) if files.height else files
 
-    The batches tile the scope's whole patient range, so every silver row in the scope is
-    replaced (rows whose samples are gone are deleted). Two batches are read and aggregated at
-    once on worker threads (Polars and NumPy release the GIL); this thread gathers the finished
-    ones in order and commits each :data:`_COMMIT_DAYS` patient-days as one atomic replace of
-    their contiguous patient range.
+
+def scope_daily_steps(samples: pl.DataFrame, scope: Scope) -> tuple[pl.DataFrame, int]:
+    """silver/daily_steps rows of the scope's days from the samples of some of its patients.
+
+    Pure, shared by every engine: the local engine calls it per batch of patients, the Spark
+    engine per group of patients on its workers.
+
+    Args:
+        samples: bronze rows of whole patients (any other samples of theirs may be included:
+            only those that can touch the scope's days are used).
+        scope: the patient-days being recomputed.
+
+    Returns:
+        The daily rows and the number of samples they were computed from.
     """
+    samples = samples.filter(_time_filter(scope)).select(SAMPLE_COLUMNS)
+    daily = daily_steps(samples)
+    if scope.first_day is not None:
+        daily = daily.filter(pl.col("date") >= scope.first_day)
+    if scope.last_day is not None:
+        daily = daily.filter(pl.col("date") <= scope.last_day)
+    return daily, samples.height
+
+
+# The batches of a scope (patient ranges [first, upper), the last one inclusive) and, in the same
+# order, each one's daily rows with the number of samples read: what an engine computes.
+ScopeWork = tuple[list[tuple[str | None, str | None]], Iterator[tuple[pl.DataFrame, int]]]
+
+
+def _local_scope_work(bronze: Bronze, scope: Scope, batch_samples: int) -> ScopeWork:
+    """The in-process engine: two batches are read and aggregated at once on worker threads
+    (Polars and NumPy release the GIL)."""
     batches = _scope_batches(bronze, scope, batch_samples)
 
     def aggregate_batch(index: int) -> tuple[pl.DataFrame, int]:
         first, upper = batches[index]
         last_batch = index == len(batches) - 1
         where = patient_range(first, upper, last_inclusive=last_batch) & _time_filter(scope)
-        samples = bronze.samples.filter(where).select(SAMPLE_COLUMNS).collect()
-        daily = daily_steps(samples)
-        if scope.first_day is not None:
-            daily = daily.filter(pl.col("date") >= scope.first_day)
-        if scope.last_day is not None:
-            daily = daily.filter(pl.col("date") <= scope.last_day)
-        return daily, samples.height
+        return scope_daily_steps(bronze.samples.filter(where).collect(), scope)
 
+    def results() -> Iterator[tuple[pl.DataFrame, int]]:
+        with ThreadPoolExecutor(max_workers=_BATCHES_IN_FLIGHT) as workers:
+            in_flight: deque[Future[tuple[pl.DataFrame, int]]] = deque()
+            submitted = 0
+            for _ in batches:
+                while submitted < len(batches) and len(in_flight) < _BATCHES_IN_FLIGHT:
+                    in_flight.append(workers.submit(aggregate_batch, submitted))
+                    submitted += 1
+                yield in_flight.popleft().result()
+
+    return batches, results()
+
+
+def _aggregate_scope(
+    lake: Lake,
+    scope: Scope,
+    work: ScopeWork,
+    *,
+    progress: Callable[[int], None] | None,
+) -> tuple[int, int, int]:
+    """Commit one scope's batches as the engine delivers them, in order. Returns (batches,
+    samples read, days written).
+
+    The batches tile the scope's whole patient range, so every silver row in the scope is
+    replaced (rows whose samples are gone are deleted). Each :data:`_COMMIT_DAYS` patient-days
+    are committed as one atomic replace of their contiguous patient range.
+    """
+    batches, results = work
     samples_in = days_out = 0
     pending: list[pl.DataFrame] = []  # aggregated batches not yet committed
     pending_first: str | None = None
@@ -222,24 +296,19 @@ def _aggregate_scope(
         )
         pending.clear()
 
-    with ThreadPoolExecutor(max_workers=_BATCHES_IN_FLIGHT) as workers:
-        in_flight: deque[Future[tuple[pl.DataFrame, int]]] = deque()
-        submitted = 0
-        for index, (first, upper) in enumerate(batches):
-            while submitted < len(batches) and len(in_flight) < _BATCHES_IN_FLIGHT:
-                in_flight.append(workers.submit(aggregate_batch, submitted))
-                submitted += 1
-            daily, n_samples = in_flight.popleft().result()
-            if not pending:
-                pending_first = first
-            pending.append(daily)
-            last_batch = index == len(batches) - 1
-            if last_batch or sum(frame.height for frame in pending) >= _COMMIT_DAYS:
-                commit(upper, last_batch)
-            samples_in += n_samples
-            days_out += daily.height
-            if progress is not None:
-                progress(n_samples)
+    for index, ((first, upper), (daily, n_samples)) in enumerate(
+        zip(batches, results, strict=True)
+    ):
+        if not pending:
+            pending_first = first
+        pending.append(daily)
+        last_batch = index == len(batches) - 1
+        if last_batch or sum(frame.height for frame in pending) >= _COMMIT_DAYS:
+            commit(upper, last_batch)
+        samples_in += n_samples
+        days_out += daily.height
+        if progress is not None:
+            progress(n_samples)
     return len(batches), samples_in, days_out
 
 
@@ -249,16 +318,19 @@ def run(
     batch_samples: int = 4_000_000,
     full: bool = False,
     progress: Callable[[int], None] | None = None,
+    spark: SparkEngine | None = None,
 ) -> AggregateSummary:
     """Bring silver/daily_steps up to date with bronze/step_samples.
 
     Args:
         lake: the lake.
-        batch_samples: samples per batch (bounds peak memory).
+        batch_samples: samples per batch (bounds peak memory; on Spark, per group of patients).
         full: recompute everything instead of only what changed.
         progress: called with the number of samples of each finished batch.
+        spark: run the aggregation on this Spark engine instead of in this process; the
+            results are committed here all the same.
     """
-    with job_run(lake, JOB) as record:
+    with job_run(lake, JOB, engine="local" if spark is None else "spark") as record:
         bronze_version = lake.version(STEP_SAMPLES)
         bronze_id = lake.table_id(STEP_SAMPLES) if bronze_version is not None else None
         previous = (
@@ -283,9 +355,13 @@ def run(
                 files=lake.file_stats(STEP_SAMPLES, version=bronze_version),
             )
         for scope in scopes or []:
-            done = _aggregate_scope(
-                lake, bronze, scope, batch_samples=batch_samples, progress=progress
-            )
+            if spark is None:
+                work = _local_scope_work(bronze, scope, batch_samples)
+            else:
+                from jobs.spark.aggregate import spark_scope_work
+
+                work = spark_scope_work(spark, lake, bronze.files, scope, batch_samples)
+            done = _aggregate_scope(lake, scope, work, progress=progress)
             batches, samples_in, days_out = (
                 batches + done[0],
                 samples_in + done[1],

@@ -10,10 +10,10 @@ import csv
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -24,6 +24,9 @@ from lakehouse.catalog import ALL_TABLES
 from lakehouse.errors import InputError, MobilityError
 from lakehouse.settings import get_settings
 from lakehouse.storage import Lake
+
+if TYPE_CHECKING:
+    from jobs.spark import SparkEngine
 
 app = typer.Typer(
     name="mobility",
@@ -44,6 +47,25 @@ class Context:
 
     lake: Lake
     engine: Literal["local", "spark"]
+    spark_master: str = "local[*]"
+    _spark: SparkEngine | None = field(default=None, repr=False)
+
+    def spark(self) -> SparkEngine | None:
+        """The Spark engine with ``--engine spark`` (started on first use, stopped when the
+        command ends), None with the local engine."""
+        if self.engine != "spark":
+            return None
+        if self._spark is None:
+            from jobs.spark import start_spark
+
+            self._spark = start_spark(self.spark_master)
+        return self._spark
+
+    def close(self) -> None:
+        """Stop the Spark engine if one was started."""
+        if self._spark is not None:
+            self._spark.stop()
+            self._spark = None
 
 
 def _context(ctx: typer.Context) -> Context:
@@ -59,19 +81,25 @@ def _global_options(
         str | None, typer.Option("--lake", help="Lake root: a folder or s3://bucket/prefix.")
     ] = None,
     engine: Annotated[
-        str | None, typer.Option("--engine", help="Where transforms run: local or spark.")
+        str | None,
+        typer.Option(
+            "--engine",
+            help="Where aggregate, features and forecast run: local (this process) or spark "
+            "(master from SPARK_MASTER, default local[*]; needs the spark extra and Java 17).",
+        ),
     ] = None,
 ) -> None:
     settings = get_settings()
     chosen = engine or settings.engine
     if chosen not in ("local", "spark"):
         raise InputError(f"unknown engine {chosen!r}: use local or spark")
-    if chosen == "spark":
-        raise InputError("the spark engine is not available in this version; use --engine local")
-    ctx.obj = Context(
+    context = Context(
         lake=Lake(lake or settings.lake_uri, storage_options=settings.storage_options()),
-        engine="local",
+        engine="spark" if chosen == "spark" else "local",
+        spark_master=settings.spark_master,
     )
+    ctx.obj = context
+    ctx.call_on_close(context.close)
 
 
 @contextmanager
@@ -238,13 +266,15 @@ def aggregate(
     """Aggregate raw step samples into silver/daily_steps (only what changed)."""
     from jobs import aggregate as aggregate_job
 
-    lake = _context(ctx).lake
+    context = _context(ctx)
+    spark = context.spark()
     with _progress("aggregating samples", None) as progress:
         summary = aggregate_job.run(
-            lake,
+            context.lake,
             batch_samples=get_settings().aggregate_batch_samples,
             full=full,
             progress=lambda n: progress.advance(progress.task_ids[0], n),
+            spark=spark,
         )
     typer.echo(
         f"aggregate: {summary.mode}, {summary.samples_in:,} samples -> "
@@ -260,13 +290,15 @@ def features(
     """Compute model features per patient-day into silver/features (only what changed)."""
     from jobs.features import run as features_job
 
-    lake = _context(ctx).lake
+    context = _context(ctx)
+    spark = context.spark()
     with _progress("computing features (patients)", None) as progress:
         summary = features_job.run(
-            lake,
+            context.lake,
             full=full,
             batch_days=get_settings().features_batch_days,
             progress=lambda n: progress.advance(progress.task_ids[0], n),
+            spark=spark,
         )
     typer.echo(summary.describe())
 
@@ -301,7 +333,8 @@ def forecast(ctx: typer.Context) -> None:
     """Forecast 365 days for every patient and model, with EBM explanations."""
     from jobs import forecast as forecast_job
 
-    typer.echo(forecast_job.run(_context(ctx).lake).describe())
+    context = _context(ctx)
+    typer.echo(forecast_job.run(context.lake, spark=context.spark()).describe())
 
 
 @app.command("export-forecast")
@@ -411,7 +444,8 @@ def monitor(ctx: typer.Context) -> None:
 @app.command()
 def pipeline(ctx: typer.Context) -> None:
     """Run every stage that is due, in order: aggregate, features, train (weekly, or after an
-    accuracy alert), forecast, monitor."""
+    accuracy alert), forecast, monitor. With --engine spark, aggregate, features and forecast
+    run on Spark (one session for the three); train and monitor always run in this process."""
     aggregate(ctx, full=False)
     features(ctx, full=False)
     train(ctx, force=False, patients_per_cluster=200, origins=3, tune_seconds=120.0)

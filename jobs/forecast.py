@@ -23,8 +23,10 @@ month, not by one per day.
 from __future__ import annotations
 
 import pickle
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import date, timedelta
+from typing import TYPE_CHECKING
 
 import polars as pl
 
@@ -53,6 +55,9 @@ from models.cluster_level import cluster_level_forecast
 from models.direct import LEVEL, STATE_FEATURES
 from models.ebm import ClusterEBM
 from models.prophet_model import ProphetPerPatient
+
+if TYPE_CHECKING:
+    from jobs.spark.session import SparkEngine
 
 JOB = "forecast"
 TOP_CONTRIBUTIONS = 10
@@ -216,21 +221,176 @@ def _forecast_origin(
     return stamped, explained, short.height
 
 
+@dataclass(frozen=True)
+class BatchForecast:
+    """One batch's rows, ready to commit.
+
+    Args:
+        forecasts: gold/forecasts rows (with ``origin_month``), None when nobody got one.
+        outlook: gold/outlook rows of those forecasts.
+        explanations: gold/explanations rows, None when no EBM served the batch.
+        predicate: the rows of the batch's (patient, origin) pairs these rows replace.
+        cluster_level: patients who got the cluster-level forecast.
+        unforecastable: patients without a single wear day in the batch before their origin.
+    """
+
+    forecasts: pl.DataFrame | None
+    outlook: pl.DataFrame | None
+    explanations: pl.DataFrame | None
+    predicate: str
+    cluster_level: int
+    unforecastable: list[str]
+
+
+def forecast_batch(
+    panel: Panel,
+    batch: pl.DataFrame,
+    ebms: list[ClusterEBM],
+    winners: dict[str, str],
+    *,
+    horizon: int,
+    prophet_workers: int,
+) -> BatchForecast:
+    """The forecasts of one batch of patients. Pure, shared by every engine.
+
+    Args:
+        panel: the batch's patients' panel (:func:`jobs.panel.load_panel`).
+        batch: ``patient_id, origin`` of the batch, sorted by patient.
+        ebms: the registered EBMs.
+        winners: each cluster's champion model (empty before the first training).
+        horizon: days forecast.
+        prophet_workers: processes fitting Prophet (1: in this process).
+    """
+    # before any training every model runs; after, Prophet only where it won
+    prophet_clusters = {c for c, m in winners.items() if m == "prophet"} if winners else None
+    forecasts: list[pl.DataFrame] = []
+    explanations: list[pl.DataFrame] = []
+    terms = []
+    short_total = 0
+    unforecastable: list[str] = []
+    for (origin,), group in batch.group_by("origin", maintain_order=True):
+        assert isinstance(origin, date)
+        ids = group["patient_id"].to_list()
+        known = panel.known_at(origin, patients=ids)
+        # everyone's history before the origin, however short, for cluster-level rows
+        cohort = ForecastInput(
+            origin,
+            panel.daily.filter(pl.col("date") < origin),
+            panel.patients,
+            panel.therapies.clear(),
+        )
+        everyone = panel.patients.filter(pl.col("patient_id").is_in(ids))
+        if not known.patients.height:
+            # nobody of this origin has history of their own
+            try:
+                made = cluster_level_forecast(cohort, everyone, horizon=horizon)
+            except ForecastError:
+                # not a single wear day in the batch before this origin: recorded,
+                # and these patients get their forecast once a wear day arrives
+                unforecastable += everyone["patient_id"].to_list()
+                continue
+            forecasts.append(
+                made.with_columns(model=pl.lit(CLUSTER_LEVEL), origin_date=pl.lit(origin))
+            )
+            short_total += everyone.height
+        else:
+            made_f, made_e, short = _forecast_origin(
+                known,
+                cohort,
+                everyone,
+                ebms,
+                horizon=horizon,
+                prophet_workers=prophet_workers,
+                prophet_clusters=prophet_clusters,
+            )
+            forecasts += made_f
+            explanations += made_e
+            short_total += short
+        terms.append(
+            f"(origin_month = {sql_literal(origin.strftime('%Y-%m'))} "
+            f"AND origin_date = {sql_literal(origin.isoformat())} "
+            f"AND {in_list_predicate('patient_id', sorted(ids))})"
+        )
+    month = pl.col("origin_date").dt.strftime("%Y-%m").alias("origin_month")
+    frame = pl.concat(forecasts, how="diagonal_relaxed").with_columns(month) if forecasts else None
+    outlook = (
+        None
+        if frame is None
+        else outlook_rows(
+            frame,
+            panel.features.select("patient_id", "date", BASELINE),
+            panel.patients,
+            winners,
+        ).with_columns(month)
+    )
+    explained = (
+        pl.concat(explanations, how="diagonal_relaxed").with_columns(month)
+        if explanations
+        else None
+    )
+    return BatchForecast(frame, outlook, explained, " OR ".join(terms), short_total, unforecastable)
+
+
+@dataclass
+class _Totals:
+    patients: int = 0
+    cluster_level: int = 0
+    rows_out: int = 0
+    explained_out: int = 0
+    retired_origins: int = 0
+    unforecastable: list[str] = field(default_factory=list)
+    models: set[str] = field(default_factory=set)
+
+
+def _commit_batches(
+    lake: Lake, batches: list[pl.DataFrame], made: Iterator[BatchForecast]
+) -> _Totals:
+    """Commit each batch's rows as the engine delivers them, in batch order."""
+    totals = _Totals()
+    for batch, result in zip(batches, made, strict=True):
+        predicate = result.predicate
+        if result.forecasts is not None and result.outlook is not None:
+            lake.replace(FORECASTS, result.forecasts, predicate=predicate, metadata={"job": JOB})
+            totals.rows_out += result.forecasts.height
+            totals.models.update(result.forecasts["model"].unique().to_list())
+            lake.replace(OUTLOOK, result.outlook, predicate=predicate, metadata={"job": JOB})
+        if result.explanations is not None:
+            lake.replace(
+                EXPLANATIONS, result.explanations, predicate=predicate, metadata={"job": JOB}
+            )
+            totals.explained_out += result.explanations.height
+        totals.retired_origins += _retire_superseded(lake, batch)
+        totals.patients += batch.height
+        totals.cluster_level += result.cluster_level
+        totals.unforecastable += result.unforecastable
+    return totals
+
+
 def run(
     lake: Lake,
     *,
     horizon: int = 365,
     prophet_workers: int = 2,
     batch_patients: int = 250,
+    spark: SparkEngine | None = None,
 ) -> ForecastSummary:
-    """Forecast every patient from the day after their last day with data."""
-    with job_run(lake, JOB) as record:
+    """Forecast every patient from the day after their last day with data.
+
+    Args:
+        lake: the lake.
+        horizon: days forecast.
+        prophet_workers: processes fitting Prophet (the local engine; on Spark each task fits
+            its own patients).
+        batch_patients: patients forecast together (the cluster-level forecast of a patient
+            with too little history comes from the recent days of their batch's cluster).
+        spark: forecast on this Spark engine, a batch per task, instead of in this process; the
+            rows are committed here all the same.
+    """
+    with job_run(lake, JOB, engine="local" if spark is None else "spark") as record:
         if not lake.exists(DAILY_STEPS):
             return ForecastSummary(0, 0, 0, 0, ())
         ebms = registered_ebms(lake)
         winners = champions(lake)
-        # before any training every model runs; after, Prophet only where it won
-        prophet_clusters = {c for c, m in winners.items() if m == "prophet"} if winners else None
         ends = (
             lake.scan(DAILY_STEPS)
             .group_by("patient_id")
@@ -238,95 +398,45 @@ def run(
             .sort("patient_id")
             .collect()
         )
-        patients = short_total = rows_out = explained_out = 0
-        unforecastable: list[str] = []
-        retired_origins = 0
-        models: set[str] = set()
-        for start in range(0, ends.height, batch_patients):
-            batch = ends.slice(start, batch_patients)
-            panel: Panel = load_panel(lake, patients=batch["patient_id"].to_list())
-            forecasts: list[pl.DataFrame] = []
-            explanations: list[pl.DataFrame] = []
-            terms = []
-            for (origin,), group in batch.group_by("origin", maintain_order=True):
-                assert isinstance(origin, date)
-                ids = group["patient_id"].to_list()
-                known = panel.known_at(origin, patients=ids)
-                # everyone's history before the origin, however short, for cluster-level rows
-                cohort = ForecastInput(
-                    origin,
-                    panel.daily.filter(pl.col("date") < origin),
-                    panel.patients,
-                    panel.therapies.clear(),
-                )
-                everyone = panel.patients.filter(pl.col("patient_id").is_in(ids))
-                if not known.patients.height:
-                    # nobody of this origin has history of their own
-                    try:
-                        made = cluster_level_forecast(cohort, everyone, horizon=horizon)
-                    except ForecastError:
-                        # not a single wear day in the batch before this origin: recorded,
-                        # and these patients get their forecast once a wear day arrives
-                        unforecastable += everyone["patient_id"].to_list()
-                        continue
-                    forecasts.append(
-                        made.with_columns(model=pl.lit(CLUSTER_LEVEL), origin_date=pl.lit(origin))
-                    )
-                    short_total += everyone.height
-                else:
-                    made_f, made_e, short = _forecast_origin(
-                        known,
-                        cohort,
-                        everyone,
-                        ebms,
-                        horizon=horizon,
-                        prophet_workers=prophet_workers,
-                        prophet_clusters=prophet_clusters,
-                    )
-                    forecasts += made_f
-                    explanations += made_e
-                    short_total += short
-                terms.append(
-                    f"(origin_month = {sql_literal(origin.strftime('%Y-%m'))} "
-                    f"AND origin_date = {sql_literal(origin.isoformat())} "
-                    f"AND {in_list_predicate('patient_id', sorted(ids))})"
-                )
-            predicate = " OR ".join(terms)
-            month = pl.col("origin_date").dt.strftime("%Y-%m").alias("origin_month")
-            frame = (
-                pl.concat(forecasts, how="diagonal_relaxed").with_columns(month)
-                if forecasts
-                else None
-            )
-            if frame is not None:
-                lake.replace(FORECASTS, frame, predicate=predicate, metadata={"job": JOB})
-                rows_out += frame.height
-                models.update(frame["model"].unique().to_list())
-                summary = outlook_rows(
-                    frame,
-                    panel.features.select("patient_id", "date", BASELINE),
-                    panel.patients,
+        batches = [
+            ends.slice(start, batch_patients) for start in range(0, ends.height, batch_patients)
+        ]
+        if spark is None:
+            made = (
+                forecast_batch(
+                    load_panel(lake, patients=batch["patient_id"].to_list()),
+                    batch,
+                    ebms,
                     winners,
-                ).with_columns(month)
-                lake.replace(OUTLOOK, summary, predicate=predicate, metadata={"job": JOB})
-            if explanations:
-                explained = pl.concat(explanations, how="diagonal_relaxed").with_columns(month)
-                lake.replace(EXPLANATIONS, explained, predicate=predicate, metadata={"job": JOB})
-                explained_out += explained.height
-            retired_origins += _retire_superseded(lake, batch)
-            patients += batch.height
-        record.rows_in, record.rows_out = patients, rows_out
+                    horizon=horizon,
+                    prophet_workers=prophet_workers,
+                )
+                for batch in batches
+            )
+            totals = _commit_batches(lake, batches, made)
+        else:
+            from jobs.spark.forecast import spark_forecasts
+
+            with spark_forecasts(
+                spark, lake, batches, ebms, winners, horizon=horizon
+            ) as made_on_spark:
+                totals = _commit_batches(lake, batches, made_on_spark)
+        record.rows_in, record.rows_out = totals.patients, totals.rows_out
         record.details.update(
-            patients=patients,
-            cluster_level=short_total,
-            without_forecast=unforecastable[:100],
-            retired_origins=retired_origins,
-            explanation_rows=explained_out,
-            models=sorted(models),
+            patients=totals.patients,
+            cluster_level=totals.cluster_level,
+            without_forecast=totals.unforecastable[:100],
+            retired_origins=totals.retired_origins,
+            explanation_rows=totals.explained_out,
+            models=sorted(totals.models),
             horizon=horizon,
         )
         return ForecastSummary(
-            patients, short_total, rows_out, explained_out, tuple(sorted(models))
+            totals.patients,
+            totals.cluster_level,
+            totals.rows_out,
+            totals.explained_out,
+            tuple(sorted(totals.models)),
         )
 
 

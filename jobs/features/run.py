@@ -18,18 +18,29 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date
+from typing import TYPE_CHECKING
 
 import polars as pl
 import pyarrow as pa
 
-from jobs.features.changes import CLINICAL, JOB, Inputs, Work, feature_set_id, plan
+from jobs.features.changes import (
+    CLINICAL,
+    FEATURE_INPUT_COLUMNS,
+    JOB,
+    Inputs,
+    Work,
+    feature_set_id,
+    plan,
+)
 from jobs.features.transform import features
 from jobs.runs import job_run
 from jobs.scopes import Scope, patient_range
 from lakehouse.catalog import DAILY_STEPS, DIAGNOSES, FEATURES, PATIENTS, SIDE_EFFECTS, THERAPIES
 from lakehouse.storage import Lake, conform, in_list_predicate, sql_literal
 
-_DAILY_COLUMNS = ("patient_id", "date", "steps", "coverage_hours", "is_wear_day")
+if TYPE_CHECKING:
+    from jobs.spark.session import SparkEngine
+
 # Patient-days read from storage at once while computing one commit's rows.
 _BLOCK_DAYS = 4_000_000
 _PLAN_SCHEMA = {"patient_id": pl.String, "days": pl.UInt32, "from": pl.Date}
@@ -70,7 +81,7 @@ class _Commit:
     patients: pl.DataFrame
 
 
-def _pack(days: list[int], limit: int) -> list[slice]:
+def pack(days: list[int], limit: int) -> list[slice]:
     """Consecutive slices whose day counts add up to about ``limit`` (at least one item each)."""
     slices: list[slice] = []
     start = running = 0
@@ -96,7 +107,7 @@ def _range_commits(daily: pl.LazyFrame, scope: Scope, commit_days: int) -> Itera
         .collect()
         .cast(_PLAN_SCHEMA)  # type: ignore[arg-type]
     )
-    groups = _pack(counts["days"].to_list(), commit_days) or [slice(0, 0)]
+    groups = pack(counts["days"].to_list(), commit_days) or [slice(0, 0)]
     for index, rows in enumerate(groups):
         group = counts[rows]
         parts = []
@@ -151,7 +162,7 @@ def _changed_commits(
         .sort("patient_id")
         .cast(_PLAN_SCHEMA)  # type: ignore[arg-type]
     )
-    for rows in _pack(plan["days"].to_list(), commit_days):
+    for rows in pack(plan["days"].to_list(), commit_days):
         group = plan[rows]
         terms = []
         for (day,), members in sorted(
@@ -169,7 +180,15 @@ def _changed_commits(
 def _batch_features(
     rows: pl.DataFrame, clinical: dict[str, pl.DataFrame], batch: pl.DataFrame
 ) -> pl.DataFrame:
-    """Feature rows of the batch's patients (``patient_id, from``) from their ``from`` day on."""
+    """Feature rows of the batch's patients (``patient_id, from``) from their ``from`` day on.
+
+    Pure, shared by every engine.
+
+    Args:
+        rows: silver/daily_steps rows (the columns features read) of the batch's patients.
+        clinical: the clinical tables by path (rows of other patients may be included).
+        batch: ``patient_id, from`` of each patient (null ``from``: every row).
+    """
     patients = batch["patient_id"].implode()
 
     def of_batch(table_path: str) -> pl.DataFrame:
@@ -190,39 +209,39 @@ def _batch_features(
     )
 
 
-def _commit_batches(
-    daily: pl.LazyFrame,
-    clinical: dict[str, pl.DataFrame],
-    patients: pl.DataFrame,
-    *,
-    batch_days: int,
-    tally: _Tally,
-    progress: Callable[[int], None] | None,
-) -> Iterator[pa.RecordBatch]:
-    """The feature rows of one commit, batch by batch.
+# One engine's feature rows for one commit: called with the commit's index and its patients
+# (``patient_id, days, from``), it yields each batch's rows (exactly silver/features' schema), the
+# patient-days read and the patients computed.
+FeatureBatches = Callable[[int, pl.DataFrame], Iterator[tuple[pa.Table, int, int]]]
+
+
+def _local_batches(
+    daily: pl.LazyFrame, clinical: dict[str, pl.DataFrame], *, batch_days: int
+) -> FeatureBatches:
+    """The in-process engine.
 
     Runs inside the Delta writer, so it must not open Delta tables itself: ``daily`` is a pinned
     scan and ``clinical`` is read. Daily rows are read in blocks of patients and split once per
     block, so no batch scans more than its own rows.
     """
-    present = patients.filter(pl.col("days") > 0)
-    for block in _pack(present["days"].to_list(), _BLOCK_DAYS):
-        block_patients = present[block]
-        first, last = block_patients["patient_id"][0], block_patients["patient_id"][-1]
-        rows = (
-            daily.filter(pl.col("patient_id").is_between(pl.lit(first), pl.lit(last)))
-            .collect()
-            .partition_by("patient_id", as_dict=True)
-        )
-        for part in _pack(block_patients["days"].to_list(), batch_days):
-            batch = block_patients[part]
-            frames = [rows[(p,)] for p in batch["patient_id"].to_list() if (p,) in rows]
-            frame = _batch_features(pl.concat(frames), clinical, batch)
-            tally.batches += 1
-            tally.days_in += int(batch["days"].sum())
-            if progress is not None:
-                progress(batch.height)
-            yield from conform(FEATURES, frame).to_batches()
+
+    def commit_batches(_index: int, patients: pl.DataFrame) -> Iterator[tuple[pa.Table, int, int]]:
+        present = patients.filter(pl.col("days") > 0)
+        for block in pack(present["days"].to_list(), _BLOCK_DAYS):
+            block_patients = present[block]
+            first, last = block_patients["patient_id"][0], block_patients["patient_id"][-1]
+            rows = (
+                daily.filter(pl.col("patient_id").is_between(pl.lit(first), pl.lit(last)))
+                .collect()
+                .partition_by("patient_id", as_dict=True)
+            )
+            for part in pack(block_patients["days"].to_list(), batch_days):
+                batch = block_patients[part]
+                frames = [rows[(p,)] for p in batch["patient_id"].to_list() if (p,) in rows]
+                frame = _batch_features(pl.concat(frames), clinical, batch)
+                yield conform(FEATURES, frame), int(batch["days"].sum()), batch.height
+
+    return commit_batches
 
 
 def _commits(lake: Lake, daily: pl.LazyFrame, work: Work, commit_days: int) -> Iterator[_Commit]:
@@ -244,6 +263,44 @@ def _commits(lake: Lake, daily: pl.LazyFrame, work: Work, commit_days: int) -> I
         yield from _changed_commits(lake, daily, work.changed, commit_days)
 
 
+def _commit_all(
+    lake: Lake,
+    commits: list[_Commit],
+    feature_batches: FeatureBatches,
+    progress: Callable[[int], None] | None,
+) -> tuple[_Tally, int]:
+    """Stream each commit's feature rows into one atomic replace. Returns what was read and the
+    rows written."""
+    total = _Tally()
+    rows_out = 0
+    for index, commit in enumerate(commits):
+        attempt = _Tally()
+
+        def stream(
+            index: int = index, commit: _Commit = commit, attempt: _Tally = attempt
+        ) -> Iterator[pa.RecordBatch]:
+            for rows, days_in, patients in feature_batches(index, commit.patients):
+                attempt.batches += 1
+                attempt.days_in += days_in
+                if progress is not None:
+                    progress(patients)
+                yield from rows.to_batches()
+
+        def open_batches(
+            attempt: _Tally = attempt, stream: Callable[[], Iterator[pa.RecordBatch]] = stream
+        ) -> pa.RecordBatchReader:
+            # a commit conflict replays the stream: count the last attempt only
+            attempt.batches = attempt.days_in = 0
+            return pa.RecordBatchReader.from_batches(FEATURES.schema, stream())
+
+        rows_out += lake.replace_stream(
+            FEATURES, open_batches, predicate=commit.predicate, metadata={"job": JOB}
+        )
+        total.batches += attempt.batches
+        total.days_in += attempt.days_in
+    return total, rows_out
+
+
 def run(
     lake: Lake,
     *,
@@ -251,6 +308,7 @@ def run(
     commit_days: int = 1_000_000,
     batch_days: int = 50_000,
     progress: Callable[[int], None] | None = None,
+    spark: SparkEngine | None = None,
 ) -> FeaturesSummary:
     """Bring silver/features up to date with silver/daily_steps and the clinical tables.
 
@@ -260,44 +318,38 @@ def run(
         commit_days: patient-days per commit (one atomic replace; bounds the writer's memory).
         batch_days: patient-days whose features are computed at once (bounds peak memory).
         progress: called with the number of patients of each finished batch.
+        spark: compute the features on this Spark engine instead of in this process; the rows
+            are committed here all the same.
     """
-    with job_run(lake, JOB) as record:
+    with job_run(lake, JOB, engine="local" if spark is None else "spark") as record:
         inputs = Inputs.current(lake)
         work = plan(lake, inputs, full=full)
-        daily = lake.scan(DAILY_STEPS, version=inputs.version(DAILY_STEPS)).select(_DAILY_COLUMNS)
+        daily = lake.scan(DAILY_STEPS, version=inputs.version(DAILY_STEPS)).select(
+            FEATURE_INPUT_COLUMNS
+        )
         clinical = (
             {t.path: inputs.read(lake, t) for t in CLINICAL}
             if work.ranges or work.changed.height
             else {}
         )
-        total = _Tally()
-        rows_out = commits = 0
-        for commit in _commits(lake, daily, work, commit_days):
-            attempt = _Tally()
-
-            def open_batches(
-                commit: _Commit = commit, attempt: _Tally = attempt
-            ) -> pa.RecordBatchReader:
-                # a commit conflict replays the stream: count the last attempt only
-                attempt.batches = attempt.days_in = 0
-                return pa.RecordBatchReader.from_batches(
-                    FEATURES.schema,
-                    _commit_batches(
-                        daily,
-                        clinical,
-                        commit.patients,
-                        batch_days=batch_days,
-                        tally=attempt,
-                        progress=progress,
-                    ),
-                )
-
-            rows_out += lake.replace_stream(
-                FEATURES, open_batches, predicate=commit.predicate, metadata={"job": JOB}
+        commits = list(_commits(lake, daily, work, commit_days))
+        if spark is None:
+            total, rows_out = _commit_all(
+                lake, commits, _local_batches(daily, clinical, batch_days=batch_days), progress
             )
-            total.batches += attempt.batches
-            total.days_in += attempt.days_in
-            commits += 1
+        else:
+            from jobs.spark.features import spark_feature_batches
+
+            version = inputs.version(DAILY_STEPS)
+            with spark_feature_batches(
+                spark,
+                lake,
+                lake.file_stats(DAILY_STEPS, version=version) if version is not None else None,
+                clinical,
+                [commit.patients for commit in commits],
+                batch_days=batch_days,
+            ) as feature_batches:
+                total, rows_out = _commit_all(lake, commits, feature_batches, progress)
         record.rows_in, record.rows_out = total.days_in, rows_out
         record.details.update(
             inputs=inputs.as_details(),
@@ -306,11 +358,13 @@ def run(
             ranges=len(work.ranges),
             patients=work.changed.height,
             batches=total.batches,
-            commits=commits,
+            commits=len(commits),
         )
         note = (
             ""
             if inputs.version(DAILY_STEPS) is not None
             else "no silver/daily_steps yet: run mobility aggregate first"
         )
-        return FeaturesSummary(work.mode, commits, total.batches, total.days_in, rows_out, note)
+        return FeaturesSummary(
+            work.mode, len(commits), total.batches, total.days_in, rows_out, note
+        )
