@@ -123,8 +123,22 @@ def register(con: duckdb.DuckDBPyConnection, lake: Lake, table: TableSpec) -> No
     else:
         source = f"_arrow_{table.layer}_{table.name}"
         con.register(source, lake.dataset(table))
-    columns = ", ".join(f'"{name}"' for name in table.columns)
+    stored = _stored_columns(lake, table)
+    # a column the catalog added after the table was written reads as NULL
+    columns = ", ".join(
+        f'"{name}"'
+        if name in stored
+        else f'CAST(NULL AS {_duckdb_type(table.schema.field(name).type)}) AS "{name}"'
+        for name in table.columns
+    )
     con.execute(f"CREATE OR REPLACE VIEW {table.qualified_name} AS SELECT {columns} FROM {source}")
+
+
+def _stored_columns(lake: Lake, table: TableSpec) -> set[str]:
+    """The columns the stored table has (the catalog's when it does not exist yet)."""
+    if not lake.exists(table):
+        return set(table.columns)
+    return {field.name for field in lake.delta(table).schema().fields}
 
 
 def _local_files(lake: Lake, table: TableSpec) -> list[str]:
@@ -159,14 +173,25 @@ def _parquet_scan(table: TableSpec, files: Sequence[str]) -> str:
 
 
 def _duckdb_type(arrow_type: pa.DataType) -> str:
-    """The DuckDB type of a partition column."""
+    """The DuckDB type of a catalog column's Arrow type."""
     if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
         return "VARCHAR"
-    if pa.types.is_date32(arrow_type):
-        return "DATE"
-    if pa.types.is_integer(arrow_type):
-        return "BIGINT"
-    raise ValueError(f"no DuckDB type for partition column type {arrow_type}")
+    if pa.types.is_timestamp(arrow_type):
+        assert isinstance(arrow_type, pa.TimestampType)
+        return "TIMESTAMPTZ" if arrow_type.tz else "TIMESTAMP"
+    simple = {
+        pa.bool_(): "BOOLEAN",
+        pa.date32(): "DATE",
+        pa.int8(): "TINYINT",
+        pa.int16(): "SMALLINT",
+        pa.int32(): "INTEGER",
+        pa.int64(): "BIGINT",
+        pa.float32(): "FLOAT",
+        pa.float64(): "DOUBLE",
+    }
+    if arrow_type in simple:
+        return simple[arrow_type]
+    raise ValueError(f"no DuckDB type for column type {arrow_type}")
 
 
 def tables_in(sql: str) -> list[TableSpec]:

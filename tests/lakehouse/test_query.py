@@ -438,3 +438,27 @@ def test_sandbox_reads_the_lake_tables_and_nothing_else(lake: Lake, tmp_path: Pa
     ):
         with pytest.raises(InputError, match=r"disabled by configuration|Permission"):
             run_query(con, escape)
+
+
+@pytest.mark.parametrize("route", ["parquet", "arrow"])
+def test_a_table_written_before_a_catalog_column_shows_it_as_null(
+    lake: Lake, route: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ops/job_runs gained bytes_read and bytes_written: a lake written before still queries,
+    by DuckDB's Parquet reader (local lakes) as through Arrow (object storage)."""
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    from lakehouse import query
+    from lakehouse.catalog import JOB_RUNS
+    from lakehouse.storage import conform
+
+    old = [c for c in JOB_RUNS.columns if not c.startswith("bytes_")]
+    write_deltalake(lake.table_uri(JOB_RUNS), conform(JOB_RUNS, edge_rows(JOB_RUNS)).select(old))
+    if route == "arrow":
+        monkeypatch.setattr(query, "_local_files", lambda _lake, _table: [])
+    con = connect(lake, tables=[JOB_RUNS])
+    shown = run_query(con, "SELECT run_id, bytes_read, bytes_written FROM ops.job_runs").table
+    assert shown.num_rows == 3
+    assert shown.column("bytes_read").null_count == 3
+    assert shown.schema.field("bytes_written").type == pa.int64()
