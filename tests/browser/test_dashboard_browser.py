@@ -29,7 +29,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from playwright.sync_api import Browser, Locator, Page, ViewportSize, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, ViewportSize, expect
 
 from lakehouse.catalog import (
     BACKTESTS,
@@ -94,18 +94,6 @@ def _chromium() -> str | None:
     if Path("/usr/bin/chromium").is_file():
         return "/usr/bin/chromium"
     return shutil.which("chromium")
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    """Debian's chromium (never a browser downloaded by Playwright)."""
-    path = _chromium()
-    if path is None:
-        pytest.skip(
-            "Debian's chromium is not installed (/usr/bin/chromium): "
-            "apt-get install chromium, or run ./scripts/test as root to install it"
-        )
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -218,14 +206,6 @@ def dashboard(built_lake: Lake, tmp_path_factory: pytest.TempPathFactory) -> Ite
     log = tmp_path_factory.mktemp("streamlit") / "streamlit.log"
     with serve(built_lake, log, env={"MOBILITY_DEMO": "1"}) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def browser(chromium: str) -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-        yield launched
-        launched.close()
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from lakehouse.audit import sql_sha256
 from lakehouse.catalog import AUDIT_LOG
@@ -39,7 +39,6 @@ from tests.browser.test_dashboard_browser import (
     TIMEOUT_MS,
     VIEWPORT,
     Dashboard,
-    _chromium,
     _free_port,
     metric,
     screenshot,
@@ -85,14 +84,6 @@ PAGES = {
 }
 # a page each role is refused, opened by its address
 REFUSED = {"clinician": "sql", "analyst": "patient", "ops": "cohort"}
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    path = _chromium()
-    if path is None:
-        pytest.skip("Debian's chromium is not installed (/usr/bin/chromium)")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -169,14 +160,6 @@ def signed_in_dashboard(
         lake, log, env=env, args=("--secrets.files", str(secrets_file)), port=port
     ) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def browser(chromium: str) -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-        yield launched
-        launched.close()
 
 
 @pytest.fixture
