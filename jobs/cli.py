@@ -11,9 +11,9 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -27,6 +27,7 @@ from lakehouse.storage import Lake
 
 if TYPE_CHECKING:
     from jobs.spark import SparkEngine
+    from lakehouse.lock import Lease
 
 app = typer.Typer(
     name="mobility",
@@ -100,6 +101,31 @@ def _global_options(
     )
     ctx.obj = context
     ctx.call_on_close(context.close)
+
+
+@contextmanager
+def _locked(ctx: typer.Context, purpose: str) -> Iterator[None]:
+    """Hold the lake's lock (docs/reliability.md) for a stage; re-entered by the pipeline's."""
+    from lakehouse.lock import hold
+
+    settings = get_settings()
+
+    def waiting(holder: Lease) -> None:
+        console.print(
+            f"waiting for the lake lock, held by {holder.describe()}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+
+    with hold(
+        _context(ctx).lake,
+        purpose=purpose,
+        wait_seconds=settings.lock_wait_seconds,
+        ttl_seconds=settings.lock_ttl_seconds,
+        on_wait=waiting,
+    ):
+        yield
 
 
 @contextmanager
@@ -268,7 +294,7 @@ def aggregate(
 
     context = _context(ctx)
     spark = context.spark()
-    with _progress("aggregating samples", None) as progress:
+    with _locked(ctx, "aggregate"), _progress("aggregating samples", None) as progress:
         summary = aggregate_job.run(
             context.lake,
             batch_samples=get_settings().aggregate_batch_samples,
@@ -292,7 +318,10 @@ def features(
 
     context = _context(ctx)
     spark = context.spark()
-    with _progress("computing features (patients)", None) as progress:
+    with (
+        _locked(ctx, "features"),
+        _progress("computing features (patients)", None) as progress,
+    ):
         summary = features_job.run(
             context.lake,
             full=full,
@@ -318,13 +347,16 @@ def train(
     """Backtest every model, choose each cluster's champion, register the models (weekly)."""
     from jobs import train as train_job
 
-    summary = train_job.run(
-        _context(ctx).lake,
-        force=force,
-        patients_per_cluster=patients_per_cluster,
-        origins=origins,
-        tune_seconds=tune_seconds,
-    )
+    options: dict[str, Any] = {"origins": origins, "tune_seconds": tune_seconds}
+    if get_settings().quick_training:
+        options = dict(train_job.QUICK_TRAINING)
+    with _locked(ctx, "train"):
+        summary = train_job.run(
+            _context(ctx).lake,
+            force=force,
+            patients_per_cluster=patients_per_cluster,
+            **options,
+        )
     typer.echo(summary.describe())
 
 
@@ -334,7 +366,9 @@ def forecast(ctx: typer.Context) -> None:
     from jobs import forecast as forecast_job
 
     context = _context(ctx)
-    typer.echo(forecast_job.run(context.lake, spark=context.spark()).describe())
+    with _locked(ctx, "forecast"):
+        summary = forecast_job.run(context.lake, spark=context.spark())
+    typer.echo(summary.describe())
 
 
 @app.command("export-forecast")
@@ -438,19 +472,25 @@ def monitor(ctx: typer.Context) -> None:
     alerts (ops/monitor_checks, ops/alerts)."""
     from jobs.monitor import run as monitor_job
 
-    typer.echo(monitor_job.run(_context(ctx).lake).describe())
+    with _locked(ctx, "monitor"):
+        summary = monitor_job.run(_context(ctx).lake)
+    typer.echo(summary.describe())
 
 
 @app.command()
 def pipeline(ctx: typer.Context) -> None:
     """Run every stage that is due, in order: aggregate, features, train (weekly, or after an
     accuracy alert), forecast, monitor. With --engine spark, aggregate, features and forecast
-    run on Spark (one session for the three); train and monitor always run in this process."""
-    aggregate(ctx, full=False)
-    features(ctx, full=False)
-    train(ctx, force=False, patients_per_cluster=200, origins=3, tune_seconds=120.0)
-    forecast(ctx)
-    monitor(ctx)
+    run on Spark (one session for the three); train and monitor always run in this process.
+
+    The stages run under the lake's lock: a second pipeline started meanwhile waits for this one
+    (MOBILITY_LOCK_WAIT), then finds its work done (docs/reliability.md)."""
+    with _locked(ctx, "pipeline"):
+        aggregate(ctx, full=False)
+        features(ctx, full=False)
+        train(ctx, force=False, patients_per_cluster=200, origins=3, tune_seconds=120.0)
+        forecast(ctx)
+        monitor(ctx)
 
 
 @app.command()
@@ -639,6 +679,33 @@ def lake_info(ctx: typer.Context) -> None:
     Console().print(table)
 
 
+@lake_app.command("check")
+def lake_check(
+    ctx: typer.Context,
+    sample_patients: Annotated[
+        int,
+        typer.Option(min=1, help="Patients whose daily totals are recomputed from bronze."),
+    ] = 50,
+    seed: Annotated[int, typer.Option(min=0, help="Which patients are sampled.")] = 0,
+) -> None:
+    """Verify the tables' invariants: readable, keys unique, daily totals consistent with bronze,
+    features and forecasts complete. Prints one line per problem; exit status 1 when any."""
+    from jobs import check as check_job
+    from lakehouse.lock import LakeLock
+
+    lake = _context(ctx).lake
+    _, lease = LakeLock(lake, purpose="lake check").current()
+    if lease is not None and not lease.is_free(datetime.now(UTC)):
+        typer.echo(f"note: the lake is locked by {lease.describe()}: a stage is running")
+    report = check_job.run(lake, sample_patients_count=sample_patients, seed=seed)
+    for problem in report.problems:
+        typer.echo(str(problem))
+    if not report.ok:
+        typer.echo(f"lake check: {len(report.problems)} problem(s)", err=True)
+        raise typer.Exit(1)
+    typer.echo(report.describe())
+
+
 @lake_app.command("optimize")
 def lake_optimize(
     ctx: typer.Context,
@@ -649,20 +716,22 @@ def lake_optimize(
         int, typer.Option(min=0, help="Delete files unreferenced for this many hours.")
     ] = 168,
 ) -> None:
-    """Compact small files (z-ordered by patient and time) and vacuum old ones."""
+    """Compact small files (z-ordered by patient and time) and vacuum old ones (under the
+    lake's lock: a vacuum must not delete files a running stage still reads)."""
     lake = _context(ctx).lake
     chosen = [t for t in ALL_TABLES if table is None or t.path == table]
     if not chosen:
         raise InputError(f"unknown table {table!r}; see `mobility lake info`")
-    for spec in chosen:
-        if not lake.exists(spec):
-            continue
-        before = lake.info(spec).files
-        metrics = lake.optimize(spec, vacuum_hours=vacuum_hours)
-        typer.echo(
-            f"{spec.path}: {before} -> {lake.info(spec).files} files, "
-            f"{metrics.get('vacuumed_files', 0)} vacuumed"
-        )
+    with _locked(ctx, "lake optimize"):
+        for spec in chosen:
+            if not lake.exists(spec):
+                continue
+            before = lake.info(spec).files
+            metrics = lake.optimize(spec, vacuum_hours=vacuum_hours)
+            typer.echo(
+                f"{spec.path}: {before} -> {lake.info(spec).files} files, "
+                f"{metrics.get('vacuumed_files', 0)} vacuumed"
+            )
 
 
 def _parse_date(text: str) -> date:
@@ -684,4 +753,12 @@ def main() -> None:
         message = " ".join(str(err).splitlines())
         # soft_wrap: the console must not fold a long message onto several lines.
         console.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except OSError as err:
+        # object storage (or the disk) failed past every retry, somewhere a read did not pass
+        # through the lake's own error handling: one line all the same (docs/reliability.md)
+        from lakehouse.storage import one_line
+
+        message = f"error: storage failed: {one_line(err)}"
+        console.print(message, markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)

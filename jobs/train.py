@@ -26,7 +26,7 @@ from lakehouse.storage import Lake
 from models.backtest import ALL_CLUSTERS, Panel, backtest, league_table, rolling_origins
 from models.base import Forecaster
 from models.baselines import SeasonalNaive, TrailingMean, WeekdayProfile
-from models.ebm import ClusterEBM
+from models.ebm import DEFAULT_PARAMS, ClusterEBM
 from models.prophet_model import ProphetPerPatient
 
 JOB = "train"
@@ -36,6 +36,14 @@ CLUSTERS = ("MS", "PD", "RA", "OTHER")
 MIN_DAYS_FOR_BACKTEST = 365 + 120
 # Below this many sampled patients tuning would fit noise: the defaults are used.
 MIN_PATIENTS_TO_TUNE = 100
+# A training in seconds instead of minutes, for tests and demos (MOBILITY_QUICK_TRAINING): one
+# backtest origin, no tuning, short boosting with one outer bag, Prophet fitted in this process.
+QUICK_TRAINING: dict[str, Any] = {
+    "origins": 1,
+    "tune_seconds": 0.0,
+    "prophet_workers": 1,
+    "ebm_params": {**DEFAULT_PARAMS, "max_rounds": 200, "outer_bags": 1},
+}
 KINDS = {
     "seasonal_naive_7d": "baseline",
     "trailing_mean_28d": "baseline",
@@ -128,15 +136,19 @@ def _sample(lake: Lake, per_cluster: int, seed: int) -> list[str]:
     return sorted(chosen)
 
 
-def model_set(*, prophet_workers: int, horizon: int, seed: int) -> list[Forecaster]:
-    """Every model the product knows, baselines included."""
+def model_set(
+    *, prophet_workers: int, horizon: int, seed: int, ebm_params: dict[str, Any] | None = None
+) -> list[Forecaster]:
+    """Every model the product knows, baselines included (EBMs with ``ebm_params``, else their
+    defaults)."""
+    params = dict(ebm_params or DEFAULT_PARAMS)
     return [
         SeasonalNaive(),
         TrailingMean(),
         WeekdayProfile(),
         ProphetPerPatient(workers=prophet_workers),
-        ClusterEBM(clustered=True, horizon=horizon, seed=seed),
-        ClusterEBM(clustered=False, horizon=horizon, seed=seed),
+        ClusterEBM(clustered=True, horizon=horizon, seed=seed, params=dict(params)),
+        ClusterEBM(clustered=False, horizon=horizon, seed=seed, params=dict(params)),
     ]
 
 
@@ -196,13 +208,15 @@ def run(
     seed: int = 0,
     prophet_workers: int = 2,
     tune_seconds: float = 0.0,
+    ebm_params: dict[str, Any] | None = None,
     now: datetime | None = None,
 ) -> TrainSummary:
     """Train when due (or ``force``); see the module docstring.
 
     With ``tune_seconds``, the EBMs' parameters are first tuned by successive halving within that
     budget (split between the two EBM models), on what was known at the earliest backtest origin
-    so the backtests stay honest.
+    so the backtests stay honest. ``ebm_params`` replaces the EBMs' default parameters (see
+    :data:`QUICK_TRAINING`).
     """
     now = now or datetime.now(UTC)
     with job_run(lake, JOB) as record:
@@ -217,7 +231,9 @@ def run(
         chosen_origins = rolling_origins(
             panel, count=origins, spacing_days=spacing_days, horizon=horizon
         )
-        models = model_set(prophet_workers=prophet_workers, horizon=horizon, seed=seed)
+        models = model_set(
+            prophet_workers=prophet_workers, horizon=horizon, seed=seed, ebm_params=ebm_params
+        )
         tuning: dict[str, dict[str, float]] = {}
         if tune_seconds > 0 and len(sample) >= MIN_PATIENTS_TO_TUNE:
             earliest = panel.known_at(min(chosen_origins))

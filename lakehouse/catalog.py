@@ -505,8 +505,30 @@ TABLES: tuple[TableSpec, ...] = (
 
 RESTRICTED_TABLES: tuple[TableSpec, ...] = (AUDIT_LOG, REIDENTIFICATION)
 
-ALL_TABLES: tuple[TableSpec, ...] = (*TABLES, *RESTRICTED_TABLES)
-"""Every table of the lake, for upkeep (``mobility lake info|optimize``)."""
+LAKE_LOCK = TableSpec(
+    layer="ops",
+    name="lake_lock",
+    schema=_schema(
+        ("name", pa.string(), False),
+        ("holder", pa.string(), False),
+        ("purpose", pa.string(), False),
+        ("host", pa.string(), False),
+        ("pid", pa.int64(), False),
+        ("process_started", pa.float64(), False),
+        ("acquired_at", UTC_TS, False),
+        ("expires_at", UTC_TS, False),
+        ("released_at", UTC_TS),
+    ),
+    keys=("name",),
+    description=(
+        "The lease that lets one process at a time run the pipeline's stages (lakehouse/lock.py): "
+        "one row, rewritten by every acquisition, renewal and release."
+    ),
+)
+"""Internal: never a SQL view (not in :data:`TABLES`), only in :data:`ALL_TABLES` for upkeep."""
+
+ALL_TABLES: tuple[TableSpec, ...] = (*TABLES, *RESTRICTED_TABLES, LAKE_LOCK)
+"""Every table of the lake, for upkeep (``mobility lake info|optimize|check``)."""
 
 
 def table_by_path(path: str) -> TableSpec:

@@ -49,14 +49,38 @@ class Settings(BaseSettings):
     idle_minutes: float = Field(default=15.0, alias="MOBILITY_IDLE_MINUTES", gt=0)
     # Who runs `mobility sql`, for the audit log (default: the operating system's user name).
     user: str | None = Field(default=None, alias="MOBILITY_USER")
+    # Reliability (docs/reliability.md): how long a pipeline stage waits for another process's
+    # lease on the lake, and the lease's time to live (renewed every third of it).
+    lock_wait_seconds: float = Field(default=4 * 3600.0, alias="MOBILITY_LOCK_WAIT", ge=0)
+    lock_ttl_seconds: float = Field(default=120.0, alias="MOBILITY_LOCK_TTL", gt=0)
+    # Tests and demos: every training takes seconds (one backtest origin, short EBM boosting).
+    quick_training: bool = Field(default=False, alias="MOBILITY_QUICK_TRAINING")
+    # Object storage requests (docs/reliability.md): one without an answer for this many seconds
+    # fails; failed requests are retried up to this many times within this many seconds. Unset:
+    # the object store's defaults (30 s; 10 retries within 180 s).
+    storage_timeout_seconds: float | None = Field(
+        default=None, alias="MOBILITY_STORAGE_TIMEOUT", gt=0
+    )
+    storage_retries: int | None = Field(default=None, alias="MOBILITY_STORAGE_RETRIES", ge=0)
+    storage_retry_seconds: float | None = Field(
+        default=None, alias="MOBILITY_STORAGE_RETRY_SECONDS", gt=0
+    )
 
     def storage_options(self) -> dict[str, str]:
         """Object-store options for delta-rs, taken only from the environment."""
-        return {
+        options = {
             key: value
             for key, value in os.environ.items()
             if key.startswith(_STORAGE_ENV_PREFIXES) and value
         }
+        # the object store's client and retry settings (durations in milliseconds)
+        if self.storage_timeout_seconds is not None:
+            options["timeout"] = f"{round(self.storage_timeout_seconds * 1000)}ms"
+        if self.storage_retries is not None:
+            options["max_retries"] = str(self.storage_retries)
+        if self.storage_retry_seconds is not None:
+            options["retry_timeout"] = f"{round(self.storage_retry_seconds * 1000)}ms"
+        return options
 
     def command_line_user(self) -> str:
         """The person running a command, for the audit log: ``MOBILITY_USER``, else the

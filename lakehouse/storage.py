@@ -8,6 +8,7 @@ retry Delta commit conflicts with backoff.
 from __future__ import annotations
 
 import random
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -35,6 +36,10 @@ from lakehouse.errors import StorageError
 T = TypeVar("T")
 
 _MAX_COMMIT_ATTEMPTS = 8
+# Commits run again after a storage failure the object store's own retries did not cover.
+_MAX_STORAGE_ATTEMPTS = 3
+# Custom commit metadata naming one append, to tell after a failure whether it landed.
+_COMMIT_MARKER = "mobility.commit"
 _WRITER = WriterProperties(compression="ZSTD", compression_level=3, max_row_group_size=1_048_576)
 
 
@@ -79,25 +84,53 @@ class TableInfo:
     size_bytes: int
 
 
+_ANSI_CODES = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def one_line(err: BaseException) -> str:
+    """An error of delta-rs or the object store as one line: their messages span several lines
+    (a chain of causes, with terminal colour codes)."""
+    text = _ANSI_CODES.sub("", str(err))
+    parts = (line.strip().lstrip("↳").strip() for line in text.splitlines())
+    return " ".join(part for part in parts if part)[:600] or type(err).__name__
+
+
 def _with_commit_retry(action: Callable[[], T], *, what: str) -> T:
-    """Run a Delta commit, retrying conflicts with exponential backoff and jitter.
+    """Run a Delta commit, retrying conflicts with exponential backoff and jitter, and failed
+    object-storage requests a few times more.
+
+    The object store (delta-rs' client) retries failed requests itself (``max_retries`` within
+    ``retry_timeout``, see lakehouse/settings.py) but not a write that stalled past its
+    ``timeout``; such a failure reaches here as an ``OSError``, and the whole commit runs again.
+    That is safe because every commit of :class:`Lake` is idempotent: replaces by predicate,
+    merges on keys, appends that first check whether their earlier attempt landed.
 
     Raises:
-        StorageError: the conflict persisted, or Delta refused the write (one line).
+        StorageError: the conflict or the storage failure persisted, or Delta refused the
+            write (one line).
     """
-    for attempt in range(_MAX_COMMIT_ATTEMPTS):
+    conflicts = failures = 0
+    while True:
         try:
             return action()
         except CommitFailedError as err:
-            if attempt == _MAX_COMMIT_ATTEMPTS - 1:
+            conflicts += 1
+            if conflicts == _MAX_COMMIT_ATTEMPTS:
                 raise StorageError(
                     f"{what}: commit conflict persisted after "
-                    f"{_MAX_COMMIT_ATTEMPTS} attempts ({err})"
+                    f"{_MAX_COMMIT_ATTEMPTS} attempts ({one_line(err)})"
                 ) from err
-            time.sleep(min(5.0, 0.05 * 2**attempt) * (1 + random.random()))
+            delay = min(5.0, 0.05 * 2 ** (conflicts - 1))
         except DeltaError as err:
-            raise StorageError(f"{what}: {str(err).splitlines()[0]}") from err
-    raise AssertionError("unreachable")
+            raise StorageError(f"{what}: {one_line(err)}") from err
+        except OSError as err:
+            failures += 1
+            if failures == _MAX_STORAGE_ATTEMPTS:
+                raise StorageError(
+                    f"{what}: object storage failed {failures} times ({one_line(err)})"
+                ) from err
+            delay = 0.5 * 2 ** (failures - 1)
+        time.sleep(delay * (1 + random.random()))
 
 
 def sql_literal(value: object) -> str:
@@ -138,7 +171,10 @@ class Lake:
 
     def exists(self, table: TableSpec) -> bool:
         """Whether the table has been created."""
-        return DeltaTable.is_deltatable(self.table_uri(table), self.storage_options or None)
+        try:
+            return DeltaTable.is_deltatable(self.table_uri(table), self.storage_options or None)
+        except OSError as err:
+            raise StorageError(f"cannot read {table.path}: {one_line(err)}") from err
 
     def delta(self, table: TableSpec, *, version: int | None = None) -> DeltaTable:
         """The Delta table handle (raises StorageError when it does not exist)."""
@@ -148,6 +184,8 @@ class Lake:
             )
         except TableNotFoundError as err:
             raise StorageError(f"table {table.path} does not exist in {self.uri}") from err
+        except (DeltaError, OSError) as err:
+            raise StorageError(f"cannot read {table.path}: {one_line(err)}") from err
 
     def version(self, table: TableSpec) -> int | None:
         """Current version of the table, None when it does not exist."""
@@ -193,8 +231,17 @@ class Lake:
         if not self.exists(table):
             return empty_frame(table).lazy()
         return pl.scan_delta(
-            self.table_uri(table), version=version, storage_options=self.storage_options or None
+            self.table_uri(table), version=version, storage_options=self._polars_options()
         )
+
+    def _polars_options(self) -> dict[str, Any] | None:
+        """The storage options as Polars takes them: its retry count is a number."""
+        if not self.storage_options:
+            return None
+        return {
+            key: int(value) if key == "max_retries" else value
+            for key, value in self.storage_options.items()
+        }
 
     def read(self, table: TableSpec) -> pl.DataFrame:
         """The whole table (for small tables: patients, clinical data, ops)."""
@@ -253,24 +300,39 @@ class Lake:
             if app_id is not None and app_version is not None
             else None
         )
-        # a table created before the catalog gave it more columns gains them (older rows null)
-        grows = self.exists(table) and not self.schema_matches(table)
-        _with_commit_retry(
-            lambda: write_deltalake(
+        marker = uuid.uuid4().hex
+        attempted = False
+
+        def write() -> None:
+            nonlocal attempted
+            # After a storage failure the earlier attempt may have landed all the same (the
+            # answer to its commit was lost): appending again would store the rows twice.
+            if attempted and self._landed(table, marker):
+                return
+            attempted = True
+            # a table created before the catalog gave it more columns gains them (older rows
+            # null); the rows hold exactly the catalog's columns (conform), so merging adds
+            # nothing else
+            write_deltalake(
                 self.table_uri(table),
                 arrow,
                 mode="append",
-                schema_mode="merge" if grows else None,
+                schema_mode="merge",
                 partition_by=list(table.partition_by) or None,
                 storage_options=self.storage_options or None,
                 writer_properties=_WRITER,
                 commit_properties=CommitProperties(
-                    custom_metadata=dict(metadata or {}), app_transactions=transactions
+                    custom_metadata={**dict(metadata or {}), _COMMIT_MARKER: marker},
+                    app_transactions=transactions,
                 ),
-            ),
-            what=f"append to {table.path}",
-        )
+            )
+
+        _with_commit_retry(write, what=f"append to {table.path}")
         return True
+
+    def _landed(self, table: TableSpec, marker: str) -> bool:
+        """Whether one of the table's latest commits is the append named ``marker``."""
+        return any(entry.get(_COMMIT_MARKER) == marker for entry in self.history(table, limit=50))
 
     def replace(
         self,
@@ -365,9 +427,9 @@ class Lake:
         _require_rewritable(table)
         _require_merge_written(table)
         arrow = conform(table, data)
-        if not self.exists(table):
-            self.append(table, arrow, metadata=metadata)
-            return
+        # Created empty first, then merged: two first upserts racing each other would both
+        # append if they created the table with their rows (docs/reliability.md).
+        self._create_empty(table)
         on = _keys_match(table)
 
         def merge() -> None:
@@ -398,8 +460,8 @@ class Lake:
     ) -> int:
         """Stream rows in with ONE commit, inserting only rows whose keys the table lacks.
 
-        An insert-only merge on the table's keys; when the table does not exist yet, it is created
-        with the rows (and if another writer creates it first, the rows are merged instead). Rows
+        An insert-only merge on the table's keys; while the table has no rows yet, they are
+        written directly (and if another writer adds rows first, they are merged instead). Rows
         are streamed, so memory stays bounded by the reader's batch size. When the reader raises
         while it is consumed, nothing is committed.
 
@@ -419,16 +481,19 @@ class Lake:
         _require_merge_written(table)
         commit = CommitProperties(custom_metadata=dict(metadata or {}))
 
-        def create() -> int:
+        def fill(snapshot: DeltaTable) -> int:
             rows = _CountedRows(open_batches())
-            # mode="error": if another writer created the table meanwhile, this fails instead
-            # of appending rows the table may already hold; the retry then merges.
+            # The first rows of an empty table, written (fast, streamed) as a replace of every
+            # row of that empty snapshot: if another writer added rows since, the commit
+            # conflicts instead of appending rows the table may already hold, and the retry
+            # merges. (A plain create with mode="error" does not: delta-rs turns the second of
+            # two racing creations into an append.)
             write_deltalake(
-                self.table_uri(table),
+                snapshot,
                 rows.reader(),
-                mode="error",
-                partition_by=list(table.partition_by) or None,
-                storage_options=self.storage_options or None,
+                mode="overwrite",
+                predicate="true",
+                target_file_size=_STREAMING_FILE_BYTES,
                 writer_properties=_streaming_writer(table),
                 commit_properties=commit,
             )
@@ -455,17 +520,31 @@ class Lake:
             return int(metrics.get("num_target_rows_inserted", 0))
 
         def insert() -> int:
-            # Decided on every attempt: the table may have appeared since the last one.
-            if self.exists(table):
+            # Decided on every attempt: rows may have arrived since the last one.
+            snapshot = self.delta(table)
+            if snapshot.file_uris():
                 return merge()
-            try:
-                return create()
-            except (DeltaError, OSError, ValueError):
-                if not self.exists(table):
-                    raise
-                return merge()
+            return fill(snapshot)
 
+        self._create_empty(table)
         return _with_commit_retry(insert, what=f"insert into {table.path}")
+
+    def _create_empty(self, table: TableSpec) -> None:
+        """Create the table without rows if it does not exist. Racing creators are harmless
+        here (an empty commit more); rows then go in through commits that conflict."""
+        if self.exists(table):
+            return
+        try:
+            write_deltalake(
+                self.table_uri(table),
+                table.schema.empty_table(),
+                mode="error",
+                partition_by=list(table.partition_by) or None,
+                storage_options=self.storage_options or None,
+            )
+        except (DeltaError, OSError, ValueError) as err:
+            if not self.exists(table):
+                raise StorageError(f"create {table.path}: {str(err).splitlines()[0]}") from err
 
     def delete(self, table: TableSpec, predicate: str) -> None:
         """Delete the rows matching ``predicate`` (no-op when the table does not exist).

@@ -215,6 +215,10 @@ def training_rows(
         & pl.col(LEVEL).is_not_null()
         & ((pl.col("date") - pl.lit(date(2000, 1, 3))).dt.total_days() % origins_every == 0)
     ).select("patient_id", origin=pl.col("date"))
+    # The random horizons are drawn in (patient, origin) order, never in the order the features
+    # were read (it varies with the table's files): the same data then gives the same rows, and
+    # the EBMs trained on them the same models (docs/reliability.md).
+    origins = origins.sort("patient_id", "origin")
     n = origins.height * horizons_per_origin
     if not n:
         return pl.DataFrame()
@@ -230,7 +234,13 @@ def training_rows(
     rows = picked.filter(pl.col("target_date") < cutoff).join(
         wear, on=["patient_id", "target_date"]
     )
-    out = _assemble(rows, data)
+    # In an order drawn from the seed, not the join's (which varies from run to run): the same
+    # data gives the same rows in the same order, mixed across patients as before.
+    out = (
+        _assemble(rows, data)
+        .sort("patient_id", "origin", "target_date")
+        .sample(fraction=1.0, shuffle=True, seed=seed)
+    )
     return out.with_columns(target=(pl.col("steps") - pl.col(LEVEL)) / pl.col(SCALE)).drop("steps")
 
 

@@ -191,10 +191,14 @@ class ClusterEBM(Forecaster):
         return "ebm_cluster" if self.clustered else "ebm_global"
 
     def _groups(self, rows: pl.DataFrame, patients: pl.DataFrame) -> dict[str, pl.DataFrame]:
-        rows = rows.join(patients.select("patient_id", "disease_group"), on="patient_id")
+        # row order kept: boosting samples rows by position (same rows, same model)
+        rows = rows.join(
+            patients.select("patient_id", "disease_group"), on="patient_id", maintain_order="left"
+        )
         if not self.clustered:
             return {"ALL": rows}
-        return {str(key[0]): part for key, part in rows.group_by("disease_group")}
+        groups = rows.group_by("disease_group", maintain_order=True)
+        return {str(key[0]): part for key, part in groups}
 
     def fit(self, training: ForecastInput) -> ClusterEBM:
         rows = self._training(training)

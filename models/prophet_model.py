@@ -16,10 +16,12 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import warnings
+import zlib
 from concurrent.futures import ProcessPoolExecutor
 from datetime import date, timedelta
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from models.base import FORECAST_SCHEMA, Forecaster, ForecastInput
@@ -96,7 +98,14 @@ def fit_and_forecast(
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)
         model.fit(frame)
-        predicted = model.predict(future)
+        # Prophet draws its interval's trend samples from NumPy's global generator: seeded per
+        # patient and origin (and put back after), the same history gives the same interval.
+        saved = np.random.get_state()
+        np.random.seed(zlib.crc32(f"{patient_id}|{origin.isoformat()}".encode()))
+        try:
+            predicted = model.predict(future)
+        finally:
+            np.random.set_state(saved)
     rows = []
     for day, yhat, low, high in zip(
         future_days,

@@ -1,8 +1,9 @@
 """Streaming reader of Apple Health exports: ``export.xml``, ``export.zip`` and the CSV conversion.
 
 Files are read as a stream of raw batches (at most ``batch_records`` step records each, every
-attribute kept as text), so a 1 GB export never sits in memory. The XML parser clears each element
-once read and drops it from the root, which otherwise keeps every element it has seen alive.
+attribute kept as text), so a 1 GB export never sits in memory. The XML is read with expat's
+callbacks, building no tree, and hostile files (entity declarations, deep nesting, huge tags, zip
+bombs) are refused with one line (docs/reliability.md).
 
 Only ``StepCount`` records become rows; other record types are counted as skipped. Records nested
 in a ``Correlation`` are not read: the Health app repeats them at the top level.
@@ -24,10 +25,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Literal
 from xml.etree import ElementTree as ET
+from xml.parsers import expat
 
 import polars as pl
 
-from jobs.ingest.common import ParseStats, SeenKeys, column_names, header_names, split_samples
+from jobs.ingest.common import (
+    ParseStats,
+    SeenKeys,
+    bounded_lines,
+    column_names,
+    header_names,
+    split_samples,
+)
 from lakehouse.errors import InputError
 
 # The attributes of a Record (and columns of the CSV conversion) kept per raw row; the ``device``
@@ -49,6 +58,14 @@ ZIP_MEMBER = "apple_health_export/export.xml"
 # at the same speed.
 BATCH_RECORDS = 5_000
 STEP_UNIT = "count"
+# Hostile exports (docs/reliability.md). An export nests three levels (HealthData, Record,
+# MetadataEntry; Correlation and Workout a little deeper); its longest tags are a few KB.
+MAX_DEPTH = 32
+MAX_STRETCH_BYTES = 8 * 1024 * 1024
+_XML_CHUNK_BYTES = 1024 * 1024
+# A zip member this much larger than its compressed bytes is a zip bomb, not an export (XML
+# exports compress about 10 to 25 times).
+MAX_ZIP_RATIO = 200
 
 Kind = Literal["xml", "zip", "csv"]
 
@@ -125,40 +142,85 @@ class _Batcher:
         return len(self.records)
 
 
+class _Refused(Exception):
+    """Raised inside the XML parser's callbacks: the export is refused (one-line reason)."""
+
+
 def _xml_batches(
     stream: IO[bytes], stats: ParseStats, batch_records: int
 ) -> Iterator[pl.DataFrame]:
+    """Step records of an export.xml, read with expat's callbacks: no tree is built, so memory
+    holds one element's attributes and one batch, however the elements nest.
+
+    Hostile files (docs/reliability.md) are refused with one line instead of being expanded:
+    entity declarations (an export has none; they are how "billion laughs" and external entity
+    attacks work, refused as defusedxml does), elements nested deeper than :data:`MAX_DEPTH`,
+    and any stretch of :data:`MAX_STRETCH_BYTES` without a complete tag (a huge attribute or
+    tag). Expat resolves no external entity or DTD.
+    """
     batcher = _Batcher(batch_records)
+    parser = expat.ParserCreate()
+    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
     depth = 0
-    root: ET.Element | None = None
-    for event, elem in ET.iterparse(stream, events=("start", "end")):
-        if event == "start":
-            if root is None:
-                root = elem
-            depth += 1
-            continue
-        depth -= 1
-        if depth != 1:
-            continue  # nested (MetadataEntry, Records inside a Correlation): read with parent
-        if elem.tag == "Record":
+    last_event = 0  # byte offset of the latest tag
+    ready: list[pl.DataFrame] = []
+
+    def start(name: str, attrs: dict[str, str]) -> None:
+        nonlocal depth, last_event
+        depth += 1
+        last_event = parser.CurrentByteIndex
+        if depth > MAX_DEPTH:
+            raise _Refused(f"elements nested deeper than {MAX_DEPTH} levels")
+        if depth != 2:
+            return  # the root, or nested (MetadataEntry, Records inside a Correlation)
+        if name == "Record":
             stats.records_read += 1
-            if elem.get("type") in STEP_TYPES:
-                if batcher.add(stats.records_read, elem.attrib):
-                    yield batcher.take()
+            if attrs.get("type") in STEP_TYPES:
+                if batcher.add(stats.records_read, attrs):
+                    ready.append(batcher.take())
             else:
                 stats.skipped += 1
-        elif elem.tag == "ExportDate":
-            stats.export_date = elem.get("value")
-        elem.clear()
-        # The root keeps a reference to every child it has seen; dropping them keeps memory flat.
-        if root is not None:
-            root.clear()
+        elif name == "ExportDate":
+            stats.export_date = attrs.get("value")
+
+    def end(name: str) -> None:
+        nonlocal depth, last_event
+        depth -= 1
+        last_event = parser.CurrentByteIndex
+
+    def entity(name: str, *_: object) -> None:
+        raise _Refused(f"it declares the entity {name!r} (entity expansion is refused)")
+
+    def external(*_: object) -> int:
+        raise _Refused("it refers to an external entity (refused)")
+
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
+    parser.EntityDeclHandler = entity
+    parser.ExternalEntityRefHandler = external
+    fed = 0
+    try:
+        while chunk := stream.read(_XML_CHUNK_BYTES):
+            parser.Parse(chunk, False)
+            fed += len(chunk)
+            if fed - last_event > MAX_STRETCH_BYTES:
+                raise _Refused(f"no complete tag in {MAX_STRETCH_BYTES:,} bytes (a huge element)")
+            yield from ready
+            ready.clear()
+        parser.Parse(b"", True)
+    except _Refused as err:
+        raise InputError(f"refused XML: {err}") from None
+    except expat.ExpatError as err:
+        raise ET.ParseError(str(err)) from err
+    except LookupError as err:  # the XML declaration names an encoding Python does not know
+        raise ET.ParseError(f"unknown encoding ({err})") from err
+    yield from ready
     if len(batcher):
         yield batcher.take()
 
 
 def _csv_batches(stream: IO[str], stats: ParseStats, batch_records: int) -> Iterator[pl.DataFrame]:
-    reader = csv.reader(stream)
+    reader = csv.reader(bounded_lines(stream))
     header = next(reader, None)
     if header is None:
         raise InputError("empty CSV file")
@@ -208,6 +270,8 @@ def raw_batches(
             raise InputError(f"{where}: unreadable XML ({err})") from err
         except (zipfile.BadZipFile, zlib.error, EOFError) as err:
             raise InputError(f"{where}: damaged zip ({err})") from err
+        except OSError as err:  # e.g. a damaged zip's offsets sending a seek before the start
+            raise InputError(f"{where}: unreadable ({err.strerror or err})") from err
         except (UnicodeDecodeError, csv.Error) as err:
             raise InputError(f"{where}: unreadable CSV ({err})") from err
         except InputError as err:
@@ -225,7 +289,18 @@ def raw_batches(
             member = member or next((n for n in names if n.endswith("/export.xml")), None)
             if member is None:
                 raise InputError(f"{where}: zip holds no apple_health_export/export.xml")
-            with archive.open(member) as stream:
+            info = archive.getinfo(member)
+            if info.file_size > MAX_ZIP_RATIO * max(info.compress_size, 1024 * 1024):
+                raise InputError(
+                    f"{where}: {member} would unpack {info.file_size:,} bytes from "
+                    f"{info.compress_size:,} (refused: more than {MAX_ZIP_RATIO} times)"
+                )
+            try:
+                stream = archive.open(member)
+            except (zipfile.BadZipFile, NotImplementedError, RuntimeError, OSError) as err:
+                # a damaged header, an unknown compression method, an encrypted member
+                raise InputError(f"{where}: damaged zip ({err})") from err
+            with stream:
                 yield guarded(_xml_batches(stream, stats, batch_records))
     elif kind == "xml":
         with path.open("rb") as stream:

@@ -80,7 +80,13 @@ from zoneinfo import available_timezones
 import polars as pl
 
 from jobs.ingest import identity
-from jobs.ingest.common import IngestSummary, header_names, quarantine_rows, schema_details
+from jobs.ingest.common import (
+    IngestSummary,
+    bounded_lines,
+    header_names,
+    quarantine_rows,
+    schema_details,
+)
 from jobs.runs import job_run
 from lakehouse.catalog import DIAGNOSES, PATIENTS, QUARANTINE, SIDE_EFFECTS, THERAPIES, TableSpec
 from lakehouse.errors import InputError
@@ -205,7 +211,8 @@ class _RecordedLines:
         self._taken: list[str] = []
 
     def __iter__(self) -> Iterator[str]:
-        for line in self._text:
+        # bounded: a line of megabytes is refused, not read into memory (docs/reliability.md)
+        for line in bounded_lines(self._text):
             self._taken.append(line)
             yield line
 

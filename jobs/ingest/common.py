@@ -9,12 +9,32 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import IO
 
 import polars as pl
 
 from jobs.sources import label_sources
 from jobs.validation import quarantine_reason
 from lakehouse.catalog import QUARANTINE, STEP_SAMPLES
+
+# Hostile inputs (docs/reliability.md): no line of a real export comes near this many characters;
+# a longer one is refused instead of being read into memory whole.
+MAX_LINE_CHARS = 1 << 20
+
+
+def bounded_lines(text: IO[str], *, limit: int = MAX_LINE_CHARS) -> Iterator[str]:
+    """The lines of ``text`` (for ``csv.reader``), refusing one longer than ``limit`` characters.
+
+    Raises:
+        csv.Error: a line is longer than ``limit`` (every CSV reader turns it into its one-line
+            "unreadable CSV" error).
+    """
+    number = 0
+    while line := text.readline(limit + 1):
+        number += 1
+        if len(line) > limit:
+            raise csv.Error(f"line {number} is longer than {limit:,} characters")
+        yield line
 
 
 def column_names(header: list[str]) -> list[str]:

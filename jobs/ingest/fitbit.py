@@ -64,6 +64,7 @@ import polars as pl
 from jobs.ingest.common import (
     ParseStats,
     SeenKeys,
+    bounded_lines,
     column_names,
     csv_line,
     header_names,
@@ -74,6 +75,8 @@ from lakehouse.errors import InputError
 Kind = Literal["fitbit-hourly", "fitbit-minute", "fitbit-daily", "fitbit-json", "google-fit"]
 
 BATCH_RECORDS = 50_000
+# A personal export's steps-*.json holds a month of minutes (about 3 MB) and is read whole.
+MAX_JSON_BYTES = 256 * 1024 * 1024
 _FITABASE_TIMES = ("%m/%d/%Y %I:%M:%S %p", "%m/%d/%Y %H:%M", "%m/%d/%Y %H:%M:%S")
 _DATES = ("%m/%d/%Y", *_FITABASE_TIMES)
 _UTC = pl.Datetime("us", "UTC")
@@ -156,7 +159,7 @@ def raw_batches(
     where = str(path)
 
     def rows(text: io.TextIOWrapper) -> Iterator[pl.DataFrame]:
-        reader = csv.reader(text)
+        reader = csv.reader(bounded_lines(text))
         names = column_names(next(reader, []))
         try:
             columns = [names.index(c) for c in (layout.time, layout.steps)]
@@ -208,10 +211,18 @@ def _json_batches(path: Path, stats: ParseStats, batch_records: int) -> Iterator
     The record number is the 1-based position in the list. Fitbit writes one file per month of
     minutes (about 3 MB), so the file is read whole.
     """
+    # read whole: a size cap keeps a hostile file from taking the machine's memory
+    if path.stat().st_size > MAX_JSON_BYTES:
+        raise InputError(
+            f"{path}: {path.stat().st_size:,} bytes is too large for a Fitbit steps file "
+            f"(at most {MAX_JSON_BYTES:,}; Fitbit writes about 3 MB a month)"
+        )
     try:
         entries = json.loads(path.read_bytes().decode("utf-8-sig"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+    except ValueError as err:  # not UTF-8, not JSON, or a number too long to convert
         raise InputError(f"{path}: unreadable JSON ({err})") from err
+    except RecursionError as err:
+        raise InputError(f"{path}: unreadable JSON (nested too deeply)") from err
     if not isinstance(entries, list):
         raise InputError(f"{path}: not a Fitbit steps file (expected a list of entries)")
     batch: dict[str, list[object]] = {k: [] for k in ("record", *_RAW, "raw")}
@@ -222,7 +233,8 @@ def _json_batches(path: Path, stats: ParseStats, batch_records: int) -> Iterator
         batch["patient"].append(None)
         batch["time"].append(_json_text(fields.get("dateTime")))
         batch["steps"].append(_json_text(fields.get("value")))
-        batch["raw"].append(json.dumps(entry, separators=(",", ":"), ensure_ascii=False))
+        raw = json.dumps(entry, separators=(",", ":"), ensure_ascii=False)
+        batch["raw"].append(_valid_text(raw))
         if len(batch["record"]) >= batch_records:
             yield _frame(batch)
             batch = {k: [] for k in batch}
@@ -234,7 +246,13 @@ def _json_text(value: object) -> str | None:
     """A JSON value as the text a CSV cell would hold (None for null or a nested value)."""
     if value is None or isinstance(value, dict | list | bool):
         return None
-    return str(value).strip()
+    return _valid_text(str(value).strip())
+
+
+def _valid_text(text: str) -> str:
+    """``text`` with any lone surrogate (JSON can escape one, UTF-8 cannot hold it) written
+    out as its escape, so that the row is quarantined with it rather than failing the file."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _frame(batch: dict[str, list[object]]) -> pl.DataFrame:

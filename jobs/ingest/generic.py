@@ -94,6 +94,7 @@ from jobs.ingest.common import (
     ParseStats,
     PatientZones,
     SeenKeys,
+    bounded_lines,
     column_names,
     csv_line,
     delimiter_of,
@@ -289,11 +290,12 @@ def _csv_batches(
             path.open("rb") as binary,
             io.TextIOWrapper(binary, encoding="utf-8-sig", newline="") as text,
         ):
-            header = text.readline()
+            lines = bounded_lines(text)
+            header = next(lines, "")
             if not header.strip():
                 raise InputError(f"{where}: empty file (no header line)")
             delimiter = delimiter_of(header)
-            reader = csv.reader(itertools.chain([header], text), delimiter=delimiter)
+            reader = csv.reader(itertools.chain([header], lines), delimiter=delimiter)
             names = column_names(next(reader))
             at = {role: names.index(name) for role, name in _resolve(names, options, where).items()}
             steps_at = at["steps"]
@@ -329,9 +331,15 @@ def _parquet_batches(
 ) -> Iterator[pl.DataFrame]:
     try:
         parquet = pq.ParquetFile(path)
-        roles = _resolve(list(parquet.schema_arrow.names), options, where)
+        names = list(parquet.schema_arrow.names)
+        if not all(_is_utf8(name) for name in names):
+            raise pa.ArrowInvalid("a column name is not UTF-8 text")
+        roles = _resolve(names, options, where)
         first = 1
         for record_batch in parquet.iter_batches(batch_size=batch_records):
+            # a damaged file can hold strings that are not UTF-8, which Polars would take and
+            # then crash on: refused here instead (docs/reliability.md)
+            record_batch.validate(full=True)
             frame = pl.from_arrow(record_batch)
             assert isinstance(frame, pl.DataFrame)
             stats.records_read += frame.height
@@ -347,8 +355,17 @@ def _parquet_batches(
                 **{role: _normalised(frame[name], role) for role, name in roles.items()},
                 raw=_json_rows(frame.drop("\0record")),
             )
-    except (pa.ArrowException, OSError) as err:
-        raise InputError(f"{where}: unreadable Parquet ({err})") from err
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as err:
+        reason = " ".join(str(err).split())  # Arrow's messages can span lines
+        raise InputError(f"{where}: unreadable Parquet ({reason})") from err
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a damaged name decoded with escapes
+        return False
+    return True
 
 
 def _blank_as_null(values: pl.Series) -> pl.Series:
@@ -411,8 +428,14 @@ def _year_first(text: str) -> datetime | None:
         return _YEAR_FIRST_FORMS(text)
 
 
+def _shown(text: str) -> str:
+    """A value for an error message: quoted, and cut short when long."""
+    return repr(text) if len(text) <= 60 else repr(text[:60]) + "..."
+
+
 def _epoch(text: str) -> datetime | None:
-    if not text.isdigit():
+    # "²" is a digit too, but no number; and no epoch has more than 13 digits
+    if not (text.isascii() and text.isdigit()) or len(text) > 16:
         return None
     low, high = _EPOCH_SECONDS
     value = int(text)
@@ -509,7 +532,7 @@ class _TextTimes:
             read = sum(parse(text) is not None for text in sample)
             if 2 * read <= len(sample):
                 raise InputError(
-                    f"{self.where}: timestamps like {example!r} do not match "
+                    f"{self.where}: timestamps like {_shown(example)} do not match "
                     f"--timestamp-format {self.timestamp_format!r}"
                 )
             self.parse = parse
@@ -519,13 +542,14 @@ class _TextTimes:
         if 2 * best <= len(sample):
             unread = next((t for t in sample if all(p(t) is None for _, p in _FAMILIES)), example)
             raise InputError(
-                f"{self.where}: cannot tell the format of timestamps like {unread!r}; "
+                f"{self.where}: cannot tell the format of timestamps like {_shown(unread)}; "
                 "give --timestamp-format (e.g. '%Y-%m-%d %H:%M:%S')"
             )
         if scores[_MONTH_FIRST] == scores[_DAY_FIRST] == best:
             raise InputError(
-                f"{self.where}: timestamps like {example!r} read both month first and day first; "
-                "give --timestamp-format ('%m/%d/%Y %H:%M' or '%d/%m/%Y %H:%M' and the like)"
+                f"{self.where}: timestamps like {_shown(example)} read both month first and "
+                "day first; give --timestamp-format ('%m/%d/%Y %H:%M' or '%d/%m/%Y %H:%M' and "
+                "the like)"
             )
         self.parse = next(p for name, p in _FAMILIES if scores[name] == best)
 

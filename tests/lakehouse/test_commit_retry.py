@@ -1,16 +1,20 @@
-"""Delta commit conflicts are retried with backoff; concurrent appends lose no commit."""
+"""Delta commit conflicts are retried with backoff; concurrent appends lose no commit; writers
+racing to create a table store each row once."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
 import pytest
 from deltalake.exceptions import CommitFailedError
 
 from lakehouse import Lake, StorageError
-from lakehouse.catalog import STEP_SAMPLES
-from lakehouse.storage import _MAX_COMMIT_ATTEMPTS, _with_commit_retry
+from lakehouse.catalog import PATIENTS, QUARANTINE, STEP_SAMPLES
+from lakehouse.storage import _MAX_COMMIT_ATTEMPTS, _with_commit_retry, conform
 from tests.lakehouse.frames import edge_rows
 
 
@@ -102,3 +106,46 @@ def test_concurrent_appends_lose_no_commit(lake: Lake) -> None:
     assert samples.height == writers * batches_each * 2
     assert samples["patient_id"].n_unique() == samples.height
     assert lake.version(STEP_SAMPLES) == writers * batches_each - 1
+
+
+def _race(writers: int, write: Callable[[], None]) -> None:
+    start = threading.Barrier(writers)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        start.wait()
+        try:
+            write()
+        except BaseException as err:
+            errors.append(err)
+
+    threads = [threading.Thread(target=run) for _ in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors
+
+
+def test_first_inserts_racing_to_create_a_table_store_each_row_once(tmp_path: Path) -> None:
+    # Regression: each writer created the table with its rows (mode="error"), and delta-rs
+    # turned the losing creations into appends: the rows were stored once per writer.
+    rows = conform(QUARANTINE, edge_rows(QUARANTINE, (0, 1, 2)))
+    for attempt in range(4):
+        lake = Lake(str(tmp_path / f"insert-{attempt}"))
+        _race(3, lambda lake=lake: lake.insert_new(QUARANTINE, lambda: _reader(rows)))
+        stored = lake.read(QUARANTINE)
+        assert stored.height == 3
+        assert stored.select(QUARANTINE.keys).n_unique() == 3
+
+
+def test_first_upserts_racing_to_create_a_table_store_each_key_once(tmp_path: Path) -> None:
+    rows = edge_rows(PATIENTS, (0, 1, 2))
+    for attempt in range(4):
+        lake = Lake(str(tmp_path / f"upsert-{attempt}"))
+        _race(3, lambda lake=lake: lake.upsert(PATIENTS, rows))
+        assert lake.read(PATIENTS)["patient_id"].sort().to_list() == sorted(rows["patient_id"])
+
+
+def _reader(rows: pa.Table) -> pa.RecordBatchReader:
+    return pa.RecordBatchReader.from_batches(rows.schema, rows.to_batches())
