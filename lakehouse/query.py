@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import duckdb
 import pyarrow as pa
+from deltalake import DeltaTable
 
 from lakehouse.catalog import RESTRICTED_TABLES, TABLES, TableSpec
 from lakehouse.errors import InputError, StorageError
@@ -117,14 +118,17 @@ def register(con: duckdb.DuckDBPyConnection, lake: Lake, table: TableSpec) -> No
     """
     if table.restricted:
         raise StorageError(f"{table.path} is restricted: it is never exposed to SQL")
-    files = _local_files(lake, table)
+    # the table's Delta log is read once for its files and its columns
+    delta = lake.delta(table) if lake.exists(table) else None
+    files = _local_files(lake, table, delta)
     if files:
         source = _parquet_scan(table, files)
     else:
         source = f"_arrow_{table.layer}_{table.name}"
         con.register(source, lake.dataset(table))
-    stored = _stored_columns(lake, table)
-    # a column the catalog added after the table was written reads as NULL
+    # the columns the stored table has; a column the catalog added after the table was written
+    # reads as NULL
+    stored = table.columns if delta is None else {f.name for f in delta.schema().fields}
     columns = ", ".join(
         f'"{name}"'
         if name in stored
@@ -134,20 +138,14 @@ def register(con: duckdb.DuckDBPyConnection, lake: Lake, table: TableSpec) -> No
     con.execute(f"CREATE OR REPLACE VIEW {table.qualified_name} AS SELECT {columns} FROM {source}")
 
 
-def _stored_columns(lake: Lake, table: TableSpec) -> set[str]:
-    """The columns the stored table has (the catalog's when it does not exist yet)."""
-    if not lake.exists(table):
-        return set(table.columns)
-    return {field.name for field in lake.delta(table).schema().fields}
-
-
-def _local_files(lake: Lake, table: TableSpec) -> list[str]:
-    """The Parquet files of the table's current version when DuckDB can read them itself: a
-    local lake, and partition values in Hive-style paths (as delta-rs and Spark write them).
-    Empty otherwise (missing or empty table, object storage, other layouts)."""
-    if not lake.is_local or not lake.exists(table):
+def _local_files(lake: Lake, table: TableSpec, delta: DeltaTable | None) -> list[str]:
+    """The Parquet files of the table's current version (``delta``, None when the table does
+    not exist) when DuckDB can read them itself: a local lake, and partition values in
+    Hive-style paths (as delta-rs and Spark write them). Empty otherwise (missing or empty
+    table, object storage, other layouts)."""
+    if not lake.is_local or delta is None:
         return []
-    files = [uri.removeprefix("file://") for uri in lake.delta(table).file_uris()]
+    files = [uri.removeprefix("file://") for uri in delta.file_uris()]
     hive = all(
         f"/{column}=" in file.removeprefix(lake.table_uri(table))
         for file in files

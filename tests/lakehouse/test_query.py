@@ -456,7 +456,7 @@ def test_a_table_written_before_a_catalog_column_shows_it_as_null(
     old = [c for c in JOB_RUNS.columns if not c.startswith("bytes_")]
     write_deltalake(lake.table_uri(JOB_RUNS), conform(JOB_RUNS, edge_rows(JOB_RUNS)).select(old))
     if route == "arrow":
-        monkeypatch.setattr(query, "_local_files", lambda _lake, _table: [])
+        monkeypatch.setattr(query, "_local_files", lambda _lake, _table, _delta: [])
     con = connect(lake, tables=[JOB_RUNS])
     shown = run_query(con, "SELECT run_id, bytes_read, bytes_written FROM ops.job_runs").table
     assert shown.num_rows == 3
