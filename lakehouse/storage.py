@@ -7,6 +7,7 @@ retry Delta commit conflicts with backoff.
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import time
@@ -188,7 +189,16 @@ class Lake:
             raise StorageError(f"cannot read {table.path}: {one_line(err)}") from err
 
     def version(self, table: TableSpec) -> int | None:
-        """Current version of the table, None when it does not exist."""
+        """Current version of the table, None when it does not exist.
+
+        On a local lake this is the newest commit or checkpoint named in the table's
+        ``_delta_log`` folder (a commit file appears whole: delta-rs writes a temporary file and
+        renames it), without reading the log; elsewhere the log is read.
+        """
+        if self.is_local:
+            listed = _newest_logged_version(Path(self.table_uri(table).removeprefix("file://")))
+            if listed is not None:
+                return listed
         if not self.exists(table):
             return None
         return self.delta(table).version()
@@ -634,6 +644,23 @@ class _CountedRows:
 
     def reader(self) -> pa.RecordBatchReader:
         return pa.RecordBatchReader.from_batches(self._source.schema, self._batches())
+
+
+# a commit (00000000000000000012.json) or checkpoint (00000000000000000010.checkpoint.parquet,
+# or a part of a multi-part one) in a table's _delta_log
+_LOG_ENTRY = re.compile(r"^(\d{20})\.(?:json|checkpoint(?:\.\d{10}\.\d{10})?\.parquet)$")
+
+
+def _newest_logged_version(table_dir: Path) -> int | None:
+    """The newest version named in a local table's ``_delta_log`` (None: no log or no entry)."""
+    try:
+        names = [entry.name for entry in os.scandir(table_dir / "_delta_log")]
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as err:
+        raise StorageError(f"cannot read {table_dir}: {err.strerror or err}") from err
+    versions = [int(match[1]) for name in names if (match := _LOG_ENTRY.match(name))]
+    return max(versions, default=None)
 
 
 def _keys_match(table: TableSpec) -> str:

@@ -21,7 +21,13 @@ from lakehouse.catalog import (
     TABLES,
     TableSpec,
 )
-from lakehouse.storage import conform, empty_frame, in_list_predicate, sql_literal
+from lakehouse.storage import (
+    _newest_logged_version,
+    conform,
+    empty_frame,
+    in_list_predicate,
+    sql_literal,
+)
 from tests.lakehouse.frames import canonical, edge_rows, frames, polars_schema
 
 OBRIEN = "O'Brien-ü"
@@ -307,6 +313,48 @@ def test_info_counts_rows_files_and_version(lake: Lake) -> None:
     assert info.rows == 3
     assert info.files == 2
     assert info.size_bytes > 0
+
+
+def test_version_is_the_delta_logs_through_checkpoints_and_cleanups(lake: Lake) -> None:
+    assert lake.version(PATIENTS) is None
+    for row in range(4):
+        lake.append(PATIENTS, edge_rows(PATIENTS, (row % 3,)))
+        assert lake.version(PATIENTS) == DeltaTable(lake.table_uri(PATIENTS)).version() == row
+
+    delta = DeltaTable(lake.table_uri(PATIENTS))
+    delta.create_checkpoint()
+    delta.cleanup_metadata()  # nothing expired yet: the commits stay
+    log = Path(lake.table_uri(PATIENTS)) / "_delta_log"
+    for commit in sorted(log.glob("*.json"))[:-1]:  # as after a cleanup past the checkpoint
+        commit.unlink()
+    (log / "_commit_0123.json.tmp").write_text("{}")  # a commit being written is not one yet
+    assert lake.version(PATIENTS) == DeltaTable(lake.table_uri(PATIENTS)).version() == 3
+    lake.append(PATIENTS, edge_rows(PATIENTS, (0,)))
+    assert lake.version(PATIENTS) == DeltaTable(lake.table_uri(PATIENTS)).version() == 4
+
+
+@pytest.mark.parametrize(
+    ("names", "newest"),
+    [
+        ([], None),
+        (["_last_checkpoint", "00000000000000000007.crc", "_commit_ab.json.tmp"], None),
+        (["00000000000000000009.json", "00000000000000000010.checkpoint.parquet"], 10),
+        (["00000000000000000012.checkpoint.0000000001.0000000002.parquet"], 12),
+        (
+            ["00000000000000000002.json", "00000000000000000011.json", "0000000000000000099.json"],
+            11,
+        ),
+    ],
+)
+def test_the_newest_logged_version_is_read_from_log_names(
+    tmp_path: Path, names: list[str], newest: int | None
+) -> None:
+    log = tmp_path / "_delta_log"
+    log.mkdir()
+    for name in names:
+        (log / name).write_text("")
+    assert _newest_logged_version(tmp_path) == newest
+    assert _newest_logged_version(tmp_path / "missing") is None
 
 
 def test_partitioned_table_writes_one_folder_per_month(lake: Lake) -> None:
