@@ -9,7 +9,8 @@ import polars as pl
 import pytest
 
 from jobs import generate, schedule
-from lakehouse.catalog import DAILY_STEPS, JOB_RUNS, STEP_SAMPLES
+from lakehouse import audit
+from lakehouse.catalog import AUDIT_LOG, DAILY_STEPS, JOB_RUNS, STEP_SAMPLES, table_by_path
 from lakehouse.storage import Lake
 
 
@@ -70,3 +71,26 @@ def test_a_failed_stage_leaves_nothing_and_the_retry_completes_it(tmp_path: Path
     assert schedule.with_retries(lake, "aggregate", retries=1, delay_seconds=0) == 0
     runs = lake.read(JOB_RUNS).filter(pl.col("job") == "aggregate")
     assert runs["status"].to_list().count("succeeded") == 1
+
+
+def test_the_weekly_compaction_leaves_one_file_per_event_table_and_every_row(
+    tmp_path: Path,
+) -> None:
+    """In child processes, as the scheduler runs it: the audit log's one file per view is
+    compacted, its rows kept; tables not created yet are passed over."""
+    lake = Lake(str(tmp_path / "lake"))
+    for user in ("a", "b", "c"):
+        audit.record(
+            lake,
+            audit.AuditEvent(user=user, roles="ops", client="cli", action="sql", page="sql"),
+        )
+    before = lake.read(AUDIT_LOG).sort("user")
+    assert lake.info(AUDIT_LOG).files == 3
+    assert {table_by_path(path).path for path in schedule.COMPACTED_WEEKLY} == set(
+        schedule.COMPACTED_WEEKLY
+    )
+
+    assert schedule.compact_event_tables(lake) == 0
+
+    assert lake.info(AUDIT_LOG).files == 1
+    assert lake.read(AUDIT_LOG).sort("user").equals(before)
