@@ -2,7 +2,8 @@
 
 Signs the user in (:mod:`dashboard.auth`), builds the page navigation with the pages of their
 roles (the others are hidden: a direct address to one shows a refusal and loads nothing), records
-the page view in the audit log, and turns the product's expected errors (an unreadable lake, a
+the page view in the audit log (written before the page shows data, see
+:func:`dashboard.auth.require`), and turns the product's expected errors (an unreadable lake, a
 failed query) into one line on the page instead of a traceback. Pages hold layout only.
 """
 
@@ -66,6 +67,10 @@ try:
         st.error(auth.refusal(user, path), icon=":material/block:")
         st.stop()
     auth.record_page_view(lake, user, path)
-    page.run()
+    try:
+        page.run()
+    finally:
+        # events of a page that stopped before showing data are written all the same
+        auth.wait_until_recorded()
 except MobilityError as err:
     st.error(str(err), icon=":material/error:")

@@ -308,7 +308,7 @@ def signed_in_user(lake: Lake) -> User:
                 "identity provider's groups).",
                 sign_out=True,
             )
-        record(lake, user, "sign-in", "sign-in")
+        note(lake, user, "sign-in", "sign-in")  # written with the page view
         st.session_state["_audit_user"] = user.audit_name
     return user
 
@@ -348,14 +348,26 @@ def sidebar(user: User, lake: Lake) -> None:
             st.logout()
 
 
-def require(page: str) -> User:
+def require(page: str, *, wait_for_audit: bool = True) -> User:
     """The current user, who may open ``page``; else a refusal and ``st.stop()``. Every page
-    calls this before it loads anything (the app checks first; this is the second lock)."""
+    calls this before it loads anything (the app checks first; this is the second lock).
+
+    Then the run's queued audit events (sign-in, page view) are written. With
+    ``wait_for_audit=False`` their write only starts, in the background: the page loads its data
+    meanwhile and calls :func:`wait_until_recorded` before it shows any of it.
+
+    Raises:
+        StorageError: the audit events could not be written (nothing is shown).
+    """
     user = current_user()
     if user is None or not user.may_open(page):
         st.error(refusal(user, page), icon=":material/block:")
         st.stop()
     assert user is not None
+    if wait_for_audit:
+        wait_until_recorded()
+    else:
+        start_recording()
     return user
 
 
@@ -372,6 +384,116 @@ def refusal(user: User | None, page: str) -> str:
 
 
 # -------------------------------------------------------------------------------------- audit
+#
+# A run's events (sign-in, page, patient) are queued and written together in one commit. Pages
+# wait for that write before they show data (require() waits; the patient page loads the
+# patient's data while the write runs in the background and waits before it shows any of it).
+
+_QUEUE_KEY = "_audit_queue"
+
+
+@dataclass
+class _Batch:
+    """Events written in one commit, and the background write, once started."""
+
+    lake: Lake
+    events: list[audit.AuditEvent] = field(default_factory=list)
+    writer: threading.Thread | None = None
+    error: BaseException | None = None
+
+    def start(self) -> None:
+        """Write the events in one commit on a background thread (once)."""
+        if self.writer is not None:
+            return
+
+        def write() -> None:
+            try:
+                audit.record(self.lake, self.events)
+            except BaseException as err:  # raised in the thread that waits for the write
+                self.error = err
+
+        self.writer = threading.Thread(target=write, name="audit-write", daemon=True)
+        self.writer.start()
+
+
+def _queue() -> list[_Batch]:
+    """This session's batches not known to be on record, oldest first (the last may be open)."""
+    queue = st.session_state.get(_QUEUE_KEY)
+    if not isinstance(queue, list):
+        queue = []
+        st.session_state[_QUEUE_KEY] = queue
+    return queue
+
+
+def note(
+    lake: Lake,
+    user: User,
+    action: audit.Action,
+    page: str,
+    *,
+    patient_id: str | None = None,
+    sql_sha256: str | None = None,
+    rows: int | None = None,
+    outcome: str = "ok",
+) -> None:
+    """Queue an event of ``user`` for the audit log, written with the run's other queued events
+    in one commit by :func:`wait_until_recorded` (or in the background from
+    :func:`start_recording`). The queue lives in the session: a page shows no data before
+    :func:`wait_until_recorded` has written all of it."""
+    queue = _queue()
+    if not queue or queue[-1].writer is not None:
+        queue.append(_Batch(lake))  # a batch being written takes no more events
+    batch = queue[-1]
+    batch.events.append(
+        audit.AuditEvent(
+            user=user.audit_name,
+            roles=user.roles_text,
+            client="dashboard",
+            action=action,
+            page=page,
+            patient_id=patient_id,
+            sql_sha256=sql_sha256,
+            rows=rows,
+            outcome=outcome,
+        )
+    )
+
+
+def start_recording() -> None:
+    """Start writing the queued events in the background: the page may load its data meanwhile
+    but must call :func:`wait_until_recorded` before it shows any of it."""
+    queue = _queue()
+    if queue:
+        queue[-1].start()
+
+
+def wait_until_recorded() -> None:
+    """Write the queued events (one commit) and wait for every write started before.
+
+    Raises:
+        StorageError: events could not be written; the caller shows no data then. They stay
+            queued and are written with the next run's events.
+    """
+    queue = _queue()
+    if not queue:
+        return
+    start_recording()
+    failed: list[_Batch] = []
+    for batch in list(queue):
+        assert batch.writer is not None
+        batch.writer.join()
+        if batch.error is not None:
+            failed.append(batch)
+    queue.clear()
+    if failed:
+        # a failed append stored no rows: the events are written again with the next run's
+        retry = _Batch(failed[0].lake)
+        for batch in failed:
+            retry.events.extend(batch.events)
+        queue.append(retry)
+        error = failed[0].error
+        assert error is not None
+        raise error
 
 
 def record(
@@ -385,41 +507,39 @@ def record(
     rows: int | None = None,
     outcome: str = "ok",
 ) -> None:
-    """Append one event of ``user`` to the audit log.
+    """Append one event of ``user`` to the audit log now, with any queued events (one commit).
 
     Raises:
         StorageError: the event could not be written (the caller shows nothing then).
     """
-    audit.record(
+    note(
         lake,
-        audit.AuditEvent(
-            user=user.audit_name,
-            roles=user.roles_text,
-            client="dashboard",
-            action=action,
-            page=page,
-            patient_id=patient_id,
-            sql_sha256=sql_sha256,
-            rows=rows,
-            outcome=outcome,
-        ),
+        user,
+        action,
+        page,
+        patient_id=patient_id,
+        sql_sha256=sql_sha256,
+        rows=rows,
+        outcome=outcome,
     )
+    wait_until_recorded()
 
 
 def record_page_view(lake: Lake, user: User, page: str) -> None:
-    """Record that ``user`` opened ``page``, once per visit (reruns of the same page are the
-    same visit)."""
+    """Queue the event that ``user`` opened ``page``, once per visit (reruns of the same page are
+    the same visit); the page waits for it before it shows data (:func:`require`)."""
     if st.session_state.get("_audit_page") == page:
         return
-    record(lake, user, "page", page)
+    note(lake, user, "page", page)
     st.session_state["_audit_page"] = page
     st.session_state.pop("_audit_patient", None)
 
 
 def record_patient_view(lake: Lake, user: User, page: str, patient_id: str) -> None:
-    """Record that ``user`` sees ``patient_id`` (a pseudonym) on ``page``, once per patient and
-    visit; before the patient's data is loaded."""
-    if st.session_state.get("_audit_patient") == patient_id:
-        return
-    record(lake, user, "patient", page, patient_id=patient_id)
-    st.session_state["_audit_patient"] = patient_id
+    """Start recording that ``user`` sees ``patient_id`` (a pseudonym) on ``page``, once per
+    patient and visit: the write runs in the background while the page loads the patient's data,
+    and the page calls :func:`wait_until_recorded` before it shows any of it."""
+    if st.session_state.get("_audit_patient") != patient_id:
+        note(lake, user, "patient", page, patient_id=patient_id)
+        st.session_state["_audit_patient"] = patient_id
+    start_recording()

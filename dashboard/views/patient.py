@@ -16,7 +16,9 @@ DATES = {
     for column in ("date", "start_date", "end_date", "target_date", "origin_date")
 }
 
-user = auth.require("patient")
+# the page view is written while the patient list loads, and the patient view while the
+# patient's data loads: each is on record before what it covers is shown
+user = auth.require("patient", wait_for_audit=False)
 st.title("Patient")
 lake = data.current_lake()
 
@@ -29,6 +31,7 @@ ids = data.patient_ids(lake, disease_group=None if group == "All" else group, se
 unfiltered = group == "All" and not search
 if unfiltered and linked and linked not in ids and data.patient_profile(lake, linked) is not None:
     ids = [linked, *ids]  # beyond the first matches listed
+auth.wait_until_recorded()
 
 if not ids:
     if unfiltered:
@@ -48,10 +51,16 @@ patient_id = st.selectbox(
 )
 assert patient_id is not None
 st.query_params["patient_id"] = patient_id
-# on record before anything of the patient is loaded
+# recorded in the background while the patient's data loads
 auth.record_patient_view(lake, user, "patient", patient_id)
-
 profile = data.patient_profile(lake, patient_id)
+daily_steps = data.patient_daily_steps(lake, patient_id)
+therapies = data.patient_therapies(lake, patient_id)
+side_effects = data.patient_side_effects(lake, patient_id)
+forecast = data.patient_forecast(lake, patient_id)
+# nothing of the patient is shown before the view is on record
+auth.wait_until_recorded()
+
 if profile is not None:
     st.caption(
         " · ".join(
@@ -67,11 +76,6 @@ if profile is not None:
             if part
         )
     )
-
-daily_steps = data.patient_daily_steps(lake, patient_id)
-therapies = data.patient_therapies(lake, patient_id)
-side_effects = data.patient_side_effects(lake, patient_id)
-forecast = data.patient_forecast(lake, patient_id)
 
 if daily_steps.is_empty():
     st.info("No daily steps for this patient yet: run `mobility pipeline`.", icon=":material/info:")

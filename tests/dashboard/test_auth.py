@@ -18,7 +18,7 @@ from streamlit.testing.v1 import AppTest
 from dashboard import auth, data
 from lakehouse import audit
 from lakehouse.catalog import AUDIT_LOG, REIDENTIFICATION
-from lakehouse.errors import InputError
+from lakehouse.errors import InputError, StorageError
 from lakehouse.storage import Lake
 from tests.dashboard.conftest import forget_caches
 from tests.dashboard.demo_lake import APP
@@ -240,6 +240,64 @@ def test_each_patient_view_is_audited_once_before_the_data_is_shown() -> None:
     pages = _events(lake, since, user="clinician@example.org", action="page")
     assert pages["page"].to_list() == ["cohort", "patient"]
     assert _events(lake, since, user="clinician@example.org", action="sign-in").height == 1
+
+
+@pytest.mark.usefixtures("demo_lake")
+@pytest.mark.parametrize("page", list(FILES))
+def test_no_page_shows_data_when_the_audit_log_cannot_be_written(
+    page: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unwritable(_lake: Lake, _events: object) -> None:
+        raise StorageError("could not write the audit log: disk full")
+
+    monkeypatch.setattr(audit, "record", unwritable)
+    app = signed_in(_app(), "admin")
+    app.query_params["patient_id"] = "P002"
+    app.run()
+    if page != "cohort":
+        app.switch_page(FILES[page]).run()
+
+    assert not app.exception, [e.value for e in app.exception]
+    assert "could not write the audit log: disk full" in _texts(app.error)
+    assert not app.metric and not app.dataframe and not app.get("plotly_chart")
+    assert "patient_id" not in [box.key for box in app.selectbox]  # not even the patient list
+
+
+@pytest.mark.usefixtures("demo_lake")
+def test_a_patient_is_not_shown_until_the_view_is_on_record(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    lake = data.current_lake()
+    since = datetime.now(UTC)
+    written = audit.record
+    failing = True
+
+    def patient_views_fail(target: Lake, events: list[audit.AuditEvent]) -> None:
+        if failing and any(event.action == "patient" for event in events):
+            raise StorageError("could not write the audit log: timeout")
+        written(target, events)
+
+    monkeypatch.setattr(audit, "record", patient_views_fail)
+    app = _visit("clinician", "cohort")
+    app.query_params["patient_id"] = "P002"
+    app.switch_page(FILES["patient"]).run()
+
+    # the patient list was shown (its page view is on record), nothing of the patient
+    assert app.selectbox(key="patient_id").value == "P002"
+    assert "could not write the audit log: timeout" in _texts(app.error)
+    assert not app.dataframe and not app.get("plotly_chart")
+    assert "disease group" not in _texts(app.caption)  # not even the profile line
+    assert _events(lake, since, user="clinician@example.org", action="patient").is_empty()
+
+    failing = False  # storage is back: the next run writes the view, then shows the patient
+    app.run()
+    assert not app.error and app.get("plotly_chart")
+    assert "disease group" in _texts(app.caption)
+    views = _events(lake, since, user="clinician@example.org", action="patient")
+    assert views["patient_id"].to_list() == ["P002"]
+    # each event once, however many runs it took
+    pages = _events(lake, since, user="clinician@example.org", action="page")
+    assert pages["page"].to_list() == ["cohort", "patient"]
 
 
 @pytest.mark.usefixtures("demo_lake")
