@@ -1,12 +1,20 @@
-"""Plotly figures of the dashboard, built from the frames :mod:`dashboard.data` returns."""
+"""Plotly figures of the dashboard, built from the frames :mod:`dashboard.data` returns.
+
+Data arrays go to plotly as numpy arrays, not lists: plotly checks and copies a list element by
+element, and serialises a numeric array as one base64 block. In a float array a missing value is
+NaN, which plotly.js draws as a gap; dates are ``datetime64[D]`` and serialise as ISO days.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
 from datetime import date, timedelta
+from functools import cache
 from itertools import accumulate
+from typing import Any
 
+import numpy as np
 import plotly.graph_objects as go
 import polars as pl
 from plotly.subplots import make_subplots
@@ -73,9 +81,9 @@ def weekly_trend(trend: pl.DataFrame) -> go.Figure:
     ):
         figure.add_trace(
             go.Scatter(
-                x=rows["week"].to_list(),
-                y=rows["median_steps"].to_list(),
-                customdata=rows["patients"].to_list(),
+                x=rows["week"].to_numpy(),
+                y=rows["median_steps"].to_numpy(),
+                customdata=rows["patients"].to_numpy(),
                 mode="lines",
                 name=str(group),
                 hovertemplate=(
@@ -112,11 +120,17 @@ def patient_timeline(
         side_effects: rows of :func:`dashboard.data.patient_side_effects`.
         patient_id: shown in the title.
     """
-    figure = make_subplots(
-        rows=2, cols=1, shared_xaxes=True, row_heights=[0.78, 0.22], vertical_spacing=0.04
-    )
+    # steps and forecasts on the axes x and y above, therapies and side effects on x2 and y2 below
+    figure = go.Figure(layout=_timeline_rows())
+    # steps as floats whatever number type the query gives: a missing day is NaN (a gap), never
+    # None in an object array
     wear = daily_steps.select(
-        "date", pl.when(pl.col("is_wear_day")).then(pl.col("steps")).otherwise(None).alias("steps")
+        "date",
+        pl.when(pl.col("is_wear_day"))
+        .then(pl.col("steps"))
+        .otherwise(None)
+        .cast(pl.Float64)
+        .alias("steps"),
     )
     if wear.height:
         # days without any sample have no row: add them as gaps so the line breaks there too
@@ -126,24 +140,24 @@ def patient_timeline(
         wear = calendar.join(wear, on="date", how="left")
     figure.add_trace(
         go.Scatter(
-            x=wear["date"].to_list(),
-            y=wear["steps"].to_list(),
+            x=wear["date"].to_numpy(),
+            y=wear["steps"].to_numpy(),
             mode="lines",
             name="daily steps (wear days)",
             line={"color": WEAR_COLOUR, "width": 1.5},
             connectgaps=False,
             hovertemplate="%{x|%Y-%m-%d}: %{y:,.0f} steps<extra></extra>",
-        ),
-        row=1,
-        col=1,
+            xaxis="x",
+            yaxis="y",
+        )
     )
     non_wear = daily_steps.filter(~pl.col("is_wear_day"))
     if non_wear.height:
         figure.add_trace(
             go.Scatter(
-                x=non_wear["date"].to_list(),
-                y=non_wear["steps"].to_list(),
-                customdata=non_wear["coverage_hours"].to_list(),
+                x=non_wear["date"].to_numpy(),
+                y=non_wear["steps"].to_numpy(),
+                customdata=non_wear["coverage_hours"].to_numpy(),
                 mode="markers",
                 name="non-wear day (treated as missing)",
                 marker={"color": NON_WEAR_COLOUR, "symbol": "circle-open", "size": 6},
@@ -151,36 +165,64 @@ def patient_timeline(
                     "%{x|%Y-%m-%d}: non-wear day, %{y:,.0f} steps recorded "
                     "in %{customdata} h<extra></extra>"
                 ),
-            ),
-            row=1,
-            col=1,
+                xaxis="x",
+                yaxis="y",
+            )
         )
     _add_forecasts(figure, forecast)
     last_day = _last_day(daily_steps, therapies, side_effects, forecast)
     _add_clinical_timeline(figure, therapies, side_effects, last_day)
-    figure.update_yaxes(title_text="steps", rangemode="tozero", row=1, col=1)
-    _layout(figure, title=f"Daily steps and forecast of patient {patient_id}", y_title="")
+    figure.update_layout(yaxis_rangemode="tozero")
+    _layout(figure, title=f"Daily steps and forecast of patient {patient_id}", y_title="steps")
     figure.update_layout(
         height=600, legend={"orientation": "h", "yanchor": "top", "y": -0.08, "x": 0}
     )
     return figure
 
 
+@cache
+def _timeline_rows() -> dict[str, Any]:
+    """The layout of the timeline's two rows on one time axis, as :func:`make_subplots` makes it:
+    steps on the axes x and y (78% of the height), therapies on x2 and y2 below.
+
+    Made once: make_subplots takes a fifth of the time of the whole figure. ``go.Figure`` copies
+    the layout it is given, so the cached one is never changed.
+    """
+    rows = make_subplots(
+        rows=2, cols=1, shared_xaxes=True, row_heights=[0.78, 0.22], vertical_spacing=0.04
+    )
+    layout: dict[str, Any] = rows.layout.to_plotly_json()
+    del layout["template"]  # the default one, which go.Figure applies too
+    return layout
+
+
 def _add_forecasts(figure: go.Figure, forecast: pl.DataFrame) -> None:
     if not forecast.height:
         return
     origin = forecast["origin_date"][0]
-    figure.add_vline(x=origin, line_dash="dot", line_color="#555555", row=1, col=1)
+    figure.add_shape(  # a vertical line across the steps row, as add_vline draws it
+        type="line",
+        x0=origin,
+        x1=origin,
+        xref="x",
+        y0=0,
+        y1=1,
+        yref="y domain",
+        line={"color": "#555555", "dash": "dot"},
+    )
     models = forecast.group_by("model").agg(pl.col("champion").any()).sort("champion", "model")
     for index, (model, champion) in enumerate(models.iter_rows()):
         rows = forecast.filter(pl.col("model") == model).sort("target_date")
         colour = CHAMPION_COLOUR if champion else MODEL_COLOURS[index % len(MODEL_COLOURS)]
         name = f"{model} (champion)" if champion else model
-        days = rows["target_date"].to_list()
+        days = rows["target_date"].to_numpy()
         figure.add_trace(
             go.Scatter(
-                x=[*days, *days[::-1]],
-                y=[*rows["yhat_upper"].to_list(), *rows["yhat_lower"].to_list()[::-1]],
+                # the band's outline: the upper bound forward, then the lower bound back
+                x=np.concatenate([days, days[::-1]]),
+                y=np.concatenate(
+                    [rows["yhat_upper"].to_numpy(), rows["yhat_lower"].to_numpy()[::-1]]
+                ),
                 fill="toself",
                 fillcolor=colour,
                 opacity=0.18,
@@ -189,17 +231,15 @@ def _add_forecasts(figure: go.Figure, forecast: pl.DataFrame) -> None:
                 legendgroup=model,
                 hoverinfo="skip",
                 visible=True if champion else "legendonly",
-            ),
-            row=1,
-            col=1,
+                xaxis="x",
+                yaxis="y",
+            )
         )
         figure.add_trace(
             go.Scatter(
                 x=days,
-                y=rows["yhat"].to_list(),
-                customdata=list(
-                    zip(rows["yhat_lower"].to_list(), rows["yhat_upper"].to_list(), strict=True)
-                ),
+                y=rows["yhat"].to_numpy(),
+                customdata=rows.select("yhat_lower", "yhat_upper").to_numpy(),
                 mode="lines",
                 name=name,
                 legendgroup=model,
@@ -212,9 +252,9 @@ def _add_forecasts(figure: go.Figure, forecast: pl.DataFrame) -> None:
                     f"{model}, %{{x|%Y-%m-%d}}: %{{y:,.0f}} steps "
                     "(80%: %{customdata[0]:,.0f} to %{customdata[1]:,.0f})<extra></extra>"
                 ),
-            ),
-            row=1,
-            col=1,
+                xaxis="x",
+                yaxis="y",
+            )
         )
 
 
@@ -236,33 +276,28 @@ def _add_clinical_timeline(
                     f"{label}: {course['start_date']} to "
                     f"{course['end_date'] or 'ongoing'}<extra></extra>"
                 ),
-            ),
-            row=2,
-            col=1,
+                xaxis="x2",
+                yaxis="y2",
+            )
         )
     if side_effects.height:
         figure.add_trace(
             go.Scatter(
-                x=side_effects["date"].to_list(),
+                x=side_effects["date"].to_numpy(),
                 y=["side effects"] * side_effects.height,
-                customdata=list(
-                    zip(
-                        side_effects["effect"].to_list(),
-                        side_effects["severity"].to_list(),
-                        strict=True,
-                    )
-                ),
+                # an object array: the effect's name and its grade side by side
+                customdata=side_effects.select("effect", "severity").to_numpy(),
                 mode="markers",
                 name="side effect",
                 marker={"color": SIDE_EFFECT_COLOUR, "symbol": "triangle-down", "size": 10},
                 hovertemplate=(
                     "%{x|%Y-%m-%d}: %{customdata[0]} (grade %{customdata[1]})<extra></extra>"
                 ),
-            ),
-            row=2,
-            col=1,
+                xaxis="x2",
+                yaxis="y2",
+            )
         )
-    figure.update_yaxes(title_text="therapies", automargin=True, row=2, col=1)
+    figure.update_layout(yaxis2_title_text="therapies", yaxis2_automargin=True)
 
 
 def explanation_waterfall(explanation: pl.DataFrame, *, title: str) -> go.Figure:

@@ -2,11 +2,39 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import math
 from datetime import date
+from typing import Any
 
+import numpy as np
 import polars as pl
 
 from dashboard import charts
+
+
+def _values(data: Any) -> Any:
+    """A trace's data array (charts pass numpy arrays) as Python values: days as dates, a gap in
+    the numbers (NaN) as None, so a gap and a zero stay apart."""
+    return _gaps_as_none(np.asarray(data).tolist())
+
+
+def _gaps_as_none(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_gaps_as_none(item) for item in value]
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def _from_json(data: Any) -> Any:
+    """A data array as the browser gets it in the figure's JSON: a plain list, or a base64 typed
+    array (how plotly sends numeric numpy arrays), decoded; NaN and null as None."""
+    if isinstance(data, dict):
+        array = np.frombuffer(base64.b64decode(data["bdata"]), dtype=data["dtype"])
+        if "shape" in data:
+            array = array.reshape([int(size) for size in str(data["shape"]).split(",")])
+        data = array.tolist()
+    return _gaps_as_none(data)
 
 
 def _daily() -> pl.DataFrame:
@@ -69,16 +97,19 @@ def test_non_wear_days_are_gaps_not_zeros() -> None:
     )
 
     line, non_wear, first_course, ongoing, effects = figure.data
-    assert list(line.y) == [1000.0, None, 3000.0, None, 2000.0]
+    assert _values(line.y) == [1000.0, None, 3000.0, None, 2000.0]
+    assert figure.layout.yaxis.title.text == "steps"
+    assert figure.layout.yaxis2.title.text == "therapies"
+    assert line.y.dtype == np.float64  # numbers and gaps, never an object array
     assert line.connectgaps is False
-    assert list(non_wear.x) == [date(2024, 1, 2), date(2024, 1, 4)]
-    assert list(effects.customdata[0]) == ["fatigue", 2]
+    assert _values(non_wear.x) == [date(2024, 1, 2), date(2024, 1, 4)]
+    assert _values(effects.customdata[0]) == ["fatigue", 2]
     # therapies and side effects share the steps' time axis, on the row below
     assert first_course.yaxis == ongoing.yaxis == effects.yaxis == "y2"
     assert first_course.xaxis == "x2" and figure.layout.xaxis.matches == "x2"
-    assert list(first_course.x) == [date(2024, 1, 2), date(2024, 1, 4)]  # through the 3rd
+    assert _values(first_course.x) == [date(2024, 1, 2), date(2024, 1, 4)]  # through the 3rd
     # the ongoing course is drawn up to the last day shown (inclusive)
-    assert list(ongoing.x) == [date(2024, 1, 4), date(2024, 1, 6)]
+    assert _values(ongoing.x) == [date(2024, 1, 4), date(2024, 1, 6)]
     assert ongoing.name == "physiotherapy (ongoing)"
 
 
@@ -90,9 +121,11 @@ def test_forecasts_with_the_champion_highlighted_and_its_band_shown() -> None:
     traces = {trace.name: trace for trace in figure.data}
     champion = traces["ebm_global (champion)"]
     other = traces["trailing_mean_28d"]
-    assert list(champion.y) == [1500.0, 1600.0] and champion.line.width > other.line.width
+    assert _values(champion.y) == [1500.0, 1600.0] and champion.line.width > other.line.width
+    assert _values(champion.customdata) == [[1000.0, 2000.0], [1100.0, 2100.0]]  # the 80% bounds
     band = traces["ebm_global (champion): 80% interval"]
-    assert list(band.y) == [2000.0, 2100.0, 1100.0, 1000.0]  # upper out, lower back
+    assert _values(band.y) == [2000.0, 2100.0, 1100.0, 1000.0]  # upper out, lower back
+    assert _values(band.x) == [date(2024, 1, d) for d in (6, 7, 7, 6)]
     assert band.visible is True
     assert traces["trailing_mean_28d: 80% interval"].visible == "legendonly"
     assert figure.layout.shapes[0].x0 == date(2024, 1, 6)  # the origin
@@ -153,7 +186,7 @@ def test_weekly_trend_draws_a_line_per_group() -> None:
         }
     )
     figure = charts.weekly_trend(trend)
-    assert [(t.name, list(t.y)) for t in figure.data] == [
+    assert [(t.name, _values(t.y)) for t in figure.data] == [
         ("MS", [4000.0, 4100.0]),
         ("PD", [3000.0]),
     ]
@@ -190,8 +223,37 @@ def test_days_without_any_row_break_the_line_too() -> None:
     daily = _daily().filter(pl.col("date") != date(2024, 1, 3))  # no samples at all that day
     figure = charts.patient_timeline(daily, NO_FORECAST, NO_THERAPIES, NO_EFFECTS, patient_id="P1")
     line = figure.data[0]
-    assert list(line.x) == [date(2024, 1, d) for d in range(1, 6)]
-    assert list(line.y) == [1000.0, None, None, None, 2000.0]
+    assert _values(line.x) == [date(2024, 1, d) for d in range(1, 6)]
+    assert _values(line.y) == [1000.0, None, None, None, 2000.0]
+
+
+def test_whole_step_counts_with_gaps_stay_numbers() -> None:
+    daily = _daily().with_columns(pl.col("steps").cast(pl.Int64))
+    line = charts.patient_timeline(
+        daily, NO_FORECAST, NO_THERAPIES, NO_EFFECTS, patient_id="P1"
+    ).data[0]
+    assert line.y.dtype == np.float64
+    assert _values(line.y) == [1000.0, None, 3000.0, None, 2000.0]
+
+
+def test_the_browser_gets_the_gaps_as_missing_values_on_the_right_days() -> None:
+    daily = _daily().filter(pl.col("date") != date(2024, 1, 3))  # no samples at all that day
+    figure = charts.patient_timeline(daily, _forecast(), NO_THERAPIES, NO_EFFECTS, patient_id="P1")
+
+    sent = {trace["name"]: trace for trace in json.loads(figure.to_json())["data"]}
+
+    line = sent["daily steps (wear days)"]
+    assert line["x"] == [f"2024-01-0{d}" for d in range(1, 6)]
+    # non-wear (2nd, 4th) and no-data (3rd) days are missing values, not zero steps
+    assert _from_json(line["y"]) == [1000.0, None, None, None, 2000.0]
+    assert line["connectgaps"] is False
+    non_wear = sent["non-wear day (treated as missing)"]
+    assert non_wear["x"] == ["2024-01-02", "2024-01-04"]
+    assert _from_json(non_wear["y"]) == [50.0, 0.0]  # a recorded zero stays a zero
+    assert _from_json(non_wear["customdata"]) == [2, 0]
+    champion = sent["ebm_global (champion)"]
+    assert champion["x"] == ["2024-01-06", "2024-01-07"]
+    assert _from_json(champion["customdata"]) == [[1000.0, 2000.0], [1100.0, 2100.0]]
 
 
 def test_each_disease_group_gets_its_own_box() -> None:
