@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import csv
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -26,6 +26,7 @@ from lakehouse.settings import get_settings
 from lakehouse.storage import Lake
 
 if TYPE_CHECKING:
+    from jobs.pipeline import Stage, StageSummary, Training
     from jobs.spark import SparkEngine
     from lakehouse.lock import Lease
 
@@ -103,28 +104,21 @@ def _global_options(
     ctx.call_on_close(context.close)
 
 
+def _say_waiting(holder: Lease) -> None:
+    console.print(
+        f"waiting for the lake lock, held by {holder.describe()}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
 @contextmanager
 def _locked(ctx: typer.Context, purpose: str) -> Iterator[None]:
-    """Hold the lake's lock (docs/reliability.md) for a stage; re-entered by the pipeline's."""
-    from lakehouse.lock import hold
+    """Hold the lake's lock (docs/reliability.md) for a command; its stages re-enter it."""
+    from jobs.pipeline import lease
 
-    settings = get_settings()
-
-    def waiting(holder: Lease) -> None:
-        console.print(
-            f"waiting for the lake lock, held by {holder.describe()}",
-            markup=False,
-            highlight=False,
-            soft_wrap=True,
-        )
-
-    with hold(
-        _context(ctx).lake,
-        purpose=purpose,
-        wait_seconds=settings.lock_wait_seconds,
-        ttl_seconds=settings.lock_ttl_seconds,
-        on_wait=waiting,
-    ):
+    with lease(_context(ctx).lake, purpose=purpose, on_wait=_say_waiting):
         yield
 
 
@@ -139,6 +133,73 @@ def _progress(description: str, total: int | None) -> Iterator[Progress]:
     with Progress(*columns, console=console, transient=True) as progress:
         progress.add_task(description, total=total)
         yield progress
+
+
+# The stages that show a progress bar, and its label.
+_PROGRESS_BARS = {"aggregate": "aggregating samples", "features": "computing features (patients)"}
+
+
+class _StagesShown:
+    """The stages as the command line shows them: a progress bar while aggregate and features
+    run, each stage's summary line when it ends."""
+
+    @contextmanager
+    def running(self, stage: Stage) -> Iterator[Callable[[int], None] | None]:
+        label = _PROGRESS_BARS.get(stage)
+        if label is None:
+            yield None
+            return
+        with _progress(label, None) as progress:
+            yield lambda done: progress.advance(progress.task_ids[0], done)
+
+    def done(self, stage: Stage, summary: StageSummary) -> None:
+        from jobs.aggregate import AggregateSummary
+
+        if isinstance(summary, AggregateSummary):
+            typer.echo(
+                f"aggregate: {summary.mode}, {summary.samples_in:,} samples -> "
+                f"{summary.days_out:,} patient-days in {summary.batches} batch(es)"
+            )
+        else:
+            typer.echo(summary.describe())
+
+
+def _run_stages(
+    ctx: typer.Context,
+    purpose: str,
+    only: Sequence[Stage],
+    *,
+    full: bool = False,
+    training: Training | None = None,
+) -> None:
+    """Run pipeline stages (jobs/pipeline.py) under the lake's lock, shown as they go; the Spark
+    engine is started first if one of them runs on it."""
+    from jobs import pipeline as daily_pipeline
+
+    context = _context(ctx)
+    spark = context.spark() if daily_pipeline.ON_SPARK & set(only) else None
+    options = daily_pipeline.Options(
+        full=full, training=training or daily_pipeline.Training(), spark=spark
+    )
+    with _locked(ctx, purpose):
+        daily_pipeline.run(context.lake, options, only=only, watcher=_StagesShown())
+
+
+def _training(
+    *, force: bool, patients_per_cluster: int, origins: int, tune_seconds: float
+) -> Training:
+    """The training asked for; with MOBILITY_QUICK_TRAINING, the quick one's options instead
+    (jobs.train.QUICK_TRAINING)."""
+    from jobs import pipeline as daily_pipeline
+    from jobs.train import QUICK_TRAINING
+
+    asked = daily_pipeline.Training(
+        force=force,
+        patients_per_cluster=patients_per_cluster,
+        origins=origins,
+        tune_seconds=tune_seconds,
+    )
+    return replace(asked, **QUICK_TRAINING) if get_settings().quick_training else asked
 
 
 @app.command()
@@ -290,22 +351,7 @@ def aggregate(
     full: Annotated[bool, typer.Option(help="Recompute every patient-day.")] = False,
 ) -> None:
     """Aggregate raw step samples into silver/daily_steps (only what changed)."""
-    from jobs import aggregate as aggregate_job
-
-    context = _context(ctx)
-    spark = context.spark()
-    with _locked(ctx, "aggregate"), _progress("aggregating samples", None) as progress:
-        summary = aggregate_job.run(
-            context.lake,
-            batch_samples=get_settings().aggregate_batch_samples,
-            full=full,
-            progress=lambda n: progress.advance(progress.task_ids[0], n),
-            spark=spark,
-        )
-    typer.echo(
-        f"aggregate: {summary.mode}, {summary.samples_in:,} samples -> "
-        f"{summary.days_out:,} patient-days in {summary.batches} batch(es)"
-    )
+    _run_stages(ctx, "aggregate", ("aggregate",), full=full)
 
 
 @app.command()
@@ -314,22 +360,7 @@ def features(
     full: Annotated[bool, typer.Option(help="Recompute every patient-day.")] = False,
 ) -> None:
     """Compute model features per patient-day into silver/features (only what changed)."""
-    from jobs.features import run as features_job
-
-    context = _context(ctx)
-    spark = context.spark()
-    with (
-        _locked(ctx, "features"),
-        _progress("computing features (patients)", None) as progress,
-    ):
-        summary = features_job.run(
-            context.lake,
-            full=full,
-            batch_days=get_settings().features_batch_days,
-            progress=lambda n: progress.advance(progress.task_ids[0], n),
-            spark=spark,
-        )
-    typer.echo(summary.describe())
+    _run_stages(ctx, "features", ("features",), full=full)
 
 
 @app.command()
@@ -345,30 +376,19 @@ def train(
     ] = 120.0,
 ) -> None:
     """Backtest every model, choose each cluster's champion, register the models (weekly)."""
-    from jobs import train as train_job
-
-    options: dict[str, Any] = {"origins": origins, "tune_seconds": tune_seconds}
-    if get_settings().quick_training:
-        options = dict(train_job.QUICK_TRAINING)
-    with _locked(ctx, "train"):
-        summary = train_job.run(
-            _context(ctx).lake,
-            force=force,
-            patients_per_cluster=patients_per_cluster,
-            **options,
-        )
-    typer.echo(summary.describe())
+    training = _training(
+        force=force,
+        patients_per_cluster=patients_per_cluster,
+        origins=origins,
+        tune_seconds=tune_seconds,
+    )
+    _run_stages(ctx, "train", ("train",), training=training)
 
 
 @app.command()
 def forecast(ctx: typer.Context) -> None:
     """Forecast 365 days for every patient and model, with EBM explanations."""
-    from jobs import forecast as forecast_job
-
-    context = _context(ctx)
-    with _locked(ctx, "forecast"):
-        summary = forecast_job.run(context.lake, spark=context.spark())
-    typer.echo(summary.describe())
+    _run_stages(ctx, "forecast", ("forecast",))
 
 
 @app.command("export-forecast")
@@ -470,11 +490,7 @@ def feature_dictionary(
 def monitor(ctx: typer.Context) -> None:
     """Check forecast accuracy against the backtests, job health and cost; raise and resolve
     alerts (ops/monitor_checks, ops/alerts)."""
-    from jobs.monitor import run as monitor_job
-
-    with _locked(ctx, "monitor"):
-        summary = monitor_job.run(_context(ctx).lake)
-    typer.echo(summary.describe())
+    _run_stages(ctx, "monitor", ("monitor",))
 
 
 @app.command()
@@ -485,12 +501,10 @@ def pipeline(ctx: typer.Context) -> None:
 
     The stages run under the lake's lock: a second pipeline started meanwhile waits for this one
     (MOBILITY_LOCK_WAIT), then finds its work done (docs/reliability.md)."""
-    with _locked(ctx, "pipeline"):
-        aggregate(ctx, full=False)
-        features(ctx, full=False)
-        train(ctx, force=False, patients_per_cluster=200, origins=3, tune_seconds=120.0)
-        forecast(ctx)
-        monitor(ctx)
+    from jobs.pipeline import STAGES
+
+    training = _training(force=False, patients_per_cluster=200, origins=3, tune_seconds=120.0)
+    _run_stages(ctx, "pipeline", STAGES, training=training)
 
 
 @app.command()
@@ -591,7 +605,7 @@ def simulate_start(
     ] = 0.0,
 ) -> None:
     """Simulate the patients' lives, ingest what was known on the start day through the landing
-    folder and run the pipeline (training forced)."""
+    folder and run the pipeline (training forced), under the lake's lock."""
     from jobs import simulate as simulate_job
 
     lake = _context(ctx).lake
@@ -604,6 +618,7 @@ def simulate_start(
         years=years,
         days_ahead=days_ahead,
         training={"tune_seconds": tune_seconds},
+        on_wait=_say_waiting,
         **({"start_day": _parse_date(start_day)} if start_day else {}),
     )
     typer.echo(
@@ -632,7 +647,7 @@ def simulate_advance(
     ] = None,
 ) -> None:
     """Release days of the simulation: each day's device feed goes through the landing folder,
-    then the daily pipeline and monitoring run."""
+    then the daily pipeline and monitoring run, under the lake's lock."""
     from jobs import simulate as simulate_job
 
     change = None if shift is None else simulate_job.Shift(date.min, shift, tuple(group or ()))
@@ -645,6 +660,7 @@ def simulate_advance(
         bad_rows=bad_rows,
         extra_column=extra_column,
         on_day=lambda report: typer.echo(report.describe()),
+        on_wait=_say_waiting,
     )
 
 

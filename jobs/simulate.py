@@ -22,6 +22,10 @@ are left out; courses still running on it are open-ended); the days released lat
 samples only. The simulation's state (seed, days, injections) is ``synthetic/simulation.json``
 in the lake; a day is recorded there only after its pipeline ran, so an interrupted ``advance``
 repeats that day (ingestion skips samples already in the lake).
+
+``start`` and ``advance`` hold the lake's lease (docs/reliability.md) for everything they write:
+the landing files and their ingestion, the state, the pipeline's stages (which re-enter it). A
+scheduled pipeline or ``lake optimize`` waits for a simulation, and a simulation for them.
 """
 
 from __future__ import annotations
@@ -36,12 +40,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from jobs import aggregate, forecast, train
-from jobs.features import run as features_job
-from jobs.monitor import run as monitor_job
+from jobs import pipeline
 from jobs.schedule import ingest_landing
 from lakehouse.errors import InputError, StorageError
-from lakehouse.settings import get_settings
+from lakehouse.lock import Lease
 from lakehouse.storage import Lake
 from synthetic.landing import local_text, write_apple_health_export, write_clinical_csvs
 from synthetic.population import (
@@ -176,12 +178,16 @@ def start(
     start_day: date = DEFAULT_END_DATE,
     days_ahead: int = 90,
     training: dict[str, float] | None = None,
+    on_wait: Callable[[Lease], None] | None = None,
 ) -> Simulation:
     """Simulate ``patients`` lives through ``start_day + days_ahead``, ingest what was known on
-    ``start_day`` and run the pipeline (training forced).
+    ``start_day`` and run the pipeline (training forced), under the lake's lease.
+
+    ``on_wait`` is called once with the other holder's lease if the lease is taken.
 
     Raises:
         InputError: an argument out of range, or the lake already has a simulation.
+        StorageError: the lease stayed taken past ``MOBILITY_LOCK_WAIT``.
     """
     if not 1 <= patients <= MAX_PATIENTS:
         raise InputError(f"--patients must be between 1 and {MAX_PATIENTS:,}, got {patients}")
@@ -189,10 +195,7 @@ def start(
         raise InputError(f"--years must be between 0.5 and 10, got {years:g}")
     if not 1 <= days_ahead <= 730:
         raise InputError(f"--days-ahead must be between 1 and 730, got {days_ahead}")
-    if load(lake) is not None:
-        raise InputError(
-            f"{lake.uri} already has a simulation: `mobility simulate advance` continues it"
-        )
+    _refuse_second_simulation(lake)  # before waiting for the lease, possibly for hours
     first_day = start_day - timedelta(days=round(years * 365.25) - 1)
     simulation = Simulation(
         seed=seed,
@@ -204,18 +207,29 @@ def start(
         landing=str(landing),
         training=dict(training or {}),
     )
-    lives = _lives(simulation)
-    exports = landing / "apple-health"
-    for life in lives:
-        known = _samples_where(life.samples, _local_days(life.samples) <= _day_number(start_day))
-        write_apple_health_export(dataclasses.replace(life, samples=known), exports)
-    write_clinical_csvs(_known_on(clinical_frames(p.history for p in lives), start_day), landing)
-    ingested, failed = ingest_landing(lake, landing)
-    if failed or not ingested:
-        raise InputError(f"{failed} of the start day's landing files failed to ingest")
-    _pipeline(lake, simulation, force_training=True)
-    _save(lake, simulation)
+    with pipeline.lease(lake, purpose="simulate start", on_wait=on_wait):
+        _refuse_second_simulation(lake)  # again: one may have started while this one waited
+        lives = _lives(simulation)
+        exports = landing / "apple-health"
+        for life in lives:
+            known_by_start = _local_days(life.samples) <= _day_number(start_day)
+            known = _samples_where(life.samples, known_by_start)
+            write_apple_health_export(dataclasses.replace(life, samples=known), exports)
+        known_records = _known_on(clinical_frames(p.history for p in lives), start_day)
+        write_clinical_csvs(known_records, landing)
+        ingested, failed = ingest_landing(lake, landing)
+        if failed or not ingested:
+            raise InputError(f"{failed} of the start day's landing files failed to ingest")
+        pipeline.run(lake, _pipeline_options(simulation, force_training=True))
+        _save(lake, simulation)
     return simulation
+
+
+def _refuse_second_simulation(lake: Lake) -> None:
+    if load(lake) is not None:
+        raise InputError(
+            f"{lake.uri} already has a simulation: `mobility simulate advance` continues it"
+        )
 
 
 def _known_on(frames: ClinicalFrames, day: date) -> ClinicalFrames:
@@ -241,8 +255,10 @@ def advance(
     bad_rows: int = 0,
     extra_column: str | None = None,
     on_day: Callable[[DayReport], None] | None = None,
+    on_wait: Callable[[Lease], None] | None = None,
 ) -> list[DayReport]:
-    """Release ``days`` more days, one at a time, each followed by the daily pipeline.
+    """Release ``days`` more days, one at a time, each followed by the daily pipeline, under the
+    lake's lease.
 
     Args:
         lake: a lake with a simulation (:func:`start`).
@@ -251,56 +267,76 @@ def advance(
         bad_rows: broken rows added to the first of these days' file.
         extra_column: a column the feed carries from the first of these days on.
         on_day: called with each day's report as soon as it is done.
+        on_wait: called once with the other holder's lease if the lease is taken.
 
     Raises:
         InputError: no simulation, bad arguments, or beyond the days drawn at the start.
+        StorageError: the lease stayed taken past ``MOBILITY_LOCK_WAIT``.
     """
-    simulation = load(lake)
-    if simulation is None:
-        raise InputError(f"{lake.uri} has no simulation: run `mobility simulate start` first")
+    # before the lease: a mistyped lake is not given a lock table, a bad request waits for nothing
+    _simulation_of(lake)
     if days < 1:
         raise InputError(f"--days must be at least 1, got {days}")
-    if simulation.today + timedelta(days=days) > simulation.last_day:
-        left = (simulation.last_day - simulation.today).days
-        raise InputError(
-            f"the simulation was drawn through {simulation.last_day} ({left} day(s) left): "
-            "start a new one with more --days-ahead"
-        )
     if bad_rows < 0:
         raise InputError(f"--bad-rows must be zero or more, got {bad_rows}")
     if extra_column is not None and not extra_column.strip():
         raise InputError("--extra-column needs a name")
-    first = simulation.today + timedelta(days=1)
-    if shift is not None:
-        if shift.factor <= 0:
-            raise InputError(f"--shift must be above 0 (a factor on steps), got {shift.factor:g}")
-        simulation = dataclasses.replace(
-            simulation, shifts=(*simulation.shifts, dataclasses.replace(shift, from_day=first))
-        )
-    if extra_column is not None and extra_column not in simulation.extra_columns:
-        simulation = dataclasses.replace(
-            simulation, extra_columns=(*simulation.extra_columns, extra_column.strip())
-        )
-    lives = _lives(simulation)
-    landing = Path(simulation.landing)
-    reports = []
-    for offset in range(days):
-        day = first + timedelta(days=offset)
-        feed = _feed(lives, day, simulation, bad_rows=bad_rows if offset == 0 else 0)
-        path = landing / FEED_FOLDER / f"{day.isoformat()}.csv"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".partial")
-        feed.write_csv(partial)
-        partial.replace(path)
-        ingested, failed = ingest_landing(lake, landing)
-        trained, raised, resolved = _pipeline(lake, simulation, force_training=False)
-        simulation = dataclasses.replace(simulation, today=day)
-        _save(lake, simulation)
-        report = DayReport(day, feed.height, ingested, failed, trained, raised, resolved)
-        reports.append(report)
-        if on_day is not None:
-            on_day(report)
+    if shift is not None and shift.factor <= 0:
+        raise InputError(f"--shift must be above 0 (a factor on steps), got {shift.factor:g}")
+    with pipeline.lease(lake, purpose="simulate advance", on_wait=on_wait):
+        # read again under the lease: another advance may have released days meanwhile
+        simulation = _simulation_of(lake)
+        if simulation.today + timedelta(days=days) > simulation.last_day:
+            left = (simulation.last_day - simulation.today).days
+            raise InputError(
+                f"the simulation was drawn through {simulation.last_day} ({left} day(s) left): "
+                "start a new one with more --days-ahead"
+            )
+        first = simulation.today + timedelta(days=1)
+        if shift is not None:
+            simulation = dataclasses.replace(
+                simulation, shifts=(*simulation.shifts, dataclasses.replace(shift, from_day=first))
+            )
+        if extra_column is not None and extra_column not in simulation.extra_columns:
+            simulation = dataclasses.replace(
+                simulation, extra_columns=(*simulation.extra_columns, extra_column.strip())
+            )
+        lives = _lives(simulation)
+        landing = Path(simulation.landing)
+        reports = []
+        for offset in range(days):
+            day = first + timedelta(days=offset)
+            feed = _feed(lives, day, simulation, bad_rows=bad_rows if offset == 0 else 0)
+            path = landing / FEED_FOLDER / f"{day.isoformat()}.csv"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(path.name + ".partial")
+            feed.write_csv(partial)
+            partial.replace(path)
+            ingested, failed = ingest_landing(lake, landing)
+            ran = pipeline.run(lake, _pipeline_options(simulation, force_training=False))
+            assert ran.train is not None and ran.monitor is not None  # every stage ran
+            simulation = dataclasses.replace(simulation, today=day)
+            _save(lake, simulation)
+            report = DayReport(
+                day,
+                feed.height,
+                ingested,
+                failed,
+                ran.train.status,
+                tuple(ran.monitor.raised),
+                tuple(ran.monitor.resolved),
+            )
+            reports.append(report)
+            if on_day is not None:
+                on_day(report)
     return reports
+
+
+def _simulation_of(lake: Lake) -> Simulation:
+    simulation = load(lake)
+    if simulation is None:
+        raise InputError(f"{lake.uri} has no simulation: run `mobility simulate start` first")
+    return simulation
 
 
 def _feed(
@@ -368,26 +404,20 @@ def _broken_rows(feed: pl.DataFrame, count: int, day: date) -> pl.DataFrame:
 # ------------------------------------------------------------------------------------- pipeline
 
 
-def _pipeline(
-    lake: Lake, simulation: Simulation, *, force_training: bool
-) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
-    """The daily stages in order; returns the training status and the alerts raised and
-    resolved."""
-    settings = get_settings()
-    aggregate.run(lake, batch_samples=settings.aggregate_batch_samples)
-    features_job.run(lake, batch_days=settings.features_batch_days)
+def _pipeline_options(simulation: Simulation, *, force_training: bool) -> pipeline.Options:
+    """The daily pipeline's options for the simulation's training (``Simulation.training``)."""
     options = simulation.training
-    trained = train.run(
-        lake,
-        force=force_training,
-        patients_per_cluster=int(options.get("patients_per_cluster", 200)),
-        origins=int(options.get("origins", 3)),
-        tune_seconds=float(options.get("tune_seconds", 0.0)),
-        prophet_workers=int(options.get("prophet_workers", 2)),
+    prophet_workers = int(options.get("prophet_workers", 2))
+    return pipeline.Options(
+        training=pipeline.Training(
+            force=force_training,
+            patients_per_cluster=int(options.get("patients_per_cluster", 200)),
+            origins=int(options.get("origins", 3)),
+            tune_seconds=float(options.get("tune_seconds", 0.0)),
+            prophet_workers=prophet_workers,
+        ),
+        forecast_workers=prophet_workers,
     )
-    forecast.run(lake, prophet_workers=int(options.get("prophet_workers", 2)))
-    found = monitor_job.run(lake)
-    return trained.status, tuple(found.raised), tuple(found.resolved)
 
 
 # ---------------------------------------------------------------------------------------- lives

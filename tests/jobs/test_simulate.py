@@ -3,6 +3,7 @@ monitoring: alerts fire when, and only when, something happened."""
 
 from __future__ import annotations
 
+import os
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -10,9 +11,19 @@ import polars as pl
 import pytest
 
 from jobs import simulate
-from lakehouse.catalog import ALERTS, DAILY_STEPS, JOB_RUNS, MONITOR_CHECKS, QUARANTINE
+from lakehouse.catalog import (
+    ALERTS,
+    DAILY_STEPS,
+    JOB_RUNS,
+    LAKE_LOCK,
+    MONITOR_CHECKS,
+    QUARANTINE,
+    STEP_SAMPLES,
+)
 from lakehouse.errors import InputError
+from lakehouse.lock import LakeLock, Lease
 from lakehouse.storage import Lake
+from tests.test_cli import mobility
 
 START = date(2026, 10, 31)
 TRAINING = {"patients_per_cluster": 40, "origins": 2, "prophet_workers": 1}
@@ -156,3 +167,70 @@ def test_bad_requests_are_one_line_errors(started: Lake, tmp_path: Path) -> None
         simulate.advance(started, days=400)
     with pytest.raises(InputError, match="--shift must be above 0"):
         simulate.advance(started, days=1, shift=simulate.Shift(date.min, 0.0))
+
+
+def test_advance_waits_for_another_holder_of_the_lease_then_releases_its_day(
+    started: Lake,
+) -> None:
+    lake = started
+    before = simulate.load(lake)
+    assert before is not None
+    scheduled = LakeLock(lake, purpose="pipeline")  # a scheduled pipeline, as another process
+    scheduled.acquire(wait_seconds=0)
+    waited_for: list[Lease] = []
+
+    def waiting(holder: Lease) -> None:
+        waited_for.append(holder)
+        assert simulate.load(lake) == before  # nothing written while waiting
+        scheduled.release()  # the pipeline ends
+
+    reports = simulate.advance(lake, days=1, on_wait=waiting)
+    assert [lease.holder for lease in waited_for] == [scheduled.holder]
+    assert [r.day for r in reports] == [before.today + timedelta(days=1)]
+    # the simulation held the lease for its whole day and gave it back; its stages re-entered it
+    _, lease = scheduled.current()
+    assert lease is not None and lease.purpose == "simulate advance"
+    assert lease.released_at is not None
+    purposes = {commit.get("purpose") for commit in lake.history(LAKE_LOCK)} - {None}
+    assert purposes == {"simulate start", "simulate advance", "pipeline"}
+
+
+def test_the_command_says_who_holds_the_lease_and_writes_nothing_after_the_wait(
+    tmp_path: Path,
+) -> None:
+    lake = Lake(str(tmp_path / "lake"))
+    landing = tmp_path / "landing"
+    state = simulate.Simulation(
+        seed=1,
+        patients=2,
+        first_day=START - timedelta(days=200),
+        start_day=START,
+        today=START,
+        last_day=START + timedelta(days=10),
+        landing=str(landing),
+    )
+    lake.write_object(simulate.STATE_PATH, state.to_json())
+    other = LakeLock(lake, purpose="lake optimize")
+    other.acquire(wait_seconds=0)
+    try:
+        done = mobility(
+            "--lake",
+            lake.uri,
+            "simulate",
+            "advance",
+            cwd=tmp_path,
+            env={"MOBILITY_LOCK_WAIT": "1"},
+        )
+    finally:
+        other.release()
+    assert done.returncode == 2, done.stderr
+    waiting, error = done.stderr.splitlines()
+    assert waiting.startswith(
+        f"waiting for the lake lock, held by lake optimize (pid {os.getpid()}"
+    )
+    assert error.startswith("error: the lake ") and "locked by lake optimize" in error
+    assert "waited 1 s (MOBILITY_LOCK_WAIT)" in error
+    assert done.stdout == ""
+    assert simulate.load(lake) == state
+    assert not landing.exists()
+    assert not lake.exists(STEP_SAMPLES) and not lake.exists(JOB_RUNS)

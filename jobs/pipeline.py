@@ -1,0 +1,218 @@
+"""The daily pipeline: its stages, their order, and the lake's lease they run under.
+
+aggregate -> features -> train (when due, or forced) -> forecast -> monitor: one definition, run
+by ``mobility pipeline`` and each stage command (jobs/cli.py, which shows progress and summaries)
+and by every simulated day (jobs/simulate.py). Each stage records its own run in
+``ops/job_runs`` (jobs/runs.py), whoever calls it.
+
+The lease (lakehouse/lock.py, docs/reliability.md): :func:`lease` takes it with the settings'
+wait and time to live. :func:`run` enters it again before each stage. Under a caller that holds
+it already (the pipeline command, a simulated day with its ingestion) that is a re-entry: it
+waits for nothing, keeps the caller's lease across the stages, and stops the run at the stage
+boundary if the lease was lost meanwhile (its holder stalled past the TTL). Re-entry is by this
+process and the lake's URI: the stages are given the very lake the caller's lease was taken on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
+
+from jobs import aggregate, forecast, train
+from jobs.aggregate import AggregateSummary
+from jobs.features import run as features_job
+from jobs.features.run import FeaturesSummary
+from jobs.forecast import ForecastSummary
+from jobs.monitor import run as monitor_job
+from jobs.monitor.run import MonitorSummary
+from jobs.train import TrainSummary
+from lakehouse.lock import LakeLock, Lease, hold
+from lakehouse.settings import get_settings
+from lakehouse.storage import Lake
+
+if TYPE_CHECKING:
+    from jobs.spark import SparkEngine
+
+Stage = Literal["aggregate", "features", "train", "forecast", "monitor"]
+STAGES: tuple[Stage, ...] = ("aggregate", "features", "train", "forecast", "monitor")
+# The stages that run on Spark with ``--engine spark``; train and monitor run in this process.
+ON_SPARK: frozenset[Stage] = frozenset({"aggregate", "features", "forecast"})
+StageSummary = AggregateSummary | FeaturesSummary | TrainSummary | ForecastSummary | MonitorSummary
+Progress = Callable[[int], None]
+_Summary = TypeVar("_Summary", bound=StageSummary)
+
+
+@dataclass(frozen=True)
+class Training:
+    """How the train stage trains (see :func:`jobs.train.run`).
+
+    Args:
+        force: train even if not due.
+        patients_per_cluster: patients per disease cluster in the backtests.
+        origins: rolling forecast origins.
+        tune_seconds: EBM tuning budget (0: default parameters).
+        prophet_workers: processes fitting Prophet in the backtests.
+        ebm_params: the EBMs' parameters instead of the defaults.
+    """
+
+    force: bool = False
+    patients_per_cluster: int = 200
+    origins: int = 3
+    tune_seconds: float = 0.0
+    prophet_workers: int = 2
+    ebm_params: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Options:
+    """What the stages are asked to do.
+
+    Args:
+        full: aggregate and features recompute every patient-day, not only what changed.
+        training: the train stage's options.
+        forecast_workers: processes fitting Prophet in the forecast stage (local engine).
+        spark: run the stages :data:`ON_SPARK` on this Spark engine.
+    """
+
+    full: bool = False
+    training: Training = field(default_factory=Training)
+    forecast_workers: int = 2
+    spark: SparkEngine | None = None
+
+
+@dataclass
+class PipelineRun:
+    """Each stage's summary, by the stage's name; None for a stage that was not asked to run."""
+
+    aggregate: AggregateSummary | None = None
+    features: FeaturesSummary | None = None
+    train: TrainSummary | None = None
+    forecast: ForecastSummary | None = None
+    monitor: MonitorSummary | None = None
+
+
+class Watcher(Protocol):
+    """How a caller follows the stages (the command line: progress bars, summary lines)."""
+
+    def running(self, stage: Stage) -> AbstractContextManager[Progress | None]:
+        """Entered around the stage; gives a callback for its progress (aggregate: samples,
+        features: patients, as each batch ends), or None."""
+        ...
+
+    def done(self, stage: Stage, summary: StageSummary) -> None:
+        """Called with the stage's summary when it ended."""
+        ...
+
+
+class _Unwatched:
+    def running(self, stage: Stage) -> AbstractContextManager[Progress | None]:
+        return nullcontext()
+
+    def done(self, stage: Stage, summary: StageSummary) -> None:
+        return None
+
+
+@contextmanager
+def lease(
+    lake: Lake, *, purpose: str, on_wait: Callable[[Lease], None] | None = None
+) -> Iterator[LakeLock]:
+    """Hold the lake's lease for the block: re-entered if this process holds it already, else
+    taken, waiting up to ``MOBILITY_LOCK_WAIT`` seconds for another holder.
+
+    Args:
+        lake: the lake.
+        purpose: what the holder does, shown to those who wait (``pipeline``, ``simulate
+            advance``).
+        on_wait: called once with the other holder's lease when this process has to wait.
+
+    Raises:
+        StorageError: still held by another process after the wait, or lost meanwhile.
+    """
+    settings = get_settings()
+    with hold(
+        lake,
+        purpose=purpose,
+        wait_seconds=settings.lock_wait_seconds,
+        ttl_seconds=settings.lock_ttl_seconds,
+        on_wait=on_wait,
+    ) as lock:
+        yield lock
+
+
+def run(
+    lake: Lake,
+    options: Options | None = None,
+    *,
+    only: Sequence[Stage] = STAGES,
+    watcher: Watcher | None = None,
+) -> PipelineRun:
+    """Run the stages in their order (of them ``only`` those asked for), each under the lake's
+    lease: the caller's if it holds it, else taken for the stage.
+
+    Args:
+        lake: the lake.
+        options: what the stages are asked to do (default: what is due, locally).
+        only: the stages to run; they run in the pipeline's order whatever the order given.
+        watcher: follows the stages (default: nobody).
+
+    Raises:
+        StorageError: the lease is held by another process past the wait, or was lost (the run
+            stops before the next stage).
+    """
+    options = options or Options()
+    watcher = watcher or _Unwatched()
+    unknown = set(only) - set(STAGES)
+    if unknown:
+        raise ValueError(f"unknown stages: {', '.join(sorted(unknown))}")
+    settings = get_settings()
+    training = options.training
+
+    def stage(name: Stage, call: Callable[[Progress | None], _Summary]) -> _Summary | None:
+        if name not in only:
+            return None
+        with lease(lake, purpose=name), watcher.running(name) as progress:
+            summary = call(progress)
+        watcher.done(name, summary)
+        return summary
+
+    done = PipelineRun()
+    done.aggregate = stage(
+        "aggregate",
+        lambda progress: aggregate.run(
+            lake,
+            batch_samples=settings.aggregate_batch_samples,
+            full=options.full,
+            progress=progress,
+            spark=options.spark,
+        ),
+    )
+    done.features = stage(
+        "features",
+        lambda progress: features_job.run(
+            lake,
+            full=options.full,
+            batch_days=settings.features_batch_days,
+            progress=progress,
+            spark=options.spark,
+        ),
+    )
+    done.train = stage(
+        "train",
+        lambda _: train.run(
+            lake,
+            force=training.force,
+            patients_per_cluster=training.patients_per_cluster,
+            origins=training.origins,
+            tune_seconds=training.tune_seconds,
+            prophet_workers=training.prophet_workers,
+            ebm_params=training.ebm_params,
+        ),
+    )
+    done.forecast = stage(
+        "forecast",
+        lambda _: forecast.run(lake, prophet_workers=options.forecast_workers, spark=options.spark),
+    )
+    done.monitor = stage("monitor", lambda _: monitor_job.run(lake))
+    return done
