@@ -370,8 +370,12 @@ def run(
         summary = AggregateSummary(
             mode, bronze_version, len(scopes or []), batches, samples_in, days_out
         )
+        # each commit above adds a file per month: the patient page reads a patient's days
+        # from every file of every month
+        compacted = lake.compact(DAILY_STEPS) if batches else 0
         record.rows_in, record.rows_out = samples_in, days_out
         record.details.update(
+            compacted_files=compacted,
             bronze_version=bronze_version,
             bronze_table_id=bronze_id,
             mode=mode,

@@ -421,8 +421,12 @@ def run(
                 spark, lake, batches, ebms, winners, horizon=horizon
             ) as made_on_spark:
                 totals = _commit_batches(lake, batches, made_on_spark)
+        # a commit per batch of patients adds a file per table: merged, so the patient page
+        # opens a few files per month instead of one per batch
+        compacted = sum(lake.compact(table) for table in (FORECASTS, EXPLANATIONS, OUTLOOK))
         record.rows_in, record.rows_out = totals.patients, totals.rows_out
         record.details.update(
+            compacted_files=compacted,
             patients=totals.patients,
             cluster_level=totals.cluster_level,
             without_forecast=totals.unforecastable[:100],

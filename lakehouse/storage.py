@@ -649,6 +649,43 @@ class Lake:
 
     # ---------------------------------------------------------------- upkeep
 
+    def compact(self, table: TableSpec, *, min_files: int = 4, vacuum_hours: int = 168) -> int:
+        """Merge the files of each partition that holds at least ``min_files`` of them (files
+        already at delta-rs' target size are left as they are), then vacuum files unreferenced
+        for ``vacuum_hours``. For the stages that write a table in many small commits: a
+        per-patient query opens every file of the partitions it reads (gold/forecasts at 10,000
+        patients: 83 files, 46 ms per patient; compacted to 3, 12 ms).
+
+        Returns:
+            The number of files merged away.
+        """
+        files = self.file_stats(table)
+        if files.height < min_files:
+            return 0
+        if table.partition_by:
+            (column,) = table.partition_by
+            counts = files.group_by(f"partition.{column}").len()
+            crowded = [
+                [(column, "=", str(value))]
+                for value, count in counts.iter_rows()
+                if count >= min_files and value is not None
+            ]
+        else:
+            crowded = [[]]
+        removed = 0
+        for partition in crowded:
+
+            def merge(partition: list[tuple[str, str, str]] = partition) -> dict[str, Any]:
+                return self.delta(table).optimize.compact(
+                    partition_filters=partition or None, writer_properties=_WRITER
+                )
+
+            metrics = _with_commit_retry(merge, what=f"compact {table.path}")
+            removed += int(metrics["numFilesRemoved"]) - int(metrics["numFilesAdded"])
+        if crowded:
+            self.delta(table).vacuum(retention_hours=vacuum_hours, dry_run=False)
+        return removed
+
     def optimize(self, table: TableSpec, *, vacuum_hours: int = 168) -> dict[str, Any]:
         """Compact small files (z-ordered where the table declares it) and vacuum old files.
 

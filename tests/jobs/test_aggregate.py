@@ -163,6 +163,20 @@ def test_commits_in_several_groups_give_the_same_content(lake: Lake, monkeypatch
     _same(_silver(lake), _expected(lake))
 
 
+def test_the_files_of_many_commits_are_merged_at_the_end(lake: Lake, monkeypatch) -> None:
+    lake.append(STEP_SAMPLES, _samples([f"P{n}" for n in range(8)], START, 12, seed=4))
+    monkeypatch.setattr(aggregate, "_COMMIT_DAYS", 10)  # a commit (a file per month) per batch
+    aggregate.run(lake, batch_samples=100)
+
+    per_month = lake.file_stats(DAILY_STEPS).group_by("partition.month").len()
+    assert per_month["len"].max() < 4  # lakehouse.storage.Lake.compact's min_files
+    compaction = lake.history(DAILY_STEPS, limit=1)[0]
+    assert compaction["operation"] == "OPTIMIZE"
+    details = json.loads(lake.read(JOB_RUNS)["details"][0])
+    assert details["compacted_files"] > 0
+    _same(_silver(lake), _expected(lake))
+
+
 def test_batches_follow_file_boundaries(lake: Lake) -> None:
     # two appends = two files per month whose patient ranges do not overlap: one batch each
     lake.append(STEP_SAMPLES, _samples(["A1", "A2"], START, 3, seed=10))

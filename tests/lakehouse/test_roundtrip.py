@@ -15,6 +15,7 @@ from lakehouse import Lake, StorageError
 from lakehouse.catalog import (
     BACKTESTS,
     DAILY_STEPS,
+    FORECASTS,
     JOB_RUNS,
     PATIENTS,
     STEP_SAMPLES,
@@ -364,6 +365,24 @@ def test_partitioned_table_writes_one_folder_per_month(lake: Lake) -> None:
     assert lake.info(DAILY_STEPS).files == 2
     folders = sorted(p.name for p in Path(lake.table_uri(DAILY_STEPS)).glob("month=*"))
     assert folders == ["month=2024-01", "month=2024-02"]
+
+
+def test_compact_merges_only_the_crowded_partitions_and_keeps_every_row(lake: Lake) -> None:
+    column = FORECASTS.partition_by[0]
+    for month, commits in (("2026-01", 5), ("2026-02", 2)):
+        for row in range(commits):
+            lake.append(
+                FORECASTS,
+                edge_rows(FORECASTS, (row % 3,)).with_columns(pl.lit(month).alias(column)),
+            )
+    before = lake.read(FORECASTS)
+
+    assert lake.compact(FORECASTS, min_files=4) == 4
+
+    files = lake.file_stats(FORECASTS).group_by(f"partition.{column}").len().sort(pl.all())
+    assert files.rows() == [("2026-01", 1), ("2026-02", 2)]
+    _assert_same_rows(lake.read(FORECASTS), before, FORECASTS)
+    assert lake.compact(FORECASTS, min_files=4) == 0  # nothing crowded any more
 
 
 @pytest.mark.parametrize("table", [STEP_SAMPLES, BACKTESTS], ids=_ids)
