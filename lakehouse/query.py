@@ -16,6 +16,7 @@ never views and their folders are not among the sandbox's readable ones: SQL can
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -192,15 +193,53 @@ def _duckdb_type(arrow_type: pa.DataType) -> str:
     raise ValueError(f"no DuckDB type for column type {arrow_type}")
 
 
+_parser_lock = threading.Lock()
+_parser: list[duckdb.DuckDBPyConnection] = []
+
+
+def table_names(sql: str) -> set[str] | None:
+    """The lower-case names of the tables ``sql`` names (CTEs and typos included), None when
+    DuckDB cannot tell.
+
+    Read from DuckDB's parse tree (``json_serialize_sql``), which needs no table to exist: the
+    binder behind ``duckdb.get_table_names`` fails on a join ``USING`` a column of tables it does
+    not know, as every analyst query over the lake's views is to it. Statements the parse tree
+    cannot show (EXPLAIN) go to ``get_table_names``.
+    """
+    with _parser_lock:
+        if not _parser:
+            _parser.append(duckdb.connect(":memory:"))
+        row = _parser[0].execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
+    tree = json.loads(row[0]) if row else {"error": True}
+    if not tree.get("error"):
+        names: set[str] = set()
+        _collect_tables(tree, names)
+        return names
+    try:
+        return {name.lower() for name in duckdb.get_table_names(sql, qualified=False)}
+    except Exception:  # not parsable or bindable alone
+        return None
+
+
+def _collect_tables(node: object, names: set[str]) -> None:
+    if isinstance(node, dict):
+        if node.get("type") == "BASE_TABLE" and isinstance(node.get("table_name"), str):
+            names.add(node["table_name"].lower())
+        for value in node.values():
+            _collect_tables(value, names)
+    elif isinstance(node, list):
+        for value in node:
+            _collect_tables(value, names)
+
+
 def tables_in(sql: str) -> list[TableSpec]:
     """The catalog tables ``sql`` reads (every table when DuckDB cannot tell)."""
-    by_name = {table.name: table for table in TABLES}
-    try:
-        names = duckdb.get_table_names(sql, qualified=False)
-    except Exception:  # not parsable or bindable alone: let the query itself say why
+    names = table_names(sql)
+    if names is None:  # let the query itself say why
         return list(TABLES)
-    # DuckDB names are case-insensitive; a name outside the catalog may be a CTE or a typo
-    return [by_name[name] for name in sorted({n.lower() for n in names}) if name in by_name]
+    # a name outside the catalog may be a CTE or a typo
+    by_name = {table.name: table for table in TABLES}
+    return [by_name[name] for name in sorted(names) if name in by_name]
 
 
 _READ_ONLY = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
@@ -218,10 +257,7 @@ def _require_one_read_only_statement(con: duckdb.DuckDBPyConnection, sql: str) -
     if statements[0].type not in _READ_ONLY:
         kind = statements[0].type.name.replace("_", " ")
         raise InputError(f"only read-only queries are allowed (got a {kind} statement)")
-    try:
-        names = {name.lower() for name in duckdb.get_table_names(sql, qualified=False)}
-    except Exception:  # not parsable alone: the query itself will say why
-        names = set()
+    names = table_names(sql) or set()  # None: not parsable, the query itself will say why
     restricted = [t.qualified_name for t in RESTRICTED_TABLES if t.name in names]
     if restricted:
         raise InputError(

@@ -204,6 +204,9 @@ def test_restricted_tables_are_unreachable_from_sql(tmp_path: Path) -> None:
         with pytest.raises(InputError, match=f"{re.escape(view)} is restricted"):
             run_query(con, f"SELECT * FROM {view}")
     assert tables_in("SELECT * FROM ops.audit_log") == []
+    hidden = "SELECT * FROM bronze.patients JOIN (SELECT * FROM ops.audit_log) USING (patient_id)"
+    with pytest.raises(InputError, match=r"ops\.audit_log is restricted"):
+        run_query(con, hidden)
     with pytest.raises(StorageError, match="restricted"):
         register(con, lake, REIDENTIFICATION)
 
@@ -303,9 +306,13 @@ def test_tables_in_names_what_a_query_reads() -> None:
     assert tables_in(joined) == [DAILY_STEPS, PATIENTS]
     assert tables_in("WITH x AS (SELECT 1) SELECT * FROM x, gold.outlook") == [OUTLOOK]
     assert tables_in("SELECT 42") == []
-    # DuckDB cannot bind USING without the tables: every table, the query then says what fails
+    # read from the parse tree: a join USING a column binds only with the tables, which the
+    # caller registers after asking (it used to register every table, bronze samples included)
     using = "SELECT * FROM bronze.patients JOIN silver.daily_steps USING (patient_id)"
-    assert tables_in(using) == list(TABLES)
+    assert tables_in(using) == [DAILY_STEPS, PATIENTS]
+    assert tables_in(f"EXPLAIN {joined}") == [DAILY_STEPS, PATIENTS]
+    nested = "SELECT (SELECT count(*) FROM gold.outlook) FROM bronze.patients WHERE true"
+    assert tables_in(nested) == [OUTLOOK, PATIENTS]
     assert tables_in("this is not sql") == list(TABLES)
 
 
