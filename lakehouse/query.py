@@ -17,6 +17,7 @@ never views and their folders are not among the sandbox's readable ones: SQL can
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -193,6 +194,7 @@ def _duckdb_type(arrow_type: pa.DataType) -> str:
     raise ValueError(f"no DuckDB type for column type {arrow_type}")
 
 
+_EXPLAIN = re.compile(r"^\s*EXPLAIN(\s+ANALYZE)?\s+", re.IGNORECASE)
 _parser_lock = threading.Lock()
 _parser: list[duckdb.DuckDBPyConnection] = []
 
@@ -203,13 +205,15 @@ def table_names(sql: str) -> set[str] | None:
 
     Read from DuckDB's parse tree (``json_serialize_sql``), which needs no table to exist: the
     binder behind ``duckdb.get_table_names`` fails on a join ``USING`` a column of tables it does
-    not know, as every analyst query over the lake's views is to it. Statements the parse tree
-    cannot show (EXPLAIN) go to ``get_table_names``.
+    not know, as every analyst query over the lake's views is to it. EXPLAIN is read from the
+    statement it explains; other statements the parse tree cannot show go to ``get_table_names``.
     """
+    explained = _EXPLAIN.match(sql)
     with _parser_lock:
         if not _parser:
             _parser.append(duckdb.connect(":memory:"))
-        row = _parser[0].execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
+        query = sql[explained.end() :] if explained else sql
+        row = _parser[0].execute("SELECT json_serialize_sql(?)", [query]).fetchone()
     tree = json.loads(row[0]) if row else {"error": True}
     if not tree.get("error"):
         names: set[str] = set()
@@ -233,10 +237,12 @@ def _collect_tables(node: object, names: set[str]) -> None:
 
 
 def tables_in(sql: str) -> list[TableSpec]:
-    """The catalog tables ``sql`` reads (every table when DuckDB cannot tell)."""
+    """The catalog tables ``sql`` reads (none when DuckDB cannot tell: the query then fails with
+    DuckDB's own message, without first registering every table, bronze samples included, under
+    the lock every dashboard session waits on)."""
     names = table_names(sql)
-    if names is None:  # let the query itself say why
-        return list(TABLES)
+    if names is None:
+        return []
     # a name outside the catalog may be a CTE or a typo
     by_name = {table.name: table for table in TABLES}
     return [by_name[name] for name in sorted(names) if name in by_name]

@@ -311,9 +311,11 @@ def test_tables_in_names_what_a_query_reads() -> None:
     using = "SELECT * FROM bronze.patients JOIN silver.daily_steps USING (patient_id)"
     assert tables_in(using) == [DAILY_STEPS, PATIENTS]
     assert tables_in(f"EXPLAIN {joined}") == [DAILY_STEPS, PATIENTS]
+    assert tables_in(f"explain analyze {using}") == [DAILY_STEPS, PATIENTS]
     nested = "SELECT (SELECT count(*) FROM gold.outlook) FROM bronze.patients WHERE true"
     assert tables_in(nested) == [OUTLOOK, PATIENTS]
-    assert tables_in("this is not sql") == list(TABLES)
+    # not SQL: nothing is registered, the query says why
+    assert tables_in("this is not sql") == []
 
 
 def test_tables_registered_after_the_lock_are_queryable_and_still_sandboxed(
