@@ -73,7 +73,7 @@ def test_a_failed_stage_leaves_nothing_and_the_retry_completes_it(tmp_path: Path
     assert runs["status"].to_list().count("succeeded") == 1
 
 
-def test_the_weekly_compaction_leaves_one_file_per_event_table_and_every_row(
+def test_the_weekly_compaction_leaves_one_file_and_every_row(
     tmp_path: Path,
 ) -> None:
     """In child processes, as the scheduler runs it: the audit log's one file per view is
@@ -90,7 +90,7 @@ def test_the_weekly_compaction_leaves_one_file_per_event_table_and_every_row(
         schedule.COMPACTED_WEEKLY
     )
 
-    assert schedule.compact_event_tables(lake) == 0
+    assert schedule.compact_small_files(lake) == 0
 
     assert lake.info(AUDIT_LOG).files == 1
     assert lake.read(AUDIT_LOG).sort("user").equals(before)
