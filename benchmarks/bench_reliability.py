@@ -178,8 +178,8 @@ def hostile(workdir: Path) -> list[dict[str, Any]]:
         "xml, 200 MB attribute": ("apple-health", files._huge_attribute, "refused"),
         "xml, 400k records in one element": ("apple-health", files._wide_correlation, "parsed"),
         "csv, 200 MB line": ("generic", files._giant_line, "refused"),
-        "zip bomb, 600 MB of blanks": ("apple-health", _zip_bomb, "refused"),
-        "xml, billion laughs": ("apple-health", _billion_laughs, "refused"),
+        "zip bomb, 600 MB of blanks": ("apple-health", files._zip_bomb, "refused"),
+        "xml, billion laughs": ("apple-health", files._billion_laughs, "refused"),
     }
     for name, (format, build, expected) in builds.items():
         shutil.rmtree(folder, ignore_errors=True)
@@ -208,32 +208,6 @@ def hostile(workdir: Path) -> list[dict[str, Any]]:
         )
     shutil.rmtree(folder, ignore_errors=True)
     return rows
-
-
-def _zip_bomb(folder: Path) -> Path:
-    import zipfile
-
-    from jobs.ingest.apple_health import ZIP_MEMBER
-
-    path = folder / "export.zip"
-    with (
-        zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive,
-        archive.open(ZIP_MEMBER, "w") as member,
-    ):
-        member.write(b'<?xml version="1.0"?><HealthData>')
-        blank = b" " * (1 << 20)
-        for _ in range(600):
-            member.write(blank)
-        member.write(b"</HealthData>")
-    return path
-
-
-def _billion_laughs(folder: Path) -> Path:
-    from tests.jobs.test_ingest_hostile import BILLION_LAUGHS
-
-    path = folder / "export.xml"
-    path.write_text(BILLION_LAUGHS)
-    return path
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from urllib.parse import urlencode
 
 import duckdb
@@ -790,19 +790,8 @@ def latest_checks(lake: Lake) -> pl.DataFrame:
 # (ops and admin; admin), uncached so every look is current.
 
 
-def audit_events(
-    lake: Lake,
-    *,
-    since: datetime | None = None,
-    user: str | None = None,
-    action: str | None = None,
-    patient_id: str | None = None,
-    limit: int = 1000,
-) -> pl.DataFrame:
-    """Audit log events, newest first (see :func:`lakehouse.audit.read`)."""
-    return read_audit(
-        lake, since=since, user=user, action=action, patient_id=patient_id, limit=limit
-    )
+# audit log events, newest first, filtered (the pages read every table through this module)
+audit_events = read_audit
 
 
 def reidentification(

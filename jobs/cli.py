@@ -116,7 +116,7 @@ def _say_waiting(holder: Lease) -> None:
 @contextmanager
 def _locked(ctx: typer.Context, purpose: str) -> Iterator[None]:
     """Hold the lake's lock (docs/reliability.md) for a command; its stages re-enter it."""
-    from jobs.pipeline import lease
+    from lakehouse.lock import lease
 
     with lease(_context(ctx).lake, purpose=purpose, on_wait=_say_waiting):
         yield

@@ -5,8 +5,8 @@ by ``mobility pipeline`` and each stage command (jobs/cli.py, which shows progre
 and by every simulated day (jobs/simulate.py). Each stage records its own run in
 ``ops/job_runs`` (jobs/runs.py), whoever calls it.
 
-The lease (lakehouse/lock.py, docs/reliability.md): :func:`lease` takes it with the settings'
-wait and time to live. :func:`run` enters it again before each stage. Under a caller that holds
+The lease (docs/reliability.md): :func:`lakehouse.lock.lease` takes it with the settings' wait
+and time to live. :func:`run` enters it again before each stage. Under a caller that holds
 it already (the pipeline command, a simulated day with its ingestion) that is a re-entry: it
 waits for nothing, keeps the caller's lease across the stages, and stops the run at the stage
 boundary if the lease was lost meanwhile (its holder stalled past the TTL). Re-entry is by this
@@ -15,8 +15,8 @@ process and the lake's URI: the stages are given the very lake the caller's leas
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
@@ -28,7 +28,7 @@ from jobs.forecast import ForecastSummary
 from jobs.monitor import run as monitor_job
 from jobs.monitor.run import MonitorSummary
 from jobs.train import TrainSummary
-from lakehouse.lock import LakeLock, Lease, hold
+from lakehouse.lock import lease
 from lakehouse.settings import get_settings
 from lakehouse.storage import Lake
 
@@ -112,33 +112,6 @@ class _Unwatched:
 
     def done(self, stage: Stage, summary: StageSummary) -> None:
         return None
-
-
-@contextmanager
-def lease(
-    lake: Lake, *, purpose: str, on_wait: Callable[[Lease], None] | None = None
-) -> Iterator[LakeLock]:
-    """Hold the lake's lease for the block: re-entered if this process holds it already, else
-    taken, waiting up to ``MOBILITY_LOCK_WAIT`` seconds for another holder.
-
-    Args:
-        lake: the lake.
-        purpose: what the holder does, shown to those who wait (``pipeline``, ``simulate
-            advance``).
-        on_wait: called once with the other holder's lease when this process has to wait.
-
-    Raises:
-        StorageError: still held by another process after the wait, or lost meanwhile.
-    """
-    settings = get_settings()
-    with hold(
-        lake,
-        purpose=purpose,
-        wait_seconds=settings.lock_wait_seconds,
-        ttl_seconds=settings.lock_ttl_seconds,
-        on_wait=on_wait,
-    ) as lock:
-        yield lock
 
 
 def run(

@@ -43,7 +43,7 @@ import polars as pl
 from jobs import pipeline
 from jobs.schedule import ingest_landing
 from lakehouse.errors import InputError, StorageError
-from lakehouse.lock import Lease
+from lakehouse.lock import Lease, lease
 from lakehouse.storage import Lake
 from synthetic.landing import local_text, write_apple_health_export, write_clinical_csvs
 from synthetic.population import (
@@ -207,7 +207,7 @@ def start(
         landing=str(landing),
         training=dict(training or {}),
     )
-    with pipeline.lease(lake, purpose="simulate start", on_wait=on_wait):
+    with lease(lake, purpose="simulate start", on_wait=on_wait):
         _refuse_second_simulation(lake)  # again: one may have started while this one waited
         lives = _lives(simulation)
         exports = landing / "apple-health"
@@ -283,7 +283,7 @@ def advance(
         raise InputError("--extra-column needs a name")
     if shift is not None and shift.factor <= 0:
         raise InputError(f"--shift must be above 0 (a factor on steps), got {shift.factor:g}")
-    with pipeline.lease(lake, purpose="simulate advance", on_wait=on_wait):
+    with lease(lake, purpose="simulate advance", on_wait=on_wait):
         # read again under the lease: another advance may have released days meanwhile
         simulation = _simulation_of(lake)
         if simulation.today + timedelta(days=days) > simulation.last_day:

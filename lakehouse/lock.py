@@ -43,6 +43,7 @@ from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundErr
 
 from lakehouse.catalog import LAKE_LOCK
 from lakehouse.errors import StorageError
+from lakehouse.settings import get_settings
 from lakehouse.storage import Lake, conform, one_line
 
 LOCK_NAME = "pipeline"
@@ -341,3 +342,30 @@ def hold(
     finally:
         del _held[lake.uri]
         lock.release()
+
+
+@contextmanager
+def lease(
+    lake: Lake, *, purpose: str, on_wait: Callable[[Lease], None] | None = None
+) -> Iterator[LakeLock]:
+    """Hold the lake's lease for the block: re-entered if this process holds it already, else
+    taken, waiting up to ``MOBILITY_LOCK_WAIT`` seconds for another holder.
+
+    Args:
+        lake: the lake.
+        purpose: what the holder does, shown to those who wait (``pipeline``, ``simulate
+            advance``).
+        on_wait: called once with the other holder's lease when this process has to wait.
+
+    Raises:
+        StorageError: still held by another process after the wait, or lost meanwhile.
+    """
+    settings = get_settings()
+    with hold(
+        lake,
+        purpose=purpose,
+        wait_seconds=settings.lock_wait_seconds,
+        ttl_seconds=settings.lock_ttl_seconds,
+        on_wait=on_wait,
+    ) as lock:
+        yield lock

@@ -191,12 +191,17 @@ def serve(
             time.sleep(0.25)
         yield running
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=15)
+        stop(server, timeout=15)
+
+
+def stop(process: subprocess.Popen[bytes], *, timeout: float) -> None:
+    """Terminate ``process``; kill it when it is still running after ``timeout`` seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout)
 
 
 @pytest.fixture(scope="module")

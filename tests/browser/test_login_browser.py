@@ -43,6 +43,7 @@ from tests.browser.test_dashboard_browser import (
     metric,
     screenshot,
     serve,
+    stop,
     wait_idle,
 )
 from tests.dashboard.demo_lake import build_demo_lake
@@ -116,12 +117,7 @@ def provider(chromium: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             time.sleep(0.2)
         yield url
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=10)
+        stop(server, timeout=10)
 
 
 def _answers(url: str) -> bool:

@@ -130,19 +130,27 @@ def test_deep_nesting_is_refused(tmp_path: Path) -> None:
     _refused(_write(tmp_path, "export.xml", document), "apple-health", "nested deeper than")
 
 
-def test_a_zip_bomb_is_refused_before_unpacking(tmp_path: Path) -> None:
-    buffer = io.BytesIO()
+def _zip_bomb(folder: Path) -> Path:
+    """An Apple Health zip of 600 MB of blanks, about 0.6 MB compressed."""
+    path = folder / "export.zip"
     with (
-        zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive,
+        zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive,
         archive.open(apple_health.ZIP_MEMBER, "w") as member,
     ):
         member.write(XML_HEAD.encode() + b"<HealthData>")
         blank = b" " * (1 << 20)
-        for _ in range(600):  # 600 MB of blanks: about 0.6 MB compressed
+        for _ in range(600):
             member.write(blank)
         member.write(b"</HealthData>")
-    path = _write(tmp_path, "export.zip", buffer.getvalue())
-    _refused(path, "apple-health", "more than 200 times", within=2.0)
+    return path
+
+
+def _billion_laughs(folder: Path) -> Path:
+    return _write(folder, "export.xml", BILLION_LAUGHS)
+
+
+def test_a_zip_bomb_is_refused_before_unpacking(tmp_path: Path) -> None:
+    _refused(_zip_bomb(tmp_path), "apple-health", "more than 200 times", within=2.0)
 
 
 # --- CSV and JSON ------------------------------------------------------------------------------
@@ -277,7 +285,7 @@ def test_ingest_of_a_billion_laughs_export_prints_one_line_and_commits_nothing(
 ) -> None:
     folder = tmp_path / "apple-health" / "P1"
     folder.mkdir(parents=True)
-    path = _write(folder, "export.xml", BILLION_LAUGHS)
+    path = _billion_laughs(folder)
     lake = tmp_path / "lake"
     done = mobility("--lake", str(lake), "ingest", str(path), cwd=tmp_path)
     assert_one_line_error(done, "refused XML: it declares the entity 'lol'")

@@ -13,6 +13,7 @@ from jobs import generate, pipeline
 from jobs.pipeline import STAGES, Stage, StageSummary
 from lakehouse import Lake, StorageError
 from lakehouse.catalog import JOB_RUNS, LAKE_LOCK
+from lakehouse.lock import lease
 
 # Prophet fitted in this process: no worker processes to start
 IN_PROCESS = pipeline.Options(training=pipeline.Training(prophet_workers=1), forecast_workers=1)
@@ -44,7 +45,7 @@ def test_the_stages_run_in_order_under_the_callers_lease_and_record_their_runs(
 ) -> None:
     lake = small_lake
     watcher = Recorder()
-    with pipeline.lease(lake, purpose="simulate advance"):
+    with lease(lake, purpose="simulate advance"):
         done = pipeline.run(lake, IN_PROCESS, watcher=watcher)
     assert watcher.events == [f"{event} {stage}" for stage in STAGES for event in ("start", "done")]
     assert done.aggregate is not None and done.aggregate.mode == "full"
@@ -71,7 +72,7 @@ def test_only_the_stages_asked_for_run_in_the_pipelines_order(small_lake: Lake) 
 
 
 def test_a_lost_lease_stops_the_run_before_the_next_stage(lake: Lake) -> None:
-    with pipeline.lease(lake, purpose="pipeline") as lock:
+    with lease(lake, purpose="pipeline") as lock:
         lock.lost = "taken over by a test"  # as a renewal finds it after a stall past the TTL
         with pytest.raises(StorageError, match="lost the lake lock"):
             pipeline.run(lake)
