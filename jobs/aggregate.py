@@ -58,6 +58,13 @@ class AggregateSummary:
     samples_in: int
     days_out: int
 
+    def describe(self) -> str:
+        """One line for the command line."""
+        return (
+            f"aggregate: {self.mode}, {self.samples_in:,} samples -> "
+            f"{self.days_out:,} patient-days in {self.batches} batch(es)"
+        )
+
 
 def last_aggregated_version(lake: Lake, bronze_table_id: str) -> int | None:
     """The bronze version the last successful aggregation run covered, None if there was none

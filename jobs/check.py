@@ -37,13 +37,13 @@ from lakehouse.catalog import (
     STEP_SAMPLES,
     TableSpec,
 )
-from lakehouse.storage import Lake
-from models.baselines import SeasonalNaive, TrailingMean, WeekdayProfile
+from lakehouse.storage import Lake, one_line
+from models import baselines
 from models.cluster_level import NAME as CLUSTER_LEVEL
 
 # Tables up to this many rows are read whole (decoded, keys compared over every row).
 FULL_SCAN_ROWS = 20_000_000
-BASELINES = (SeasonalNaive.name, TrailingMean.name, WeekdayProfile.name)
+BASELINES = tuple(model.name for model in baselines.BASELINES)
 HORIZON = 365
 # Relative difference of recomputed daily steps still counted as equal (float summation order).
 STEPS_TOLERANCE = 1e-9
@@ -95,8 +95,7 @@ def _examples(frame: pl.DataFrame, columns: list[str]) -> str:
 
 
 def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0] if text else ''}"[:300]
+    return f"{type(err).__name__}: {one_line(err)}"[:300]
 
 
 def check_readable(lake: Lake, table: TableSpec) -> tuple[list[Problem], int]:

@@ -153,15 +153,7 @@ class _StagesShown:
             yield lambda done: progress.advance(progress.task_ids[0], done)
 
     def done(self, stage: Stage, summary: StageSummary) -> None:
-        from jobs.aggregate import AggregateSummary
-
-        if isinstance(summary, AggregateSummary):
-            typer.echo(
-                f"aggregate: {summary.mode}, {summary.samples_in:,} samples -> "
-                f"{summary.days_out:,} patient-days in {summary.batches} batch(es)"
-            )
-        else:
-            typer.echo(summary.describe())
+        typer.echo(summary.describe())
 
 
 def _run_stages(

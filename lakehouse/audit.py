@@ -22,7 +22,7 @@ import polars as pl
 
 from lakehouse.catalog import AUDIT_LOG
 from lakehouse.errors import MobilityError, StorageError
-from lakehouse.storage import Lake
+from lakehouse.storage import Lake, one_line
 
 Action = Literal[
     "sign-in",
@@ -105,7 +105,9 @@ def record(lake: Lake, events: AuditEvent | Iterable[AuditEvent]) -> None:
     except MobilityError:
         raise
     except Exception as err:  # any storage failure: the caller must not show the data
-        raise StorageError(f"could not write the audit log: {type(err).__name__}: {err}") from err
+        raise StorageError(
+            f"could not write the audit log: {type(err).__name__}: {one_line(err)}"
+        ) from err
 
 
 def read(
@@ -121,9 +123,8 @@ def read(
     case-insensitive)."""
     events = lake.scan(AUDIT_LOG)
     if since is not None:
-        events = events.filter(
-            pl.col("month") >= since.strftime("%Y-%m"), pl.col("at") >= since.astimezone(UTC)
-        )
+        utc = since.astimezone(UTC)  # the month partitions are UTC months
+        events = events.filter(pl.col("month") >= utc.strftime("%Y-%m"), pl.col("at") >= utc)
     if user:
         events = events.filter(
             pl.col("user").str.to_lowercase().str.contains(user.strip().lower(), literal=True)

@@ -127,7 +127,7 @@ def register(con: duckdb.DuckDBPyConnection, lake: Lake, table: TableSpec) -> No
         source = _parquet_scan(table, files)
     else:
         source = f"_arrow_{table.layer}_{table.name}"
-        con.register(source, lake.dataset(table))
+        con.register(source, lake.dataset(table, delta))
     # the columns the stored table has; a column the catalog added after the table was written
     # reads as NULL
     stored = table.columns if delta is None else {f.name for f in delta.schema().fields}

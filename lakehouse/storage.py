@@ -243,16 +243,19 @@ class Lake:
         """The table's Delta id: it changes when a table is dropped and created again."""
         return str(self.delta(table).metadata().id)
 
-    def dataset(self, table: TableSpec) -> pads.Dataset:
-        """The table as a pyarrow dataset (empty with the declared schema when missing).
+    def dataset(self, table: TableSpec, delta: DeltaTable | None = None) -> pads.Dataset:
+        """The table as a pyarrow dataset (empty with the declared schema when missing); from
+        ``delta`` when the caller has the table's handle already.
 
         A ``merge_written`` table's strings (outside partition columns) are read as
         ``string_view``, the type merged files hold: DuckDB then leaves filters to itself
         instead of handing pyarrow a comparison it cannot evaluate.
         """
-        if not self.exists(table):
-            return pads.dataset(table.schema.empty_table())
-        dataset = self.delta(table).to_pyarrow_dataset()
+        if delta is None:
+            if not self.exists(table):
+                return pads.dataset(table.schema.empty_table())
+            delta = self.delta(table)
+        dataset = delta.to_pyarrow_dataset()
         if not table.merge_written:
             return dataset
         assert isinstance(dataset, pads.FileSystemDataset)
@@ -599,7 +602,7 @@ class Lake:
             )
         except (DeltaError, OSError, ValueError) as err:
             if not self.exists(table):
-                raise StorageError(f"create {table.path}: {str(err).splitlines()[0]}") from err
+                raise StorageError(f"create {table.path}: {one_line(err)}") from err
 
     def delete(self, table: TableSpec, predicate: str) -> None:
         """Delete the rows matching ``predicate`` (no-op when the table does not exist).

@@ -4,12 +4,14 @@ and ran which query (its SHA-256 and row count), and what was refused."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta
+from typing import get_args
 
 import streamlit as st
 
 from dashboard import auth, data
+from lakehouse import audit
 
-ACTIONS = ("sign-in", "sign-out", "expired", "page", "patient", "sql", "refused", "reidentify")
+ACTIONS = get_args(audit.Action)
 LIMIT = 1000
 
 auth.require("audit")
