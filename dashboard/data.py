@@ -799,14 +799,13 @@ def reidentification(
 ) -> pl.DataFrame:
     """Rows of the re-identification map for one pseudonym or one source identifier (exact,
     surrounding spaces ignored): ``patient_id, source_id, first_seen_at, source_file``."""
-    rows = lake.scan(REIDENTIFICATION)
     if patient_id and patient_id.strip():
-        rows = rows.filter(pl.col("patient_id") == patient_id.strip())
+        wanted = pl.col("patient_id") == patient_id.strip()
     elif source_id and source_id.strip():
-        rows = rows.filter(pl.col("source_id") == source_id.strip())
+        wanted = pl.col("source_id") == source_id.strip()
     else:
         return empty_frame(REIDENTIFICATION).drop("key_id")
-    return rows.drop("key_id").collect()
+    return lake.scan(REIDENTIFICATION).filter(wanted).drop("key_id").collect()
 
 
 def clear_caches() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from lakehouse.catalog import TABLES, TableSpec, table_by_path
+from lakehouse.catalog import ALL_TABLES, RESTRICTED_TABLES, TABLES, TableSpec, table_by_path
 
 # DESIGN.md, "Tables": the columns each table has at least.
 DESIGN_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -164,3 +164,9 @@ def test_path_and_qualified_name() -> None:
     table = table_by_path("silver/daily_steps")
     assert table.path == "silver/daily_steps"
     assert table.qualified_name == "silver.daily_steps"
+
+
+def test_the_restricted_tables_are_exactly_those_flagged_and_never_sql_views() -> None:
+    # the SQL sandbox refuses RESTRICTED_TABLES by name and register() refuses the flag
+    assert {t.path for t in ALL_TABLES if t.restricted} == {t.path for t in RESTRICTED_TABLES}
+    assert not [t.path for t in TABLES if t.restricted]
