@@ -43,12 +43,10 @@ from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundErr
 
 from lakehouse.catalog import LAKE_LOCK
 from lakehouse.errors import StorageError
-from lakehouse.settings import get_settings
+from lakehouse.settings import LOCK_TTL_SECONDS, LOCK_WAIT_SECONDS, get_settings
 from lakehouse.storage import Lake, conform, one_line
 
 LOCK_NAME = "pipeline"
-DEFAULT_TTL_SECONDS = 120.0
-DEFAULT_WAIT_SECONDS = 4 * 3600.0
 # Commits lost to another process before the lease's state is settled (taken or not).
 _RACE_ATTEMPTS = 20
 # Leases are rewritten often: the log of this one-row table need not be kept long.
@@ -117,7 +115,7 @@ class LakeLock:
         lake: Lake,
         *,
         purpose: str,
-        ttl_seconds: float = DEFAULT_TTL_SECONDS,
+        ttl_seconds: float = LOCK_TTL_SECONDS,
         poll_seconds: float = 1.0,
     ) -> None:
         if ttl_seconds <= 0:
@@ -313,8 +311,8 @@ def hold(
     lake: Lake,
     *,
     purpose: str,
-    wait_seconds: float = DEFAULT_WAIT_SECONDS,
-    ttl_seconds: float = DEFAULT_TTL_SECONDS,
+    wait_seconds: float = LOCK_WAIT_SECONDS,
+    ttl_seconds: float = LOCK_TTL_SECONDS,
     on_wait: Callable[[Lease], None] | None = None,
 ) -> Iterator[LakeLock]:
     """Hold the lake's lock for the block (re-entrant within this process).

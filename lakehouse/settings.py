@@ -18,6 +18,9 @@ from lakehouse.errors import InputError
 # Environment variables delta-rs / object_store understand for S3-compatible storage. Credentials
 # are never written in code or config files: they come from here or the AWS default chain.
 _STORAGE_ENV_PREFIXES = ("AWS_", "AZURE_", "GOOGLE_")
+# The lake's lease (lakehouse/lock.py): how long a holder waits for another, its time to live.
+LOCK_WAIT_SECONDS = 4 * 3600.0
+LOCK_TTL_SECONDS = 120.0
 
 
 class Settings(BaseSettings):
@@ -51,8 +54,8 @@ class Settings(BaseSettings):
     user: str | None = Field(default=None, alias="MOBILITY_USER")
     # Reliability (docs/reliability.md): how long a pipeline stage waits for another process's
     # lease on the lake, and the lease's time to live (renewed every third of it).
-    lock_wait_seconds: float = Field(default=4 * 3600.0, alias="MOBILITY_LOCK_WAIT", ge=0)
-    lock_ttl_seconds: float = Field(default=120.0, alias="MOBILITY_LOCK_TTL", gt=0)
+    lock_wait_seconds: float = Field(default=LOCK_WAIT_SECONDS, alias="MOBILITY_LOCK_WAIT", ge=0)
+    lock_ttl_seconds: float = Field(default=LOCK_TTL_SECONDS, alias="MOBILITY_LOCK_TTL", gt=0)
     # Tests and demos: every training takes seconds (one backtest origin, short EBM boosting).
     quick_training: bool = Field(default=False, alias="MOBILITY_QUICK_TRAINING")
     # Object storage requests (docs/reliability.md): one without an answer for this many seconds
