@@ -10,7 +10,7 @@ import csv
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
@@ -180,18 +180,15 @@ def _run_stages(
 def _training(
     *, force: bool, patients_per_cluster: int, origins: int, tune_seconds: float
 ) -> Training:
-    """The training asked for; with MOBILITY_QUICK_TRAINING, the quick one's options instead
-    (jobs.train.QUICK_TRAINING)."""
+    """The training asked for (jobs.pipeline.run applies MOBILITY_QUICK_TRAINING)."""
     from jobs import pipeline as daily_pipeline
-    from jobs.train import QUICK_TRAINING
 
-    asked = daily_pipeline.Training(
+    return daily_pipeline.Training(
         force=force,
         patients_per_cluster=patients_per_cluster,
         origins=origins,
         tune_seconds=tune_seconds,
     )
-    return replace(asked, **QUICK_TRAINING) if get_settings().quick_training else asked
 
 
 @app.command()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from jobs import aggregate, forecast, train
@@ -141,6 +141,8 @@ def run(
         raise ValueError(f"unknown stages: {', '.join(sorted(unknown))}")
     settings = get_settings()
     training = options.training
+    if settings.quick_training:  # MOBILITY_QUICK_TRAINING: every training in seconds
+        training = replace(training, **train.QUICK_TRAINING)
 
     def stage(name: Stage, call: Callable[[Progress | None], _Summary]) -> _Summary | None:
         if name not in only:

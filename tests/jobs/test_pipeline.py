@@ -9,11 +9,12 @@ from contextlib import contextmanager
 import polars as pl
 import pytest
 
-from jobs import generate, pipeline
+from jobs import generate, pipeline, train
 from jobs.pipeline import STAGES, Stage, StageSummary
 from lakehouse import Lake, StorageError
 from lakehouse.catalog import JOB_RUNS, LAKE_LOCK
 from lakehouse.lock import lease
+from lakehouse.settings import get_settings
 
 # Prophet fitted in this process: no worker processes to start
 IN_PROCESS = pipeline.Options(training=pipeline.Training(prophet_workers=1), forecast_workers=1)
@@ -77,3 +78,29 @@ def test_a_lost_lease_stops_the_run_before_the_next_stage(lake: Lake) -> None:
         with pytest.raises(StorageError, match="lost the lake lock"):
             pipeline.run(lake)
     assert not lake.exists(JOB_RUNS)  # no stage started
+
+
+@pytest.mark.parametrize("quick", [False, True])
+def test_quick_training_applies_to_every_caller_of_the_pipeline(
+    lake: Lake, monkeypatch: pytest.MonkeyPatch, quick: bool
+) -> None:
+    """MOBILITY_QUICK_TRAINING reaches the train stage whoever runs it (a command, a simulated
+    day): the one place that reads it is pipeline.run."""
+    asked: dict[str, object] = {}
+
+    def train_run(_lake: Lake, **options: object) -> train.TrainSummary:
+        asked.update(options)
+        return train.TrainSummary("not due")
+
+    monkeypatch.setattr(train, "run", train_run)
+    if quick:
+        monkeypatch.setenv("MOBILITY_QUICK_TRAINING", "1")
+    else:
+        monkeypatch.delenv("MOBILITY_QUICK_TRAINING", raising=False)
+    get_settings.cache_clear()
+    try:
+        pipeline.run(lake, pipeline.Options(training=pipeline.Training(origins=3)), only=("train",))
+    finally:
+        get_settings.cache_clear()
+    expected = train.QUICK_TRAINING if quick else {"origins": 3, "tune_seconds": 0.0}
+    assert {key: asked[key] for key in expected} == expected
