@@ -22,9 +22,11 @@ from urllib.parse import urlencode
 
 import duckdb
 import polars as pl
+import pyarrow.dataset as pads
 import streamlit as st
 
 from jobs.outlook import DECLINE_SHARE
+from lakehouse import sandbox
 from lakehouse.audit import read as read_audit
 from lakehouse.catalog import (
     ALERTS,
@@ -50,7 +52,6 @@ from lakehouse.query import (
     connect,
     register,
     run_query,
-    tables_in,
 )
 from lakehouse.settings import get_settings
 from lakehouse.storage import Lake, empty_frame
@@ -69,9 +70,17 @@ ENOUGH_WEAR_SHARE = 0.7
 DECLINE_LIST_LENGTH = 50
 SQL_ROW_CAP = 5_000
 SQL_TIMEOUT_SECONDS = 20.0
+# what one analyst's result may take in the server's memory (st.dataframe sends it to the browser)
+SQL_RESULT_MB = 50
 # DuckDB's memory for the dashboard's queries and the analysts' (exact medians over a 10,000-
 # patient lake need more than 1 GB)
 MEMORY_LIMIT = "3GB"
+SQL_LIMITS = sandbox.Limits(
+    timeout_seconds=SQL_TIMEOUT_SECONDS,
+    row_cap=SQL_ROW_CAP,
+    byte_cap=SQL_RESULT_MB * 10**6,
+    memory_limit=MEMORY_LIMIT,
+)
 
 TableVersions = tuple[tuple[str, int | None], ...]
 
@@ -706,17 +715,24 @@ def cluster_accuracy(lake: Lake, cluster: str) -> pl.DataFrame:
 
 def run_analyst_query(lake: Lake, sql: str) -> QueryResult:
     """One read-only query of an analyst through the SQL sandbox (the same code as
-    ``mobility sql``), with :data:`SQL_TIMEOUT_SECONDS` and :data:`SQL_ROW_CAP`.
+    ``mobility sql``): on a connection of its own, within :data:`SQL_LIMITS`.
 
     Raises:
-        InputError: not one read-only statement, failed, or out of time (one line).
+        QueryRefused: not one read-only statement, failed, or over a limit (one line).
     """
-    connection = _connection(lake.uri, lake)
-    with connection.lock:
-        connection.ensure(_versions_of(lake, tables_in(sql)))
-        return run_query(
-            connection.con, sql, timeout_seconds=SQL_TIMEOUT_SECONDS, row_cap=SQL_ROW_CAP
-        )
+
+    def dataset(table: TableSpec) -> pads.Dataset:
+        (version,) = _versions_of(lake, (table,))
+        return _analyst_dataset(lake.uri, table.path, version[1], lake)
+
+    return sandbox.run(lake, sql, limits=SQL_LIMITS, datasets=dataset)
+
+
+@st.cache_resource(max_entries=64, show_spinner=False)
+def _analyst_dataset(uri: str, path: str, version: int | None, _lake: Lake) -> pads.Dataset:
+    """A table's version as an Arrow dataset for the analysts' connections (immutable: shared by
+    every query of every session until the table has a new version)."""
+    return _lake.dataset(table_by_path(path))
 
 
 def table_columns() -> pl.DataFrame:
@@ -813,5 +829,6 @@ def clear_caches() -> None:
     _version.clear()
     _data_period.clear()
     _connection.clear()
+    _analyst_dataset.clear()
     _cached_query.clear()
     _lake_tables.clear()

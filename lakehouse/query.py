@@ -5,28 +5,30 @@ current Delta version: on a local lake with DuckDB's own Parquet reader (``read_
 file list, partition columns from the Hive-style paths; 2-3 times faster than an Arrow scan, with
 row-group statistics used for filters), on object storage through
 ``DeltaTable.to_pyarrow_dataset()``. Missing tables appear as empty views with their declared
-schema. The sandboxed connection used by the analysts' SQL console and ``mobility sql`` turns off
-external access (only the catalog tables' folders stay readable, for the views), Python
-replacement scans and configuration changes, caps memory, and interrupts queries that run too
-long.
+schema.
+
+These connections run the product's own queries (named constants with bound parameters: the
+dashboard's pages, ``mobility export-forecast``). Even so, :func:`connect` locks them down: external
+access off (only the catalog tables' folders stay readable, for the views), Python replacement
+scans and configuration changes off, memory capped. Analysts' SQL never runs here: it goes through
+:mod:`lakehouse.sandbox`, on a connection of its own per query that can open no file at all.
 
 Restricted tables (``catalog.RESTRICTED_TABLES``: the audit log, the re-identification map) are
-never views and their folders are not among the sandbox's readable ones: SQL cannot reach them.
+never views and their folders are not among the readable ones: SQL cannot reach them.
 """
 
 from __future__ import annotations
 
-import json
-import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import duckdb
 import pyarrow as pa
+import pyarrow.dataset as pads
 from deltalake import DeltaTable
 
-from lakehouse.catalog import RESTRICTED_TABLES, TABLES, TableSpec
+from lakehouse.catalog import TABLES, TableSpec
 from lakehouse.errors import InputError, StorageError
 from lakehouse.storage import Lake, sql_literal
 
@@ -83,8 +85,8 @@ def connect(
 
     Args:
         lake: the lake to expose.
-        sandbox: lock the connection down for untrusted SQL (external access off, configuration
-            locked). Views registered later (:func:`register`) still work.
+        sandbox: lock the connection down (external access off but for the tables' folders,
+            configuration locked). Views registered later (:func:`register`) still work.
         memory_limit: DuckDB memory limit.
         tables: the tables to register now (all by default; opening a large table's dataset
             reads its whole Delta log, so callers that know what they query pass
@@ -96,8 +98,7 @@ def connect(
     )
     # timestamps leave DuckDB in UTC, as the tables store them and the pages label them
     con.execute("SET TimeZone = 'UTC'")
-    for layer in sorted({table.layer for table in TABLES}):
-        con.execute(f"CREATE SCHEMA IF NOT EXISTS {layer}")
+    create_schemas(con)
     for table in tables:
         register(con, lake, table)
     if sandbox:
@@ -111,26 +112,49 @@ def connect(
     return con
 
 
-def register(con: duckdb.DuckDBPyConnection, lake: Lake, table: TableSpec) -> None:
+def create_schemas(con: duckdb.DuckDBPyConnection) -> None:
+    """The schemas the views live in, one per layer."""
+    for layer in sorted({table.layer for table in TABLES}):
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {layer}")
+
+
+def register(
+    con: duckdb.DuckDBPyConnection,
+    lake: Lake,
+    table: TableSpec,
+    *,
+    dataset: pads.Dataset | None = None,
+) -> None:
     """Expose ``table``'s current files as the view ``<layer>.<name>`` (an empty view with the
     declared schema when the table does not exist yet).
+
+    Args:
+        con: the connection.
+        lake: the lake.
+        table: the catalog table.
+        dataset: the table's current version as an Arrow dataset: the view reads it, and DuckDB
+            opens no file (the analysts' sandbox). Without it, a local lake's view reads the
+            version's Parquet files with DuckDB's own reader.
 
     Raises:
         StorageError: ``table`` is restricted (never exposed to SQL).
     """
     if table.restricted:
         raise StorageError(f"{table.path} is restricted: it is never exposed to SQL")
-    # the table's Delta log is read once for its files and its columns
-    delta = lake.delta(table) if lake.exists(table) else None
-    files = _local_files(lake, table, delta)
-    if files:
-        source = _parquet_scan(table, files)
+    source = f"_arrow_{table.layer}_{table.name}"
+    if dataset is not None:
+        con.register(source, dataset)
+        stored: set[str] = set(dataset.schema.names)
     else:
-        source = f"_arrow_{table.layer}_{table.name}"
-        con.register(source, lake.dataset(table, delta))
-    # the columns the stored table has; a column the catalog added after the table was written
-    # reads as NULL
-    stored = table.columns if delta is None else {f.name for f in delta.schema().fields}
+        # the table's Delta log is read once for its files and its columns
+        delta = lake.delta(table) if lake.exists(table) else None
+        files = _local_files(lake, table, delta)
+        if files:
+            source = _parquet_scan(table, files)
+        else:
+            con.register(source, lake.dataset(table, delta))
+        stored = set(table.columns) if delta is None else {f.name for f in delta.schema().fields}
+    # a column the catalog added after the table was written reads as NULL
     columns = ", ".join(
         f'"{name}"'
         if name in stored
@@ -194,84 +218,6 @@ def _duckdb_type(arrow_type: pa.DataType) -> str:
     raise ValueError(f"no DuckDB type for column type {arrow_type}")
 
 
-_EXPLAIN = re.compile(r"^\s*EXPLAIN(\s+ANALYZE)?\s+", re.IGNORECASE)
-_parser_lock = threading.Lock()
-_parser: list[duckdb.DuckDBPyConnection] = []
-
-
-def table_names(sql: str) -> set[str] | None:
-    """The lower-case names of the tables ``sql`` names (CTEs and typos included), None when
-    DuckDB cannot tell.
-
-    Read from DuckDB's parse tree (``json_serialize_sql``), which needs no table to exist: the
-    binder behind ``duckdb.get_table_names`` fails on a join ``USING`` a column of tables it does
-    not know, as every analyst query over the lake's views is to it. EXPLAIN is read from the
-    statement it explains; other statements the parse tree cannot show go to ``get_table_names``.
-    """
-    explained = _EXPLAIN.match(sql)
-    with _parser_lock:
-        if not _parser:
-            _parser.append(duckdb.connect(":memory:"))
-        query = sql[explained.end() :] if explained else sql
-        row = _parser[0].execute("SELECT json_serialize_sql(?)", [query]).fetchone()
-    tree = json.loads(row[0]) if row else {"error": True}
-    if not tree.get("error"):
-        names: set[str] = set()
-        _collect_tables(tree, names)
-        return names
-    try:
-        return {name.lower() for name in duckdb.get_table_names(sql, qualified=False)}
-    except Exception:  # not parsable or bindable alone
-        return None
-
-
-def _collect_tables(node: object, names: set[str]) -> None:
-    if isinstance(node, dict):
-        if node.get("type") == "BASE_TABLE" and isinstance(node.get("table_name"), str):
-            names.add(node["table_name"].lower())
-        for value in node.values():
-            _collect_tables(value, names)
-    elif isinstance(node, list):
-        for value in node:
-            _collect_tables(value, names)
-
-
-def tables_in(sql: str) -> list[TableSpec]:
-    """The catalog tables ``sql`` reads (none when DuckDB cannot tell: the query then fails with
-    DuckDB's own message, without first registering every table, bronze samples included, under
-    the lock every dashboard session waits on)."""
-    names = table_names(sql)
-    if names is None:
-        return []
-    # a name outside the catalog may be a CTE or a typo
-    by_name = {table.name: table for table in TABLES}
-    return [by_name[name] for name in sorted(names) if name in by_name]
-
-
-_READ_ONLY = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
-
-
-def _require_one_read_only_statement(con: duckdb.DuckDBPyConnection, sql: str) -> None:
-    """Refuse anything but one SELECT / EXPLAIN: the views are shared between users, so
-    CREATE, DROP or SET from one analyst must not change what another sees."""
-    try:
-        statements = con.extract_statements(sql)
-    except duckdb.Error as err:
-        raise InputError(f"query failed: {str(err).splitlines()[0]}") from err
-    if len(statements) != 1:
-        raise InputError(f"send exactly one statement (got {len(statements)})")
-    if statements[0].type not in _READ_ONLY:
-        kind = statements[0].type.name.replace("_", " ")
-        raise InputError(f"only read-only queries are allowed (got a {kind} statement)")
-    names = table_names(sql) or set()  # None: not parsable, the query itself will say why
-    restricted = [t.qualified_name for t in RESTRICTED_TABLES if t.name in names]
-    if restricted:
-        raise InputError(
-            f"{', '.join(restricted)} is restricted: not available in SQL (the dashboard's "
-            "Audit log and Re-identification pages, for the roles allowed)"
-        )
-
-
 def run_query(
     con: duckdb.DuckDBPyConnection,
     sql: str,
@@ -282,10 +228,12 @@ def run_query(
 ) -> QueryResult:
     """Run one query with bound parameters, a time limit and a row cap.
 
+    For the product's own queries (named constants with bound parameters); analysts' SQL goes
+    through :mod:`lakehouse.sandbox`.
+
     Raises:
-        InputError: the query failed or ran out of time (one line, safe to show a user).
+        InputError: the query failed or ran out of time (one line).
     """
-    _require_one_read_only_statement(con, sql)
     timer = threading.Timer(timeout_seconds, con.interrupt)
     timer.start()
     try:

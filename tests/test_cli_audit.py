@@ -30,4 +30,4 @@ def test_sql_queries_are_audited(tmp_path: Path) -> None:
     assert rows["sql_sha256"].to_list() == [sql_sha256(query), sql_sha256(refused)]
     assert rows["rows"].to_list() == [2, None]
     assert rows["outcome"][0] == "ok"
-    assert rows["outcome"][1].startswith("refused: only read-only queries are allowed")
+    assert rows["outcome"][1] == "refused: COPY statement"
