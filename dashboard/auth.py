@@ -5,7 +5,9 @@ Sign-in is OpenID Connect through Streamlit's ``st.login`` (configured in
 claims. A role file (``config/roles.toml``, ``MOBILITY_ROLES_FILE``) maps the verified email or
 the groups claim to the roles clinician, analyst, ops and admin; :data:`PAGE_ROLES` says which
 roles open which page. Nothing else grants access: without ``is_logged_in`` there is no user, and
-a user without a role sees a refusal.
+a user without a role sees a refusal. An email counts only when the provider vouches for it
+(:func:`email_verified`); the audit log names every user by the provider's issuer and subject,
+never by an email it did not vouch for.
 
 Demo mode (``MOBILITY_DEMO=1``) is the local synthetic demo only: no sign-in, a banner on every
 page, a role picked in the sidebar; it refuses to run against a lake on object storage or next
@@ -59,11 +61,16 @@ class User:
     """The person using the dashboard.
 
     Args:
-        name: shown in the sidebar.
-        audit_name: recorded in the audit log (the verified email, else the subject).
+        name: shown in the sidebar (an email the provider did not verify is marked so).
+        audit_name: the audit log's ``user``: the verified email, else ``sub:`` and the
+            subject (never mistaken for an email, whatever the subject looks like).
         roles: what they may open.
         demo: the demo's user (no sign-in).
         login: the login's key for the idle timeout (issuer, subject, issue time).
+        issuer: the identity token's ``iss``, recorded in the audit log.
+        subject: the identity token's ``sub`` (unique per issuer), recorded in the audit log.
+        unverified_email: the token's email when the provider did not verify it (it grants
+            nothing; the refusal says so).
     """
 
     name: str
@@ -71,6 +78,9 @@ class User:
     roles: frozenset[Role]
     demo: bool = False
     login: str = ""
+    issuer: str = ""
+    subject: str = ""
+    unverified_email: str = ""
 
     def may_open(self, page: str) -> bool:
         """Whether one of the user's roles opens ``page`` (a url path of :data:`PAGE_ROLES`)."""
@@ -85,6 +95,18 @@ class User:
 # ---------------------------------------------------------------------------------- role file
 
 
+def email_verified(claims: Mapping[str, Any]) -> bool:
+    """Whether the identity token vouches for its ``email``: ``email_verified`` is true.
+
+    OpenID Connect says a JSON boolean; the text ``"true"`` (any case) counts too, since some
+    providers send the claim as text (Google's own example ID token did, Amazon Cognito's
+    userinfo does) and it says the same thing from the same signed token. Anything else is not
+    verified: missing, false, ``"false"``, ``0``, ``1``, ``"yes"``.
+    """
+    verified = claims.get("email_verified")
+    return verified is True or (isinstance(verified, str) and verified.lower() == "true")
+
+
 @dataclass(frozen=True)
 class RoleMap:
     """Roles by verified email and by group (``config/roles.toml``)."""
@@ -94,11 +116,12 @@ class RoleMap:
     groups: Mapping[str, frozenset[Role]] = field(default_factory=dict)
 
     def roles_of(self, claims: Mapping[str, Any]) -> frozenset[Role]:
-        """The roles of an identity token's claims: by its email (only when not marked
-        unverified) and by the groups in :attr:`groups_claim`."""
+        """The roles of an identity token's claims: by its email (only when the provider
+        verified it, :func:`email_verified`) and by the groups in :attr:`groups_claim`; none
+        when neither matches."""
         roles: set[Role] = set()
         email = claims.get("email")
-        if isinstance(email, str) and claims.get("email_verified") is not False:
+        if isinstance(email, str) and email_verified(claims):
             roles |= self.emails.get(email.strip().lower(), frozenset())
         groups = claims.get(self.groups_claim)
         if isinstance(groups, str):
@@ -239,16 +262,22 @@ def current_user() -> User | None:
     claims = _claims()
     if claims.get("is_logged_in") is not True:
         return None
-    email = claims.get("email") if claims.get("email_verified") is not False else None
+    email = claims.get("email") if isinstance(claims.get("email"), str) else None
+    verified = email if email and email_verified(claims) else None
     subject = str(claims.get("sub") or "")
-    audit_name = str(email or subject or claims.get("preferred_username") or "unknown")
-    name = str(claims.get("name") or email or audit_name)
+    # never an unverified email (nor preferred_username, which many providers let users choose)
+    audit_name = verified or f"sub:{subject or 'unknown'}"
+    shown = verified or (f"{email} (email not verified)" if email else None)
+    name = str(claims.get("name") or shown or audit_name)
     login = "|".join(str(claims.get(k, "")) for k in ("iss", "sub", "iat"))
     return User(
         name=name,
         audit_name=audit_name,
         roles=role_map().roles_of(claims),
         login=login,
+        issuer=str(claims.get("iss") or ""),
+        subject=subject,
+        unverified_email="" if verified else email or "",
     )
 
 
@@ -302,9 +331,15 @@ def signed_in_user(lake: Lake) -> User:
     if st.session_state.get("_audit_user") != user.audit_name:
         if not user.roles:
             record(lake, user, "refused", "sign-in", outcome="no role")
+            unverified = (
+                " Its email grants no role: your identity provider did not mark it verified "
+                "(email_verified)."
+                if user.unverified_email
+                else ""
+            )
             _stop_with(
                 f"You are signed in as `{user.audit_name}`, but this account has no role in "
-                "Mobility. Ask an administrator for one (config/roles.toml or your "
+                f"Mobility.{unverified} Ask an administrator for one (config/roles.toml or your "
                 "identity provider's groups).",
                 sign_out=True,
             )
@@ -447,6 +482,8 @@ def note(
     batch.events.append(
         audit.AuditEvent(
             user=user.audit_name,
+            issuer=user.issuer or None,
+            subject=user.subject or None,
             roles=user.roles_text,
             client="dashboard",
             action=action,

@@ -3,7 +3,9 @@
 Every sign-in, page opened, patient viewed, SQL query (dashboard and ``mobility sql``), refusal
 and re-identification is one row, written *before* the data is shown: when the row cannot be
 written, the data is not shown either. SQL is recorded by the SHA-256 of its text (the text may
-name patients), with the rows returned. Patients are named by their pseudonym.
+name patients), with the rows returned. Patients are named by their pseudonym. A dashboard user is
+named as their identity provider knows them (``issuer`` and ``subject``: the token's ``iss`` and
+``sub``); ``user`` is their verified email, else ``sub:`` and that subject.
 
 The table is restricted (never a SQL view) and declared ``append_only``: the storage layer refuses
 to replace, merge or delete its rows.
@@ -47,7 +49,8 @@ class AuditEvent:
     """One row of the audit log.
 
     Args:
-        user: who (the identity's email, else its subject; the OS user for the CLI).
+        user: who (the identity's verified email, else ``sub:<subject>``; the OS user for the
+            CLI, ``demo`` in demo mode).
         roles: their roles, comma-separated (``cli`` for the command line).
         client: ``dashboard`` or ``cli``.
         action: what happened.
@@ -56,6 +59,9 @@ class AuditEvent:
         sql_sha256: the query's fingerprint (:func:`sql_sha256`).
         rows: rows the query returned.
         outcome: ``ok``, or why it was refused or failed (one line).
+        issuer: the identity provider that signed the user in (its ``iss``; None for the CLI
+            and the demo).
+        subject: the user's ``sub`` at that issuer (None for the CLI and the demo).
         at: when (UTC; now by default).
     """
 
@@ -68,6 +74,8 @@ class AuditEvent:
     sql_sha256: str | None = None
     rows: int | None = None
     outcome: str = "ok"
+    issuer: str | None = None
+    subject: str | None = None
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def row(self) -> dict[str, object]:
@@ -85,6 +93,8 @@ class AuditEvent:
             "rows": self.rows,
             "outcome": " ".join(self.outcome.split())[:500],
             "month": self.at.strftime("%Y-%m"),
+            "issuer": self.issuer,
+            "subject": self.subject,
         }
 
 
@@ -122,6 +132,11 @@ def read(
     """Audit events, newest first, optionally filtered (``user`` matches part of the name,
     case-insensitive)."""
     events = lake.scan(AUDIT_LOG)
+    # a table written before the catalog gained a column has it from its next append on
+    schema, present = pl.Schema(AUDIT_LOG.schema), events.collect_schema().names()
+    events = events.with_columns(
+        pl.lit(None, dtype=schema[c]).alias(c) for c in AUDIT_LOG.columns if c not in present
+    )
     if since is not None:
         utc = since.astimezone(UTC)  # the month partitions are UTC months
         events = events.filter(pl.col("month") >= utc.strftime("%Y-%m"), pl.col("at") >= utc)

@@ -449,13 +449,17 @@ AUDIT_LOG = TableSpec(
         ("rows", pa.int64()),
         ("outcome", pa.string(), False),
         ("month", pa.string(), False),
+        # added later: null in rows written before, and in rows of the CLI and the demo
+        ("issuer", pa.string()),
+        ("subject", pa.string()),
     ),
     keys=("event_id",),
     partition_by=("month",),
     sort_by=("at",),
     description=(
         "Who saw what: one row per sign-in, page opened, patient viewed, SQL query (its SHA-256 "
-        "and row count), refusal and re-identification; append-only (lakehouse/audit.py)."
+        "and row count), refusal and re-identification, naming a signed-in user by the identity "
+        "provider's issuer and subject; append-only (lakehouse/audit.py)."
     ),
     append_only=True,
     restricted=True,

@@ -1,4 +1,4 @@
-"""The dashboard in a real browser: ``streamlit run dashboard/app.py`` over a lake built with the
+"""The dashboard in a real browser: ``streamlit run dashboard/serve.py`` over a lake built with the
 command line (synthetic patients, then the pipeline), driven by Playwright through Debian's
 chromium.
 
@@ -46,7 +46,7 @@ from tests.test_cli import mobility
 pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parents[2]
-APP = "dashboard/app.py"
+APP = "dashboard/serve.py"  # as the Procfile and scripts/run start it
 SCREENSHOTS = REPO / "test-artifacts" / "screenshots"
 PATIENTS_IN_LAKE = 16
 SERVER_START_SECONDS = 60.0
@@ -144,7 +144,7 @@ def serve(
     args: tuple[str, ...] = (),
     port: int | None = None,
 ) -> Iterator[Dashboard]:
-    """``streamlit run dashboard/app.py`` on ``port`` (default: a free one) of 127.0.0.1 over
+    """``streamlit run dashboard/serve.py`` on ``port`` (default: a free one) of 127.0.0.1 over
     ``lake`` with this process's environment plus ``env`` (and extra command-line ``args``),
     until the block ends; the test fails when it does not start."""
     port = port or _free_port()

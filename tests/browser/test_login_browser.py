@@ -68,6 +68,8 @@ IDENTITIES = {
     "ops": {"email": "ops@hospital.test", "groups": ["it-ops"]},
     "admin": {"email": "admin@hospital.test", "groups": []},
     "stranger": {"email": "stranger@hospital.test", "groups": ["visitors"]},
+    # the admin's address, which the provider did not verify (sent as text, as some do)
+    "impostor": {"email": "admin@hospital.test", "email_verified": "false", "groups": []},
 }
 TITLES = {
     "cohort": "Cohort overview",
@@ -93,7 +95,7 @@ def provider(chromium: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     process: Authlib's deprecation warnings there are not this test session's errors."""
     port = _free_port()
     users = [
-        json.dumps({"sub": sub, **claims, "email_verified": True, "name": sub.title()})
+        json.dumps({"sub": sub, "email_verified": True, "name": sub.title(), **claims})
         for sub, claims in IDENTITIES.items()
     ]
     command = [sys.executable, "-m", "oidc_provider_mock", "--host", "127.0.0.1"]
@@ -261,6 +263,36 @@ def test_an_identity_without_a_role_is_refused(tab: Page, signed_in_dashboard: D
     expect(tab.get_by_text("has no role in Mobility")).to_be_visible()
     assert nav_titles(tab) == []
     assert tab.locator("[data-testid='stDataFrame']").count() == 0
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "impostor",  # email_verified "false"
+        # a subject the provider does not know: the mock signs it in with only an email claim,
+        # the subject itself (no email_verified at all)
+        "admin@hospital.test",
+    ],
+)
+def test_an_unverified_admin_email_is_refused_and_audited_by_its_subject(
+    tab: Page, signed_in_dashboard: Dashboard, provider: str, subject: str
+) -> None:
+    lake = signed_in_dashboard.lake
+    since = datetime.now(UTC)
+    sign_in(tab, signed_in_dashboard, subject)
+    expect(tab.get_by_text("has no role in Mobility")).to_be_visible()
+    assert "did not mark it verified" in refusal(tab)
+    assert nav_titles(tab) == []
+    open_path(tab, signed_in_dashboard, "reidentify")
+    assert tab.get_by_role("heading", name=TITLES["reidentify"], exact=True).count() == 0
+    assert tab.locator("[data-testid='stDataFrame']").count() == 0
+    screenshot(tab, f"login-unverified-{subject}")
+
+    rows = lake.read(AUDIT_LOG).filter(pl.col("at") >= since)
+    assert set(rows.select("user", "issuer", "subject", "roles").rows()) == {
+        (f"sub:{subject}", provider, subject, "")
+    }
+    assert set(rows["action"]) == {"refused"}
 
 
 def test_patient_views_and_queries_are_audited(tab: Page, signed_in_dashboard: Dashboard) -> None:

@@ -22,7 +22,7 @@ from lakehouse.errors import InputError, StorageError
 from lakehouse.storage import Lake
 from tests.dashboard.conftest import forget_caches
 from tests.dashboard.demo_lake import APP
-from tests.dashboard.identities import claims, signed_in
+from tests.dashboard.identities import ISSUER, claims, signed_in
 
 TIMEOUT = 30
 FILES = {
@@ -183,6 +183,94 @@ def test_an_identity_without_a_role_is_refused_and_audited() -> None:
     assert not app.metric and not app.dataframe
     refused = _events(lake, since, user="stranger@example.org")
     assert refused.select("action", "page", "outcome").rows() == [("refused", "sign-in", "no role")]
+
+
+# email_verified values that do not vouch for the email (None: the claim is missing)
+UNVERIFIED = [None, False, "false", "False", 0, 1, "yes", "", "true ", ["true"]]
+
+
+def _admin_claims(
+    verified: object, *, sub: str = "mallory-7", groups: list[str] | None = None
+) -> dict[str, object]:
+    """A token with the admin's email, its ``email_verified`` set to ``verified`` (removed when
+    None), and a subject that is not the admin's."""
+    token = claims("admin@example.org", sub=sub, groups=groups)
+    token.pop("email_verified")
+    if verified is not None:
+        token["email_verified"] = verified
+    return token
+
+
+@pytest.mark.parametrize(
+    ("verified", "groups", "expected"),
+    [
+        *(pytest.param(v, [], set(), id=f"unverified-{v!r}") for v in UNVERIFIED),
+        pytest.param(True, [], {"admin"}, id="verified-True"),
+        # some providers send the claim as text
+        pytest.param("true", [], {"admin"}, id="verified-'true'"),
+        pytest.param("TRUE", [], {"admin"}, id="verified-'TRUE'"),
+        pytest.param(None, ["mobility-admins"], {"admin"}, id="groups-only"),
+        pytest.param("false", ["mobility-admins"], {"admin"}, id="groups-unverified-email"),
+        pytest.param(None, ["visitors"], set(), id="neither"),
+    ],
+)
+def test_roles_come_only_from_a_verified_email_or_the_groups_claim(
+    verified: object, groups: list[str], expected: set[str]
+) -> None:
+    roles = auth.role_map().roles_of(_admin_claims(verified, groups=groups))
+
+    assert roles == expected
+
+
+@pytest.mark.usefixtures("demo_lake", "no_data_loaded")
+@pytest.mark.parametrize("verified", UNVERIFIED, ids=repr)
+def test_an_unverified_admin_email_is_refused_and_audited_by_its_subject(verified: object) -> None:
+    lake = data.current_lake()
+    since = datetime.now(UTC)
+    app = _app(_admin_claims(verified)).run()
+
+    assert not app.exception
+    refusal = _texts(app.error)
+    assert "has no role in Mobility" in refusal and "did not mark it verified" in refusal
+    assert "admin@example.org" not in refusal
+    assert not app.metric and not app.dataframe and not app.get("plotly_chart")
+    rows = lake.read(AUDIT_LOG).filter(pl.col("at") >= since)
+    assert rows.select("user", "issuer", "subject", "action", "outcome").rows() == [
+        ("sub:mallory-7", ISSUER, "mallory-7", "refused", "no role")
+    ]
+
+
+@pytest.mark.usefixtures("demo_lake")
+def test_the_audit_log_names_the_provider_subject_of_each_event() -> None:
+    lake = data.current_lake()
+    since = datetime.now(UTC)
+    app = _app(claims("clinician@example.org", sub="c-1234")).run()
+    app.query_params["patient_id"] = "P002"
+    app.switch_page(FILES["patient"]).run()
+    assert not app.exception and not app.error
+
+    rows = _events(lake, since)
+    assert set(rows["action"]) == {"sign-in", "page", "patient"}
+    assert set(rows.select("user", "issuer", "subject").rows()) == {
+        ("clinician@example.org", ISSUER, "c-1234")
+    }
+
+
+@pytest.mark.usefixtures("demo_lake")
+def test_groups_alone_sign_in_and_the_sidebar_marks_an_unverified_email() -> None:
+    lake = data.current_lake()
+    since = datetime.now(UTC)
+    token = _admin_claims("false", groups=["mobility-admins"])
+    token.pop("name")
+    app = _app(token).run()
+
+    assert not app.exception and not app.error
+    assert "Cohort overview" in [t.value for t in app.title]
+    assert "admin@example.org (email not verified)" in _texts(app.sidebar.caption)
+    rows = _events(lake, since, action="sign-in")
+    assert rows.select("user", "issuer", "subject", "roles").rows() == [
+        ("sub:mallory-7", ISSUER, "mallory-7", "admin")
+    ]
 
 
 @pytest.mark.usefixtures("demo_lake")
@@ -426,12 +514,10 @@ def test_role_file_maps_emails_without_case_and_groups() -> None:
         groups = ["night-shift"]
         """
     )
-    assert roles.roles_of({"email": "dr.who@example.org"}) == {"clinician"}
-    assert roles.roles_of({"email": "dr.who@example.org", "roles": "night-shift"}) == {
-        "clinician",
-        "ops",
-    }
-    assert roles.roles_of({"email": "dr.who@example.org", "email_verified": False}) == set()
+    verified = {"email": "dr.who@example.org", "email_verified": True}
+    assert roles.roles_of(verified) == {"clinician"}
+    assert roles.roles_of({**verified, "roles": "night-shift"}) == {"clinician", "ops"}
+    assert roles.roles_of({"email": "dr.who@example.org"}) == set()  # not verified
     assert roles.roles_of({"groups": ["night-shift"]}) == set()  # another claim's name
 
 
