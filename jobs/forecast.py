@@ -35,6 +35,7 @@ from jobs.outlook import BASELINE, outlook_rows
 from jobs.panel import load_panel
 from jobs.runs import job_run
 from jobs.train import latest_version
+from lakehouse.artifacts import ArtifactSigner, signer_from_settings
 from lakehouse.catalog import (
     DAILY_STEPS,
     EXPLANATIONS,
@@ -45,7 +46,8 @@ from lakehouse.catalog import (
     REGISTRY,
     THERAPIES,
 )
-from lakehouse.errors import InputError
+from lakehouse.errors import InputError, StorageError
+from lakehouse.settings import get_settings
 from lakehouse.storage import Lake, in_list_predicate, sql_literal
 from models.backtest import Panel
 from models.base import Forecaster, ForecastError, ForecastInput
@@ -89,24 +91,43 @@ class ForecastSummary:
         )
 
 
-def registered_ebms(lake: Lake) -> list[ClusterEBM]:
-    """The EBMs of the newest registry version, loaded from their artifacts."""
+def registered_ebms(lake: Lake, *, signer: ArtifactSigner | None = None) -> list[ClusterEBM]:
+    """The EBMs of the newest registry version, loaded from their artifacts once their
+    signatures are checked (:mod:`lakehouse.artifacts`).
+
+    Args:
+        lake: the lake.
+        signer: checks the artifacts; default: the one of ``MOBILITY_ARTIFACT_KEY``.
+
+    Raises:
+        StorageError: an artifact outside the artifacts folder, not the one of its model and
+            version, unsigned or with a signature that does not match (nothing is loaded).
+        InputError: no artifact key is set.
+    """
     version = latest_version(lake)
     if version is None:
         return []
-    uris = (
+    named = (
         lake.scan(REGISTRY)
         .filter((pl.col("version") == version) & pl.col("artifact_uri").is_not_null())
-        .select("artifact_uri")
+        .select(pl.col("model_id").str.split(":").list.first().alias("model"), "artifact_uri")
         .unique()
-        .collect()["artifact_uri"]
-        .sort()
-        .to_list()
+        .sort("artifact_uri", "model")
+        .collect()
     )
+    if not named.height:
+        return []
+    signer = signer or signer_from_settings(get_settings(), lake_uri=lake.uri)
+    # every signature first: one refused artifact loads none
+    payloads = [
+        (model, signer.read(lake, uri, model=model, version=version))
+        for model, uri in named.iter_rows()
+    ]
     models = []
-    for uri in uris:
-        model = pickle.loads(lake.read_object(uri.removeprefix(lake.uri + "/")))
-        assert isinstance(model, ClusterEBM)
+    for name, payload in payloads:
+        model = pickle.loads(payload)  # signed by this pipeline's training, checked above
+        if not isinstance(model, ClusterEBM) or model.name != name:
+            raise StorageError(f"the artifact of {name!r} version {version} holds another model")
         models.append(model)
     return models
 

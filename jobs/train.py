@@ -4,9 +4,10 @@
 asked. On a sample of patients per disease cluster it runs rolling-origin backtests of every
 model (baselines, Prophet, EBM per cluster, global EBM) into gold/backtests, chooses each
 cluster's champion by mean MAE over the whole year ahead (never by assumption), fits the EBMs on
-the sample's full history and stores them in the lake's storage, and appends one row per model
-and cluster to models/registry (status ``champion`` or ``candidate``; earlier versions become
-``retired`` in the same commit).
+the sample's full history and stores them in the lake's storage, each signed under
+``MOBILITY_ARTIFACT_KEY`` (:mod:`lakehouse.artifacts`), and appends one row per model and cluster
+to models/registry (status ``champion`` or ``candidate``; earlier versions become ``retired`` in
+the same commit).
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ import polars as pl
 
 from jobs.panel import load_panel
 from jobs.runs import job_run
+from lakehouse.artifacts import signer_from_settings
 from lakehouse.catalog import ALERTS, BACKTESTS, DAILY_STEPS, PATIENTS, REGISTRY
+from lakehouse.settings import get_settings
 from lakehouse.storage import Lake
 from models.backtest import ALL_CLUSTERS, Panel, backtest, league_table, rolling_origins
 from models.base import Forecaster
@@ -227,6 +230,8 @@ def run(
         if not sample:
             record.details.update(status="too little history")
             return TrainSummary("too little history")
+        # the key signs the artifacts at the end: a missing one fails before the backtests
+        signer = signer_from_settings(get_settings(), lake_uri=lake.uri)
         panel: Panel = load_panel(lake, patients=sample)
         chosen_origins = rolling_origins(
             panel, count=origins, spacing_days=spacing_days, horizon=horizon
@@ -256,8 +261,8 @@ def run(
         for model in models:
             if isinstance(model, ClusterEBM):
                 model.fit(everything)
-                artifacts[model.name] = lake.write_object(
-                    f"models/artifacts/{model.name}-v{version}.pkl", pickle.dumps(model)
+                artifacts[model.name] = signer.write(
+                    lake, model=model.name, version=version, payload=pickle.dumps(model)
                 )
         rows = _registry_rows(version, now, models, league, winners, artifacts)
         if lake.exists(REGISTRY):

@@ -46,6 +46,15 @@ class Settings(BaseSettings):
     # The local synthetic demo: no login (a banner says so), a published pseudonym key when none
     # is set; refused for a lake on object storage.
     demo: bool = Field(default=False, alias="MOBILITY_DEMO")
+    # The key of the HMAC that authenticates model artifacts (lakehouse/artifacts.py): training
+    # signs each artifact, forecasting refuses one whose signature does not match before it is
+    # unpickled. Required outside demo mode; never written anywhere, never logged.
+    artifact_key: SecretStr | None = Field(default=None, alias="MOBILITY_ARTIFACT_KEY")
+    # Demo mode without MOBILITY_ARTIFACT_KEY: a random key kept in this file (created 0600 on
+    # first use, outside the lake). Unset: $XDG_CONFIG_HOME/mobility/demo-artifact-key.
+    demo_artifact_key_file: str | None = Field(
+        default=None, alias="MOBILITY_DEMO_ARTIFACT_KEY_FILE"
+    )
     # Who gets which role in the dashboard, from the identity's email or groups claim.
     roles_file: str = Field(default="config/roles.toml", alias="MOBILITY_ROLES_FILE")
     # A signed-in dashboard session that has been idle this long must sign in again.
@@ -84,6 +93,16 @@ class Settings(BaseSettings):
         if self.storage_retry_seconds is not None:
             options["retry_timeout"] = f"{round(self.storage_retry_seconds * 1000)}ms"
         return options
+
+    def demo_artifact_key_path(self) -> str:
+        """Where demo mode keeps its random artifact key: ``MOBILITY_DEMO_ARTIFACT_KEY_FILE``,
+        else ``mobility/demo-artifact-key`` in the user's configuration folder."""
+        if self.demo_artifact_key_file:
+            return self.demo_artifact_key_file
+        config = os.environ.get("XDG_CONFIG_HOME") or os.path.join(
+            os.path.expanduser("~"), ".config"
+        )
+        return os.path.join(config, "mobility", "demo-artifact-key")
 
     def command_line_user(self) -> str:
         """The person running a command, for the audit log: ``MOBILITY_USER``, else the

@@ -44,6 +44,14 @@ _MAX_STORAGE_ATTEMPTS = 3
 # Custom commit metadata naming one append, to tell after a failure whether it landed.
 _COMMIT_MARKER = "mobility.commit"
 _WRITER = WriterProperties(compression="ZSTD", compression_level=3, max_row_group_size=1_048_576)
+# Stored objects (model artifacts, the simulation's state) live at plain paths inside the lake:
+# folders and a file name of letters, digits, '.', '_' and '-', none starting with a dot (so no
+# '..'), never an absolute path or another URI. A path comes from a table the lake holds
+# (models/registry's artifact_uri), and whoever could write the lake must not steer a read or a
+# write elsewhere.
+_OBJECT_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+# The one folder model artifacts are read from and written to.
+ARTIFACTS_FOLDER = "models/artifacts"
 
 
 class _AppendHandles:
@@ -624,11 +632,68 @@ class Lake:
         filesystem, root = pafs.FileSystem.from_uri(self.uri)
         return filesystem, root
 
+    def _object_path(self, path: str) -> str:
+        """``path`` when it is a plain path inside the lake (see ``_OBJECT_SEGMENT``).
+
+        Raises:
+            StorageError: anything else (``..``, an absolute path, a URI), in one line.
+        """
+        if not all(_OBJECT_SEGMENT.fullmatch(part) for part in path.split("/")):
+            raise StorageError(
+                f"refused object path {_shown(path)}: not a plain path inside the lake "
+                "(folders and a file name of letters, digits, '.', '_', '-'; no '..', no "
+                "absolute path, no URI)"
+            )
+        return path
+
+    def artifact_path(self, uri: str) -> str:
+        """The path in the lake (``models/artifacts/<name>``) of a model artifact named by
+        ``uri``: that path, or the lake's own URI followed by it.
+
+        Raises:
+            StorageError: ``uri`` names anything else (another folder, ``..``, an absolute
+                path, another lake or URI scheme), in one line.
+        """
+        prefix = self.uri + "/"
+        relative = uri[len(prefix) :] if uri.startswith(prefix) else uri
+        folder, _, name = relative.rpartition("/")
+        if folder != ARTIFACTS_FOLDER or not _OBJECT_SEGMENT.fullmatch(name):
+            raise StorageError(
+                f"refused model artifact {_shown(uri)}: not a file of this lake's "
+                f"{ARTIFACTS_FOLDER} folder ({self.uri}/{ARTIFACTS_FOLDER}/<name>)"
+            )
+        return relative
+
+    def write_artifact(self, name: str, data: bytes) -> str:
+        """Store a model artifact as ``models/artifacts/<name>``; returns its URI."""
+        return self.write_object(self.artifact_path(f"{ARTIFACTS_FOLDER}/{name}"), data)
+
+    def read_artifact(self, uri: str) -> bytes:
+        """The bytes of the model artifact ``uri`` names (see :meth:`artifact_path`); on a local
+        lake never through a link out of the artifacts folder.
+
+        Raises:
+            StorageError: a path outside the artifacts folder, or the file cannot be read.
+        """
+        path = self.artifact_path(uri)
+        if self.is_local:
+            root = Path(self.uri.removeprefix("file://"))
+            if Path(root, path).resolve().parent != Path(root, ARTIFACTS_FOLDER).resolve():
+                raise StorageError(
+                    f"refused model artifact {_shown(uri)}: a link out of this lake's "
+                    f"{ARTIFACTS_FOLDER} folder"
+                )
+        return self.read_object(path)
+
     def write_object(self, path: str, data: bytes) -> str:
-        """Store ``data`` at ``<lake>/<path>`` (model artifacts); returns its URI.
+        """Store ``data`` at ``<lake>/<path>``; returns its URI.
 
         Written under a temporary name and moved into place, so a reader never sees half a file.
+
+        Raises:
+            StorageError: ``path`` is not a plain path inside the lake, or the write failed.
         """
+        path = self._object_path(path)
         filesystem, root = self._filesystem()
         target = f"{root}/{path}"
         filesystem.create_dir(target.rsplit("/", 1)[0], recursive=True)
@@ -642,7 +707,12 @@ class Lake:
         return f"{self.uri}/{path}"
 
     def read_object(self, path: str) -> bytes:
-        """The bytes stored at ``<lake>/<path>``."""
+        """The bytes stored at ``<lake>/<path>``.
+
+        Raises:
+            StorageError: ``path`` is not a plain path inside the lake, or the read failed.
+        """
+        path = self._object_path(path)
         filesystem, root = self._filesystem()
         try:
             with filesystem.open_input_stream(f"{root}/{path}") as stream:
@@ -746,6 +816,12 @@ def _newest_logged_version(table_dir: Path) -> int | None:
         raise StorageError(f"cannot read {table_dir}: {err.strerror or err}") from err
     versions = [int(match[1]) for name in names if (match := _LOG_ENTRY.match(name))]
     return max(versions, default=None)
+
+
+def _shown(path: str) -> str:
+    """A path from a table, for an error line: quoted, escaped, cut short."""
+    text = repr(path)
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def _keys_match(table: TableSpec) -> str:

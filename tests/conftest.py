@@ -18,13 +18,18 @@ import pytest
 from lakehouse import Lake, get_settings
 from tests.pseudonyms import TEST_PSEUDONYM_KEY
 
+# The key the tests' trainings sign model artifacts with (lakehouse/artifacts.py).
+TEST_ARTIFACT_KEY = "tests-artifact-key-not-a-secret-0123456789"
+
 
 @pytest.fixture(scope="session", autouse=True)
 def pseudonym_key() -> Iterator[None]:
     """The whole session (every test, module fixture and command it starts) runs with the tests'
-    pseudonym key and without demo mode; a test may change either with ``monkeypatch``."""
+    pseudonym and artifact keys and without demo mode; a test may change them with
+    ``monkeypatch``."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MOBILITY_PSEUDONYM_KEY", TEST_PSEUDONYM_KEY)
+        patch.setenv("MOBILITY_ARTIFACT_KEY", TEST_ARTIFACT_KEY)
         patch.delenv("MOBILITY_DEMO", raising=False)
         get_settings.cache_clear()
         yield
