@@ -13,9 +13,11 @@ import streamlit as st
 from streamlit.navigation.page import StreamlitPage
 
 from dashboard import auth, data
+from dashboard.literal import markdown_literal
 from lakehouse.errors import MobilityError
 
-st.set_page_config(page_title="Mobility", page_icon=":material/directions_walk:", layout="wide")
+# an emoji: the browser draws it itself (a Material icon favicon is fetched from Google's fonts)
+st.set_page_config(page_title="Mobility", page_icon="🚶", layout="wide")
 
 # section, file, title, icon, url path
 PAGES = (
@@ -73,4 +75,5 @@ try:
         # events of a page that stopped before showing data are written all the same
         auth.wait_until_recorded()
 except MobilityError as err:
-    st.error(str(err), icon=":material/error:")
+    # a message may quote a file name or a value of the data: shown as text
+    st.error(markdown_literal(err), icon=":material/error:")

@@ -3,6 +3,12 @@
 Data arrays go to plotly as numpy arrays, not lists: plotly checks and copies a list element by
 element, and serialises a numeric array as one base64 block. In a float array a missing value is
 NaN, which plotly.js draws as a gap; dates are ``datetime64[D]`` and serialise as ISO days.
+
+Plotly renders a subset of HTML in every text it draws: each string from data (a therapy, a side
+effect, a disease group, a model, a patient id, a cost category) passes
+:func:`dashboard.literal.plotly_literal` on its way into a figure (trace names, the categorical
+values that become tick labels, custom data shown in hovers, hover templates, titles), so it is
+shown as written.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ import plotly.graph_objects as go
 import polars as pl
 from plotly.subplots import make_subplots
 
+from dashboard.literal import plotly_literal
+
 WEAR_COLOUR = "#1f77b4"
 NON_WEAR_COLOUR = "#9e9e9e"
 SIDE_EFFECT_COLOUR = "#d62728"
@@ -28,8 +36,9 @@ THERAPY_COLOURS = ("#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#bcbd22", "#8c56
 
 
 def _layout(figure: go.Figure, *, title: str, y_title: str) -> go.Figure:
+    """The common layout; ``title`` is plain text (it may hold data, so it is escaped here)."""
     figure.update_layout(
-        title=title,
+        title=plotly_literal(title),
         yaxis_title=y_title,
         margin={"l": 40, "r": 20, "t": 50, "b": 40},
         legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "x": 0},
@@ -49,7 +58,7 @@ def steps_by_disease_group(groups: pl.DataFrame) -> go.Figure:
     """
     figure = go.Figure()
     for row in groups.iter_rows(named=True):
-        label = f"{row['disease_group']} ({row['patients']} patients)"
+        label = plotly_literal(f"{row['disease_group']} ({row['patients']} patients)")
         figure.add_trace(
             go.Box(
                 name=label,
@@ -76,16 +85,17 @@ def weekly_trend(trend: pl.DataFrame) -> go.Figure:
         trend: rows of :func:`dashboard.data.cohort_weekly_trend`.
     """
     figure = go.Figure()
-    for (group,), rows in trend.sort("disease_group", "week").group_by(
+    for (disease_group,), rows in trend.sort("disease_group", "week").group_by(
         "disease_group", maintain_order=True
     ):
+        group = plotly_literal(disease_group)
         figure.add_trace(
             go.Scatter(
                 x=rows["week"].to_numpy(),
                 y=rows["median_steps"].to_numpy(),
                 customdata=rows["patients"].to_numpy(),
                 mode="lines",
-                name=str(group),
+                name=group,
                 hovertemplate=(
                     f"{group}, week of %{{x|%Y-%m-%d}}: median %{{y:,.0f}} steps "
                     "(%{customdata} patients)<extra></extra>"
@@ -214,7 +224,8 @@ def _add_forecasts(figure: go.Figure, forecast: pl.DataFrame) -> None:
     for index, (model, champion) in enumerate(models.iter_rows()):
         rows = forecast.filter(pl.col("model") == model).sort("target_date")
         colour = CHAMPION_COLOUR if champion else MODEL_COLOURS[index % len(MODEL_COLOURS)]
-        name = f"{model} (champion)" if champion else model
+        model_name = plotly_literal(model)
+        name = f"{model_name} (champion)" if champion else model_name
         days = rows["target_date"].to_numpy()
         figure.add_trace(
             go.Scatter(
@@ -228,7 +239,7 @@ def _add_forecasts(figure: go.Figure, forecast: pl.DataFrame) -> None:
                 opacity=0.18,
                 line={"width": 0},
                 name=f"{name}: 80% interval",
-                legendgroup=model,
+                legendgroup=model_name,
                 hoverinfo="skip",
                 visible=True if champion else "legendonly",
                 xaxis="x",
@@ -242,14 +253,14 @@ def _add_forecasts(figure: go.Figure, forecast: pl.DataFrame) -> None:
                 customdata=rows.select("yhat_lower", "yhat_upper").to_numpy(),
                 mode="lines",
                 name=name,
-                legendgroup=model,
+                legendgroup=model_name,
                 line={
                     "color": colour,
                     "width": 3 if champion else 1,
                     "dash": "solid" if champion else "dot",
                 },
                 hovertemplate=(
-                    f"{model}, %{{x|%Y-%m-%d}}: %{{y:,.0f}} steps "
+                    f"{model_name}, %{{x|%Y-%m-%d}}: %{{y:,.0f}} steps "
                     "(80%: %{customdata[0]:,.0f} to %{customdata[1]:,.0f})<extra></extra>"
                 ),
                 xaxis="x",
@@ -263,11 +274,12 @@ def _add_clinical_timeline(
 ) -> None:
     for index, course in enumerate(therapies.iter_rows(named=True)):
         end = course["end_date"] or last_day
-        label = course["therapy"] + ("" if course["end_date"] else " (ongoing)")
+        therapy = plotly_literal(course["therapy"])  # its row's tick label too
+        label = therapy + ("" if course["end_date"] else " (ongoing)")
         figure.add_trace(
             go.Scatter(
                 x=[course["start_date"], end + timedelta(days=1)],
-                y=[course["therapy"], course["therapy"]],
+                y=[therapy, therapy],
                 mode="lines",
                 line={"color": THERAPY_COLOURS[index % len(THERAPY_COLOURS)], "width": 10},
                 name=label,
@@ -286,7 +298,13 @@ def _add_clinical_timeline(
                 x=side_effects["date"].to_numpy(),
                 y=["side effects"] * side_effects.height,
                 # an object array: the effect's name and its grade side by side
-                customdata=side_effects.select("effect", "severity").to_numpy(),
+                customdata=np.array(
+                    [
+                        [plotly_literal(effect), severity]
+                        for effect, severity in side_effects.select("effect", "severity").rows()
+                    ],
+                    dtype=object,
+                ),
                 mode="markers",
                 name="side effect",
                 marker={"color": SIDE_EFFECT_COLOUR, "symbol": "triangle-down", "size": 10},
@@ -307,14 +325,17 @@ def explanation_waterfall(explanation: pl.DataFrame, *, title: str) -> go.Figure
         explanation: rows of :func:`dashboard.data.patient_explanation` (waterfall order).
         title: what is explained (model, day or month).
     """
-    labels = explanation["label"].to_list()
+    labels = [plotly_literal(label) for label in explanation["label"]]
     values = explanation["contribution"].to_list()
     measures = ["absolute" if f == "baseline" else "relative" for f in explanation["feature"]]
     total = sum(values)
     figure = go.Figure(
         go.Waterfall(
             orientation="h",
-            y=[*_distinct(_short(label) for label in labels), "Forecast"],
+            y=[
+                *_distinct(plotly_literal(_short(label)) for label in explanation["label"]),
+                "Forecast",
+            ],
             x=[*values, total],
             measure=[*measures, "total"],
             customdata=[*labels, "Forecast (sum of the rows above)"],
@@ -379,15 +400,16 @@ def cost_breakdown(parts: pl.DataFrame, *, budget: float) -> go.Figure:
     figure = go.Figure()
     for column, name in (("value", "measured"), ("reference", "projected")):
         for index, row in enumerate(parts.iter_rows(named=True)):
+            category = plotly_literal(row["subject"])
             figure.add_trace(
                 go.Bar(
                     x=[name],
                     y=[row[column]],
-                    name=row["subject"],
-                    legendgroup=row["subject"],
+                    name=category,
+                    legendgroup=category,
                     showlegend=column == "value",
                     marker_color=THERAPY_COLOURS[index % len(THERAPY_COLOURS)],
-                    hovertemplate=f"{row['subject']}: $%{{y:,.2f}} per month<extra></extra>",
+                    hovertemplate=f"{category}: $%{{y:,.2f}} per month<extra></extra>",
                 )
             )
     figure.add_hline(y=budget, line_dash="dash", annotation_text=f"budget ${budget:,.0f}")

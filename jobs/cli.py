@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from lakehouse import csv_export
 from lakehouse.catalog import ALL_TABLES
 from lakehouse.errors import InputError, MobilityError
 from lakehouse.settings import get_settings
@@ -398,7 +399,8 @@ def export_forecast(
     lake = _context(ctx).lake
     rows = patient_forecast(lake, resolve_patient_id(lake, patient_id, get_settings()))
     try:
-        rows.write_csv(out)
+        # text cells neutralised against spreadsheet formulas (lakehouse.csv_export)
+        out.write_text(csv_export.frame_csv(rows), encoding="utf-8", newline="")
     except OSError as err:
         raise InputError(f"cannot write {out}: {err.strerror or err}") from err
     typer.echo(f"export-forecast: {rows.height:,} rows for {patient_id} -> {out}")
@@ -532,10 +534,10 @@ def sql(
         audited(None, f"refused: {err}")
         raise
     audited(result.table.num_rows, "ok")
-    writer = csv.writer(sys.stdout, lineterminator="\n")
-    writer.writerow(result.table.column_names)
-    for row in result.table.to_pylist():
-        writer.writerow(row.values())
+    # text cells neutralised against spreadsheet formulas (lakehouse.csv_export)
+    csv_export.write_rows(
+        sys.stdout, result.table.column_names, (row.values() for row in result.table.to_pylist())
+    )
     if result.truncated:
         console.print(f"[yellow]result truncated to {max_rows:,} rows[/yellow]")
 

@@ -9,6 +9,8 @@ import polars as pl
 import streamlit as st
 
 from dashboard import auth, data
+from dashboard.literal import markdown_literal
+from lakehouse import csv_export
 from lakehouse.audit import sql_sha256
 from lakehouse.errors import InputError
 
@@ -52,7 +54,8 @@ if st.button("Run", type="primary", icon=":material/play_arrow:", key="sql_run")
         st.session_state["sql_result"] = (frame, result.truncated, time.perf_counter() - started)
 
 if error := st.session_state.get("sql_error"):
-    st.error(error, icon=":material/error:")
+    # DuckDB's message may quote a value of the data: shown as text
+    st.error(markdown_literal(error), icon=":material/error:")
 elif outcome := st.session_state.get("sql_result"):
     frame, truncated, seconds = outcome
     note = f"{frame.height:,} rows in {seconds:.2f} s"
@@ -65,7 +68,7 @@ elif outcome := st.session_state.get("sql_result"):
         st.dataframe(frame, hide_index=True)
         st.download_button(
             "Download (CSV)",
-            data=frame.write_csv(),
+            data=csv_export.frame_csv(frame),
             file_name="cohort-query.csv",
             mime="text/csv",
             icon=":material/download:",

@@ -7,6 +7,7 @@ import polars as pl
 import streamlit as st
 
 from dashboard import auth, charts, data
+from dashboard.literal import markdown_literal
 
 STATUS = {
     "ok": "🟢 ok",
@@ -147,7 +148,7 @@ else:
     budget.metric("Budget per month", f"${total['threshold']:,.0f}")
     parts = spend.filter(pl.col("subject") != "total")
     st.plotly_chart(charts.cost_breakdown(parts, budget=total["threshold"]))
-    st.caption(total["details"])
+    st.caption(markdown_literal(total["details"]))
     _table(spend, value="measured $/month", reference="projected $/month", threshold="budget")
 
 st.subheader("Job runs")
@@ -159,7 +160,7 @@ if runs.is_empty():
 else:
     failed = runs.filter(runs["status"] != "succeeded").height
     latest, failures = st.columns(2)
-    latest.metric("Latest run", f"{runs['job'][0]}: {runs['status'][0]}")
+    latest.metric("Latest run", markdown_literal(f"{runs['job'][0]}: {runs['status'][0]}"))
     failures.metric("Failed among the last runs", f"{failed} of {runs.height}")
     st.dataframe(
         runs,

@@ -9,6 +9,8 @@ import polars as pl
 import streamlit as st
 
 from dashboard import auth, charts, data
+from dashboard.literal import markdown_literal
+from lakehouse import csv_export
 
 # calendar days, shown without a time of day
 DATES = {
@@ -62,20 +64,20 @@ forecast = data.patient_forecast(lake, patient_id)
 auth.wait_until_recorded()
 
 if profile is not None:
-    st.caption(
-        " · ".join(
-            part
-            for part in (
-                f"disease group {profile.disease_group}",
-                f"time zone {profile.timezone}",
-                f"enrolled {profile.enrolled_on}" if profile.enrolled_on else "",
-                f"born {profile.birth_year}" if profile.birth_year else "",
-                profile.sex or "",
-                profile.country or "",
-            )
-            if part
+    # sex, country and time zone are as patients.csv wrote them: shown as text, never Markdown
+    header = " · ".join(
+        part
+        for part in (
+            f"disease group {profile.disease_group}",
+            f"time zone {profile.timezone}",
+            f"enrolled {profile.enrolled_on}" if profile.enrolled_on else "",
+            f"born {profile.birth_year}" if profile.birth_year else "",
+            profile.sex or "",
+            profile.country or "",
         )
+        if part
     )
+    st.caption(markdown_literal(header))
 
 if daily_steps.is_empty():
     st.info("No daily steps for this patient yet: run `mobility pipeline`.", icon=":material/info:")
@@ -101,7 +103,7 @@ else:
     newest = daily_steps["date"].max() if daily_steps.height else None
     st.caption(
         f"Forecast from {origin:%Y-%m-%d} for 365 days"
-        + (f"; champion of the cluster: **{champion[0]}**" if champion else "")
+        + (f"; champion of the cluster: **{markdown_literal(champion[0])}**" if champion else "")
         + (
             f". Data up to {newest:%Y-%m-%d} arrived since: the next `mobility forecast` "
             "updates it."
@@ -180,14 +182,15 @@ else:
             },
         )
         st.caption(
-            f"Rolling-origin backtests of cluster {cluster} from the latest training: mean over "
+            f"Rolling-origin backtests of cluster {markdown_literal(cluster)} from the latest "
+            "training: mean over "
             "the origins of the error over the first N days ahead (wear days only). MASE below "
             "1 beats last week's same weekday."
         )
 
     st.download_button(
         "Download the forecast (CSV)",
-        data=forecast.write_csv(),
+        data=csv_export.frame_csv(forecast),
         file_name=f"forecast-{patient_id}.csv",
         mime="text/csv",
         icon=":material/download:",

@@ -271,3 +271,130 @@ def test_each_disease_group_gets_its_own_box() -> None:
     )
     figure = charts.steps_by_disease_group(groups)
     assert [list(box.x) for box in figure.data] == [["MS (3 patients)"], ["PD (2 patients)"]]
+
+
+# ------------------------------------------------------------------ text from data, as text
+
+LINK = '<a href="http://evil.test">x</a>'
+BOLD = "<b>bold</b>"
+IMAGE = "<img src=http://evil.test/e.png>"
+TEMPLATE = "%{x} 50%"
+
+
+def _escaped(text: str) -> str:
+    return (
+        text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("%", "&#37;")
+    )
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for key, item in value.items() if key != "template" for s in _strings(item)]
+    if isinstance(value, list):
+        return [s for item in value for s in _strings(item)]
+    return []
+
+
+def _assert_no_markup_from_data(figure: Any) -> list[str]:
+    """Every string the browser gets: none holds a tag but the hover's own ``<extra></extra>``,
+    none a hover template field the charts did not write; returns them."""
+    sent = json.loads(figure.to_json())
+    strings = _strings(sent["data"]) + _strings(sent["layout"])
+    for text in strings:
+        assert "<" not in text.replace("<extra></extra>", ""), text
+        assert ">" not in text.replace("<extra></extra>", ""), text
+    for hover in _strings([trace.get("hovertemplate") for trace in sent["data"]]):
+        assert "%{x}" not in hover.replace("%{x|%Y-%m-%d}", ""), hover
+    return strings
+
+
+def test_therapy_effect_model_and_patient_names_reach_the_figure_escaped() -> None:
+    therapies = pl.DataFrame(
+        {
+            "therapy": [LINK, BOLD],
+            "start_date": [date(2024, 1, 2), date(2024, 1, 4)],
+            "end_date": [date(2024, 1, 3), None],
+        }
+    )
+    side_effects = pl.DataFrame({"date": [date(2024, 1, 3)], "effect": [IMAGE], "severity": [2]})
+    forecast = _forecast().with_columns(
+        pl.when(pl.col("champion")).then(pl.lit(BOLD)).otherwise(pl.lit(TEMPLATE)).alias("model")
+    )
+
+    figure = charts.patient_timeline(
+        _daily(), forecast, therapies, side_effects, patient_id=f"{LINK}{IMAGE}"
+    )
+
+    strings = _assert_no_markup_from_data(figure)
+    sent = json.loads(figure.to_json())
+    courses = [trace for trace in sent["data"] if trace.get("yaxis") == "y2"]
+    # the categorical values are the therapies' tick labels: escaped, so drawn as written
+    assert courses[0]["y"] == [_escaped(LINK)] * 2
+    assert courses[1]["y"] == [_escaped(BOLD)] * 2
+    assert courses[1]["name"] == f"{_escaped(BOLD)} (ongoing)"
+    assert courses[0]["hovertemplate"].startswith(f"{_escaped(LINK)}: 2024-01-02")
+    assert courses[2]["customdata"] == [[_escaped(IMAGE), 2]]
+    assert f"{_escaped(BOLD)} (champion)" in strings
+    assert _escaped(TEMPLATE) in strings
+    assert sent["layout"]["title"]["text"] == (
+        f"Daily steps and forecast of patient {_escaped(LINK)}{_escaped(IMAGE)}"
+    )
+
+
+def test_explanation_labels_and_titles_reach_the_figure_escaped() -> None:
+    rows = pl.DataFrame(
+        {
+            "feature": ["baseline", "therapy_x", "side_effect_y"],
+            "label": ["Recent level", f"therapy {LINK} active", f"{BOLD} " * 10],
+            "contribution": [5000.0, -300.0, 100.0],
+        }
+    )
+
+    figure = charts.explanation_waterfall(rows, title=f"{BOLD}: the forecast")
+
+    _assert_no_markup_from_data(figure)
+    (waterfall,) = figure.data
+    assert waterfall.y[1] == _escaped(f"therapy {LINK} active")
+    assert waterfall.customdata[2] == _escaped(f"{BOLD} " * 10)  # the whole label on hover
+    assert figure.layout.title.text == f"{_escaped(BOLD)}: the forecast"
+
+
+def test_group_and_cost_names_reach_the_figures_escaped() -> None:
+    trend = pl.DataFrame(
+        {
+            "disease_group": [LINK, TEMPLATE],
+            "week": [date(2024, 1, 1), date(2024, 1, 1)],
+            "median_steps": [4000.0, 3000.0],
+            "patients": [3, 2],
+        }
+    )
+    groups = pl.DataFrame(
+        {
+            "disease_group": [BOLD],
+            "patients": [3],
+            "p05": [1.0],
+            "p25": [2.0],
+            "median": [3.0],
+            "p75": [4.0],
+            "p95": [5.0],
+            "mean": [3.0],
+        }
+    )
+    parts = pl.DataFrame({"subject": [IMAGE], "value": [1.0], "reference": [2.0]})
+
+    for figure in (
+        charts.weekly_trend(trend),
+        charts.steps_by_disease_group(groups),
+        charts.cost_breakdown(parts, budget=10.0),
+        charts.drift_shares('{"shares_now": [1, 0], "shares_reference": [0, 1]}', title=LINK),
+    ):
+        _assert_no_markup_from_data(figure)
+    assert {t.name for t in charts.weekly_trend(trend).data} == {
+        _escaped(LINK),
+        _escaped(TEMPLATE),
+    }
+    assert list(charts.steps_by_disease_group(groups).data[0].x) == [
+        f"{_escaped(BOLD)} (3 patients)"
+    ]

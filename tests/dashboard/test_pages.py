@@ -2,23 +2,37 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import statistics
+from collections.abc import Callable, Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any
 
+import polars as pl
 import pytest
+import streamlit
 from streamlit.testing.v1 import AppTest
 
 from dashboard import data
+from lakehouse.catalog import FORECASTS, PATIENTS
 from lakehouse.errors import StorageError
 from lakehouse.storage import Lake
+from tests.dashboard.conftest import forget_caches
 from tests.dashboard.demo_lake import (
     APP,
     COST_TOTAL,
+    FIRST_DAY,
+    ORIGIN,
     P001_STEPS,
     P001_WEAR,
     P002_STEPS,
     P002_WEAR,
+    build_demo_lake,
 )
 from tests.dashboard.identities import signed_in
+from tests.dashboard.rendered import shown, tags
 
 COHORT, PATIENT, SQL, MONITORING = (
     "views/cohort.py",
@@ -43,6 +57,11 @@ def _open(page: str, *, role: str = "admin", **query: str) -> AppTest:
 
 def _texts(elements: object) -> str:
     return "\n".join(str(e.value) for e in elements)  # type: ignore[attr-defined]
+
+
+def _shown(elements: object) -> str:
+    """What a reader sees of the elements' Markdown."""
+    return "\n".join(shown(str(e.value)) for e in elements)  # type: ignore[attr-defined]
 
 
 @pytest.mark.usefixtures("empty_lake")
@@ -113,7 +132,7 @@ def test_patient_page_draws_the_forecast_and_its_explanation() -> None:
     assert app.selectbox(key="patient_id").value == "P001"
     assert app.selectbox(key="explain_model").value == "ebm_global"  # the champion
     assert len(app.get("plotly_chart")) == 2  # timeline and waterfall
-    assert "champion of the cluster: **ebm_global**" in _texts(app.caption)
+    assert "champion of the cluster: **ebm\\_global**" in _texts(app.caption)  # in bold
     accuracy = app.dataframe[0].value
     assert accuracy["horizon_days"].tolist() == [365, 365]
     assert accuracy.set_index("model")["champion"].to_dict() == {
@@ -161,7 +180,7 @@ def test_sql_page_runs_a_query_and_refuses_a_write() -> None:
 
     app.text_area(key="sql_query").input("COPY bronze.patients TO '/tmp/x.csv'").run()
     app.button(key="sql_run").click().run()
-    assert "only read-only queries are allowed" in _texts(app.error)
+    assert "only read-only queries are allowed" in _shown(app.error)
 
     app.selectbox(key="sql_table").select("gold.outlook").run()
     assert "year_end_change" in app.dataframe[-1].value["column"].tolist()
@@ -204,4 +223,111 @@ def test_an_unreadable_lake_shows_one_line(
     app = signed_in(AppTest.from_file(APP, default_timeout=TIMEOUT), "admin").run()
 
     assert not app.exception
-    assert "table bronze/patients is corrupt" in _texts(app.error)
+    assert "table bronze/patients is corrupt" in _shown(app.error)
+
+
+# ------------------------------------------------------------- text from data shown as text
+
+# patients.csv keeps sex and country as written; P009's would render as Markdown, P010's run as
+# spreadsheet formulas
+P009_SEX, P009_COUNTRY = "**bold**", "![x](http://evil.test/p.png)"
+P010_SEX, P010_COUNTRY = "=cmd|' /C calc'!A0", "-2+3"
+HOSTILE_MODEL = "@SUM(A1)"
+
+
+@pytest.fixture
+def hostile_lake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Lake]:
+    """The demo lake plus two patients whose text would be Markdown or formulas, and a forecast
+    model of P001 named like a formula."""
+    lake = build_demo_lake(tmp_path / "hostile").lake
+    lake.append(
+        PATIENTS,
+        pl.DataFrame(
+            {
+                "patient_id": ["P009", "P010"],
+                "disease_group": ["MS", "PD"],
+                "timezone": ["Europe/Berlin", "UTC"],
+                "sex": [P009_SEX, P010_SEX],
+                "birth_year": [1975, 1980],
+                "country": [P009_COUNTRY, P010_COUNTRY],
+                "enrolled_on": [FIRST_DAY, None],
+            },
+            schema_overrides={"birth_year": pl.Int16},
+        ),
+    )
+    forecast = lake.read(FORECASTS).filter(pl.col("model") == "trailing_mean_28d")
+    lake.append(FORECASTS, forecast.with_columns(model=pl.lit(HOSTILE_MODEL), yhat=-5.0))
+    monkeypatch.setenv("LAKE_URI", lake.uri)
+    forget_caches()
+    yield lake
+    forget_caches()
+
+
+@pytest.fixture
+def downloads(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The data of each download button the page draws, by the button's key."""
+    offered: dict[str, Any] = {}
+    real: Callable[..., Any] = streamlit.download_button
+
+    def recording(label: str, data: Any, *args: Any, **kwargs: Any) -> Any:
+        offered[kwargs["key"]] = data
+        return real(label, data, *args, **kwargs)
+
+    monkeypatch.setattr(streamlit, "download_button", recording)
+    return offered
+
+
+@pytest.mark.usefixtures("hostile_lake")
+def test_patient_header_shows_ingested_text_as_written() -> None:
+    app = _open(PATIENT, patient_id="P009")
+
+    header = next(c.value for c in app.caption if "disease group" in c.value)
+    assert shown(header) == (
+        f"disease group MS · time zone Europe/Berlin · enrolled {FIRST_DAY} · born 1975 · "
+        f"{P009_SEX} · {P009_COUNTRY}"
+    )
+    assert tags(header) == ["<p>", "</p>"]  # no bold, no image
+
+
+@pytest.mark.usefixtures("hostile_lake")
+def test_forecast_download_neutralises_formulas_and_keeps_numbers(
+    downloads: dict[str, Any],
+) -> None:
+    _open(PATIENT, patient_id="P001")
+
+    rows = list(csv.DictReader(io.StringIO(downloads["download_forecast"], newline="")))
+    hostile = [row for row in rows if row["model"] == "'" + HOSTILE_MODEL]
+    assert len(hostile) == 365
+    assert {row["yhat"] for row in hostile} == {"-5.0"}  # a negative number stays a number
+    assert {row["target_date"][:4] for row in rows} <= {str(ORIGIN.year), str(ORIGIN.year + 1)}
+
+
+@pytest.mark.usefixtures("hostile_lake")
+def test_sql_download_neutralises_formulas_and_keeps_numbers(downloads: dict[str, Any]) -> None:
+    app = _open(SQL)
+
+    app.text_area(key="sql_query").input(
+        "SELECT sex, country, -birth_year AS minus_year FROM bronze.patients "
+        "WHERE patient_id = 'P010'"
+    ).run()
+    app.button(key="sql_run").click().run()
+
+    assert not app.exception and not app.error, _texts(app.error)
+    rows = list(csv.reader(io.StringIO(downloads["sql_download"], newline="")))
+    assert rows == [["sex", "country", "minus_year"], ["'" + P010_SEX, "'" + P010_COUNTRY, "-1980"]]
+
+
+def test_an_error_quoting_data_shows_it_as_written(
+    empty_lake: Lake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    message = f"cannot read {P009_COUNTRY}: **{date(2024, 1, 1)}** :red[x] $x$"
+
+    def broken(_lake: Lake) -> object:
+        raise StorageError(message)
+
+    monkeypatch.setattr(data, "data_period", broken)
+    app = signed_in(AppTest.from_file(APP, default_timeout=TIMEOUT), "admin").run()
+
+    assert not app.exception
+    assert shown(app.error[0].value) == message
+    assert tags(app.error[0].value) == ["<p>", "</p>"]
