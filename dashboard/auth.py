@@ -31,6 +31,7 @@ from typing import Any, Literal, get_args
 
 import streamlit as st
 
+from dashboard.literal import markdown_literal
 from lakehouse import audit
 from lakehouse.errors import InputError
 from lakehouse.pseudonyms import demo_allowed
@@ -338,9 +339,9 @@ def signed_in_user(lake: Lake) -> User:
                 else ""
             )
             _stop_with(
-                f"You are signed in as `{user.audit_name}`, but this account has no role in "
-                f"Mobility.{unverified} Ask an administrator for one (config/roles.toml or your "
-                "identity provider's groups).",
+                f"You are signed in as {markdown_literal(user.audit_name)}, but this account "
+                f"has no role in Mobility.{unverified} Ask an administrator for one "
+                "(config/roles.toml or your identity provider's groups).",
                 sign_out=True,
             )
         note(lake, user, "sign-in", "sign-in")  # written with the page view
@@ -375,7 +376,9 @@ def sidebar(user: User, lake: Lake) -> None:
                 help="Demo mode only: see the dashboard as each role sees it.",
             )
             return
-        st.caption(f"Signed in as **{user.name}** ({', '.join(sorted(user.roles))})")
+        st.caption(
+            f"Signed in as **{markdown_literal(user.name)}** ({', '.join(sorted(user.roles))})"
+        )
         if st.button("Sign out", icon=":material/logout:", key="auth_sign_out"):
             record(lake, user, "sign-out", "sign-in")
             _idle_logins().forget(user.login)
@@ -414,7 +417,8 @@ def refusal(user: User | None, page: str) -> str:
     roles = ", ".join(sorted(user.roles)) or "no role"
     return (
         f"Not for your role: this page is for {allowed or 'nobody'}; you are "
-        f"`{user.audit_name}` ({roles}). Nothing was loaded, and the attempt is in the audit log."
+        f"{markdown_literal(user.audit_name)} ({roles}). Nothing was loaded, and the attempt is in "
+        "the audit log."
     )
 
 

@@ -6,8 +6,11 @@ parameters (``?``), never format values into SQL text.
 Caching:
 
 - the table versions of the lake are read at most every :data:`VERSION_TTL_SECONDS`;
-- the DuckDB connection (``st.cache_resource``, one per lake) registers a table's view when a
-  query first reads it, and again when the table has a new version (views are bound to files);
+- the DuckDB connection of the pages' own queries (``st.cache_resource``, one per lake, shared by
+  every session: only the named queries below run on it) registers a table's view when a query
+  first reads it, and again when the table has a new version (views are bound to files);
+- analysts' SQL never runs there: each query gets a sandboxed connection of its own
+  (:mod:`lakehouse.sandbox`) over Arrow datasets kept per table version;
 - each query result (``st.cache_data``) is keyed by the query, its parameters and the versions of
   the tables it reads, so a new pipeline run invalidates exactly the results it changed.
 """

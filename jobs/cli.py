@@ -504,13 +504,15 @@ def sql(
     query: Annotated[str, typer.Argument(help="One read-only SQL query over the lake views.")],
     max_rows: Annotated[int, typer.Option(min=1, help="Row cap.")] = 10_000,
     timeout: Annotated[float, typer.Option(min=0.1, help="Time limit in seconds.")] = 30.0,
+    max_mb: Annotated[
+        int, typer.Option(min=1, help="Size cap of the result in MB (refused beyond).")
+    ] = 256,
 ) -> None:
     """Query the lake through the read-only SQL sandbox; prints CSV.
 
     Every query is recorded in the audit log (ops/audit_log: the user from MOBILITY_USER, else
     the operating system's; the query's SHA-256 and row count) before its rows are printed."""
-    from lakehouse import audit
-    from lakehouse.query import connect, run_query, tables_in
+    from lakehouse import audit, sandbox
 
     lake = _context(ctx).lake
 
@@ -527,11 +529,12 @@ def sql(
         )
         audit.record(lake, event)
 
+    limits = sandbox.Limits(timeout_seconds=timeout, row_cap=max_rows, byte_cap=max_mb * 10**6)
     try:
-        con = connect(lake, tables=tables_in(query))
-        result = run_query(con, query, timeout_seconds=timeout, row_cap=max_rows)
-    except InputError as err:
-        audited(None, f"refused: {err}")
+        result = sandbox.run(lake, query, limits=limits)
+    except sandbox.QueryRefused as err:
+        # the reason only: DuckDB's message may quote a value of the data
+        audited(None, f"refused: {err.reason}")
         raise
     audited(result.table.num_rows, "ok")
     # text cells neutralised against spreadsheet formulas (lakehouse.csv_export)

@@ -12,7 +12,7 @@ from dashboard import auth, data
 from dashboard.literal import markdown_literal
 from lakehouse import csv_export
 from lakehouse.audit import sql_sha256
-from lakehouse.errors import InputError
+from lakehouse.sandbox import QueryRefused
 
 EXAMPLE = """-- Median daily steps on wear days per disease group and month
 SELECT p.disease_group,
@@ -43,8 +43,10 @@ if st.button("Run", type="primary", icon=":material/play_arrow:", key="sql_run")
     fingerprint = sql_sha256(query)
     try:
         result = data.run_analyst_query(lake, query)
-    except InputError as err:
-        auth.record(lake, user, "sql", "sql", sql_sha256=fingerprint, outcome=f"refused: {err}")
+    except QueryRefused as err:
+        # the reason only: DuckDB's message may quote a value of the data
+        refused = f"refused: {err.reason}"
+        auth.record(lake, user, "sql", "sql", sql_sha256=fingerprint, outcome=refused)
         st.session_state["sql_error"] = str(err)
     else:
         frame = pl.from_arrow(result.table)
