@@ -329,7 +329,10 @@ def test_refusal_reasons_hold_nothing_of_the_data(patients_lake: Lake) -> None:
         ),
     )
     with pytest.raises(QueryRefused) as info:
-        sandbox.run(patients_lake, "SELECT CAST(country AS INTEGER) FROM bronze.patients")
+        sandbox.run(
+            patients_lake,
+            "SELECT CAST(country AS INTEGER) FROM bronze.patients WHERE patient_id = 'P-9'",
+        )
     assert "MRN-778812" in str(info.value)  # the analyst sees DuckDB's message
     assert info.value.reason == "failed: ConversionException"
 
