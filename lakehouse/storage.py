@@ -52,6 +52,8 @@ _WRITER = WriterProperties(compression="ZSTD", compression_level=3, max_row_grou
 _OBJECT_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 # The one folder model artifacts are read from and written to.
 ARTIFACTS_FOLDER = "models/artifacts"
+# Far above a trained model's artifact (about 1 MB at 1,000 patients), far below a memory problem.
+ARTIFACT_MAX_BYTES = 256_000_000
 
 
 class _AppendHandles:
@@ -683,7 +685,8 @@ class Lake:
                     f"refused model artifact {_shown(uri)}: a link out of this lake's "
                     f"{ARTIFACTS_FOLDER} folder"
                 )
-        return self.read_object(path)
+        # read before its signature is checked: a planted file must not fill the memory
+        return self.read_object(path, max_bytes=ARTIFACT_MAX_BYTES)
 
     def write_object(self, path: str, data: bytes) -> str:
         """Store ``data`` at ``<lake>/<path>``; returns its URI.
@@ -706,19 +709,27 @@ class Lake:
             raise StorageError(f"could not write {self.uri}/{path}: {err}") from err
         return f"{self.uri}/{path}"
 
-    def read_object(self, path: str) -> bytes:
+    def read_object(self, path: str, *, max_bytes: int | None = None) -> bytes:
         """The bytes stored at ``<lake>/<path>``.
 
+        Args:
+            path: a plain path inside the lake.
+            max_bytes: refuse an object larger than this (read no further than one byte past).
+
         Raises:
-            StorageError: ``path`` is not a plain path inside the lake, or the read failed.
+            StorageError: ``path`` is not a plain path inside the lake, the object is larger than
+                ``max_bytes``, or the read failed.
         """
         path = self._object_path(path)
         filesystem, root = self._filesystem()
         try:
             with filesystem.open_input_stream(f"{root}/{path}") as stream:
-                return bytes(stream.read())
+                data = bytes(stream.read() if max_bytes is None else stream.read(max_bytes + 1))
         except (OSError, FileNotFoundError) as err:
             raise StorageError(f"could not read {self.uri}/{path}: {err}") from err
+        if max_bytes is not None and len(data) > max_bytes:
+            raise StorageError(f"refused {self.uri}/{path}: larger than {max_bytes / 1e6:,.0f} MB")
+        return data
 
     # ---------------------------------------------------------------- upkeep
 

@@ -90,6 +90,19 @@ def test_the_artifact_reader_follows_no_link_out_of_the_artifacts_folder(
         lake.read_artifact("models/artifacts/ebm_cluster-v1.pkl")
 
 
+def test_a_planted_artifact_too_large_is_refused_unread(
+    lake: Lake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lakehouse import storage
+
+    monkeypatch.setattr(storage, "ARTIFACT_MAX_BYTES", 1000)
+    lake.write_artifact("ebm_cluster-v1.pkl", b"x" * 1000)
+    assert len(lake.read_artifact("models/artifacts/ebm_cluster-v1.pkl")) == 1000
+    lake.write_artifact("ebm_cluster-v2.pkl", b"x" * 1001)
+    with pytest.raises(StorageError, match=r"ebm_cluster-v2.pkl: larger than 0 MB"):
+        lake.read_artifact("models/artifacts/ebm_cluster-v2.pkl")
+
+
 def test_a_signed_artifact_reads_back_under_its_own_identity_only(lake: Lake) -> None:
     signer = ArtifactSigner(KEY)
     uri = signer.write(lake, model="ebm_cluster", version=3, payload=PAYLOAD)
