@@ -39,10 +39,11 @@ or the wrong page. Before the load, one session goes round the eight once, untim
 (the server's first imports and connections: reported as ``warm-up``).
 
 Reports per kind of page p50 / p95 / max seconds, pages per second overall, errors and violations;
-the server's RSS (its process and children, ``VmRSS`` every 0.5 s: after the warm-up, peak under
-load, at its end); the CPU seconds of the server and of these clients over the load (both on the
-same cores) and how busy the machine was. Prints a table and JSON lines, and the server log's
-error lines.
+the commits to the audit log per second (a page view, a patient view and an SQL run each add
+events, and a page waits for the commit of its own before it shows data); the server's RSS (its
+process and children, ``VmRSS`` every 0.5 s: after the warm-up, peak under load, at its end);
+the CPU seconds of the server and of these clients over the load (both on the same cores) and how
+busy the machine was. Prints a table and JSON lines, and the server log's error lines.
 
     .venv/bin/python benchmarks/bench_dashboard_load.py --lake /tmp/mobility-bench/load-lake-1000 \
         [--sessions 20] [--duration 90 | --rounds 24]
@@ -650,6 +651,15 @@ def server_log_problems(log: Path) -> list[str]:
     ]
 
 
+def audit_version(lake_uri: str) -> int:
+    """The audit log's version (every page view and SQL run is a commit to it: -1 before any)."""
+    from lakehouse.catalog import AUDIT_LOG
+    from lakehouse.storage import Lake
+
+    version = Lake(lake_uri).version(AUDIT_LOG)
+    return -1 if version is None else version
+
+
 def _timed(call: Callable[[], Any]) -> tuple[Any, float]:
     start = time.perf_counter()
     return call(), time.perf_counter() - start
@@ -712,6 +722,7 @@ def main() -> None:
         client_before = resource.getrusage(resource.RUSAGE_SELF)
         server_cpu_before = _cpu_seconds(server.pid)
         busy_before = _machine_busy()
+        audit_before = audit_version(lake_uri)
         outcomes, wall = _timed(
             lambda: asyncio.run(
                 load(
@@ -728,6 +739,7 @@ def main() -> None:
         client_after = resource.getrusage(resource.RUSAGE_SELF)
         server_cpu = _cpu_seconds(server.pid) - server_cpu_before
         busy_after = _machine_busy()
+        audit_commits = audit_version(lake_uri) - audit_before
         peak_mb, end_mb = sampler.peak, sampler.latest
     finally:
         sampler.stop()
@@ -751,6 +763,7 @@ def main() -> None:
         "pages_per_s": round(pages / wall, 2),
         "errors": len(errors),
         "violations": len(violations),
+        "audit_commits_per_s": round(audit_commits / wall, 2),
         "server_start_s": round(start_seconds, 1),
         "rss_started_mb": round(started_mb),
         "rss_after_warmup_mb": round(warm_mb),
