@@ -15,6 +15,7 @@ from streamlit.navigation.page import StreamlitPage
 from dashboard import auth, data
 from dashboard.literal import markdown_literal
 from lakehouse.errors import MobilityError
+from lakehouse.settings import apply_file_mode, get_settings
 
 # an emoji: the browser draws it itself (a Material icon favicon is fetched from Google's fonts)
 st.set_page_config(page_title="Mobility", page_icon="🚶", layout="wide")
@@ -58,6 +59,8 @@ def _navigation(user: auth.User) -> tuple[StreamlitPage, str]:
 
 
 try:
+    # the audit log and anything else this server writes: 0600/0700 (MOBILITY_FILE_MODE)
+    apply_file_mode(get_settings())
     lake = data.current_lake()
     user = auth.signed_in_user(lake)
     page, path = _navigation(user)

@@ -23,7 +23,7 @@ from rich.table import Table
 from lakehouse import csv_export
 from lakehouse.catalog import ALL_TABLES
 from lakehouse.errors import InputError, MobilityError
-from lakehouse.settings import get_settings
+from lakehouse.settings import apply_file_mode, get_settings
 from lakehouse.storage import Lake
 
 if TYPE_CHECKING:
@@ -758,6 +758,9 @@ def main() -> None:
     line after the usage, with exit status 2.
     """
     try:
+        # files 0600 and folders 0700 (or as MOBILITY_FILE_MODE says) for all this process and
+        # the commands it starts (the scheduler's) write
+        apply_file_mode(get_settings())
         app(prog_name="mobility")
     except MobilityError as err:
         message = " ".join(str(err).splitlines())

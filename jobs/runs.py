@@ -6,7 +6,8 @@ Usage::
         ...
         run.rows_in, run.rows_out = n_in, n_out
 
-A run that raises is recorded as ``failed`` with its one-line error, then the error propagates.
+A run that raises is recorded as ``failed`` with its one-line error (:func:`recorded_error`),
+then the error propagates.
 """
 
 from __future__ import annotations
@@ -20,13 +21,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import polars as pl
 import psutil
 
 from lakehouse.catalog import JOB_RUNS
+from lakehouse.errors import MobilityError
 from lakehouse.storage import Lake
+
+_ROOT = Path(__file__).resolve().parents[1]
+_TAIL_FRAMES = 5
 
 
 @dataclass
@@ -88,8 +94,8 @@ def job_run(lake: Lake, job: str, *, engine: str = "local") -> Iterator[JobRun]:
     try:
         yield run
     except BaseException as err:
-        error = f"{type(err).__name__}: {err}".splitlines()[0][:500]
-        run.details["traceback_tail"] = traceback.format_exc(limit=3)[-2000:]
+        error = recorded_error(err)
+        run.details["traceback_tail"] = _frames(err)
         raise
     finally:
         read1, written1 = _io_bytes()
@@ -111,6 +117,54 @@ def job_run(lake: Lake, job: str, *, engine: str = "local") -> Iterator[JobRun]:
             "details": json.dumps(run.details, default=str, sort_keys=True),
         }
         lake.append(JOB_RUNS, pl.DataFrame([row]))
+
+
+def recorded_error(err: BaseException) -> str:
+    """The one line ops/job_runs keeps of a failure (analysts can query that table).
+
+    The product's own errors (:class:`lakehouse.errors.MobilityError`) as they read: their texts
+    name files, rows and reasons, never what a file holds (docs/security.md). Any other
+    exception by its type and the place it was raised only: a library's message may quote the
+    data it choked on (Polars quotes the values it could not convert), so it is left to the
+    process's standard error, which only the person or worker running the job sees. An
+    operating system error keeps the system's words and the file's name.
+    """
+    if isinstance(err, MobilityError):
+        text = f"{type(err).__name__}: {err}"
+    elif isinstance(err, OSError) and err.errno is not None and err.strerror:
+        # the operating system's own words (disk full, permission denied), and the file's name
+        named = f": {err.filename}" if err.filename is not None else ""
+        text = f"{type(err).__name__}: [Errno {err.errno}] {err.strerror}{named}"
+    else:
+        text = (
+            f"{type(err).__name__} at {_where(err)} (its message is not recorded, it may quote "
+            "data: see the job's own output)"
+        )
+    return (text.splitlines() or [type(err).__name__])[0][:500]
+
+
+def _short(filename: str) -> str:
+    """A source file's name without the machine's folders: from the project or package root."""
+    path = Path(filename)
+    if "site-packages" in path.parts:
+        return Path(*path.parts[path.parts.index("site-packages") + 1 :]).as_posix()
+    if path.is_relative_to(_ROOT):
+        return path.relative_to(_ROOT).as_posix()
+    return path.name
+
+
+def _where(err: BaseException) -> str:
+    frames = traceback.extract_tb(err.__traceback__)
+    if not frames:
+        return "an unknown place"
+    return f"{_short(frames[-1].filename)}:{frames[-1].lineno}"
+
+
+def _frames(err: BaseException) -> str:
+    """The innermost frames of a failure, as ``file:line in function`` lines: where it happened,
+    without its message or any value."""
+    frames = traceback.extract_tb(err.__traceback__)[-_TAIL_FRAMES:]
+    return "\n".join(f"{_short(f.filename)}:{f.lineno} in {f.name}" for f in frames)
 
 
 def last_succeeded_details(lake: Lake, job: str, *, having: str) -> dict[str, Any] | None:

@@ -36,7 +36,7 @@ from pathlib import Path
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.blocking import BlockingScheduler
 
-from lakehouse.settings import get_settings
+from lakehouse.settings import apply_file_mode, get_settings
 from lakehouse.storage import Lake
 
 log = logging.getLogger(__name__)
@@ -85,13 +85,20 @@ def with_retries(
 
 def ingest_landing(lake: Lake, landing: Path, *, now: datetime | None = None) -> tuple[int, int]:
     """Ingest every file waiting in ``landing`` (not under ``processed/``) and move each one that
-    went in to ``processed/<YYYY-MM-DD>/`` with its relative path. Returns (ingested, failed)."""
+    went in to ``processed/<YYYY-MM-DD>/`` with its relative path. Returns (ingested, failed).
+
+    The files are found and read as :func:`jobs.ingest.run.run_folder` does: a symbolic link,
+    FIFO, socket or device is refused (counted as failed, left where it is, recorded as a failed
+    ingest run), and nothing outside ``landing`` is read; a ``processed`` that is a link (which
+    would send the moved files elsewhere) stops the run."""
     from jobs.ingest import run as ingest_job
     from lakehouse.errors import InputError
 
     day = (now or datetime.now(UTC)).strftime("%Y-%m-%d")
     ingested = failed = 0
     try:
+        if (landing / PROCESSED).is_symlink():
+            raise InputError(f"{landing / PROCESSED} is a symbolic link: refused")
         results = ingest_job.run_folder(lake, landing, skip=(PROCESSED,))
         for result in results:
             if result.summary is None:
@@ -141,6 +148,7 @@ def run_forever(lake: Lake) -> None:
     """Block: the daily run now and every day at 02:00 UTC, the retraining check every 6 hours,
     the compaction of the tables that gain small files every Sunday at 04:00 UTC."""
     logging.basicConfig(level=logging.INFO)
+    apply_file_mode(get_settings())  # as the CLI does; the child commands set it again
     # one worker thread: the daily run and the retraining check never run at the same time
     scheduler = BlockingScheduler(timezone="UTC", executors={"default": ThreadPoolExecutor(1)})
     scheduler.add_job(daily, "cron", hour=DAILY_AT_HOUR_UTC, args=[lake], max_instances=1)

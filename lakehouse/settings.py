@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     idle_minutes: float = Field(default=15.0, alias="MOBILITY_IDLE_MINUTES", gt=0)
     # Who runs `mobility sql`, for the audit log (default: the operating system's user name).
     user: str | None = Field(default=None, alias="MOBILITY_USER")
+    # Who may read what the product's processes write (apply_file_mode): private = their own
+    # user only (files 0600, folders 0700), group = their group too, read only (0640, 0750).
+    file_mode: Literal["private", "group"] = Field(default="private", alias="MOBILITY_FILE_MODE")
     # Reliability (docs/reliability.md): how long a pipeline stage waits for another process's
     # lease on the lake, and the lease's time to live (renewed every third of it).
     lock_wait_seconds: float = Field(default=LOCK_WAIT_SECONDS, alias="MOBILITY_LOCK_WAIT", ge=0)
@@ -113,6 +116,21 @@ class Settings(BaseSettings):
             return getpass.getuser()
         except (KeyError, OSError):  # no name for this uid (some containers)
             return f"uid:{os.getuid()}"
+
+
+# MOBILITY_FILE_MODE -> the process umask (the permission bits taken away from what it creates).
+FILE_MODE_UMASKS = {"private": 0o077, "group": 0o027}
+
+
+def apply_file_mode(settings: Settings) -> int:
+    """Set this process's umask from ``MOBILITY_FILE_MODE``; the previous umask.
+
+    Called once by each entry point (the CLI, hence the scheduler and its child commands; the
+    dashboard) before it writes: Python, pyarrow and delta-rs all create files and folders
+    through the operating system, which applies the umask, so the lake's Parquet files, Delta
+    logs and checkpoints, model artifacts, the audit log and staging files all get the mode.
+    """
+    return os.umask(FILE_MODE_UMASKS[settings.file_mode])
 
 
 @lru_cache(maxsize=1)

@@ -34,7 +34,9 @@ from jobs.ingest.common import (
     SeenKeys,
     bounded_lines,
     column_names,
+    content_free,
     header_names,
+    open_input,
     split_samples,
 )
 from lakehouse.errors import InputError
@@ -84,7 +86,7 @@ def sniff(path: Path) -> Kind | None:
     if path.suffix.lower() in by_suffix:
         return by_suffix[path.suffix.lower()]
     try:
-        with path.open("rb") as handle:
+        with open_input(path) as handle:
             head = handle.read(512)
     except OSError:
         return None
@@ -189,7 +191,8 @@ def _xml_batches(
         last_event = parser.CurrentByteIndex
 
     def entity(name: str, *_: object) -> None:
-        raise _Refused(f"it declares the entity {name!r} (entity expansion is refused)")
+        # the entity's name is the file's text: not repeated (docs/security.md)
+        raise _Refused("it declares an entity (entity expansion is refused)")
 
     def external(*_: object) -> int:
         raise _Refused("it refers to an external entity (refused)")
@@ -213,7 +216,7 @@ def _xml_batches(
     except expat.ExpatError as err:
         raise ET.ParseError(str(err)) from err
     except LookupError as err:  # the XML declaration names an encoding Python does not know
-        raise ET.ParseError(f"unknown encoding ({err})") from err
+        raise ET.ParseError("the XML declaration names an unknown encoding") from err
     yield from ready
     if len(batcher):
         yield batcher.take()
@@ -267,22 +270,24 @@ def raw_batches(
         try:
             yield from batches
         except ET.ParseError as err:
-            raise InputError(f"{where}: unreadable XML ({err})") from err
+            raise InputError(f"{where}: unreadable XML ({content_free(err)})") from err
         except (zipfile.BadZipFile, zlib.error, EOFError) as err:
-            raise InputError(f"{where}: damaged zip ({err})") from err
+            raise InputError(f"{where}: damaged zip ({content_free(err)})") from err
         except OSError as err:  # e.g. a damaged zip's offsets sending a seek before the start
-            raise InputError(f"{where}: unreadable ({err.strerror or err})") from err
+            raise InputError(f"{where}: unreadable ({err.strerror or content_free(err)})") from err
         except (UnicodeDecodeError, csv.Error) as err:
-            raise InputError(f"{where}: unreadable CSV ({err})") from err
+            raise InputError(f"{where}: unreadable CSV ({content_free(err)})") from err
         except InputError as err:
             raise InputError(f"{where}: {err}") from err
 
     if kind == "zip":
+        handle = open_input(path)
         try:
-            archive = zipfile.ZipFile(path)
+            archive = zipfile.ZipFile(handle)
         except (zipfile.BadZipFile, OSError) as err:
-            raise InputError(f"{where}: not a readable zip ({err})") from err
-        with archive:
+            handle.close()
+            raise InputError(f"{where}: not a readable zip ({content_free(err)})") from err
+        with handle, archive:
             names = archive.namelist()
             # The Health app's name first; localized exports name the folder differently.
             member = ZIP_MEMBER if ZIP_MEMBER in names else None
@@ -292,21 +297,21 @@ def raw_batches(
             info = archive.getinfo(member)
             if info.file_size > MAX_ZIP_RATIO * max(info.compress_size, 1024 * 1024):
                 raise InputError(
-                    f"{where}: {member} would unpack {info.file_size:,} bytes from "
+                    f"{where}: its export.xml would unpack {info.file_size:,} bytes from "
                     f"{info.compress_size:,} (refused: more than {MAX_ZIP_RATIO} times)"
                 )
             try:
                 stream = archive.open(member)
             except (zipfile.BadZipFile, NotImplementedError, RuntimeError, OSError) as err:
                 # a damaged header, an unknown compression method, an encrypted member
-                raise InputError(f"{where}: damaged zip ({err})") from err
+                raise InputError(f"{where}: damaged zip ({content_free(err)})") from err
             with stream:
                 yield guarded(_xml_batches(stream, stats, batch_records))
     elif kind == "xml":
-        with path.open("rb") as stream:
+        with open_input(path) as stream:
             yield guarded(_xml_batches(stream, stats, batch_records))
     else:
-        with path.open("rb") as raw, io.TextIOWrapper(raw, encoding="utf-8", newline="") as text:
+        with open_input(path) as raw, io.TextIOWrapper(raw, encoding="utf-8", newline="") as text:
             yield guarded(_csv_batches(text, stats, batch_records))
 
 

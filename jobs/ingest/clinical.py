@@ -15,7 +15,8 @@ diagnoses.csv      ``patient_id, code, diagnosed_on``                      ``des
 
 - The kind of a file comes from its header (:func:`detect_kind`): ``patient_id`` plus
   ``disease_group`` (patients), ``therapy`` (therapies), ``effect`` (side effects) or ``code``
-  (diagnoses). A file missing a required column is refused with one line naming the columns.
+  (diagnoses). A file missing a required column is refused with one line naming the missing
+  columns (by the names expected; the header's own names are never repeated).
 - Values are stripped; an empty value is missing. Dates are ISO ``YYYY-MM-DD``. ``disease_group``
   is ``MS``, ``PD``, ``RA`` or ``OTHER`` (any case); ``timezone`` an IANA name
   (``Europe/Berlin``); ``end_date`` empty = ongoing; ``severity`` the CTCAE grade, an integer 1-5;
@@ -30,7 +31,8 @@ reason. Lines that are empty (or hold only commas) are skipped and counted. Henc
 - ``has N fields, the header M``: a row with fewer fields, or more non-empty ones, than the header
   (an unquoted comma would shift every later value into the wrong column);
 - ``missing patient id``, ``missing <column>`` for any other required value;
-- ``unknown disease group 'XX' (MS, PD, RA, OTHER)``, ``unknown time zone``;
+- ``unknown disease group (MS, PD, RA, OTHER)``, ``unknown time zone`` (a reason never quotes a
+  value of the file: the row's text is in ``raw``, docs/security.md);
 - ``unreadable date``, ``date before 1900``, ``date in the future`` (after tomorrow in UTC, so
   that a patient east of UTC can report today; a therapy's ``end_date`` may lie in the future, it
   is the planned end of a course, and its ``start_date`` up to a year ahead, a planned course that
@@ -83,7 +85,9 @@ from jobs.ingest import identity
 from jobs.ingest.common import (
     IngestSummary,
     bounded_lines,
+    content_free,
     header_names,
+    open_input,
     quarantine_rows,
     schema_details,
 )
@@ -246,7 +250,7 @@ def _read(path: Path, kind: ClinicalKind, where: str) -> _Read:
     read = _Read(pl.DataFrame())
     try:
         with (
-            path.open("rb") as binary,
+            open_input(path) as binary,
             io.TextIOWrapper(binary, encoding="utf-8-sig", newline="") as text,
         ):
             lines = _RecordedLines(text)
@@ -257,14 +261,22 @@ def _read(path: Path, kind: ClinicalKind, where: str) -> _Read:
                 raise InputError(f"{where}: empty file, expected a {kind} header line")
             names = [_column_name(n) for n in header]
             read.header = tuple(names)
-            repeated = sorted({n for n in names if n and names.count(n) > 1})
-            if repeated:
-                raise InputError(f"{where}: column {', '.join(repeated)} appears more than once")
+            # Columns are named by position, never by the names the header gives them (a
+            # header is file content, docs/security.md); the expected names are the product's.
+            repeated = next((n for n in names if n and names.count(n) > 1), None)
+            if repeated is not None:
+                same = [str(i) for i, n in enumerate(names, start=1) if n == repeated]
+                raise InputError(
+                    f"{where}: columns {' and '.join(same)} of the header have the same name"
+                )
             missing = [c for c in layout.required if c not in names]
             if missing:
+                optional = f", optionally {', '.join(layout.optional)}" if layout.optional else ""
                 raise InputError(
                     f"{where}: missing column{'s' if len(missing) > 1 else ''} "
-                    f"{', '.join(missing)} for a {kind} file (header: {', '.join(names)})"
+                    f"{', '.join(missing)} for a {kind} file (its header has {len(names)} "
+                    f"column{'' if len(names) == 1 else 's'}; a {kind} file has "
+                    f"{', '.join(layout.required)}{optional})"
                 )
             at = {c: names.index(c) for c in layout.columns if c in names}
             width = len(names)
@@ -283,7 +295,7 @@ def _read(path: Path, kind: ClinicalKind, where: str) -> _Read:
                     cell = row[index].strip() if index < len(row) else ""
                     values[column].append(cell or None)
     except (UnicodeDecodeError, csv.Error) as err:
-        raise InputError(f"{where}: unreadable CSV ({err})") from err
+        raise InputError(f"{where}: unreadable CSV ({content_free(err)})") from err
     except OSError as err:
         raise InputError(f"{where}: cannot be read ({err.strerror or err})") from err
     read.rows = pl.DataFrame(
@@ -348,10 +360,7 @@ def _patients(rows: pl.DataFrame, today: date) -> pl.DataFrame:
         [
             _missing("patient_id"),
             _missing("disease_group"),
-            (
-                ~pl.col("group").is_in(DISEASE_GROUPS),
-                pl.format(f"unknown disease group '{{}}' ({groups})", pl.col("disease_group")),
-            ),
+            (~pl.col("group").is_in(DISEASE_GROUPS), pl.lit(f"unknown disease group ({groups})")),
             _missing("timezone"),
             (~pl.col("timezone").is_in(sorted(_zones())), pl.lit("unknown time zone")),
             (

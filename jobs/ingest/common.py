@@ -3,23 +3,190 @@
 from __future__ import annotations
 
 import csv
+import errno
 import io
+import os
 import re
-from collections.abc import Callable, Iterator
+import stat
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from pathlib import Path
-from typing import IO
+from typing import IO, BinaryIO
 
 import polars as pl
 
 from jobs.sources import label_sources
 from jobs.validation import quarantine_reason
 from lakehouse.catalog import QUARANTINE, STEP_SAMPLES
+from lakehouse.errors import InputError
 
 # Hostile inputs (docs/reliability.md): no line of a real export comes near this many characters;
 # a longer one is refused instead of being read into memory whole.
 MAX_LINE_CHARS = 1 << 20
+
+
+# --- the file being read: a regular file, the one that was checked (docs/security.md) --------
+
+LINK_REFUSED = "a symbolic link: refused (ingest reads regular files only, never a link)"
+
+
+@dataclass(frozen=True)
+class FileId:
+    """Which file a path named when it was checked: device and inode."""
+
+    device: int
+    inode: int
+
+    @classmethod
+    def of(cls, status: os.stat_result) -> FileId:
+        return cls(status.st_dev, status.st_ino)
+
+
+# The identity each input path had when it was checked (the landing walk, or the first open of
+# a file given directly): every later open of that path must reach the same file.
+_PINNED: ContextVar[dict[str, FileId] | None] = ContextVar("pinned_inputs", default=None)
+
+
+def refusal(status: os.stat_result, *, landing: bool = False) -> str | None:
+    """Why ingest will not read a file of this ``lstat``/``fstat``; None for a regular file.
+
+    Args:
+        status: the file's status, not following a final symbolic link.
+        landing: the file was found in a landing folder, where a regular file with other hard
+            links is refused too (a hard link is a second name of another file, as a symbolic
+            link is, only harder to see).
+    """
+    mode = status.st_mode
+    if stat.S_ISLNK(mode):
+        return LINK_REFUSED
+    if stat.S_ISREG(mode):
+        if landing and status.st_nlink > 1:
+            return "a file with other hard links: refused (landing files must be copied in)"
+        return None
+    kind = (
+        "a folder"
+        if stat.S_ISDIR(mode)
+        else "a FIFO"
+        if stat.S_ISFIFO(mode)
+        else "a socket"
+        if stat.S_ISSOCK(mode)
+        else "a device"
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+        else "not a regular file"
+    )
+    return f"{kind}: refused (ingest reads regular files only)"
+
+
+def _pin_key(path: Path | str) -> str:
+    return os.path.abspath(path)
+
+
+@contextmanager
+def pinned(path: Path | str, file_id: FileId) -> Iterator[None]:
+    """Inside, :func:`open_input` of ``path`` opens only the file ``file_id`` names: a path
+    whose folders were swapped for links meanwhile (reaching another file) is refused."""
+    known = dict(_PINNED.get() or {})
+    known[_pin_key(path)] = file_id
+    token = _PINNED.set(known)
+    try:
+        yield
+    finally:
+        _PINNED.reset(token)
+
+
+def pinned_id(path: Path | str) -> FileId | None:
+    """The identity ``path`` is pinned to (:func:`pinned`), None when it is not."""
+    return (_PINNED.get() or {}).get(_pin_key(path))
+
+
+def checked_input(path: Path | str, *, landing: bool = False) -> FileId:
+    """The identity of the regular file ``path`` names, checked without opening it: a symbolic
+    link (as the final name), a folder, FIFO, socket or device is refused, and under
+    :func:`pinned` it must be the pinned file.
+
+    Args:
+        path: the file.
+        landing: it was found in a landing folder (:func:`refusal`).
+
+    Raises:
+        InputError: no such file, or one that ingest refuses (one line naming the file).
+    """
+    try:
+        status = os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        raise InputError(f"{path}: no such file") from None
+    except OSError as err:
+        raise InputError(f"{path}: cannot be read ({err.strerror or err})") from None
+    reason = refusal(status, landing=landing)
+    if reason == LINK_REFUSED and not landing:
+        reason += "; give the path of the file itself"
+    found = FileId.of(status)
+    pin = pinned_id(path)
+    if reason is None and pin is not None and pin != found:
+        reason = "not the file that was checked (it was replaced meanwhile): refused"
+    if reason is not None:
+        raise InputError(f"{path}: {reason}")
+    return found
+
+
+def open_input(path: Path | str) -> BinaryIO:
+    """Open an input file for reading, refusing anything but the regular file that was checked.
+
+    The final name is opened with ``O_NOFOLLOW`` (a symbolic link fails instead of being
+    followed) and ``O_NONBLOCK`` (a FIFO cannot hang the open), then the open descriptor itself is
+    checked with ``fstat``: a regular file, and under :func:`pinned` the very file that was
+    checked. Nothing is read before these checks pass, so a check and a read cannot see two
+    different files.
+
+    Raises:
+        InputError: the path is a symbolic link, not a regular file, or not the pinned file.
+        OSError: the file cannot be opened (missing, no permission).
+    """
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    try:
+        descriptor = os.open(path, flags)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise InputError(f"{path}: {LINK_REFUSED}") from None
+        raise
+    try:
+        status = os.fstat(descriptor)
+        reason = refusal(status)
+        if reason is None:
+            pin = pinned_id(path)
+            if pin is not None and FileId.of(status) != pin:
+                reason = (
+                    "not the file that was checked (it was replaced, or a folder on its path "
+                    "became a link, while it was read): refused"
+                )
+        if reason is not None:
+            raise InputError(f"{path}: {reason}")
+        return os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
+
+
+# --- error texts: name the file, the line and the reason, never what the file holds ---------
+
+# A quoted or bracketed span in a library's message: where libraries echo the text they choke on.
+# (A quoted single character stays: a syntax character such as the ``','`` in "Expecting ','
+# delimiter".)
+_QUOTED = re.compile(r"b?'[^']{2,}'|b?'[^']*$|\"[^\"]{2,}\"|`[^`]*`|\[[^\]]*\]")
+
+
+def content_free(err: BaseException) -> str:
+    """Why a library could not read a file, without the file's content: a decoding error names
+    no byte, and every quoted or bracketed span of other messages (where Python, zipfile and
+    Arrow quote values, names and members) is left out."""
+    if isinstance(err, UnicodeDecodeError):
+        return f"not {err.encoding.upper().replace('-SIG', '')} text"
+    text = " ".join(str(err).split())
+    return _QUOTED.sub("…", text) or type(err).__name__
 
 
 def bounded_lines(text: IO[str], *, limit: int = MAX_LINE_CHARS) -> Iterator[str]:
@@ -63,7 +230,7 @@ def header_names(path: Path, *, limit: int = 65_536) -> list[str] | None:
     """The column names on the first line of a comma-separated file; None when it cannot be
     read as one."""
     try:
-        with path.open("rb") as handle:
+        with open_input(path) as handle:
             head = handle.readline(limit)
     except OSError:
         return None
@@ -74,30 +241,78 @@ def header_names(path: Path, *, limit: int = 65_536) -> list[str] | None:
         return None
 
 
-def csv_schema(path: Path) -> dict[str, str] | None:
-    """The columns of a CSV-like file in order, each with the kind of value its first
-    :data:`SCHEMA_SAMPLE_ROWS` rows hold (``integer``, ``number``, ``date/time``, ``text``, or
-    ``empty``); recorded with each ingest run for the monitoring's schema change check. None for
-    other files (XML, JSON, zip, Parquet) and unreadable ones."""
+def csv_schema(path: Path, *, mapped: Iterable[str] = ()) -> dict[str, str] | None:
+    """The columns of a CSV-like file in order, by :func:`column_labels`, each with the kind of
+    value its first :data:`SCHEMA_SAMPLE_ROWS` rows hold (``integer``, ``number``,
+    ``date/time``, ``text``, or ``empty``); recorded with each ingest run for the monitoring's
+    schema change check. None for other files (XML, JSON, zip, Parquet) and unreadable ones.
+
+    Args:
+        path: the file.
+        mapped: column names the user gave (``--column ROLE=NAME``), recorded as such.
+    """
     if path.suffix.lower() not in {".csv", ".tsv", ".txt"}:
         return None
-    return _read_schema(path, rows=SCHEMA_SAMPLE_ROWS)
+    columns = _read_schema(path, rows=SCHEMA_SAMPLE_ROWS)
+    if columns is None:
+        return None
+    labels = column_labels([name for name, _ in columns], mapped=mapped)
+    return {label: kind for label, (_, kind) in zip(labels, columns, strict=True)}
 
 
-def schema_details(path: Path) -> dict[str, object]:
-    """What an ingest run records about a file's layout: ``columns`` (names in order) and
-    ``column_types`` (:func:`csv_schema`), both None for files other than CSV."""
-    schema = csv_schema(path)
+def schema_details(path: Path, *, mapped: Iterable[str] = ()) -> dict[str, object]:
+    """What an ingest run records about a file's layout: ``columns`` (labels in order, see
+    :func:`column_labels`) and ``column_types`` (:func:`csv_schema`), both None for files other
+    than CSV."""
+    schema = csv_schema(path, mapped=mapped)
     return {
         "columns": None if schema is None else list(schema),
         "column_types": schema,
     }
 
 
-def _read_schema(path: Path, *, rows: int, limit: int = 65_536) -> dict[str, str] | None:
+@cache
+def known_columns() -> frozenset[str]:
+    """Every column name a reader of this product looks for: the generic roles, the Apple
+    Health, Fitbit and Google Fit columns, the clinical files' columns."""
+    from jobs.ingest import apple_health, clinical, fitbit, generic
+
+    names = {*generic.ROLES, *apple_health.RAW_COLUMNS}
+    for device in fitbit.LAYOUTS.values():
+        names |= {device.time, device.steps, *([device.patient] if device.patient else [])}
+    for layout in clinical.LAYOUTS.values():
+        names |= set(layout.columns)
+    return frozenset(names)
+
+
+def column_labels(names: Sequence[str], *, mapped: Iterable[str] = ()) -> list[str]:
+    """A file's column names as ingest records them (ops/job_runs, and from there the
+    monitoring's schema checks and alerts): a name the product knows (:func:`known_columns`, in
+    any case) or one the user mapped with ``--column`` as that name, any other as ``column N``
+    (its 1-based position).
+
+    A header is file content like any cell: a file without a header line has a data row there,
+    and a hostile or careless export can put a patient's record number or name there, which no
+    pattern of "safe" names can tell from a column name. The readers ignore columns they do not
+    know, so their names matter to no one downstream; a new, missing or retyped one still shows
+    by its position. Labelling again is a no-op."""
+    given = {name.strip() for name in mapped if name.strip()}
+    vocabulary = known_columns() | given
+    folded: dict[str, str] = {}
+    for name in sorted(vocabulary, key=lambda n: (n != n.lower(), n)):  # "steps" over "Steps"
+        folded.setdefault(name.casefold(), name)
+    return [
+        name.strip()
+        if name.strip() in vocabulary
+        else folded.get(name.strip().casefold(), f"column {position}")
+        for position, name in enumerate(names, start=1)
+    ]
+
+
+def _read_schema(path: Path, *, rows: int, limit: int = 65_536) -> list[tuple[str, str]] | None:
     """The header with the delimiter the generic reader uses, and the kinds of ``rows`` rows."""
     try:
-        with path.open("rb") as handle:
+        with open_input(path) as handle:
             lines = [handle.readline(limit) for _ in range(rows + 1)]
     except OSError:
         return None
@@ -115,7 +330,7 @@ def _read_schema(path: Path, *, rows: int, limit: int = 65_536) -> dict[str, str
         for i, cell in enumerate(row[: len(names)]):
             if cell.strip():
                 values[i].append(cell.strip())
-    return {name: _kind(column) for name, column in zip(names, values, strict=True)}
+    return [(name, _kind(column)) for name, column in zip(names, values, strict=True)]
 
 
 def _kind(values: list[str]) -> str:

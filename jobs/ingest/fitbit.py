@@ -51,6 +51,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -66,8 +67,10 @@ from jobs.ingest.common import (
     SeenKeys,
     bounded_lines,
     column_names,
+    content_free,
     csv_line,
     header_names,
+    open_input,
     split_samples,
 )
 from lakehouse.errors import InputError
@@ -128,7 +131,7 @@ LAYOUTS: dict[Kind, Layout] = {
 def detect_kind(path: Path) -> Kind | None:
     """The form of ``path`` from its header line (or JSON start), None when it is none of them."""
     try:
-        with path.open("rb") as handle:
+        with open_input(path) as handle:
             head = handle.read(1024).lstrip()
     except OSError:
         return None
@@ -161,11 +164,12 @@ def raw_batches(
     def rows(text: io.TextIOWrapper) -> Iterator[pl.DataFrame]:
         reader = csv.reader(bounded_lines(text))
         names = column_names(next(reader, []))
-        try:
-            columns = [names.index(c) for c in (layout.time, layout.steps)]
-            patient_at = names.index(layout.patient) if layout.patient else None
-        except ValueError as err:
-            raise InputError(f"{where}: not a {kind} file ({err})") from err
+        wanted = (*([layout.patient] if layout.patient else []), layout.time, layout.steps)
+        missing = [c for c in wanted if c not in names]
+        if missing:
+            raise InputError(f"{where}: not a {kind} file (no {', '.join(missing)} column)")
+        columns = [names.index(c) for c in (layout.time, layout.steps)]
+        patient_at = names.index(layout.patient) if layout.patient else None
         batch: dict[str, list[object]] = {k: [] for k in ("record", *_RAW, "raw")}
         for row in reader:
             if not row:
@@ -193,13 +197,13 @@ def raw_batches(
         try:
             yield from batches
         except (UnicodeDecodeError, csv.Error) as err:
-            raise InputError(f"{where}: unreadable CSV ({err})") from err
+            raise InputError(f"{where}: unreadable CSV ({content_free(err)})") from err
 
     if kind == "fitbit-json":
         yield _json_batches(path, stats, batch_records)
         return
     with (
-        path.open("rb") as raw,
+        open_input(path) as raw,
         io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as text,
     ):
         yield guarded(rows(text))
@@ -211,16 +215,19 @@ def _json_batches(path: Path, stats: ParseStats, batch_records: int) -> Iterator
     The record number is the 1-based position in the list. Fitbit writes one file per month of
     minutes (about 3 MB), so the file is read whole.
     """
-    # read whole: a size cap keeps a hostile file from taking the machine's memory
-    if path.stat().st_size > MAX_JSON_BYTES:
-        raise InputError(
-            f"{path}: {path.stat().st_size:,} bytes is too large for a Fitbit steps file "
-            f"(at most {MAX_JSON_BYTES:,}; Fitbit writes about 3 MB a month)"
-        )
+    with open_input(path) as handle:
+        # read whole: a size cap keeps a hostile file from taking the machine's memory
+        size = os.fstat(handle.fileno()).st_size
+        if size > MAX_JSON_BYTES:
+            raise InputError(
+                f"{path}: {size:,} bytes is too large for a Fitbit steps file "
+                f"(at most {MAX_JSON_BYTES:,}; Fitbit writes about 3 MB a month)"
+            )
+        content = handle.read(MAX_JSON_BYTES + 1)
     try:
-        entries = json.loads(path.read_bytes().decode("utf-8-sig"))
+        entries = json.loads(content.decode("utf-8-sig"))
     except ValueError as err:  # not UTF-8, not JSON, or a number too long to convert
-        raise InputError(f"{path}: unreadable JSON ({err})") from err
+        raise InputError(f"{path}: unreadable JSON ({content_free(err)})") from err
     except RecursionError as err:
         raise InputError(f"{path}: unreadable JSON (nested too deeply)") from err
     if not isinstance(entries, list):

@@ -85,6 +85,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import BinaryIO
 
 import polars as pl
 import pyarrow as pa
@@ -96,8 +97,10 @@ from jobs.ingest.common import (
     SeenKeys,
     bounded_lines,
     column_names,
+    content_free,
     csv_line,
     delimiter_of,
+    open_input,
     split_samples,
 )
 from lakehouse.errors import InputError
@@ -183,7 +186,7 @@ def is_generic(path: Path) -> bool:
 
 def _is_parquet(path: Path) -> bool:
     try:
-        with path.open("rb") as handle:
+        with open_input(path) as handle:
             return handle.read(4) == _PARQUET_MAGIC
     except OSError:
         return False
@@ -218,8 +221,9 @@ def read_samples(
         InputError: (while iterating) the file or the options do not fit; see the module docs.
     """
     where = str(path)
-    reader = _Reader(options, where, now=now, seen=seen)
-    if _is_parquet(path):
+    parquet = _is_parquet(path)
+    reader = _Reader(options, where, now=now, seen=seen, unit="row" if parquet else "line")
+    if parquet:
         batches = _parquet_batches(path, options, where, stats, batch_records)
     else:
         batches = _csv_batches(path, options, where, stats, batch_records)
@@ -235,19 +239,30 @@ def read_samples(
 
 
 def _resolve(names: list[str], options: GenericOptions, where: str) -> dict[str, str]:
-    """Role -> the file's column name, for the roles the file has."""
-    shown = ", ".join(repr(n) for n in names[:40]) + (", ..." if len(names) > 40 else "")
-    listed = f"the file's columns are {shown or 'none'}"
+    """Role -> the file's column name, for the roles the file has.
+
+    Errors name columns by their position, never by the names the file gives them (a header is
+    file content: it may hold a record number or a name, docs/security.md); names the user gave
+    with ``--column`` and the roles are named.
+    """
+    count = f"{len(names)} column{'' if len(names) == 1 else 's'}"
     unknown = sorted(set(options.columns) - set(ROLES))
     if unknown:
         raise InputError(f"unknown column role {unknown[0]!r} (use {', '.join(ROLES)})")
+
+    def position(name: str) -> int:
+        return names.index(name) + 1
 
     def find(wanted: str) -> str | None:
         if wanted in names:
             return wanted
         folded = [n for n in names if n.casefold() == wanted.casefold()]
         if len(folded) > 1:
-            raise InputError(f"{where}: several columns are named {wanted!r}; {listed}")
+            at = ", ".join(str(i + 1) for i, n in enumerate(names) if n in folded)
+            raise InputError(
+                f"{where}: columns {at} of the header are all named {wanted!r} (ignoring case); "
+                "give --column with the exact name"
+            )
         return folded[0] if folded else None
 
     found: dict[str, str] = {}
@@ -255,27 +270,36 @@ def _resolve(names: list[str], options: GenericOptions, where: str) -> dict[str,
         wanted = options.columns.get(role)
         name = find(wanted or role)
         if wanted and name is None:
-            raise InputError(f"{where}: no column {wanted!r} (for {role}); {listed}")
+            raise InputError(f"{where}: no column {wanted!r} (for {role}) among the {count}")
         if name is not None:
             found[role] = name
     for role in ("start", "steps"):
         if role not in found:
-            raise InputError(f"{where}: no {role} column; give --column {role}=NAME ({listed})")
+            raise InputError(
+                f"{where}: no {role} column (none of its {count} is named {role}); "
+                f"give --column {role}=NAME"
+            )
     if options.patient_id and "patient_id" in found:
         raise InputError(
-            f"{where}: --patient-id does not apply, column {found['patient_id']!r} names them"
+            f"{where}: --patient-id does not apply, column {position(found['patient_id'])} "
+            "names the patients"
         )
     if not options.patient_id and "patient_id" not in found:
         raise InputError(
-            f"{where}: no patient column; give --patient-id or --column patient_id=NAME ({listed})"
+            f"{where}: no patient column (none of its {count} is named patient_id); give "
+            "--patient-id or --column patient_id=NAME"
         )
     if options.source and "source" in found:
-        raise InputError(f"{where}: a source was given but column {found['source']!r} names them")
+        raise InputError(
+            f"{where}: a source was given but column {position(found['source'])} names them"
+        )
     if options.period and "end" in found:
-        raise InputError(f"{where}: --period does not apply, column {found['end']!r} ends samples")
+        raise InputError(
+            f"{where}: --period does not apply, column {position(found['end'])} ends samples"
+        )
     shared = [n for n, count in Counter(found.values()).items() if count > 1]
     if shared:
-        raise InputError(f"{where}: column {shared[0]!r} is given more than one role")
+        raise InputError(f"{where}: column {position(shared[0])} is given more than one role")
     return found
 
 
@@ -287,7 +311,7 @@ def _csv_batches(
 ) -> Iterator[pl.DataFrame]:
     try:
         with (
-            path.open("rb") as binary,
+            open_input(path) as binary,
             io.TextIOWrapper(binary, encoding="utf-8-sig", newline="") as text,
         ):
             lines = bounded_lines(text)
@@ -316,7 +340,7 @@ def _csv_batches(
             if batch["record"]:
                 yield _text_frame(batch)
     except (UnicodeDecodeError, csv.Error) as err:
-        raise InputError(f"{where}: unreadable CSV ({err})") from err
+        raise InputError(f"{where}: unreadable CSV ({content_free(err)})") from err
     except OSError as err:
         raise InputError(f"{where}: cannot read the file ({err.strerror or err})") from err
 
@@ -330,34 +354,40 @@ def _parquet_batches(
     path: Path, options: GenericOptions, where: str, stats: ParseStats, batch_records: int
 ) -> Iterator[pl.DataFrame]:
     try:
-        parquet = pq.ParquetFile(path)
-        names = list(parquet.schema_arrow.names)
-        if not all(_is_utf8(name) for name in names):
-            raise pa.ArrowInvalid("a column name is not UTF-8 text")
-        roles = _resolve(names, options, where)
-        first = 1
-        for record_batch in parquet.iter_batches(batch_size=batch_records):
-            # a damaged file can hold strings that are not UTF-8, which Polars would take and
-            # then crash on: refused here instead (docs/reliability.md)
-            record_batch.validate(full=True)
-            frame = pl.from_arrow(record_batch)
-            assert isinstance(frame, pl.DataFrame)
-            stats.records_read += frame.height
-            frame = frame.with_columns(
-                pl.int_range(first, first + frame.height, dtype=pl.Int64).alias("\0record")
-            )
-            first += frame.height
-            steps = _blank_as_null(frame[roles["steps"]])
-            stats.skipped += steps.null_count()  # no step data (module docs)
-            frame = frame.filter(steps.is_not_null())
-            yield frame.select(
-                record=pl.col("\0record"),
-                **{role: _normalised(frame[name], role) for role, name in roles.items()},
-                raw=_json_rows(frame.drop("\0record")),
-            )
+        with open_input(path) as handle:
+            yield from _parquet_frames(handle, options, where, stats, batch_records)
     except (pa.ArrowException, OSError, UnicodeDecodeError) as err:
-        reason = " ".join(str(err).split())  # Arrow's messages can span lines
-        raise InputError(f"{where}: unreadable Parquet ({reason})") from err
+        raise InputError(f"{where}: unreadable Parquet ({content_free(err)})") from err
+
+
+def _parquet_frames(
+    handle: BinaryIO, options: GenericOptions, where: str, stats: ParseStats, batch_records: int
+) -> Iterator[pl.DataFrame]:
+    parquet = pq.ParquetFile(handle)
+    names = list(parquet.schema_arrow.names)
+    if not all(_is_utf8(name) for name in names):
+        raise pa.ArrowInvalid("a column name is not UTF-8 text")
+    roles = _resolve(names, options, where)
+    first = 1
+    for record_batch in parquet.iter_batches(batch_size=batch_records):
+        # a damaged file can hold strings that are not UTF-8, which Polars would take and
+        # then crash on: refused here instead (docs/reliability.md)
+        record_batch.validate(full=True)
+        frame = pl.from_arrow(record_batch)
+        assert isinstance(frame, pl.DataFrame)
+        stats.records_read += frame.height
+        frame = frame.with_columns(
+            pl.int_range(first, first + frame.height, dtype=pl.Int64).alias("\0record")
+        )
+        first += frame.height
+        steps = _blank_as_null(frame[roles["steps"]])
+        stats.skipped += steps.null_count()  # no step data (module docs)
+        frame = frame.filter(steps.is_not_null())
+        yield frame.select(
+            record=pl.col("\0record"),
+            **{role: _normalised(frame[name], role) for role, name in roles.items()},
+            raw=_json_rows(frame.drop("\0record")),
+        )
 
 
 def _is_utf8(text: str) -> bool:
@@ -426,11 +456,6 @@ def _year_first(text: str) -> datetime | None:
         return datetime.fromisoformat(text)
     except ValueError:
         return _YEAR_FIRST_FORMS(text)
-
-
-def _shown(text: str) -> str:
-    """A value for an error message: quoted, and cut short when long."""
-    return repr(text) if len(text) <= 60 else repr(text[:60]) + "..."
 
 
 def _epoch(text: str) -> datetime | None:
@@ -512,44 +537,64 @@ class _TextTimes:
     kept (up to ``_CACHE_LIMIT`` texts, then the cache starts afresh to bound memory).
     """
 
-    def __init__(self, timestamp_format: str | None, where: str) -> None:
+    def __init__(self, timestamp_format: str | None, where: str, unit: str = "line") -> None:
         self.timestamp_format = timestamp_format
         self.where = where
+        self.unit = unit  # what a record number counts: CSV lines or Parquet rows
         self.parse: Parse | None = None
         self._known = pl.DataFrame(schema=_PARSED)
 
-    def detect(self, texts: list[pl.Series]) -> None:
-        """Choose the format from the sampled values of the first batch that has some."""
-        distinct = pl.concat(texts).drop_nulls().unique(maintain_order=True)
+    def detect(self, texts: list[pl.Series], records: pl.Series | None = None) -> None:
+        """Choose the format from the sampled values of the first batch that has some.
+
+        Errors name the record of a value (``records``: each row's, for every series of
+        ``texts``), never the value: a timestamp column may hold anything.
+        """
+        values = pl.concat(texts).rename("text")
+        if records is None:
+            lines = pl.Series("record", [None] * values.len(), dtype=pl.Int64)
+        else:
+            lines = pl.concat([records] * len(texts)).rename("record")
+        distinct = (
+            pl.DataFrame([values, lines])
+            .drop_nulls("text")
+            .unique("text", keep="first", maintain_order=True)
+        )
         if distinct.is_empty():
             return
-        if distinct.len() > SAMPLE_VALUES:
-            distinct = distinct.gather_every(distinct.len() // SAMPLE_VALUES).head(SAMPLE_VALUES)
-        sample = distinct.to_list()
-        example = sample[0]
+        if distinct.height > SAMPLE_VALUES:
+            distinct = distinct.gather_every(distinct.height // SAMPLE_VALUES).head(SAMPLE_VALUES)
+        sample = distinct["text"].to_list()
+        at = dict(zip(sample, distinct["record"].to_list(), strict=True))
+
+        def where(text: str) -> str:
+            return f" (e.g. {self.unit} {at[text]})" if at.get(text) is not None else ""
+
         if self.timestamp_format is not None:
             parse = _strptime(self.timestamp_format)
-            read = sum(parse(text) is not None for text in sample)
-            if 2 * read <= len(sample):
+            unread = [text for text in sample if parse(text) is None]
+            if 2 * len(unread) >= len(sample):
                 raise InputError(
-                    f"{self.where}: timestamps like {_shown(example)} do not match "
-                    f"--timestamp-format {self.timestamp_format!r}"
+                    f"{self.where}: {len(unread):,} of {len(sample):,} sampled timestamps do not "
+                    f"match --timestamp-format {self.timestamp_format!r}{where(unread[0])}"
                 )
             self.parse = parse
             return
         scores = {name: sum(p(text) is not None for text in sample) for name, p in _FAMILIES}
         best = max(scores.values())
         if 2 * best <= len(sample):
-            unread = next((t for t in sample if all(p(t) is None for _, p in _FAMILIES)), example)
+            unread_text = next(
+                (t for t in sample if all(p(t) is None for _, p in _FAMILIES)), sample[0]
+            )
             raise InputError(
-                f"{self.where}: cannot tell the format of timestamps like {_shown(unread)}; "
+                f"{self.where}: cannot tell the format of the timestamps{where(unread_text)}; "
                 "give --timestamp-format (e.g. '%Y-%m-%d %H:%M:%S')"
             )
         if scores[_MONTH_FIRST] == scores[_DAY_FIRST] == best:
             raise InputError(
-                f"{self.where}: timestamps like {_shown(example)} read both month first and "
-                "day first; give --timestamp-format ('%m/%d/%Y %H:%M' or '%d/%m/%Y %H:%M' and "
-                "the like)"
+                f"{self.where}: the timestamps read both month first and day first"
+                f"{where(sample[0])}; give --timestamp-format ('%m/%d/%Y %H:%M' or "
+                "'%d/%m/%Y %H:%M' and the like)"
             )
         self.parse = next(p for name, p in _FAMILIES if scores[name] == best)
 
@@ -643,7 +688,13 @@ class _Reader:
     """
 
     def __init__(
-        self, options: GenericOptions, where: str, *, now: datetime, seen: SeenKeys
+        self,
+        options: GenericOptions,
+        where: str,
+        *,
+        now: datetime,
+        seen: SeenKeys,
+        unit: str = "line",
     ) -> None:
         if options.period is not None and options.period not in PERIODS:
             raise InputError(f"unknown period {options.period!r} (use {', '.join(PERIODS)})")
@@ -656,7 +707,8 @@ class _Reader:
         self.now = now
         self.seen = seen
         self.period = options.period
-        self.texts = _TextTimes(options.timestamp_format, where)
+        self.unit = unit
+        self.texts = _TextTimes(options.timestamp_format, where, unit)
 
     def _times(self, values: pl.Series, prefix: str) -> pl.DataFrame:
         if values.dtype == pl.String:
@@ -670,17 +722,18 @@ class _Reader:
             (pl.col("given") & pl.col("wall").is_null()).alias(f"{prefix}_unreadable"),
         )
 
-    def _detect_period(self, walls: pl.Series) -> str | None:
-        walls = walls.drop_nulls()
+    def _detect_period(self, walls: pl.Series, records: pl.Series) -> str | None:
+        given = walls.is_not_null()
+        walls, records = walls.filter(given), records.filter(given)
         if walls.is_empty():
             return None
         for period, every in _ON_GRID.items():
             if (walls == walls.dt.truncate(every)).all():
                 return period
-        odd = walls.filter(walls != walls.dt.truncate("1m"))[0]
+        odd = records.filter(walls != walls.dt.truncate("1m"))[0]
         raise InputError(
             f"{self.where}: no end column and start times are not all on whole minutes "
-            f"(e.g. {odd}); give --column end=NAME or --period day|hour|minute"
+            f"(e.g. {self.unit} {odd}); give --column end=NAME or --period day|hour|minute"
         )
 
     def samples(self, raw: pl.DataFrame, zone: str) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -689,13 +742,13 @@ class _Reader:
         texts = [raw[c] for c in ("start", "end") if c in raw.columns]
         texts = [t for t in texts if t.dtype == pl.String]
         if self.texts.parse is None and texts:
-            self.texts.detect(texts)
+            self.texts.detect(texts, raw["record"])
         parts = [raw, self._times(raw["start"], "start")]
         if has_end:
             parts.append(self._times(raw["end"], "end"))
         frame = pl.concat(parts, how="horizontal")
         if not has_end and self.period is None:
-            self.period = self._detect_period(frame["start_wall"])
+            self.period = self._detect_period(frame["start_wall"], frame["record"])
         frame = frame.with_columns(self._extent(has_end, zone)).with_columns(
             utc_offset_minutes=pl.coalesce(
                 pl.col("start_offset"),

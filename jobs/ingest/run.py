@@ -19,6 +19,8 @@ pseudonyms made are added to the re-identification map before the samples are co
 from __future__ import annotations
 
 import functools
+import os
+import stat
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -34,11 +36,16 @@ import pyarrow.parquet as pq
 
 from jobs.ingest import apple_health, clinical, fitbit, generic, identity
 from jobs.ingest.common import (
+    LINK_REFUSED,
+    FileId,
     IngestSummary,
     ParseStats,
     PatientZones,
     SeenKeys,
+    checked_input,
+    pinned,
     quarantine_rows,
+    refusal,
     schema_details,
 )
 from jobs.runs import job_run
@@ -257,8 +264,39 @@ def run(
     if pseudonyms is None:
         pseudonyms = from_settings(get_settings(), lake_uri=lake.uri)
     identity.check_key(lake, pseudonyms)
-    if not path.is_file():
-        raise InputError(f"{source_file}: no such file")
+    # A link, FIFO or device is refused unopened; every open below reaches only this file.
+    file_id = checked_input(path)
+    with pinned(path, file_id):
+        return _ingest(
+            lake,
+            path,
+            source_file=source_file,
+            format=format,
+            patient_id=patient_id,
+            timezone=timezone,
+            columns=columns,
+            timestamp_format=timestamp_format,
+            period=period,
+            source=source,
+            pseudonyms=pseudonyms,
+        )
+
+
+def _ingest(
+    lake: Lake,
+    path: Path,
+    *,
+    source_file: str,
+    format: str,
+    patient_id: str | None,
+    timezone: str | None,
+    columns: dict[str, str] | None,
+    timestamp_format: str | None,
+    period: str | None,
+    source: str | None,
+    pseudonyms: Pseudonymizer,
+) -> IngestSummary:
+    """:func:`run` once its arguments and the file are checked."""
     chosen = format
     if format == "auto":
         try:
@@ -289,6 +327,9 @@ def run(
     if from_column and patient_id:
         raise InputError(f"{source_file}: --patient-id does not apply, the Id column names them")
     patient = None if from_column else patient_id or patient_from_path(path)
+    if patient and not patient_id and path.parent.is_symlink():
+        # the folder's name would put the files of the folder it points to on that patient
+        raise InputError(f"{source_file}: its patient folder is {LINK_REFUSED}")
     if not patient and not from_column and chosen != "generic":
         raise InputError(f"{source_file}: --patient-id is required for this file")
     if patient is not None and not patient.strip():
@@ -364,7 +405,7 @@ def run(
                 **summary.__dict__,
                 "source_file": stored_file,
                 "format": kind_name,
-                **schema_details(path),
+                **schema_details(path, mapped=(columns or {}).values()),
             }
     except identity.RedactedInputError as err:
         # recorded with the pseudonym; the user sees their own path
@@ -409,34 +450,117 @@ def run_folder(
     if not folder.is_dir():
         raise InputError(f"{folder}: no such folder")
     _check_timezone(timezone)  # before any file: a bad option commits nothing
-    files = sorted(
-        p
-        for p in folder.rglob("*")
-        if p.is_file()
-        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-        and p.relative_to(folder).parts[0] not in skip
-        and not p.name.endswith(".partial")
-    )
+    files: list[tuple[Path, FileId]] = []
+    for path, found in landing_files(folder, skip=skip):
+        if isinstance(found, str):
+            yield _refused(lake, path, found)
+        else:
+            files.append((path, found))
 
-    def rank(path: Path) -> int:
-        kind = clinical.detect_kind(path)
+    def rank(path: Path, file_id: FileId) -> int:
+        with pinned(path, file_id):
+            kind = clinical.detect_kind(path)
         return 0 if kind == "patients" else 2 if kind is not None else 1
 
-    for path in sorted(files, key=lambda p: (rank(p), str(p))):
+    ranked = sorted(files, key=lambda file: (rank(*file), str(file[0])))
+    for path, file_id in ranked:
+        with pinned(path, file_id):
+            yield _ingest_landed(lake, path, timezone)
+
+
+def _ingest_landed(lake: Lake, path: Path, timezone: str | None) -> FolderResult:
+    """One file of a landing folder, pinned to the file the walk found."""
+    try:
+        chosen = detect_format(path)
+    except InputError as err:
+        return FolderResult(path, error=str(err), left=True)
+    try:
+        zone = None if chosen == "clinical" else timezone
+        summary = run(lake, path, format=chosen, timezone=zone)
+    except InputError as err:
+        return FolderResult(path, error=str(err))
+    except Exception as err:  # one broken file must not stop the rest of the folder
+        # The message of a failure not foreseen may quote the file (docs/security.md): this
+        # line goes to logs; ingesting the file alone shows it in full.
+        return FolderResult(
+            path, error=f"{path}: {type(err).__name__} (ingest this file alone to see more)"
+        )
+    return FolderResult(path, summary=summary)
+
+
+def landing_files(
+    folder: Path, *, skip: tuple[str, ...] = ()
+) -> Iterator[tuple[Path, FileId | str]]:
+    """Every entry under ``folder`` that ingest would read, never following a link: each
+    regular file with its identity, each other entry (a symbolic link to a file or a folder, a
+    FIFO, socket or device, a file with other hard links) with why it is refused.
+
+    Walked through folder descriptors (``os.fwalk``) that do not follow links, so a folder
+    swapped for a link during the walk is not entered. ``folder`` itself may be a link (the
+    operator's choice of folder); nothing under it may. Hidden entries, ``*.partial`` files
+    (still being written) and the top-level folders of ``skip`` are not looked at.
+
+    Args:
+        folder: the landing folder.
+        skip: top-level entries not to read (the scheduler's ``processed``).
+
+    Yields:
+        ``(path, identity or reason)``; paths start with ``folder`` as given, in name order.
+    """
+    root = os.path.realpath(folder)
+    for top, dirs, names, top_fd in os.fwalk(root, follow_symlinks=False):
+        inner = Path(os.path.relpath(top, root))
+        parts = inner.parts if top != root else ()
+        entered: list[str] = []
+        for name in sorted([*dirs, *names]):
+            if name.startswith(".") or (not parts and name in skip):
+                continue
+            status = os.stat(name, dir_fd=top_fd, follow_symlinks=False)
+            if stat.S_ISDIR(status.st_mode):
+                entered.append(name)
+                continue
+            if name.endswith(".partial"):
+                continue
+            path = folder.joinpath(*parts, name)
+            reason = refusal(status, landing=True)
+            if reason is None and not Path(os.path.realpath(path)).is_relative_to(root):
+                reason = "outside the landing folder: refused"  # defence in depth
+            yield path, reason if reason is not None else FileId.of(status)
+        dirs[:] = entered
+
+
+def _refused(lake: Lake, path: Path, reason: str) -> FolderResult:
+    """A landing entry ingest does not read: recorded as a failed ingest run (ops see it as they
+    see a broken file), its patient folder named by pseudonym as every recorded path is."""
+    message = f"{path}: {reason}"
+    recorded = message
+    patient = _patient_in_path(path)
+    if patient:
         try:
-            chosen = detect_format(path)
-        except InputError as err:
-            yield FolderResult(path, error=str(err), left=True)
-            continue
-        try:
-            zone = None if chosen == "clinical" else timezone
-            summary = run(lake, path, format=chosen, timezone=zone)
-        except InputError as err:
-            yield FolderResult(path, error=str(err))
-        except Exception as err:  # one broken file must not stop the rest of the folder
-            yield FolderResult(path, error=f"{path}: {type(err).__name__}: {err}")
-        else:
-            yield FolderResult(path, summary=summary)
+            pseudonyms = from_settings(get_settings(), lake_uri=lake.uri)
+        except InputError:
+            pseudonyms = None
+        if pseudonyms is None:
+            return FolderResult(path, error=message)  # not recorded: no key to name it by
+        recorded = identity.redact_text(message, {patient: pseudonyms.of(patient)})
+    try:
+        with job_run(lake, JOB):
+            raise InputError(recorded)
+    except InputError:
+        pass
+    return FolderResult(path, error=message)
+
+
+def _patient_in_path(path: Path) -> str | None:
+    """The source identifier a landing path names in its patient folder (an entry of, or in,
+    ``apple-health/<id>``, ``fitbit/<id>`` or ``google-fit/<id>``), else None."""
+    folders = ("apple-health", *_PERSONAL_FOLDERS)
+    if path.parent.parent.name in folders:
+        return path.parent.name.strip() or None
+    # an entry right in such a folder: a patient's folder (a Fitabase file may lie there too)
+    if path.parent.name == "apple-health" or (path.parent.name in folders and path.is_dir()):
+        return path.name.strip() or None
+    return None
 
 
 def _stage(samples: Samples, found: _Parse, target: Path, pseudonyms: Pseudonymizer) -> None:

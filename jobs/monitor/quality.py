@@ -8,7 +8,8 @@ records its file's format, accepted and quarantined counts and CSV header):
   :data:`QUARANTINE_WARNING`, an alert from :data:`QUARANTINE_ALERT`;
 - ``schema`` per file: columns new, missing or retyped (the kind of value their first rows hold
   changed, e.g. numbers to text) against the previous file of the same format (an alert: a
-  device or export tool changed its format).
+  device or export tool changed its format). Columns the product knows are named, any other by
+  its position (``column 5``): a header is file content (docs/security.md).
 
 Daily-steps checks over the last :data:`RECENT_DAYS` days of data (warnings, not alerts: they
 describe the patients, not a broken pipeline):
@@ -28,6 +29,7 @@ from typing import Any
 
 import polars as pl
 
+from jobs.ingest.common import column_labels
 from jobs.monitor import checks_frame
 
 QUARANTINE_WARNING = 0.01
@@ -108,11 +110,15 @@ def ingest_checks(runs: pl.DataFrame, since: datetime | None) -> pl.DataFrame:
 
 
 def _columns(details: dict[str, Any]) -> dict[str, str | None]:
-    """A file's columns with their kinds of value (None for runs recorded before kinds were)."""
-    kinds = details.get("column_types")
-    if isinstance(kinds, dict):
-        return {str(name): str(kind) for name, kind in kinds.items()}
-    return dict.fromkeys(details.get("columns") or [])
+    """A file's columns by label (:func:`jobs.ingest.common.column_labels`: a known name as
+    itself, any other as ``column N``), with their kinds of value (None for runs recorded before
+    kinds were). Runs recorded before labels hold the header's own names: labelled here, so no
+    name a file gave a column reaches a check or an alert (docs/security.md)."""
+    recorded = details.get("column_types")
+    kinds = {str(k): str(v) for k, v in recorded.items()} if isinstance(recorded, dict) else {}
+    names = [str(name) for name in details.get("columns") or kinds]
+    labels = column_labels(names)
+    return {label: kinds.get(name) for label, name in zip(labels, names, strict=True)}
 
 
 def _retyped(before: str | None, now: str | None) -> bool:

@@ -288,7 +288,7 @@ def test_ingest_of_a_billion_laughs_export_prints_one_line_and_commits_nothing(
     path = _billion_laughs(folder)
     lake = tmp_path / "lake"
     done = mobility("--lake", str(lake), "ingest", str(path), cwd=tmp_path)
-    assert_one_line_error(done, "refused XML: it declares the entity 'lol'")
+    assert_one_line_error(done, "refused XML: it declares an entity")
     assert not Lake(str(lake)).exists(STEP_SAMPLES)
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from jobs.runs import job_run
 from lakehouse import Lake
 from lakehouse.catalog import JOB_RUNS
+from lakehouse.errors import StorageError
 
 
 def test_succeeded_run_is_recorded_with_its_figures(lake: Lake) -> None:
@@ -36,14 +38,31 @@ def test_succeeded_run_is_recorded_with_its_figures(lake: Lake) -> None:
 
 
 def test_failed_run_is_recorded_with_one_line_error_and_re_raised(lake: Lake) -> None:
-    with pytest.raises(ValueError, match="bronze version 3 is gone"), job_run(lake, "unit-test"):
-        raise ValueError("bronze version 3 is gone\nsecond line of detail")
+    with pytest.raises(StorageError, match="bronze version 3 is gone"), job_run(lake, "unit-test"):
+        raise StorageError("bronze version 3 is gone\nsecond line of detail")
 
     row = lake.read(JOB_RUNS).row(0, named=True)
     assert row["status"] == "failed"
-    assert row["error"] == "ValueError: bronze version 3 is gone"
+    assert row["error"] == "StorageError: bronze version 3 is gone"
     assert "traceback_tail" in json.loads(row["details"])
     assert (row["rows_in"], row["rows_out"]) == (0, 0)
+
+
+def test_a_library_error_is_recorded_by_type_and_place_never_its_message(lake: Lake) -> None:
+    """A foreign exception's message may quote the data (Polars quotes the values it could not
+    convert): ops/job_runs, which analysts can query, keeps its type and where it was raised."""
+    cell = "MRN-778812 Jane Doe"
+    with pytest.raises(pl.exceptions.InvalidOperationError), job_run(lake, "unit-test"):
+        pl.Series([cell]).cast(pl.Float64, strict=True)
+
+    row = lake.read(JOB_RUNS).row(0, named=True)
+    assert row["status"] == "failed"
+    assert row["error"].startswith("InvalidOperationError at polars/"), row["error"]
+    assert "its message is not recorded" in row["error"]
+    details = json.loads(row["details"])
+    assert "tests/lakehouse/test_job_runs.py:" in details["traceback_tail"]
+    for text in (row["error"], row["details"]):
+        assert "MRN" not in text and "Jane" not in text, text
 
 
 def test_runs_accumulate_with_distinct_ids(lake: Lake) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 
 from lakehouse import InputError, get_settings
+from lakehouse.settings import apply_file_mode
 
 _OUR_VARIABLES = ("LAKE_URI", "MOBILITY_ENGINE", "SPARK_MASTER", "MOBILITY_AGGREGATE_BATCH")
 
@@ -68,3 +70,25 @@ def test_storage_options_take_object_store_variables_only(monkeypatch: pytest.Mo
     assert all(key.startswith(("AWS_", "AZURE_", "GOOGLE_")) for key in options)
     for name in ("LAKE_URI", "DATABASE_PASSWORD", "MY_AWS_THING", "PATH", "HOME"):
         assert name not in options
+
+
+@pytest.mark.parametrize(("value", "umask"), [(None, 0o077), ("private", 0o077), ("group", 0o027)])
+def test_the_file_mode_sets_the_process_umask(
+    monkeypatch: pytest.MonkeyPatch, value: str | None, umask: int
+) -> None:
+    if value is None:
+        monkeypatch.delenv("MOBILITY_FILE_MODE", raising=False)
+    else:
+        monkeypatch.setenv("MOBILITY_FILE_MODE", value)
+    before = os.umask(0o022)
+    try:
+        assert apply_file_mode(get_settings()) == 0o022
+        assert os.umask(0o022) == umask
+    finally:
+        os.umask(before)
+
+
+def test_an_unknown_file_mode_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MOBILITY_FILE_MODE", "world")
+    with pytest.raises(InputError, match="MOBILITY_FILE_MODE"):
+        get_settings()
