@@ -30,8 +30,9 @@ from lakehouse.storage import Lake
 from tests.pseudonyms import pseudonym
 from tests.test_cli import assert_one_line_error, mobility
 
-SECRET = '[auth]\nclient_secret = "landing-link-secret-0000"\n'
-SECRET_MARK = "landing-link-secret-0000"
+# a made-up secrets file the landing links point at (not a credential)
+SECRET = '[auth]\nclient_secret = "landing-link-secret-0000"\n'  # secrets-scan: allow
+SECRET_MARK = "landing-link-secret-0000"  # secrets-scan: allow
 RECORD = (
     '<Record type="HKQuantityTypeIdentifierStepCount" sourceName="Watch" unit="count" '
     'startDate="2024-01-01 {h:02d}:00:00 +0100" endDate="2024-01-01 {h:02d}:30:00 +0100" '
