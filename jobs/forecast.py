@@ -56,6 +56,7 @@ from models.cluster_level import NAME as CLUSTER_LEVEL
 from models.cluster_level import cluster_level_forecast
 from models.direct import LEVEL, STATE_FEATURES
 from models.ebm import ClusterEBM
+from models.intervals import apply_intervals, from_json, patient_scale
 from models.prophet_model import ProphetPerPatient
 
 if TYPE_CHECKING:
@@ -191,6 +192,7 @@ def _forecast_origin(
     horizon: int,
     prophet_workers: int,
     prophet_clusters: set[str] | None,
+    calibration: pl.DataFrame | None = None,
 ) -> tuple[list[pl.DataFrame], list[pl.DataFrame], int]:
     """Forecasts (and EBM explanations) of the patients of one origin; ``cohort`` (every patient
     of the batch known at the origin) sets the cluster-level forecast of the others."""
@@ -229,6 +231,8 @@ def _forecast_origin(
                 model=pl.lit(ebm.name)
             )
         )
+    if calibration is not None and calibration.height and forecasts:
+        forecasts = [calibrated(known, frame, calibration) for frame in forecasts]
     # patients the models could not serve, each for the models they miss
     short = everyone.join(known.patients, on="patient_id", how="anti")
     if short.height:
@@ -271,6 +275,7 @@ def forecast_batch(
     *,
     horizon: int,
     prophet_workers: int,
+    calibration: pl.DataFrame | None = None,
 ) -> BatchForecast:
     """The forecasts of one batch of patients. Pure, shared by every engine.
 
@@ -281,6 +286,8 @@ def forecast_batch(
         winners: each cluster's champion model (empty before the first training).
         horizon: days forecast.
         prophet_workers: processes fitting Prophet (1: in this process).
+        calibration: the registered models' interval calibration (:func:`registered_intervals`);
+            None or empty: each model's own interval.
     """
     # before any training every model runs; after, Prophet only where it won
     prophet_clusters = {c for c, m in winners.items() if m == "prophet"} if winners else None
@@ -323,6 +330,7 @@ def forecast_batch(
                 horizon=horizon,
                 prophet_workers=prophet_workers,
                 prophet_clusters=prophet_clusters,
+                calibration=calibration,
             )
             forecasts += made_f
             explanations += made_e
@@ -412,6 +420,7 @@ def run(
             return ForecastSummary(0, 0, 0, 0, ())
         ebms = registered_ebms(lake)
         winners = champions(lake)
+        calibration = registered_intervals(lake)
         ends = (
             lake.scan(DAILY_STEPS)
             .group_by("patient_id")
@@ -431,6 +440,7 @@ def run(
                     winners,
                     horizon=horizon,
                     prophet_workers=prophet_workers,
+                    calibration=calibration,
                 )
                 for batch in batches
             )
@@ -439,7 +449,7 @@ def run(
             from jobs.spark.forecast import spark_forecasts
 
             with spark_forecasts(
-                spark, lake, batches, ebms, winners, horizon=horizon
+                spark, lake, batches, ebms, winners, horizon=horizon, calibration=calibration
             ) as made_on_spark:
                 totals = _commit_batches(lake, batches, made_on_spark)
         # a commit per batch of patients adds a file per table: merged, so the patient page
@@ -479,6 +489,41 @@ def champions(lake: Lake) -> dict[str, str]:
     return dict(zip(rows["cluster"], rows["model"], strict=True))
 
 
+def registered_intervals(lake: Lake) -> pl.DataFrame:
+    """The interval calibration of the newest registry version's models
+    (:func:`models.intervals.calibrate` rows; empty before the first calibrated training)."""
+    version = latest_version(lake)
+    registry = lake.scan(REGISTRY)
+    # a registry written before calibrated intervals has no such column yet
+    if version is None or "intervals" not in registry.collect_schema().names():
+        return from_json({})
+    rows = (
+        registry.filter(pl.col("version") == version)
+        .select(
+            model=pl.col("model_id").str.split(":").list.first(),
+            cluster="cluster",
+            text="intervals",
+        )
+        .collect()
+    )
+    return from_json({(m, c): t for m, c, t in rows.iter_rows()})
+
+
+def calibrated(
+    known: ForecastInput, forecasts: pl.DataFrame, calibration: pl.DataFrame
+) -> pl.DataFrame:
+    """``forecasts`` (with ``model``) of the patients of ``known`` with calibrated intervals:
+    the calibration of their model, cluster and horizon band times their own spread at the
+    origin (:mod:`models.intervals`)."""
+    return apply_intervals(
+        forecasts,
+        calibration,
+        patient_scale(known),
+        known.patients.select("patient_id", cluster="disease_group"),
+        origin=known.origin,
+    )
+
+
 def patient_forecast(lake: Lake, patient_id: str) -> pl.DataFrame:
     """The patient's forecasts from their latest origin, every model, the champion marked:
     ``target_date, model, champion, yhat, yhat_lower, yhat_upper, origin_date``.
@@ -506,6 +551,7 @@ class OnDemandForecaster:
 
     def __init__(self, lake: Lake) -> None:
         self.ebms = registered_ebms(lake)
+        self.calibration = registered_intervals(lake)
         self.daily = lake.scan(DAILY_STEPS)
         self.features = lake.scan(FEATURES)
         self.patients = lake.read(PATIENTS)
@@ -548,8 +594,9 @@ class OnDemandForecaster:
         models: list[Forecaster] = [SeasonalNaive(), TrailingMean(), WeekdayProfile()]
         if features.height and features[LEVEL][0] is not None:
             models += [ebm for ebm in self.ebms if ebm.covered(known.patients).height]
-        return pl.concat(
+        made = pl.concat(
             [m.predict(known, horizon=horizon).with_columns(model=pl.lit(m.name)) for m in models]
-        ).select(
+        )
+        return calibrated(known, made, self.calibration).select(
             "model", "target_date", "yhat", "yhat_lower", "yhat_upper", origin_date=pl.lit(origin)
         )

@@ -3,11 +3,12 @@
 ``mobility train`` runs when due (no model yet, or the last training is a week old) or when
 asked. On a sample of patients per disease cluster it runs rolling-origin backtests of every
 model (baselines, Prophet, EBM per cluster, global EBM) into gold/backtests, chooses each
-cluster's champion by mean MAE over the whole year ahead (never by assumption), fits the EBMs on
+cluster's champion by mean MAE over the whole year ahead (never by assumption), calibrates every
+model's 80% intervals on the backtest residuals (:mod:`models.intervals`), fits the EBMs on
 the sample's full history and stores them in the lake's storage, each signed under
 ``MOBILITY_ARTIFACT_KEY`` (:mod:`lakehouse.artifacts`), and appends one row per model and cluster
-to models/registry (status ``champion`` or ``candidate``; earlier versions become ``retired`` in
-the same commit).
+to models/registry (status ``champion`` or ``candidate``, with the interval calibration of that
+model and cluster; earlier versions become ``retired`` in the same commit).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from lakehouse.artifacts import signer_from_settings
 from lakehouse.catalog import ALERTS, BACKTESTS, DAILY_STEPS, PATIENTS, REGISTRY
 from lakehouse.settings import get_settings
 from lakehouse.storage import Lake
-from models.backtest import ALL_CLUSTERS, Panel, backtest, league_table, rolling_origins
+from models import intervals
+from models.backtest import ALL_CLUSTERS, Panel, league_table, rolling_origins, run_backtest
 from models.base import Forecaster
 from models.baselines import SeasonalNaive, TrailingMean, WeekdayProfile
 from models.ebm import DEFAULT_PARAMS, ClusterEBM
@@ -90,7 +92,8 @@ class TrainSummary:
         for row in self.league.iter_rows(named=True):
             lines.append(
                 f"  {row['cluster']:<6} {row['model']:<20} MAE {row['mae']:8.0f}  "
-                f"MASE {row['mase']:.3f}  coverage {row['coverage']:.2f}"
+                f"MASE {row['mase']:.3f}  coverage {row['coverage']:.2f}  "
+                f"width {row['width']:6.0f}"
             )
         return "\n".join(lines)
 
@@ -168,12 +171,13 @@ def _registry_rows(
     league: pl.DataFrame,
     winners: dict[str, str],
     artifacts: dict[str, str],
+    calibration: pl.DataFrame,
 ) -> pl.DataFrame:
     rows = []
     for model in models:
         for cluster in CLUSTERS:
             scores = league.filter((pl.col("cluster") == cluster) & (pl.col("model") == model.name))
-            metrics = scores.select("mae", "rmse", "mase", "coverage").to_dicts()
+            metrics = scores.select("mae", "rmse", "mase", "coverage", "width").to_dicts()
             if isinstance(model, ClusterEBM):
                 summary = metrics[0] if metrics else {}
                 metrics = [
@@ -195,6 +199,7 @@ def _registry_rows(
                     "metrics": json.dumps(metrics[0] if metrics else {}, sort_keys=True),
                     "artifact_uri": artifacts.get(model.name),
                     "status": "champion" if winners.get(cluster) == model.name else "candidate",
+                    "intervals": intervals.to_json(calibration, model.name, cluster),
                 }
             )
     return pl.DataFrame(rows)
@@ -245,7 +250,8 @@ def run(
             ebms = [m for m in models if isinstance(m, ClusterEBM)]
             for ebm in ebms:
                 tuning[ebm.name] = ebm.tune(earliest, budget_seconds=tune_seconds / len(ebms))
-        results = backtest(models, panel, chosen_origins, horizon=horizon)
+        tested = run_backtest(models, panel, chosen_origins, horizon=horizon)
+        results = tested.results
         if not results.height:
             record.details.update(status="too little history")
             return TrainSummary("too little history")
@@ -264,12 +270,13 @@ def run(
                 artifacts[model.name] = signer.write(
                     lake, model=model.name, version=version, payload=pickle.dumps(model)
                 )
-        rows = _registry_rows(version, now, models, league, winners, artifacts)
+        rows = _registry_rows(version, now, models, league, winners, artifacts, tested.calibration)
         if lake.exists(REGISTRY):
-            # one commit: the new version in, every earlier one retired
+            # one commit: the new version in, every earlier one retired (diagonal: versions
+            # registered before a column was added lack it)
             earlier = lake.read(REGISTRY).filter(pl.col("status") != "retired")
             rows = pl.concat(
-                [rows, earlier.with_columns(status=pl.lit("retired"))], how="vertical_relaxed"
+                [rows, earlier.with_columns(status=pl.lit("retired"))], how="diagonal_relaxed"
             )
         lake.upsert(REGISTRY, rows)
         record.rows_in, record.rows_out = panel.daily.height, results.height

@@ -301,11 +301,16 @@ BACKTESTS = TableSpec(
         ("patients", pa.int32()),
         ("days", pa.int32()),
         ("trained_at", UTC_TS),
+        # added later: null in rows of trainings before calibrated intervals
+        ("width", pa.float64()),
+        ("raw_coverage", pa.float64()),
+        ("raw_width", pa.float64()),
     ),
     keys=("model", "cluster", "origin_date", "horizon_days"),
     description=(
         "Rolling-origin backtest errors per model, cluster (and ALL), origin and cumulative "
-        "horizon (days 1..horizon_days); patients and wear days scored."
+        "horizon (days 1..horizon_days); patients and wear days scored; coverage and mean width "
+        "(steps) of the calibrated 80% intervals, out of sample, and (raw_) of the model's own."
     ),
     merge_written=True,
 )
@@ -323,9 +328,14 @@ REGISTRY = TableSpec(
         ("metrics", pa.string()),
         ("artifact_uri", pa.string()),
         ("status", pa.string(), False),
+        # added later: null in versions trained before calibrated intervals
+        ("intervals", pa.string()),
     ),
     keys=("model_id",),
-    description="Trained models with parameters, metrics (JSON), artifact location and status.",
+    description=(
+        "Trained models with parameters, metrics (JSON), artifact location, status and the "
+        "interval calibration (JSON: conformal quantiles per horizon band, pooled or not)."
+    ),
     merge_written=True,
 )
 

@@ -508,6 +508,9 @@ class Lake:
                     predicate=on,
                     source_alias="source",
                     target_alias="target",
+                    # a table created before the catalog gave it more columns gains them
+                    # (older rows null), as appends do
+                    merge_schema=True,
                     writer_properties=_WRITER,
                     commit_properties=CommitProperties(custom_metadata=dict(metadata or {})),
                 )

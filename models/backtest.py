@@ -2,7 +2,10 @@
 known then, and is scored on the wear days that followed.
 
 Rows (gold/backtests): ``model, cluster, origin_date, horizon_days, mae, rmse, mase, coverage,
-patients, days`` per model, disease cluster (and ``ALL``), origin and cumulative horizon.
+width, raw_coverage, raw_width, patients, days`` per model, disease cluster (and ``ALL``), origin
+and cumulative horizon. ``coverage`` and ``width`` (steps) are those of the calibrated 80%
+intervals the forecast job serves (:mod:`models.intervals`), each patient's from a calibration
+fitted on other patients' residuals; ``raw_`` those of the model's own interval.
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ from datetime import date, timedelta
 
 import polars as pl
 
+from models import intervals
 from models.base import Forecaster, ForecastInput
-from models.metrics import HORIZONS, naive_scale, scored_days, summarise
+from models.metrics import HORIZONS, naive_scale, summarise
 
 # Wear days a patient needs before an origin to get a forecast of their own.
 MIN_HISTORY_WEAR_DAYS = 28
@@ -77,6 +81,21 @@ def rolling_origins(panel: Panel, *, count: int, spacing_days: int, horizon: int
     return sorted(latest - timedelta(days=spacing_days * k) for k in range(count))
 
 
+@dataclass(frozen=True)
+class BacktestRun:
+    """Backtest scores and the interval calibration the backtest residuals give.
+
+    Args:
+        results: gold/backtests rows (without ``trained_at``).
+        calibration: :func:`models.intervals.calibrate` of every model's residuals.
+        residuals: those residuals (:func:`residuals_of`), to calibrate backtests pooled.
+    """
+
+    results: pl.DataFrame
+    calibration: pl.DataFrame
+    residuals: pl.DataFrame
+
+
 def backtest(
     models: Sequence[Forecaster],
     panel: Panel,
@@ -87,44 +106,116 @@ def backtest(
     refit: bool = True,
 ) -> pl.DataFrame:
     """Score every model at every origin; each model is fitted on what was known at the origin,
-    or with ``refit=False`` scored as it is (registered models on series they never saw)."""
+    or with ``refit=False`` scored as it is (registered models on series they never saw).
+    ``coverage`` and ``width`` are those of the calibrated intervals (:mod:`models.intervals`),
+    out of sample; ``raw_coverage`` and ``raw_width`` those of the model's own."""
+    return run_backtest(
+        models, panel, origins, horizon=horizon, horizons=horizons, refit=refit
+    ).results
+
+
+def run_backtest(
+    models: Sequence[Forecaster],
+    panel: Panel,
+    origins: Sequence[date],
+    *,
+    horizon: int = 365,
+    horizons: tuple[int, ...] = HORIZONS,
+    refit: bool = True,
+) -> BacktestRun:
+    """:func:`backtest`, with the interval calibration of all its residuals."""
     clusters = panel.patients.select("patient_id", cluster="disease_group")
-    rows = []
+    scored = []
     for origin in origins:
         known = panel.known_at(origin)
         if not known.patients.height:
             continue
         actuals = panel.actuals(origin, horizon)
-        scale = naive_scale(known.history)
+        naive = naive_scale(known.history).rename({"scale": "mase_scale"})
+        spread = intervals.patient_scale(known)
+        wear = actuals.filter(pl.col("steps").is_not_null()).select(
+            "patient_id", target_date="date", actual="steps"
+        )
         for model in models:
             fitted = model.fit(known) if refit else model
             forecasts = fitted.predict(known, horizon=horizon)
-            days = scored_days(forecasts, actuals, origin, scale).join(clusters, on="patient_id")
-            for cluster in [ALL_CLUSTERS, *sorted(days["cluster"].unique())]:
-                chosen = days if cluster == ALL_CLUSTERS else days.filter(cluster=cluster)
-                if not chosen.height:
-                    continue
-                rows.append(
-                    summarise(chosen, horizons).with_columns(
-                        model=pl.lit(model.name),
-                        cluster=pl.lit(cluster),
-                        origin_date=pl.lit(origin),
-                    )
+            error = pl.col("yhat") - pl.col("actual")
+            scored.append(
+                forecasts.join(wear, on=["patient_id", "target_date"])
+                .join(naive, on="patient_id", how="left")
+                .join(spread, on="patient_id", how="left")
+                .join(clusters, on="patient_id")
+                .select(
+                    "patient_id",
+                    "cluster",
+                    "yhat",
+                    "actual",
+                    "scale",
+                    model=pl.lit(model.name),
+                    origin_date=pl.lit(origin),
+                    horizon=(pl.col("target_date") - pl.lit(origin)).dt.total_days() + 1,
+                    error=error,
+                    scaled_error=error.abs() / pl.col("mase_scale"),
+                    raw_inside=pl.col("actual").is_between("yhat_lower", "yhat_upper"),
+                    raw_width=pl.col("yhat_upper") - pl.col("yhat_lower"),
                 )
+            )
     columns = ["model", "cluster", "origin_date", "horizon_days", "mae", "rmse", "mase"]
-    columns += ["coverage", "patients", "days"]
-    if not rows:
-        return pl.DataFrame(schema={c: pl.String for c in columns}).clear()
-    return pl.concat(rows).select(columns)
+    columns += ["coverage", "width", "raw_coverage", "raw_width", "patients", "days"]
+    if not scored:
+        empty = pl.DataFrame(schema={c: pl.String for c in columns}).clear()
+        none = residuals_of(pl.DataFrame())
+        return BacktestRun(empty, intervals.calibrate(none), none)
+    every = pl.concat(scored)
+    calibrated = intervals.cross_fitted(every).with_columns(
+        inside=pl.col("actual").is_between("yhat_lower", "yhat_upper"),
+        width=pl.col("yhat_upper") - pl.col("yhat_lower"),
+    )
+    rows = []
+    for (name, origin), days in calibrated.group_by("model", "origin_date", maintain_order=True):
+        for cluster in [ALL_CLUSTERS, *sorted(days["cluster"].unique())]:
+            chosen = days if cluster == ALL_CLUSTERS else days.filter(cluster=cluster)
+            if not chosen.height:
+                continue
+            rows.append(
+                summarise(chosen, horizons).with_columns(
+                    model=pl.lit(name), cluster=pl.lit(cluster), origin_date=pl.lit(origin)
+                )
+            )
+    results = pl.concat(rows).select(columns).sort("model", "cluster", "origin_date")
+    residuals = residuals_of(every)
+    return BacktestRun(results, intervals.calibrate(residuals), residuals)
+
+
+def residuals_of(days: pl.DataFrame) -> pl.DataFrame:
+    """``model, cluster, patient_id, horizon, score`` of backtest days (none: an empty frame)."""
+    if not days.height:
+        return pl.DataFrame(
+            schema={
+                "model": pl.String,
+                "cluster": pl.String,
+                "patient_id": pl.String,
+                "horizon": pl.Int64,
+                "score": pl.Float64,
+            }
+        )
+    return days.select(
+        "model",
+        "cluster",
+        "patient_id",
+        "horizon",
+        score=(pl.col("actual") - pl.col("yhat")) / pl.col("scale"),
+    )
 
 
 def league_table(results: pl.DataFrame, *, horizon_days: int = 365) -> pl.DataFrame:
-    """Mean MAE, RMSE, MASE and coverage per cluster and model over the origins, best MAE first."""
+    """Mean MAE, RMSE, MASE, interval coverage and width per cluster and model over the origins,
+    best MAE first."""
     return (
         results.filter(pl.col("horizon_days") == horizon_days)
         .group_by("cluster", "model")
         .agg(
-            pl.col("mae", "rmse", "mase", "coverage").mean(),
+            pl.col("mae", "rmse", "mase", "coverage", "width").mean(),
             origins=pl.len(),
             patients=pl.col("patients").max(),
         )

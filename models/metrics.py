@@ -57,12 +57,23 @@ def scored_days(
 
 
 def summarise(days: pl.DataFrame, horizons: tuple[int, ...] = HORIZONS) -> pl.DataFrame:
-    """``horizon_days, mae, rmse, mase, coverage, patients, days`` over ``scored_days`` rows."""
+    """``horizon_days, mae, rmse, mase, coverage, patients, days`` over ``scored_days`` rows;
+    rows with an interval ``width`` (and the model's own ``raw_inside``, ``raw_width``, as
+    backtests have) also give the mean ``width``, ``raw_coverage`` and ``raw_width``."""
+    extra = []
+    if "width" in days.columns:
+        extra.append(pl.col("width").mean())
+    if "raw_inside" in days.columns:
+        extra += [
+            pl.col("raw_inside").cast(pl.Float64).mean().alias("raw_coverage"),
+            pl.col("raw_width").mean(),
+        ]
     rows = []
     for horizon in horizons:
         within = days.filter(pl.col("horizon") <= horizon)
         rows.append(
             within.select(
+                *extra,
                 horizon_days=pl.lit(horizon, pl.Int32),
                 mae=pl.col("error").abs().mean(),
                 rmse=(pl.col("error") ** 2).mean().sqrt(),

@@ -44,6 +44,7 @@ class _Shared:
     therapies: pl.DataFrame
     ebms: list[ClusterEBM]
     winners: dict[str, str]
+    calibration: pl.DataFrame | None = None
 
 
 class _BatchTables:
@@ -78,7 +79,13 @@ def _forecast_group(
     )
     panel = load_panel(cast(Lake, tables), patients=batch["patient_id"].to_list())
     made = forecast_batch(
-        panel, batch, context.ebms, context.winners, horizon=horizon, prophet_workers=1
+        panel,
+        batch,
+        context.ebms,
+        context.winners,
+        horizon=horizon,
+        prophet_workers=1,
+        calibration=context.calibration,
     )
     for name, rows in zip(_OUTPUTS, (made.forecasts, made.outlook, made.explanations), strict=True):
         if rows is not None:
@@ -107,6 +114,7 @@ def spark_forecasts(
     winners: dict[str, str],
     *,
     horizon: int,
+    calibration: pl.DataFrame | None = None,
 ) -> Iterator[Iterator[BatchForecast]]:
     """Forecast every batch on Spark; yields their results in batch order.
 
@@ -117,6 +125,7 @@ def spark_forecasts(
         ebms: the registered EBMs.
         winners: each cluster's champion model.
         horizon: days forecast.
+        calibration: the registered models' interval calibration.
     """
     from pyspark.sql.functions import broadcast
 
@@ -132,7 +141,7 @@ def spark_forecasts(
         return broadcast(spark.frame(plan.select("patient_id", "bucket")))
 
     shared = spark.broadcast(
-        _Shared(plan, lake.read(PATIENTS), lake.read(THERAPIES), ebms, winners)
+        _Shared(plan, lake.read(PATIENTS), lake.read(THERAPIES), ebms, winners, calibration)
     )
     with spark.staging(lake, JOB) as staging:
         daily = spark.read_files(

@@ -300,6 +300,50 @@ def test_registered_ebms_carry_their_global_term_importances(
         assert set(importances) <= {*FEATURE_COLUMNS, "disease_group"}
 
 
+def test_training_calibrates_intervals_that_the_forecasts_use(
+    trained: tuple[Lake, train_job.TrainSummary],
+) -> None:
+    import json
+
+    from models.intervals import HORIZON_BANDS
+
+    lake, _ = trained
+    backtests = lake.read(BACKTESTS)
+    assert backtests["width"].null_count() == 0 and (backtests["width"] > 0).all()
+    assert backtests["coverage"].is_between(0, 1).all()
+    assert backtests["raw_coverage"].null_count() == 0
+    registry = lake.read(REGISTRY).filter(pl.col("version") == 1)
+    assert registry["intervals"].null_count() == 0
+    for text in registry["intervals"]:
+        bands = json.loads(text)["bands"]
+        assert [tuple(b["days"]) for b in bands] == list(HORIZON_BANDS)
+        # six sampled patients per cluster: too few of their own, every band pooled with ALL
+        assert all(b["pooled"] for b in bands)
+    if not lake.exists(FORECASTS):
+        forecast_job.run(lake, prophet_workers=1)
+    calibration = forecast_job.registered_intervals(lake)
+    model = "trailing_mean_28d"
+    rows = lake.read(FORECASTS).filter(pl.col("model") == model)
+    patient = rows["patient_id"].sort()[0]
+    mine = rows.filter(pl.col("patient_id") == patient).filter(
+        pl.col("origin_date") == pl.col("origin_date").max()
+    )
+    cluster = lake.read(PATIENTS).filter(pl.col("patient_id") == patient)["disease_group"][0]
+    q_hi = dict(
+        calibration.filter(model=model, cluster=cluster).select("band_start", "q_hi").iter_rows()
+    )
+    origin = mine["origin_date"][0]
+    # the patient's scale, from the first band; every band is q_hi x that same scale above yhat
+    above = mine.with_columns(
+        band=pl.col("target_date").sub(origin).dt.total_days().add(1),
+        above=pl.col("yhat_upper") - pl.col("yhat"),
+    )
+    scale = above["above"][0] / q_hi[1]
+    for start, end in HORIZON_BANDS:
+        band = above.filter(pl.col("band").is_between(start, end))
+        assert band["above"].to_list() == pytest.approx([q_hi[start] * scale] * band.height)
+
+
 REALDATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "realdata"
 
 
