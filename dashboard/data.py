@@ -9,8 +9,8 @@ Caching:
 - the DuckDB connection of the pages' own queries (``st.cache_resource``, one per lake, shared by
   every session: only the named queries below run on it) registers a table's view when a query
   first reads it, and again when the table has a new version (views are bound to files);
-- analysts' SQL never runs there: each query gets a sandboxed connection of its own
-  (:mod:`lakehouse.sandbox`) over Arrow datasets kept per table version;
+- analysts' SQL never runs there: each query gets a sandboxed connection of its own in a worker
+  process (:mod:`lakehouse.sandbox`);
 - each query result (``st.cache_data``) is keyed by the query, its parameters and the versions of
   the tables it reads, so a new pipeline run invalidates exactly the results it changed.
 """
@@ -25,7 +25,6 @@ from urllib.parse import urlencode
 
 import duckdb
 import polars as pl
-import pyarrow.dataset as pads
 import streamlit as st
 
 from jobs.outlook import DECLINE_SHARE
@@ -718,24 +717,13 @@ def cluster_accuracy(lake: Lake, cluster: str) -> pl.DataFrame:
 
 def run_analyst_query(lake: Lake, sql: str) -> QueryResult:
     """One read-only query of an analyst through the SQL sandbox (the same code as
-    ``mobility sql``): on a connection of its own, within :data:`SQL_LIMITS`.
+    ``mobility sql``): on a connection of its own in a worker process of its own (a crash or a
+    runaway query ends there, never in this server), within :data:`SQL_LIMITS`.
 
     Raises:
         QueryRefused: not one read-only statement, failed, or over a limit (one line).
     """
-
-    def dataset(table: TableSpec) -> pads.Dataset:
-        (version,) = _versions_of(lake, (table,))
-        return _analyst_dataset(lake.uri, table.path, version[1], lake)
-
-    return sandbox.run(lake, sql, limits=SQL_LIMITS, datasets=dataset)
-
-
-@st.cache_resource(max_entries=64, show_spinner=False)
-def _analyst_dataset(uri: str, path: str, version: int | None, _lake: Lake) -> pads.Dataset:
-    """A table's version as an Arrow dataset for the analysts' connections (immutable: shared by
-    every query of every session until the table has a new version)."""
-    return _lake.dataset(table_by_path(path))
+    return sandbox.run(lake, sql, limits=SQL_LIMITS)
 
 
 def table_columns() -> pl.DataFrame:
@@ -832,6 +820,5 @@ def clear_caches() -> None:
     _version.clear()
     _data_period.clear()
     _connection.clear()
-    _analyst_dataset.clear()
     _cached_query.clear()
     _lake_tables.clear()

@@ -21,6 +21,13 @@ Three layers, each of which holds alone (docs/security.md has the threat model):
 3. **Bounded results**: rows (:attr:`Limits.row_cap`, the result is cut), bytes
    (:attr:`Limits.byte_cap`, the query is refused) and time (:attr:`Limits.timeout_seconds`,
    counting the fetch), each with a one-line error; DuckDB's own memory limit bounds the work.
+4. **A process of its own** (:func:`run`): the check, the connection and the fetch run in a worker
+   process (:class:`WorkerPool`) whose address space is capped (``RLIMIT_AS``) and which is killed
+   when the time limit has passed: a DuckDB crash (a segfault on a deeply nested VARIANT, found by
+   a probe of this module) or a scalar call ``interrupt()`` cannot stop ends that query with one
+   line, never the dashboard's server or the other sessions. Only the Arrow result (within the
+   byte cap) comes back. :func:`run_here` is the same query in this process, for tests of layers
+   1 to 3 alone.
 
 Errors come as :class:`QueryRefused`, whose message is for the analyst (it may quote the query or
 DuckDB's words about a value) and whose :attr:`QueryRefused.reason` is content-free, for the
@@ -30,11 +37,15 @@ audit log.
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import re
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -53,6 +64,10 @@ from lakehouse.storage import Lake
 
 DEFAULT_BYTE_CAP = 256_000_000
 DEFAULT_MEMORY_LIMIT = "2GB"
+DEFAULT_PROCESS_MEMORY = 6 * 2**30
+# After the time limit, the worker has this long to answer (its own interrupt) before it is
+# killed.
+KILL_GRACE_SECONDS = 2.0
 # Rows per fetched batch: the byte cap is checked after each (DuckDB itself works in vectors of
 # 2,048 rows, which bounds what one batch can hold beyond the cap).
 _FETCH_ROWS = 1024
@@ -63,6 +78,8 @@ _FETCH_ROWS = 1024
 _READ_ONLY_NODES = frozenset(
     {"SELECT_NODE", "SET_OPERATION_NODE", "RECURSIVE_CTE_NODE", "CTE_NODE"}
 )
+# Functions that run SQL text given as a string, which the parse tree cannot look into.
+_SQL_RUNNING_FUNCTIONS = frozenset({"query", "query_table", "json_execute_serialized_sql"})
 _EXPLAIN = re.compile(r"\s*EXPLAIN\s+", re.IGNORECASE)
 _ANALYZE = re.compile(r"\s*(ANALY[SZ]E\b|\()", re.IGNORECASE)
 # The connection that parses statements: it never runs one (json_serialize_sql and
@@ -93,12 +110,16 @@ class Limits:
         row_cap: rows returned at most (the result is cut, ``truncated`` set).
         byte_cap: bytes of the returned Arrow result at most (refused beyond).
         memory_limit: DuckDB's memory limit for the query's work.
+        process_memory: the address space of the worker process that runs the query (its
+            ``RLIMIT_AS``): what DuckDB does not count (string heaps, the fetched batches) ends
+            there.
     """
 
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
     row_cap: int = DEFAULT_ROW_CAP
     byte_cap: int = DEFAULT_BYTE_CAP
     memory_limit: str = DEFAULT_MEMORY_LIMIT
+    process_memory: int = DEFAULT_PROCESS_MEMORY
 
 
 @dataclass(frozen=True)
@@ -170,6 +191,13 @@ def check(sql: str) -> CheckedQuery:
             f"only read-only queries are allowed (the query holds {kinds})",
             reason=f"SELECT holding {kinds}",
         )
+    running = sorted(_function_names(tree) & _SQL_RUNNING_FUNCTIONS)
+    if running:
+        raise QueryRefused(
+            f"{', '.join(running)}() runs SQL given as text, which cannot be checked: write the "
+            "query itself",
+            reason="SQL-running function",
+        )
     names = _table_names(tree)
     restricted = [t.qualified_name for t in RESTRICTED_TABLES if t.name in names]
     if restricted:
@@ -197,6 +225,21 @@ def _node_types(node: object) -> set[str]:
         elif isinstance(item, list):
             stack.extend(item)
     return found
+
+
+def _function_names(node: object) -> set[str]:
+    """The lower-case names of every function a parse tree calls (scalar, aggregate, table)."""
+    names: set[str] = set()
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if isinstance(item.get("function_name"), str):
+                names.add(item["function_name"].lower())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return names
 
 
 def _table_names(node: object) -> set[str]:
@@ -258,7 +301,8 @@ def open_connection(
         con.execute("SET TimeZone = 'UTC'")
         create_schemas(con)
         for table in tables:
-            register(con, lake, table, dataset=datasets(table) if datasets else lake.dataset(table))
+            dataset = datasets(table) if datasets else lake.dataset(table)
+            register(con, lake, table, dataset=catalog_only(lake, table, dataset))
         # no temporary files: a query beyond its memory limit fails instead of spilling
         con.execute("SET temp_directory = ''")
         con.execute("SET disabled_filesystems = 'LocalFileSystem'")
@@ -270,18 +314,76 @@ def open_connection(
     return con
 
 
-def run(
+def catalog_only(lake: Lake, table: TableSpec, dataset: pads.Dataset) -> pads.Dataset:
+    """``dataset`` with the catalog's columns only, its files checked on a local lake.
+
+    The Delta log decides a table's files and columns; someone who can write into the lake but
+    holds none of its keys could add a column, or a file that is a link to another table's file
+    (the re-identification map's, say). The catalog's columns are all SQL may see, through the
+    view or the dataset it reads; on a local lake every file must be a regular file inside the
+    table's folder.
+
+    Raises:
+        QueryRefused: a file of the table is a link, not a regular file, or outside its folder.
+    """
+    if not isinstance(dataset, pads.FileSystemDataset):
+        return dataset
+    if lake.is_local:
+        folder = os.path.realpath(lake.table_uri(table).removeprefix("file://")) + os.sep
+        for name in dataset.files:
+            # delta-rs' datasets name their files relative to the table's folder
+            path = name if os.path.isabs(name) else os.path.join(folder, name)
+            try:
+                stat = os.lstat(path)
+            except OSError:
+                continue  # missing: the scan says so
+            inside = os.path.realpath(path).startswith(folder)
+            if not (inside and os.path.isfile(path) and not os.path.islink(path)) or (
+                stat.st_nlink != 1
+            ):
+                raise QueryRefused(
+                    f"{table.path} holds a data file that is a link or lies outside its folder: "
+                    "not read (tell the lake's operators: `mobility lake check`)",
+                    reason="linked data file",
+                )
+    wanted = [field for field in dataset.schema if field.name in table.columns]
+    if len(wanted) == len(dataset.schema):
+        return dataset
+    return pads.FileSystemDataset(
+        list(dataset.get_fragments()), pa.schema(wanted), dataset.format, dataset.filesystem
+    )
+
+
+def run_here(
     lake: Lake,
     sql: str,
     *,
     limits: Limits = Limits(),
     datasets: DatasetSource | None = None,
 ) -> QueryResult:
-    """Check ``sql``, then run it on a connection of its own within ``limits``.
+    """Check ``sql``, then run it on a connection of its own within ``limits``, in this process
+    (layers 1 to 3; :func:`run` adds the worker process).
 
     Raises:
         QueryRefused: not one read-only query, failed, or over a limit (one line).
     """
+    try:
+        return _run_here(lake, sql, limits, datasets)
+    except QueryRefused:
+        raise
+    except (Exception, RecursionError) as err:
+        # a parse tree too deep for json, an Arrow schema too deep, …: one line, a fixed reason
+        raise QueryRefused(
+            f"query failed: {type(err).__name__}: {_first_line(err)}",
+            reason=f"failed: {type(err).__name__}",
+        ) from err
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).splitlines() or [""])[0][:300]
+
+
+def _run_here(lake: Lake, sql: str, limits: Limits, datasets: DatasetSource | None) -> QueryResult:
     checked = check(sql)
     started = time.monotonic()
     con = open_connection(lake, checked.tables, memory_limit=limits.memory_limit, datasets=datasets)
@@ -327,3 +429,183 @@ def _fetch(con: duckdb.DuckDBPyConnection, sql: str, limits: Limits, started: fl
             f"query failed: {str(err).splitlines()[0]}", reason=f"failed: {type(err).__name__}"
         ) from err
     return QueryResult(table.slice(0, limits.row_cap), truncated=table.num_rows > limits.row_cap)
+
+
+# --------------------------------------------------------------------------- worker processes
+
+
+@dataclass(frozen=True)
+class _Request:
+    """What a worker needs for one query (picklable)."""
+
+    lake_uri: str
+    storage_options: dict[str, str] | None
+    sql: str
+    limits: Limits
+
+
+def _worker_main(connection: Connection, process_memory: int) -> None:
+    """A worker's life: cap the address space, then answer queries until the pipe closes.
+
+    Each table's dataset is kept per version, so a table is loaded once per version, not per
+    query."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (process_memory, process_memory))
+    datasets: dict[tuple[str, str, int | None], pads.Dataset] = {}
+    while True:
+        try:
+            request: _Request = connection.recv()
+        except (EOFError, OSError):  # the parent is gone
+            return
+        lake = Lake(request.lake_uri, storage_options=request.storage_options)
+
+        def dataset(table: TableSpec, lake: Lake = lake) -> pads.Dataset:
+            key = (lake.uri, table.path, lake.version(table))
+            if key not in datasets:
+                if len(datasets) >= 64:
+                    datasets.clear()
+                datasets[key] = lake.dataset(table)
+            return datasets[key]
+
+        reply: tuple[Any, ...]
+        try:
+            result = run_here(lake, request.sql, limits=request.limits, datasets=dataset)
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, result.table.schema) as writer:
+                writer.write_table(result.table)
+            reply = ("ok", sink.getvalue().to_pybytes(), result.truncated)
+        except QueryRefused as err:
+            reply = ("refused", str(err), err.reason)
+        except BaseException as err:  # MemoryError, a storage error: one line, a fixed reason
+            reply = (
+                "refused",
+                f"query failed: {type(err).__name__}",
+                f"failed: {type(err).__name__}",
+            )
+        try:
+            connection.send(reply)
+        except (EOFError, OSError):
+            return
+
+
+@dataclass
+class _Worker:
+    process: multiprocessing.process.BaseProcess
+    connection: Connection
+    process_memory: int
+
+    def stop(self) -> None:
+        self.connection.close()
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(timeout=5)
+
+
+class WorkerPool:
+    """Worker processes for analysts' queries: at most ``size`` queries at once, each in a
+    process of its own that is reused while it behaves and killed when it does not (crash, time
+    limit). Started with ``spawn`` (nothing of this process's threads or open tables is inherited).
+
+    Args:
+        size: queries run at once; more wait for a free worker.
+    """
+
+    def __init__(self, size: int = 2) -> None:
+        self._slots = threading.BoundedSemaphore(size)
+        self._lock = threading.Lock()
+        self._idle: list[_Worker] = []
+        self._context = multiprocessing.get_context("spawn")
+
+    def _take(self, process_memory: int) -> _Worker:
+        with self._lock:
+            while self._idle:
+                worker = self._idle.pop()
+                if worker.process.is_alive() and worker.process_memory == process_memory:
+                    return worker
+                worker.stop()
+        ours, theirs = self._context.Pipe()
+        process = self._context.Process(
+            target=_worker_main, args=(theirs, process_memory), daemon=True, name="sql-sandbox"
+        )
+        process.start()
+        theirs.close()
+        return _Worker(process, ours, process_memory)
+
+    def run(self, lake: Lake, sql: str, limits: Limits) -> QueryResult:
+        """:func:`run_here` in a worker process, killed once ``limits.timeout_seconds`` (plus a
+        short grace for its own interrupt to answer) have passed.
+
+        Raises:
+            QueryRefused: refused, failed, over a limit, or the worker died (one line).
+        """
+        request = _Request(lake.uri, lake.storage_options or None, sql, limits)
+        with self._slots:
+            worker = self._take(limits.process_memory)
+            healthy = False
+            try:
+                reply = self._ask(worker, request, limits)
+                healthy = True
+            finally:
+                if healthy:
+                    with self._lock:
+                        self._idle.append(worker)
+                else:
+                    worker.stop()
+        if reply[0] == "refused":
+            raise QueryRefused(reply[1], reason=reply[2])
+        table = pa.ipc.open_stream(reply[1]).read_all()
+        return QueryResult(table, truncated=bool(reply[2]))
+
+    @staticmethod
+    def _ask(worker: _Worker, request: _Request, limits: Limits) -> tuple[Any, ...]:
+        deadline = time.monotonic() + limits.timeout_seconds + KILL_GRACE_SECONDS
+        try:
+            worker.connection.send(request)
+            while not worker.connection.poll(min(0.25, max(deadline - time.monotonic(), 0))):
+                if time.monotonic() >= deadline:
+                    raise QueryRefused(
+                        f"query stopped after the {limits.timeout_seconds:g} s time limit",
+                        reason="time limit",
+                    )
+            reply: tuple[Any, ...] = worker.connection.recv()
+        except (EOFError, OSError) as err:
+            worker.process.join(timeout=5)
+            code = worker.process.exitcode
+            raise QueryRefused(
+                "query failed: the query engine stopped while running it (exit status "
+                f"{code}); nothing else was affected",
+                reason="engine crashed",
+            ) from err
+        return reply
+
+    def close(self) -> None:
+        """Stop every idle worker."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for worker in idle:
+            worker.stop()
+
+
+_pool_lock = threading.Lock()
+_pools: dict[int, WorkerPool] = {}
+
+
+def _pool() -> WorkerPool:
+    """This process's pool (a new one after a fork)."""
+    with _pool_lock:
+        pool = _pools.get(os.getpid())
+        if pool is None:
+            pool = _pools[os.getpid()] = WorkerPool()
+        return pool
+
+
+def run(lake: Lake, sql: str, *, limits: Limits = Limits()) -> QueryResult:
+    """One analyst query: checked, run on a connection of its own in a worker process of its
+    own, within ``limits`` (the Cohort SQL page and ``mobility sql``).
+
+    Raises:
+        QueryRefused: not one read-only query, failed, over a limit, or the engine crashed (one
+            line; :attr:`QueryRefused.reason` holds nothing of the query or the data).
+    """
+    return _pool().run(lake, sql, limits)
