@@ -233,8 +233,11 @@ def _forecast_origin(
         )
     if calibration is not None and calibration.height and forecasts:
         forecasts = [calibrated(known, frame, calibration) for frame in forecasts]
-    # patients the models could not serve, each for the models they miss
+    # patients the models could not serve, each for the models they miss: too little history
+    # for any, or (once EBMs are registered) no level at the origin for the EBMs
     short = everyone.join(known.patients, on="patient_id", how="anti")
+    if ebms:
+        short = pl.concat([short, known.patients.join(levelled, on="patient_id", how="anti")])
     if short.height:
         forecasts.append(
             cluster_level_forecast(cohort, short, horizon=horizon).with_columns(

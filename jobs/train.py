@@ -28,7 +28,14 @@ from lakehouse.catalog import ALERTS, BACKTESTS, DAILY_STEPS, PATIENTS, REGISTRY
 from lakehouse.settings import get_settings
 from lakehouse.storage import Lake
 from models import intervals
-from models.backtest import ALL_CLUSTERS, Panel, league_table, rolling_origins, run_backtest
+from models.backtest import (
+    ALL_CLUSTERS,
+    LeftOut,
+    Panel,
+    league_table,
+    rolling_origins,
+    run_backtest,
+)
 from models.base import Forecaster
 from models.baselines import SeasonalNaive, TrailingMean, WeekdayProfile
 from models.ebm import DEFAULT_PARAMS, ClusterEBM
@@ -72,6 +79,8 @@ class TrainSummary:
     fits: dict[str, dict[str, float]] = field(default_factory=dict)  # "model cluster" -> cost
     # "model cluster" -> tuned parameters and their validation MAE (steps); empty: defaults
     tuned: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # backtest origins and clusters with patients left out (:class:`models.backtest.LeftOut`)
+    left_out: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
         """Lines for the command line."""
@@ -89,6 +98,8 @@ class TrainSummary:
             )
         for key, tuned in sorted(self.tuned.items()):
             lines.append(f"  tuned {key:<24} {json.dumps(tuned, sort_keys=True)}")
+        for note in self.left_out:
+            lines.append(f"  backtest {note}")
         for row in self.league.iter_rows(named=True):
             lines.append(
                 f"  {row['cluster']:<6} {row['model']:<20} MAE {row['mae']:8.0f}  "
@@ -250,7 +261,9 @@ def run(
             ebms = [m for m in models if isinstance(m, ClusterEBM)]
             for ebm in ebms:
                 tuning[ebm.name] = ebm.tune(earliest, budget_seconds=tune_seconds / len(ebms))
-        tested = run_backtest(models, panel, chosen_origins, horizon=horizon)
+        left_out: list[LeftOut] = []
+        tested = run_backtest(models, panel, chosen_origins, horizon=horizon, left_out=left_out)
+        notes = [note.describe() for note in left_out]
         results = tested.results
         if not results.height:
             record.details.update(status="too little history")
@@ -287,6 +300,7 @@ def run(
             origins=[o.isoformat() for o in chosen_origins],
             champions=winners,
             tuning_mae=tuning,
+            left_out=notes,
         )
         fits = {
             f"{model.name} {cluster}": model.fit_cost(cluster)
@@ -302,5 +316,5 @@ def run(
             for cluster, mae in tuning.get(model.name, {}).items()
         }
         return TrainSummary(
-            "trained", version, len(sample), chosen_origins, winners, league, fits, tuned
+            "trained", version, len(sample), chosen_origins, winners, league, fits, tuned, notes
         )

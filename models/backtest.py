@@ -1,6 +1,11 @@
 """Rolling-origin backtests: every model forecasts from several past origins, using only what was
 known then, and is scored on the wear days that followed.
 
+At each origin every model is scored on the same patients: those with enough history that
+every model can forecast (the EBMs need a level at the origin, a wear day in the last 112 days);
+the others are left out of that origin, a cluster with nobody left is skipped there, and the
+:class:`LeftOut` notes say how many.
+
 Rows (gold/backtests): ``model, cluster, origin_date, horizon_days, mae, rmse, mase, coverage,
 width, raw_coverage, raw_width, patients, days`` per model, disease cluster (and ``ALL``), origin
 and cumulative horizon. ``coverage`` and ``width`` (steps) are those of the calibrated 80%
@@ -72,6 +77,54 @@ class Panel:
         return self.daily.filter((pl.col("date") >= origin) & (pl.col("date") < end))
 
 
+@dataclass(frozen=True)
+class LeftOut:
+    """Patients of a cluster known at a backtest origin (with enough history) whom not every
+    model can forecast there, so that no model is scored on them at that origin.
+
+    Args:
+        origin: the backtest origin.
+        cluster: their disease cluster.
+        patients: how many were left out.
+        known: the cluster's patients with enough history at the origin.
+    """
+
+    origin: date
+    cluster: str
+    patients: int
+    known: int
+
+    def describe(self) -> str:
+        """One line for the command line and the job's record."""
+        why = "no level at the origin: no wear day in the last 112 days"
+        where = f"{self.origin} {self.cluster}"
+        if self.patients >= self.known:
+            return f"{where}: skipped, none of its {self.known} patient(s) ({why})"
+        return f"{where}: {self.patients} of {self.known} patient(s) left out ({why})"
+
+
+def servable(
+    models: Sequence[Forecaster], known: ForecastInput
+) -> tuple[pl.DataFrame, list[LeftOut]]:
+    """``patient_id`` of the patients of ``known`` every model (as fitted) can forecast, and a
+    :class:`LeftOut` per cluster with patients none of them is scored on."""
+    ready = known.patients.select("patient_id")
+    for model in models:
+        ready = ready.join(model.servable(known), on="patient_id", how="semi")
+    missing = known.patients.join(ready, on="patient_id", how="anti")
+    counts = (
+        known.patients.group_by("disease_group")
+        .agg(known=pl.len())
+        .join(missing.group_by("disease_group").agg(patients=pl.len()), on="disease_group")
+        .sort("disease_group")
+    )
+    notes = [
+        LeftOut(known.origin, str(cluster), int(patients), int(total))
+        for cluster, total, patients in counts.iter_rows()
+    ]
+    return ready, notes
+
+
 def rolling_origins(panel: Panel, *, count: int, spacing_days: int, horizon: int) -> list[date]:
     """``count`` origins ``spacing_days`` apart, the latest one a full horizon before the data
     ends, so every origin is scored on a whole horizon."""
@@ -104,13 +157,16 @@ def backtest(
     horizon: int = 365,
     horizons: tuple[int, ...] = HORIZONS,
     refit: bool = True,
+    left_out: list[LeftOut] | None = None,
 ) -> pl.DataFrame:
     """Score every model at every origin; each model is fitted on what was known at the origin,
     or with ``refit=False`` scored as it is (registered models on series they never saw).
+    Patients not every model can forecast at an origin are left out of it; ``left_out``, when
+    given, gets a :class:`LeftOut` per origin and cluster with any.
     ``coverage`` and ``width`` are those of the calibrated intervals (:mod:`models.intervals`),
     out of sample; ``raw_coverage`` and ``raw_width`` those of the model's own."""
     return run_backtest(
-        models, panel, origins, horizon=horizon, horizons=horizons, refit=refit
+        models, panel, origins, horizon=horizon, horizons=horizons, refit=refit, left_out=left_out
     ).results
 
 
@@ -122,6 +178,7 @@ def run_backtest(
     horizon: int = 365,
     horizons: tuple[int, ...] = HORIZONS,
     refit: bool = True,
+    left_out: list[LeftOut] | None = None,
 ) -> BacktestRun:
     """:func:`backtest`, with the interval calibration of all its residuals."""
     clusters = panel.patients.select("patient_id", cluster="disease_group")
@@ -136,9 +193,15 @@ def run_backtest(
         wear = actuals.filter(pl.col("steps").is_not_null()).select(
             "patient_id", target_date="date", actual="steps"
         )
-        for model in models:
-            fitted = model.fit(known) if refit else model
-            forecasts = fitted.predict(known, horizon=horizon)
+        fitted = [model.fit(known) if refit else model for model in models]
+        ready, notes = servable(fitted, known)
+        if left_out is not None:
+            left_out += notes
+        if not ready.height:
+            continue
+        scorable = known.only(ready)
+        for model in fitted:
+            forecasts = model.predict(scorable, horizon=horizon)
             error = pl.col("yhat") - pl.col("actual")
             scored.append(
                 forecasts.join(wear, on=["patient_id", "target_date"])

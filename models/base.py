@@ -105,6 +105,11 @@ class Forecaster(ABC):
         """Learn from the history in ``training`` (models that learn nothing keep this)."""
         return self
 
+    def servable(self, data: ForecastInput) -> pl.DataFrame:
+        """``patient_id`` of the patients of ``data`` this model, as fitted, can forecast: all
+        of them, unless the model needs more than their history (e.g. a level at the origin)."""
+        return data.patients.select("patient_id")
+
     def predict(self, data: ForecastInput, *, horizon: int = 365) -> pl.DataFrame:
         """Forecasts for every patient of ``data`` and each day of the horizon.
 

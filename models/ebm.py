@@ -70,6 +70,8 @@ def fit_ebm(
         # missing inputs are meaningful here (no wear days in a window): EBM scores them in a
         # bin of their own, which our explanations show; its plots would not
         warnings.filterwarnings("ignore", message="Missing values detected")
+        # an input nobody of the group has (no diagnosis recorded, say) is all missing: one bin
+        warnings.filterwarnings("ignore", message="All-NaN slice encountered")
         # no shared-memory copies of the data for the workers: joblib's tracker of those
         # prints spurious KeyError tracebacks after large fits
         model.fit(model_matrix(rows, columns), rows["target"].to_numpy())
@@ -142,6 +144,18 @@ class ClusterEBM(Forecaster):
         if not self.clustered:
             return patients if "ALL" in self.fitted else patients.clear()
         return patients.filter(pl.col("disease_group").is_in(list(self.fitted)))
+
+    def servable(self, data: ForecastInput) -> pl.DataFrame:
+        """The patients of ``data`` with a level at the origin (a wear day in the last 112 days:
+        the deviations are learnt from it) whose cluster has a fitted model."""
+        if not data.features.width:
+            return data.patients.select("patient_id").clear()
+        levelled = (
+            data.features.filter((pl.col("date") == data.origin) & pl.col(LEVEL).is_not_null())
+            .select("patient_id")
+            .unique()
+        )
+        return self.covered(data.patients.join(levelled, on="patient_id")).select("patient_id")
 
     def fit_cost(self, cluster: str) -> dict[str, float]:
         """Training rows and seconds of the fitted model for ``cluster``."""
