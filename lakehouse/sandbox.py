@@ -36,15 +36,17 @@ audit log.
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import multiprocessing
 import os
 import re
+import select
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from typing import Any
 
 import duckdb
@@ -432,33 +434,54 @@ def _fetch(con: duckdb.DuckDBPyConnection, sql: str, limits: Limits, started: fl
 
 
 # --------------------------------------------------------------------------- worker processes
+# A worker is ``python -m lakehouse.sandbox`` (a new interpreter: nothing of the caller is
+# inherited, not Streamlit's script module standing in for ``__main__``, which multiprocessing's
+# spawn would run again). Requests and answers are frames of a JSON header, and for a result its
+# Arrow IPC stream: nothing the worker sends is unpickled, in case the engine it runs were
+# subverted.
+
+_LENGTH = 8
 
 
-@dataclass(frozen=True)
-class _Request:
-    """What a worker needs for one query (picklable)."""
-
-    lake_uri: str
-    storage_options: dict[str, str] | None
-    sql: str
-    limits: Limits
+def _write_frame(stream: Any, header: dict[str, Any], body: bytes = b"") -> None:
+    encoded = json.dumps(header).encode()
+    stream.write(len(encoded).to_bytes(_LENGTH, "big") + encoded)
+    stream.write(len(body).to_bytes(_LENGTH, "big") + body)
+    stream.flush()
 
 
-def _worker_main(connection: Connection, process_memory: int) -> None:
-    """A worker's life: cap the address space, then answer queries until the pipe closes.
+def _read_exact_from(stream: Any, size: int) -> bytes:
+    data = stream.read(size)
+    if data is None or len(data) != size:
+        raise EOFError
+    return bytes(data)
+
+
+def _read_frame_from(stream: Any) -> tuple[dict[str, Any], bytes]:
+    header = json.loads(_read_exact_from(stream, int.from_bytes(_read_exact_from(stream, _LENGTH))))
+    body = _read_exact_from(stream, int.from_bytes(_read_exact_from(stream, _LENGTH)))
+    return header, body
+
+
+def _serve(process_memory: int) -> None:
+    """A worker's life: cap the address space, then answer queries until standard input closes.
 
     Each table's dataset is kept per version, so a table is loaded once per version, not per
     query."""
     import resource
+    import sys
 
     resource.setrlimit(resource.RLIMIT_AS, (process_memory, process_memory))
+    requests, answers = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # nothing else may write into the answers
     datasets: dict[tuple[str, str, int | None], pads.Dataset] = {}
     while True:
         try:
-            request: _Request = connection.recv()
-        except (EOFError, OSError):  # the parent is gone
+            request, _ = _read_frame_from(requests)
+        except (EOFError, OSError, ValueError):
             return
-        lake = Lake(request.lake_uri, storage_options=request.storage_options)
+        lake = Lake(request["lake_uri"], storage_options=request["storage_options"])
+        limits = Limits(**request["limits"])
 
         def dataset(table: TableSpec, lake: Lake = lake) -> pads.Dataset:
             key = (lake.uri, table.path, lake.version(table))
@@ -468,44 +491,73 @@ def _worker_main(connection: Connection, process_memory: int) -> None:
                 datasets[key] = lake.dataset(table)
             return datasets[key]
 
-        reply: tuple[Any, ...]
+        header: dict[str, Any]
+        body = b""
         try:
-            result = run_here(lake, request.sql, limits=request.limits, datasets=dataset)
+            result = run_here(lake, request["sql"], limits=limits, datasets=dataset)
             sink = pa.BufferOutputStream()
             with pa.ipc.new_stream(sink, result.table.schema) as writer:
                 writer.write_table(result.table)
-            reply = ("ok", sink.getvalue().to_pybytes(), result.truncated)
-        except QueryRefused as err:
-            reply = ("refused", str(err), err.reason)
-        except BaseException as err:  # MemoryError, a storage error: one line, a fixed reason
-            reply = (
-                "refused",
-                f"query failed: {type(err).__name__}",
-                f"failed: {type(err).__name__}",
+            header, body = (
+                {"status": "ok", "truncated": result.truncated},
+                sink.getvalue().to_pybytes(),
             )
+        except QueryRefused as err:
+            header = {"status": "refused", "message": str(err), "reason": err.reason}
+        except BaseException as err:  # MemoryError, a storage error: one line, a fixed reason
+            name = type(err).__name__
+            header = {
+                "status": "refused",
+                "message": f"query failed: {name}",
+                "reason": f"failed: {name}",
+            }
         try:
-            connection.send(reply)
-        except (EOFError, OSError):
+            _write_frame(answers, header, body)
+        except (OSError, ValueError):
             return
 
 
 @dataclass
 class _Worker:
-    process: multiprocessing.process.BaseProcess
-    connection: Connection
+    process: subprocess.Popen[bytes]
     process_memory: int
 
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
     def stop(self) -> None:
-        self.connection.close()
-        if self.process.is_alive():
+        if self.alive():
             self.process.kill()
-        self.process.join(timeout=5)
+        self.process.wait(timeout=5)
+        for stream in (self.process.stdin, self.process.stdout):
+            if stream is not None:
+                stream.close()
+
+    def read_exact(self, size: int, deadline: float) -> bytes:
+        """``size`` bytes of the worker's answer, or :class:`TimeoutError` at ``deadline``."""
+        assert self.process.stdout is not None
+        fd = self.process.stdout.fileno()
+        chunks: list[bytes] = []
+        missing = size
+        while missing:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            ready, _, _ = select.select([fd], [], [], min(remaining, 1.0))
+            if not ready:
+                continue
+            chunk = os.read(fd, min(missing, 1 << 20))
+            if not chunk:
+                raise EOFError
+            chunks.append(chunk)
+            missing -= len(chunk)
+        return b"".join(chunks)
 
 
 class WorkerPool:
     """Worker processes for analysts' queries: at most ``size`` queries at once, each in a
     process of its own that is reused while it behaves and killed when it does not (crash, time
-    limit). Started with ``spawn`` (nothing of this process's threads or open tables is inherited).
+    limit).
 
     Args:
         size: queries run at once; more wait for a free worker.
@@ -515,22 +567,21 @@ class WorkerPool:
         self._slots = threading.BoundedSemaphore(size)
         self._lock = threading.Lock()
         self._idle: list[_Worker] = []
-        self._context = multiprocessing.get_context("spawn")
 
     def _take(self, process_memory: int) -> _Worker:
         with self._lock:
             while self._idle:
                 worker = self._idle.pop()
-                if worker.process.is_alive() and worker.process_memory == process_memory:
+                if worker.alive() and worker.process_memory == process_memory:
                     return worker
                 worker.stop()
-        ours, theirs = self._context.Pipe()
-        process = self._context.Process(
-            target=_worker_main, args=(theirs, process_memory), daemon=True, name="sql-sandbox"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "lakehouse.sandbox", str(process_memory)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            close_fds=True,
         )
-        process.start()
-        theirs.close()
-        return _Worker(process, ours, process_memory)
+        return _Worker(process, process_memory)
 
     def run(self, lake: Lake, sql: str, limits: Limits) -> QueryResult:
         """:func:`run_here` in a worker process, killed once ``limits.timeout_seconds`` (plus a
@@ -539,12 +590,17 @@ class WorkerPool:
         Raises:
             QueryRefused: refused, failed, over a limit, or the worker died (one line).
         """
-        request = _Request(lake.uri, lake.storage_options or None, sql, limits)
+        request = {
+            "lake_uri": lake.uri,
+            "storage_options": lake.storage_options or None,
+            "sql": sql,
+            "limits": dataclasses.asdict(limits),
+        }
         with self._slots:
             worker = self._take(limits.process_memory)
             healthy = False
             try:
-                reply = self._ask(worker, request, limits)
+                header, body = self._ask(worker, request, limits)
                 healthy = True
             finally:
                 if healthy:
@@ -552,32 +608,38 @@ class WorkerPool:
                         self._idle.append(worker)
                 else:
                     worker.stop()
-        if reply[0] == "refused":
-            raise QueryRefused(reply[1], reason=reply[2])
-        table = pa.ipc.open_stream(reply[1]).read_all()
-        return QueryResult(table, truncated=bool(reply[2]))
+        if header.get("status") != "ok":
+            raise QueryRefused(str(header.get("message")), reason=str(header.get("reason")))
+        table = pa.ipc.open_stream(body).read_all()
+        return QueryResult(table, truncated=bool(header.get("truncated")))
 
     @staticmethod
-    def _ask(worker: _Worker, request: _Request, limits: Limits) -> tuple[Any, ...]:
+    def _ask(
+        worker: _Worker, request: dict[str, Any], limits: Limits
+    ) -> tuple[dict[str, Any], bytes]:
         deadline = time.monotonic() + limits.timeout_seconds + KILL_GRACE_SECONDS
         try:
-            worker.connection.send(request)
-            while not worker.connection.poll(min(0.25, max(deadline - time.monotonic(), 0))):
-                if time.monotonic() >= deadline:
-                    raise QueryRefused(
-                        f"query stopped after the {limits.timeout_seconds:g} s time limit",
-                        reason="time limit",
-                    )
-            reply: tuple[Any, ...] = worker.connection.recv()
-        except (EOFError, OSError) as err:
-            worker.process.join(timeout=5)
-            code = worker.process.exitcode
+            assert worker.process.stdin is not None
+            _write_frame(worker.process.stdin, request)
+            header = json.loads(worker.read_exact(_frame_size(worker, deadline), deadline))
+            body = worker.read_exact(_frame_size(worker, deadline), deadline)
+        except TimeoutError as err:
+            raise QueryRefused(
+                f"query stopped after the {limits.timeout_seconds:g} s time limit",
+                reason="time limit",
+            ) from err
+        except (EOFError, OSError, ValueError) as err:
+            code = worker.process.wait(timeout=5) if not worker.alive() else None
             raise QueryRefused(
                 "query failed: the query engine stopped while running it (exit status "
                 f"{code}); nothing else was affected",
                 reason="engine crashed",
             ) from err
-        return reply
+        if not isinstance(header, dict):
+            raise QueryRefused(
+                "query failed: the query engine answered wrongly", reason="engine crashed"
+            )
+        return header, body
 
     def close(self) -> None:
         """Stop every idle worker."""
@@ -585,6 +647,10 @@ class WorkerPool:
             idle, self._idle = self._idle, []
         for worker in idle:
             worker.stop()
+
+
+def _frame_size(worker: _Worker, deadline: float) -> int:
+    return int.from_bytes(worker.read_exact(_LENGTH, deadline))
 
 
 _pool_lock = threading.Lock()
@@ -609,3 +675,9 @@ def run(lake: Lake, sql: str, *, limits: Limits = Limits()) -> QueryResult:
             line; :attr:`QueryRefused.reason` holds nothing of the query or the data).
     """
     return _pool().run(lake, sql, limits)
+
+
+if __name__ == "__main__":
+    import sys
+
+    _serve(int(sys.argv[1]))
