@@ -51,6 +51,8 @@ PAGE_ROLES: dict[str, frozenset[Role]] = {
     "reidentify": frozenset({"admin"}),
 }
 DEMO_ROLE_KEY = "demo_role"
+# White space stripped from e-mails (ASCII only: str.strip() also takes NO-BREAK SPACE and more)
+ASCII_WHITESPACE = " \t\n\r\f\v"
 DEMO_BANNER = (
     "**Demo mode**: synthetic patients only, no sign-in, everything on this machine. "
     "Never use it with real data (README, Security and privacy)."
@@ -118,12 +120,14 @@ class RoleMap:
 
     def roles_of(self, claims: Mapping[str, Any]) -> frozenset[Role]:
         """The roles of an identity token's claims: by its email (only when the provider
-        verified it, :func:`email_verified`) and by the groups in :attr:`groups_claim`; none
-        when neither matches."""
+        verified it, :func:`email_verified`, and only when it is ASCII, see
+        :func:`email_key`) and by the groups in :attr:`groups_claim`; none when neither
+        matches."""
         roles: set[Role] = set()
         email = claims.get("email")
-        if isinstance(email, str) and email_verified(claims):
-            roles |= self.emails.get(email.strip().lower(), frozenset())
+        key = email_key(email) if isinstance(email, str) else None
+        if key is not None and email_verified(claims):
+            roles |= self.emails.get(key, frozenset())
         groups = claims.get(self.groups_claim)
         if isinstance(groups, str):
             groups = [groups]
@@ -134,11 +138,22 @@ class RoleMap:
         return frozenset(roles)
 
 
+def email_key(email: str) -> str | None:
+    """``email`` as the role file and tokens are compared: without ASCII white space around it,
+    ASCII letters lower-cased; None when it is not ASCII. Python's ``str.lower()`` turns the
+    KELVIN SIGN (U+212A) into ``k`` and ``str.strip()`` removes a NO-BREAK SPACE, so a provider
+    account "U+212A im@hospital.test" would have matched ``kim@hospital.test``: an e-mail that
+    is not ASCII grants no role by e-mail (groups still do)."""
+    stripped = email.strip(ASCII_WHITESPACE)
+    return stripped.lower() if stripped.isascii() else None
+
+
 def parse_role_map(text: str, *, where: str = "the role file") -> RoleMap:
     """A :class:`RoleMap` from the TOML of a role file.
 
     Raises:
-        InputError: not TOML, an unknown role, or lists that are not lists of strings.
+        InputError: not TOML, an unknown role, lists that are not lists of strings, or an
+            e-mail that is not ASCII (it could match no token, see :func:`email_key`).
     """
     try:
         document = tomllib.loads(text)
@@ -160,7 +175,13 @@ def parse_role_map(text: str, *, where: str = "the role file") -> RoleMap:
             if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
                 raise InputError(f"{where}: roles.{role}.{key} must be a list of text")
             for value in values:
-                name = value.strip().lower() if key == "emails" else value.strip()
+                name = email_key(value) if key == "emails" else value.strip(ASCII_WHITESPACE)
+                if name is None:
+                    raise InputError(
+                        f"{where}: roles.{role}.emails: {value!a} is not ASCII (e-mails "
+                        "are compared as ASCII only; give a non-ASCII address its role through "
+                        "a group)"
+                    )
                 target.setdefault(name, set()).add(role)
     return RoleMap(
         groups_claim=claim,

@@ -29,9 +29,12 @@ def markdown_literal(text: object) -> str:
     Every ASCII punctuation character is backslash-escaped (no emphasis, link, image, HTML,
     code, heading, list, table, strikethrough, math or directive can start). Streamlit also
     rewrites the text *after* parsing, where escapes are gone: emoji and icon shortcodes
-    (``:smile:``, ``:streamlit:``, ``:material/home:``) and arrows (``->``); a word joiner
-    (U+2060, invisible) after each colon followed by a non-space and between two arrow
-    characters keeps them as typed. Runs of white space, line breaks included, become one space.
+    (``:smile:``, ``:streamlit:``, ``:material/home:``), arrows (``->``) and GitHub's
+    autolinks (``www.evil.test``, ``https://…``, ``mailto:``, ``xmpp:``, ``nurse@evil.test``); a
+    word joiner (U+2060, invisible) after each colon followed by a non-space (so no scheme
+    ``https:``, ``mailto:``, ``xmpp:`` is followed by its link), between two arrow characters,
+    before each ``@`` and between ``www`` (any case) and the dot after it keeps them as typed.
+    Runs of white space, line breaks included, become one space.
 
     Args:
         text: text from data (anything else is shown as its ``str``).
@@ -39,6 +42,10 @@ def markdown_literal(text: object) -> str:
     words = " ".join(str(text).split())
     out: list[str] = []
     for index, char in enumerate(words):
+        if char == "@" or (
+            char == "." and index >= 3 and words[index - 3 : index].lower() == "www"
+        ):
+            out.append(WORD_JOINER)  # no e-mail autolink, no www. autolink
         out.append("\\" + char if char in MARKDOWN_PUNCTUATION else char)
         following = words[index + 1 : index + 2].strip()  # "" at a space or the end
         if following and (char == ":" or (char in _ARROW_PARTS and following in _ARROW_PARTS)):

@@ -19,13 +19,14 @@ demo key, because a forged artifact runs code on the machine whether the data is
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import hmac
 import json
 import os
 import secrets
 import stat
-import tempfile
 from pathlib import Path
 
 from lakehouse.errors import InputError, StorageError
@@ -37,6 +38,8 @@ MIN_KEY_LENGTH = 32
 # Separates these MACs from every other use of a key (a key reused elsewhere signs nothing here).
 _DOMAIN = b"mobility model artifact 1\n"
 _MAC_HEX = 64
+# A demo key file is one line of about 44 characters: read no more than this of it.
+_KEY_FILE_MAX_BYTES = 4096
 KEY_HELP = (
     'set it to a long random secret, e.g. python -c "import secrets; '
     "print(secrets.token_urlsafe(32))\", kept with the lake's other credentials, outside the lake"
@@ -143,35 +146,100 @@ def signer_from_settings(settings: Settings, *, lake_uri: str | None = None) -> 
 
 
 def _demo_key(path: Path, lake: Lake) -> str:
-    """Demo mode's key from ``path``, created there (0600, random) when missing."""
+    """Demo mode's key from ``path``, created there (0600, random) when missing.
+
+    Whoever may write in the key's folder could swap the key file between a check and the read,
+    so the folder must be this user's own, not a link, with no write bit for group or others,
+    and it is held open while the key is read or made: the key file is opened relative to it,
+    never through a link (``O_NOFOLLOW``), and the open file itself (``fstat``) must be a
+    regular file of this user that nobody else may read or write.
+    """
     root = Path(lake.uri.removeprefix("file://")).resolve()
-    where = path.expanduser().resolve()
-    if where.is_relative_to(root):
+    where = path.expanduser().absolute()
+    if where.resolve().is_relative_to(root):
         raise InputError(
             f"the demo artifact key file {where} is inside the lake: whoever can write the lake "
             "could replace it (set MOBILITY_DEMO_ARTIFACT_KEY_FILE to a path outside it)"
         )
     try:
-        if not where.exists():
-            where.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            handle, partial = tempfile.mkstemp(dir=where.parent, prefix=".demo-artifact-key.")
-            try:
-                with os.fdopen(handle, "w") as stream:
-                    stream.write(secrets.token_urlsafe(32) + "\n")
-                # whole or not at all; another process creating it meanwhile wins
-                os.link(partial, where)
-            except FileExistsError:
-                pass
-            finally:
-                os.unlink(partial)
-        found = os.lstat(where)
-        if not stat.S_ISREG(found.st_mode) or found.st_uid != os.getuid() or found.st_mode & 0o077:
-            raise InputError(
-                f"the demo artifact key file {where} must be a plain file of this user that "
-                "nobody else may read or write (chmod 600)"
-            )
-        return where.read_text().strip()
+        folder = _open_key_folder(where.parent)
+        try:
+            return _read_key(folder, where)
+        finally:
+            os.close(folder)
     except OSError as err:
         raise InputError(
             f"cannot keep the demo artifact key in {where}: {err.strerror or err}"
         ) from err
+
+
+def _open_key_folder(folder: Path) -> int:
+    """A descriptor of ``folder`` (made 0700 when missing), once it is checked: a folder, no
+    link, this user's, no write bit for group or others."""
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    found = os.lstat(folder)
+    if stat.S_ISLNK(found.st_mode):
+        raise InputError(
+            f"the folder of the demo artifact key file, {folder}: a symbolic link, not a folder "
+            "(set MOBILITY_DEMO_ARTIFACT_KEY_FILE to a path in a folder of your own)"
+        )
+    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    opened = os.fstat(descriptor)
+    if (
+        (opened.st_dev, opened.st_ino) != (found.st_dev, found.st_ino)
+        or opened.st_uid != os.getuid()
+        or opened.st_mode & 0o022
+    ):
+        os.close(descriptor)
+        raise InputError(
+            f"the folder of the demo artifact key file, {folder}, must be a folder of this user, "
+            f"and nobody else may write in it (chmod 700 {folder}, or set "
+            "MOBILITY_DEMO_ARTIFACT_KEY_FILE to a path in a folder of your own)"
+        )
+    return descriptor
+
+
+def _read_key(folder: int, where: Path) -> str:
+    """The key in ``where.name`` of the checked ``folder`` (a descriptor), made when missing."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    refused = InputError(
+        f"the demo artifact key file {where} must be a plain file of this user that "
+        "nobody else may read or write (chmod 600)"
+    )
+    try:
+        descriptor = os.open(where.name, flags, dir_fd=folder)
+    except FileNotFoundError:
+        _make_key(folder, where.name)
+        descriptor = os.open(where.name, flags, dir_fd=folder)
+    except OSError as err:
+        if err.errno == errno.ELOOP:  # a link
+            raise refused from err
+        raise
+    with os.fdopen(descriptor, "rb") as stream:
+        opened = os.fstat(stream.fileno())
+        if (
+            not stat.S_ISREG(opened.st_mode)
+            or opened.st_uid != os.getuid()
+            or opened.st_mode & 0o077
+        ):
+            raise refused
+        text = stream.read(_KEY_FILE_MAX_BYTES)
+    try:
+        return text.decode().strip()
+    except UnicodeDecodeError as err:
+        raise InputError(f"the demo artifact key file {where} is not text") from err
+
+
+def _make_key(folder: int, name: str) -> None:
+    """A new random key as ``name`` in ``folder`` (a descriptor), whole or not at all: written
+    0600 under another name, then linked into place; another process making it meanwhile wins."""
+    partial = f".{name}.{secrets.token_hex(8)}"
+    created = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    descriptor = os.open(partial, created, 0o600, dir_fd=folder)
+    try:
+        with os.fdopen(descriptor, "w") as stream:
+            stream.write(secrets.token_urlsafe(32) + "\n")
+        with contextlib.suppress(FileExistsError):
+            os.link(partial, name, src_dir_fd=folder, dst_dir_fd=folder)
+    finally:
+        os.unlink(partial, dir_fd=folder)

@@ -1,13 +1,13 @@
 """CSV that a spreadsheet opens as data, never as formulas (OWASP's CSV injection guidance).
 
-A spreadsheet runs a cell that starts with ``=``, ``+``, ``-`` or ``@`` (and, in some, a tab or a
-carriage return first) as a formula: a therapy named ``=HYPERLINK(...)`` or
-``=cmd|' /C calc'!A0`` in a file someone downloads and opens would be a link or a command. Every
-text cell written here is *neutralised*: such a cell gets a single quote (``'``) in front, which
-spreadsheets show as text. A text cell holding a separator of any locale (``,`` ``;`` tab ``|``),
-a double quote or a line break is also enclosed in double quotes, so a ``;`` in it cannot start a
-new cell where ``;`` separates cells. Only text is touched: numbers (negative ones included),
-dates, booleans and empty values are written as they are.
+A spreadsheet runs a cell that starts with ``=``, ``+``, ``-`` or ``@`` (and, in some, a control
+character first: LibreOffice 7.4 skips a leading NUL and runs the formula after it) as a formula: a
+therapy named ``=HYPERLINK(...)`` or ``=cmd|' /C calc'!A0`` in a file someone downloads and opens
+would be a link or a command. Every text cell written here is *neutralised*: such a cell gets a
+single quote (``'``) in front, which spreadsheets show as text. A text cell holding a separator of
+any locale (``,`` ``;`` tab ``|``), a double quote or a line break is also enclosed in double
+quotes, so a ``;`` in it cannot start a new cell where ``;`` separates cells. Only text is touched:
+numbers (negative ones included), dates, booleans and empty values are written as they are.
 
 Every CSV the product writes from data goes through here: the dashboard's downloads and
 ``mobility export-forecast`` (:func:`frame_csv`), and ``mobility sql`` (:func:`write_rows`).
@@ -20,7 +20,12 @@ from typing import Final, TextIO
 
 import polars as pl
 
-FORMULA_PREFIXES: Final = ("=", "+", "-", "@", "\t", "\r")
+# OWASP's four, and every control character (U+0000-U+001F and U+007F; tab and carriage return
+# among them), as OWASP ASVS 1.2.10 asks
+CONTROL_CHARACTERS: Final = (*(chr(code) for code in range(0x20)), "\x7f")
+FORMULA_PREFIXES: Final = ("=", "+", "-", "@", *CONTROL_CHARACTERS)
+# the same, as a regular expression (for polars)
+_FORMULA_START: Final = r"^[=+\-@\x00-\x1F\x7F]"
 # a cell holding one of these is enclosed in double quotes
 QUOTED_WHEN_HOLDING: Final = (",", ";", "\t", "|", '"', "\r", "\n")
 TEXT_MARK: Final = "'"
@@ -28,7 +33,8 @@ TEXT_MARK: Final = "'"
 
 def neutralise(text: str) -> str:
     """``text`` as a spreadsheet shows it and never runs it: a single quote before a formula
-    prefix (``=``, ``+``, ``-``, ``@``, tab, carriage return), else unchanged.
+    prefix (``=``, ``+``, ``-``, ``@``, or a control character: U+0000-U+001F, U+007F), else
+    unchanged.
 
     Args:
         text: a text cell.
@@ -107,7 +113,7 @@ def _field(value: object) -> str:
 def _text_field(column: pl.Expr) -> pl.Expr:
     """:func:`text_field` as a polars expression (a missing value stays missing)."""
     text = column.cast(pl.String)
-    risky = pl.any_horizontal(*(text.str.starts_with(prefix) for prefix in FORMULA_PREFIXES))
+    risky = text.str.contains(_FORMULA_START)
     shown = pl.when(risky).then(pl.lit(TEXT_MARK) + text).otherwise(text)
     quoted = (shown == "") | shown.str.contains_any(list(QUOTED_WHEN_HOLDING))
     return (

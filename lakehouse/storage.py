@@ -7,9 +7,11 @@ retry Delta commit conflicts with backoff.
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import re
+import stat
 import threading
 import time
 import uuid
@@ -54,6 +56,59 @@ _OBJECT_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 ARTIFACTS_FOLDER = "models/artifacts"
 # Far above a trained model's artifact (about 1 MB at 1,000 patients), far below a memory problem.
 ARTIFACT_MAX_BYTES = 256_000_000
+
+
+def _file_kind(mode: int) -> str:
+    """What a file that is not a regular one is, for an error."""
+    kinds = (
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISCHR, "a device"),
+        (stat.S_ISBLK, "a device"),
+    )
+    return next((kind for test, kind in kinds if test(mode)), "a special file")
+
+
+def _read_regular_file(file: Path, named: str, max_bytes: int) -> bytes:
+    """The bytes of ``file`` (``named`` in errors), a regular file and no link, read from the
+    very file that was checked: ``lstat``, then an open that follows no link and cannot block
+    (a FIFO swapped in opens at once), then ``fstat`` of the open file against the ``lstat``.
+    Reads at most ``max_bytes`` + 1 bytes (before a signature is checked, a planted file must
+    not fill the memory).
+
+    Raises:
+        StorageError: not a regular file, another file by the time it was opened, larger than
+            ``max_bytes``, or it cannot be read (one line each).
+    """
+    try:
+        found = os.lstat(file)
+        if not stat.S_ISREG(found.st_mode):
+            raise StorageError(
+                f"refused model artifact {named}: {_file_kind(found.st_mode)}, not a regular file"
+            )
+        descriptor = os.open(file, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(descriptor, "rb") as stream:
+            opened = os.fstat(stream.fileno())
+            if not stat.S_ISREG(opened.st_mode) or (opened.st_dev, opened.st_ino) != (
+                found.st_dev,
+                found.st_ino,
+            ):
+                raise StorageError(
+                    f"refused model artifact {named}: not the file that was checked (it was "
+                    "replaced while it was opened)"
+                )
+            data = stream.read(max_bytes + 1)
+    except OSError as err:
+        if err.errno == errno.ELOOP:  # swapped for a link after the lstat
+            raise StorageError(
+                f"refused model artifact {named}: a symbolic link, not a regular file"
+            ) from err
+        raise StorageError(f"could not read {named}: {err.strerror or err}") from err
+    if len(data) > max_bytes:
+        raise StorageError(f"refused {named}: larger than {max_bytes / 1e6:,.0f} MB")
+    return data
 
 
 class _AppendHandles:
@@ -675,21 +730,24 @@ class Lake:
 
     def read_artifact(self, uri: str) -> bytes:
         """The bytes of the model artifact ``uri`` names (see :meth:`artifact_path`); on a local
-        lake never through a link out of the artifacts folder.
+        lake only a regular file of the artifacts folder: never a link, a FIFO (which would block
+        the read for good), a socket or a device.
 
         Raises:
-            StorageError: a path outside the artifacts folder, or the file cannot be read.
+            StorageError: a path outside the artifacts folder, not a regular file, larger than
+                :data:`ARTIFACT_MAX_BYTES`, or the file cannot be read (one line each).
         """
         path = self.artifact_path(uri)
-        if self.is_local:
-            root = Path(self.uri.removeprefix("file://"))
-            if Path(root, path).resolve().parent != Path(root, ARTIFACTS_FOLDER).resolve():
-                raise StorageError(
-                    f"refused model artifact {_shown(uri)}: a link out of this lake's "
-                    f"{ARTIFACTS_FOLDER} folder"
-                )
-        # read before its signature is checked: a planted file must not fill the memory
-        return self.read_object(path, max_bytes=ARTIFACT_MAX_BYTES)
+        if not self.is_local:
+            # read before its signature is checked: a planted file must not fill the memory
+            return self.read_object(path, max_bytes=ARTIFACT_MAX_BYTES)
+        root = Path(self.uri.removeprefix("file://"))
+        if Path(root, path).resolve().parent != Path(root, ARTIFACTS_FOLDER).resolve():
+            raise StorageError(
+                f"refused model artifact {_shown(uri)}: a link out of this lake's "
+                f"{ARTIFACTS_FOLDER} folder"
+            )
+        return _read_regular_file(Path(root, path), f"{self.uri}/{path}", ARTIFACT_MAX_BYTES)
 
     def write_object(self, path: str, data: bytes) -> str:
         """Store ``data`` at ``<lake>/<path>``; returns its URI.

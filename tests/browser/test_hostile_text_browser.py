@@ -40,10 +40,11 @@ from tests.test_cli import mobility
 pytestmark = pytest.mark.browser
 
 SOURCE_ID = "hostile-1"
-SEX = "**bold** _it_ `code`"
+# GitHub's autolinks too (an e-mail address, www.): made after parsing, where escapes are gone
+SEX = "**bold** _it_ `code` nurse@evil.test"
 COUNTRY = (
     "![x](http://evil.test/p.png) [link](http://evil.test/l) <img src=http://evil.test/i.png> "
-    ":smile: :red[red] $x^2$ a -> b"
+    ":smile: :red[red] $x^2$ a -> b see www.evil.test/login"
 )
 THERAPY_LINK = '<a href="http://evil.test/a">x</a>'
 THERAPY_BOLD = "<b>bold</b> <img src=http://evil.test/t.png>"
@@ -223,7 +224,9 @@ def test_patient_page_shows_the_hostile_text_as_written(
     # the tables show the names as written
     tables = page.locator("[data-testid='stDataFrame']")
     expect(tables).to_have_count(2)
-    cells = [_literal(c) for c in tables.first.locator("table[role='grid'] td").all_inner_texts()]
+    grid_cells = tables.first.locator("table[role='grid'] td")
+    expect(grid_cells).not_to_have_count(0)  # the grid fills its accessible table after drawing
+    cells = [_literal(c) for c in grid_cells.all_inner_texts()]
     assert _literal(THERAPY_LINK) in cells, cells
 
     shot = screenshot(page, "hostile-text-patient")

@@ -523,9 +523,43 @@ def test_role_file_maps_emails_without_case_and_groups() -> None:
     assert roles.roles_of({"groups": ["night-shift"]}) == set()  # another claim's name
 
 
+KIM = """
+[roles.admin]
+emails = ["kim@hospital.test"]
+groups = ["mobility-admins"]
+"""
+# e-mails that Python's str.lower() / str.strip() would have turned into kim@hospital.test
+LOOKALIKES = [
+    "\u212aim@hospital.test",  # KELVIN SIGN, lower-cased to "k"
+    "\u212aIM@HOSPITAL.TEST",
+    "kim@hospital.test\u00a0",  # a trailing NO-BREAK SPACE, stripped
+    "\u3000kim@hospital.test",  # IDEOGRAPHIC SPACE
+    "kim@hospital.test\u2028",  # LINE SEPARATOR
+    "kim@hospital.test\x85",  # NEXT LINE
+]
+
+
+@pytest.mark.parametrize("email", LOOKALIKES, ids=ascii)
+def test_an_email_that_is_not_ascii_grants_no_role_but_groups_still_do(email: str) -> None:
+    roles = auth.parse_role_map(KIM)
+    token = {"email": email, "email_verified": True}
+
+    assert roles.roles_of(token) == set()
+    assert roles.roles_of({**token, "groups": ["mobility-admins"]}) == {"admin"}
+
+
+def test_an_ascii_email_still_matches_without_case_or_ascii_white_space() -> None:
+    roles = auth.parse_role_map(KIM)
+    for email in ("kim@hospital.test", "KIM@Hospital.Test", " kim@hospital.test\t\n"):
+        assert roles.roles_of({"email": email, "email_verified": True}) == {"admin"}, email
+
+
 @pytest.mark.parametrize(
     ("text", "fragment"),
     [
+        # an e-mail of the role file that is not ASCII would match no token: said, not ignored
+        ('[roles.admin]\nemails = ["\u212aim@hospital.test"]', "is not ASCII"),
+        ('[roles.admin]\nemails = ["kim@hospital.test\u00a0"]', "is not ASCII"),
         ("[roles.superuser]\nemails = []", "unknown role 'superuser'"),
         ("[roles.admin]\nemails = 'a@b'", "must be a list of text"),
         ("not toml at all = = =", "not TOML"),

@@ -5,8 +5,9 @@ Streamlit's renderer is react-markdown (CommonMark and GitHub's extensions, pars
 the CommonMark part is checked with markdown-it-py, another CommonMark parser. Streamlit then
 rewrites the parsed text (where escapes are gone); its rewrites are copied below from its
 frontend bundle (``streamlit/static/static/js/StreamlitMarkdown.*.js``, ``remark-emoji.*.js``)
-and must find nothing. The browser test (tests/browser/test_hostile_text_browser.py) checks the
-real thing.
+and must find nothing, GitHub's autolinks (``www.``, ``https://``, e-mail addresses) included
+(tests/dashboard/rendered.py). The browser test (tests/browser/test_hostile_text_browser.py)
+checks the real thing.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dashboard.literal import WORD_JOINER, markdown_literal, plotly_literal
-from tests.dashboard.rendered import rendered, tags, text_nodes
+from tests.dashboard.rendered import autolinks, rendered, tags, text_nodes
 
 HOSTILE = [
     "**bold**",
@@ -49,6 +50,18 @@ HOSTILE = [
     "12:30 Europe/Berlin",
     "",
     "   ",
+    # GitHub's autolinks, made after parsing where the escapes are gone
+    "www.evil.test",
+    "WWW.EVIL.TEST/path",
+    "www.e.t",
+    "foo@bar.baz.qux",
+    "nurse@evil.test",
+    "see www.evil.test/login",
+    "www.evil.test。x",
+    "(www.evil.test) *wWw.evil.test* ~www.evil.test_ wwww.evil.test",
+    "https://evil.test HTTP://EVIL.TEST/x http://x",
+    "mailto:nurse@evil.test xmpp:foo@bar.baz/txt",
+    "a.b-c_d+e@x-y.z_w.q @start a@b@c.d",
 ]
 
 # Streamlit's rewrites of the parsed text (text nodes), and its tests on the raw source
@@ -79,6 +92,7 @@ def _assert_shown_as_written(text: str) -> None:
     assert not EMOJI_SHORTCODE.search(words), words
     assert STREAMLIT_LOGO not in words
     assert not any(arrow.search(words) for arrow in ARROWS), words
+    assert not autolinks(markdown), (text, autolinks(markdown))
     # ... and its tests on the source load no emoji, icon, math or directive
     assert not EMOJI_NEEDED.search(markdown), markdown
     assert MATERIAL_ICON not in markdown
@@ -99,7 +113,7 @@ def test_any_text_is_shown_exactly_as_written(text: str) -> None:
     _assert_shown_as_written(text)
 
 
-@given(st.text(alphabet="*_[]()!<>`$~#|\\:-=+.&@ \nabc", max_size=40))
+@given(st.text(alphabet="*_[]()!<>`$~#|\\:-=+.&@/ \nabcwW", max_size=40))
 def test_markdown_characters_in_any_order_are_shown_as_written(text: str) -> None:
     _assert_shown_as_written(text)
 
@@ -112,6 +126,7 @@ def test_markdown_literal_escapes_every_markdown_character() -> None:
     assert markdown_literal("$x$ <b>") == r"\$x\$ \<b\>"
     assert markdown_literal(":red[x]") == rf"\:{WORD_JOINER}red\[x\]"
     assert markdown_literal("a -> b") == rf"a \-{WORD_JOINER}\> b"
+    assert markdown_literal("WWW.x a@b") == rf"WWW{WORD_JOINER}\.x a{WORD_JOINER}\@b"
     assert markdown_literal("two\nlines") == "two lines"
     assert markdown_literal(1975) == "1975"
 

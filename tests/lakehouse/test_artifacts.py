@@ -5,7 +5,10 @@ on."""
 from __future__ import annotations
 
 import os
+import socket
 import stat
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -88,6 +91,98 @@ def test_the_artifact_reader_follows_no_link_out_of_the_artifacts_folder(
     (Path(lake.uri) / "models/artifacts/ebm_cluster-v1.pkl").symlink_to(secret)
     with pytest.raises(StorageError, match="a link out of this lake's models/artifacts"):
         lake.read_artifact("models/artifacts/ebm_cluster-v1.pkl")
+
+
+def _read_within_a_second(lake: Lake, uri: str, fifo: Path | None = None) -> BaseException:
+    """What ``read_artifact(uri)`` raised, which it must do within a second (a FIFO must not
+    block it: if it does, the FIFO is opened for writing here, to let the reader go)."""
+    raised: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            lake.read_artifact(uri)
+        except BaseException as err:
+            raised.append(err)
+
+    reader = threading.Thread(target=read, daemon=True)
+    started = time.monotonic()
+    reader.start()
+    reader.join(timeout=1.0)
+    if reader.is_alive() and fifo is not None:
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        reader.join(timeout=5)
+    assert time.monotonic() - started < 1.0, f"reading {uri} blocked"
+    assert raised, f"{uri} was read"
+    return raised[0]
+
+
+def test_a_fifo_or_a_socket_planted_as_an_artifact_is_refused_at_once(
+    lake: Lake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lake.write_artifact("real-v1.pkl", b"x")
+    folder = Path(lake.uri) / "models/artifacts"
+    fifo = folder / "ebm_cluster-v1.pkl"
+    os.mkfifo(fifo)
+    monkeypatch.chdir(folder)  # a socket's path is short, so bind it by its relative name
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind("ebm_cluster-v2.pkl")
+        server.listen()
+        for name, kind in (("ebm_cluster-v1.pkl", "a FIFO"), ("ebm_cluster-v2.pkl", "a socket")):
+            err = _read_within_a_second(lake, f"models/artifacts/{name}", fifo)
+            assert isinstance(err, StorageError), repr(err)
+            assert str(err) == (
+                f"refused model artifact {lake.uri}/models/artifacts/{name}: {kind}, not a "
+                "regular file"
+            )
+
+
+def test_a_link_inside_the_artifacts_folder_is_refused_too(lake: Lake) -> None:
+    lake.write_artifact("ebm_cluster-v1.pkl", b"genuine")
+    folder = Path(lake.uri) / "models/artifacts"
+    (folder / "ebm_cluster-v2.pkl").symlink_to(folder / "ebm_cluster-v1.pkl")
+    (folder / "ebm_cluster-v3.pkl").symlink_to("ebm_cluster-v1.pkl")
+    (folder / "ebm_cluster-v4.pkl").mkdir()
+    for version, kind in ((2, "a symbolic link"), (3, "a symbolic link"), (4, "a folder")):
+        with pytest.raises(StorageError) as refused:
+            lake.read_artifact(f"models/artifacts/ebm_cluster-v{version}.pkl")
+        assert str(refused.value) == (
+            f"refused model artifact {lake.uri}/models/artifacts/ebm_cluster-v{version}.pkl: "
+            f"{kind}, not a regular file"
+        )
+    with pytest.raises(StorageError, match=r"^could not read .*ebm_cluster-v5.pkl: "):
+        lake.read_artifact("models/artifacts/ebm_cluster-v5.pkl")
+    assert lake.read_artifact("models/artifacts/ebm_cluster-v1.pkl") == b"genuine"
+
+
+@pytest.mark.parametrize(
+    ("swap", "reason"),
+    [
+        ("file", "not the file that was checked (it was replaced while it was opened)"),
+        ("link", "a symbolic link, not a regular file"),
+    ],
+)
+def test_an_artifact_swapped_after_its_check_is_not_read(
+    lake: Lake, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, swap: str, reason: str
+) -> None:
+    lake.write_artifact("ebm_cluster-v1.pkl", b"genuine")
+    target = Path(lake.uri) / "models/artifacts/ebm_cluster-v1.pkl"
+    planted = tmp_path / "planted"
+    planted.write_bytes(b"planted")
+    real_open = os.open
+
+    def open_after_a_swap(path: object, flags: int, *args: object, **kwargs: object) -> int:
+        if Path(str(path)) == target:  # between the lstat and the open
+            target.unlink()
+            if swap == "file":
+                os.replace(planted, target)
+            else:
+                target.symlink_to(planted)
+        return real_open(path, flags, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", open_after_a_swap)
+    with pytest.raises(StorageError) as refused:
+        lake.read_artifact("models/artifacts/ebm_cluster-v1.pkl")
+    assert str(refused.value) == f"refused model artifact {target}: {reason}"
 
 
 def test_a_planted_artifact_too_large_is_refused_unread(
@@ -201,6 +296,72 @@ def test_demo_mode_refuses_a_key_file_others_may_read_or_one_inside_the_lake(
         signer_from_settings(
             Settings(MOBILITY_ARTIFACT_KEY=None, MOBILITY_DEMO=True), lake_uri="s3://bucket/lake"
         )
+
+
+def _demo(key_file: Path) -> Settings:
+    return Settings(
+        MOBILITY_ARTIFACT_KEY=None,
+        MOBILITY_DEMO=True,
+        MOBILITY_DEMO_ARTIFACT_KEY_FILE=str(key_file),
+    )
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o1777, 0o770, 0o702], ids=oct)
+def test_demo_mode_refuses_a_key_folder_others_may_write_in(
+    lake: Lake, tmp_path: Path, mode: int
+) -> None:
+    """Whoever may write in the key's folder could swap the key file for one of theirs between
+    a check and the read (MOBILITY_DEMO_ARTIFACT_KEY_FILE=/tmp/x/shared/key in a 0777 folder)."""
+    shared = tmp_path / "x" / "shared"
+    shared.mkdir(parents=True)
+    os.chmod(shared, mode)
+    with pytest.raises(InputError, match="nobody else may write in it") as refused:
+        signer_from_settings(_demo(shared / "key"), lake_uri=lake.uri)
+    assert "\n" not in str(refused.value) and str(shared) in str(refused.value)
+    assert list(shared.iterdir()) == []  # no key was made there either
+    (shared / "key").write_text("k" * 40)
+    os.chmod(shared / "key", 0o600)
+    with pytest.raises(InputError, match="nobody else may write in it"):
+        signer_from_settings(_demo(shared / "key"), lake_uri=lake.uri)
+
+
+def test_demo_mode_refuses_a_linked_key_folder_or_key_file(lake: Lake, tmp_path: Path) -> None:
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    genuine = private / "demo-artifact-key"
+    signer_from_settings(_demo(genuine), lake_uri=lake.uri)
+    assert stat.S_IMODE(genuine.stat().st_mode) == 0o600
+    linked_folder = tmp_path / "linked"
+    linked_folder.symlink_to(private)
+    with pytest.raises(InputError, match=r"linked: a symbolic link, not a folder") as refused:
+        signer_from_settings(_demo(linked_folder / "demo-artifact-key"), lake_uri=lake.uri)
+    assert "\n" not in str(refused.value)
+    (private / "key-link").symlink_to(genuine)
+    os.mkfifo(private / "fifo")
+    for name in ("key-link", "fifo"):
+        with pytest.raises(InputError, match="must be a plain file of this user") as refused:
+            signer_from_settings(_demo(private / name), lake_uri=lake.uri)
+        assert "\n" not in str(refused.value)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making files of another user needs root")
+def test_demo_mode_refuses_a_key_folder_or_key_file_of_another_user(
+    lake: Lake, tmp_path: Path
+) -> None:
+    nobody = 65534
+    theirs = tmp_path / "theirs"
+    theirs.mkdir(mode=0o700)
+    os.chown(theirs, nobody, nobody)
+    with pytest.raises(InputError, match="must be a folder of this user"):
+        signer_from_settings(_demo(theirs / "key"), lake_uri=lake.uri)
+    assert list(theirs.iterdir()) == []
+    mine = tmp_path / "mine"
+    mine.mkdir(mode=0o700)
+    (mine / "key").write_text("k" * 40)
+    os.chmod(mine / "key", 0o600)
+    os.chown(mine / "key", nobody, nobody)
+    with pytest.raises(InputError, match="must be a plain file of this user"):
+        signer_from_settings(_demo(mine / "key"), lake_uri=lake.uri)
 
 
 def test_the_demo_key_lives_in_the_users_configuration_folder(

