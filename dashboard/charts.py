@@ -14,6 +14,7 @@ shown as written.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 from datetime import date, timedelta
 from functools import cache
@@ -25,12 +26,15 @@ import plotly.graph_objects as go
 import polars as pl
 from plotly.subplots import make_subplots
 
+from dashboard.data import model_name, shown_model
 from dashboard.literal import plotly_literal
 
 WEAR_COLOUR = "#1f77b4"
 NON_WEAR_COLOUR = "#9e9e9e"
 SIDE_EFFECT_COLOUR = "#d62728"
 CHAMPION_COLOUR = "#ff7f0e"
+CHANGE_UP_COLOUR = "#2ca02c"
+CHANGE_DOWN_COLOUR = "#d62728"
 MODEL_COLOURS = ("#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#9467bd", "#2ca02c")
 THERAPY_COLOURS = ("#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#bcbd22", "#8c564b")
 
@@ -113,15 +117,18 @@ def patient_timeline(
     side_effects: pl.DataFrame,
     *,
     patient_id: str,
+    others: bool = False,
 ) -> go.Figure:
-    """One patient's daily steps and forecasts above, therapies and side effects below, on one
+    """One patient's daily steps and forecast above, therapies and side effects below, on one
     time axis.
 
     Non-wear days break the line (they are missing data, not zero mobility) and show as hollow
-    grey markers at the steps that were recorded. Each model's forecast is a line with its 80%
-    interval as a band; the champion's line is bold and its band shown, the other models' bands
-    are in the legend (a click shows them). Therapy courses are bars (ongoing ones reach the last
-    day shown); side effects are red triangles with their grade.
+    grey markers at the steps that were recorded. The forecast drawn is the one the page
+    explains (:func:`dashboard.data.shown_model`: the champion of the patient's group): a bold
+    line with its 80% range as a band. With ``others`` the other models' forecasts are thin
+    lines beside it, each under its plain name (:func:`dashboard.data.model_name`). Therapy
+    courses are bars (ongoing ones reach the last day shown); side effects are red triangles
+    with their grade.
 
     Args:
         daily_steps: rows of :func:`dashboard.data.patient_daily_steps`.
@@ -129,6 +136,7 @@ def patient_timeline(
         therapies: rows of :func:`dashboard.data.patient_therapies`.
         side_effects: rows of :func:`dashboard.data.patient_side_effects`.
         patient_id: shown in the title.
+        others: draw the other models' forecasts too.
     """
     # steps and forecasts on the axes x and y above, therapies and side effects on x2 and y2 below
     figure = go.Figure(layout=_timeline_rows())
@@ -179,7 +187,7 @@ def patient_timeline(
                 yaxis="y",
             )
         )
-    _add_forecasts(figure, forecast)
+    _add_forecasts(figure, forecast, shown_model(forecast), others)
     last_day = _last_day(daily_steps, therapies, side_effects, forecast)
     _add_clinical_timeline(figure, therapies, side_effects, last_day)
     figure.update_layout(yaxis_rangemode="tozero")
@@ -206,8 +214,10 @@ def _timeline_rows() -> dict[str, Any]:
     return layout
 
 
-def _add_forecasts(figure: go.Figure, forecast: pl.DataFrame) -> None:
-    if not forecast.height:
+def _add_forecasts(
+    figure: go.Figure, forecast: pl.DataFrame, shown: str | None, others: bool
+) -> None:
+    if not forecast.height or shown is None:
         return
     origin = forecast["origin_date"][0]
     figure.add_shape(  # a vertical line across the steps row, as add_vline draws it
@@ -220,53 +230,71 @@ def _add_forecasts(figure: go.Figure, forecast: pl.DataFrame) -> None:
         yref="y domain",
         line={"color": "#555555", "dash": "dot"},
     )
-    models = forecast.group_by("model").agg(pl.col("champion").any()).sort("champion", "model")
-    for index, (model, champion) in enumerate(models.iter_rows()):
-        rows = forecast.filter(pl.col("model") == model).sort("target_date")
-        colour = CHAMPION_COLOUR if champion else MODEL_COLOURS[index % len(MODEL_COLOURS)]
-        model_name = plotly_literal(model)
-        name = f"{model_name} (champion)" if champion else model_name
-        days = rows["target_date"].to_numpy()
-        figure.add_trace(
-            go.Scatter(
-                # the band's outline: the upper bound forward, then the lower bound back
-                x=np.concatenate([days, days[::-1]]),
-                y=np.concatenate(
-                    [rows["yhat_upper"].to_numpy(), rows["yhat_lower"].to_numpy()[::-1]]
-                ),
-                fill="toself",
-                fillcolor=colour,
-                opacity=0.18,
-                line={"width": 0},
-                name=f"{name}: 80% interval",
-                legendgroup=model_name,
-                hoverinfo="skip",
-                visible=True if champion else "legendonly",
-                xaxis="x",
-                yaxis="y",
+    figure.add_annotation(
+        x=origin,
+        xref="x",
+        y=1,
+        yref="y domain",
+        text=f"forecast from {origin.day} {origin:%b %Y}",
+        showarrow=False,
+        xanchor="left",
+        yanchor="top",
+        xshift=4,
+        font={"size": 11, "color": "#555555"},
+    )
+    if others:
+        models = sorted(m for m in forecast["model"].unique().to_list() if m != shown)
+        for index, model in enumerate(models):
+            rows = forecast.filter(pl.col("model") == model).sort("target_date")
+            name = plotly_literal(model_name(model))
+            figure.add_trace(
+                go.Scatter(
+                    x=rows["target_date"].to_numpy(),
+                    y=rows["yhat"].to_numpy(),
+                    mode="lines",
+                    name=name,
+                    line={"color": MODEL_COLOURS[index % len(MODEL_COLOURS)], "width": 1.2},
+                    hovertemplate=f"{name}, %{{x|%Y-%m-%d}}: %{{y:,.0f}} steps<extra></extra>",
+                    xaxis="x",
+                    yaxis="y",
+                )
             )
+    rows = forecast.filter(pl.col("model") == shown).sort("target_date")
+    name = plotly_literal(model_name(shown))
+    days = rows["target_date"].to_numpy()
+    figure.add_trace(
+        go.Scatter(
+            # the band's outline: the upper bound forward, then the lower bound back
+            x=np.concatenate([days, days[::-1]]),
+            y=np.concatenate([rows["yhat_upper"].to_numpy(), rows["yhat_lower"].to_numpy()[::-1]]),
+            fill="toself",
+            fillcolor=CHAMPION_COLOUR,
+            opacity=0.2,
+            line={"width": 0},
+            name="80% range of the forecast",
+            legendgroup="forecast",
+            hoverinfo="skip",
+            xaxis="x",
+            yaxis="y",
         )
-        figure.add_trace(
-            go.Scatter(
-                x=days,
-                y=rows["yhat"].to_numpy(),
-                customdata=rows.select("yhat_lower", "yhat_upper").to_numpy(),
-                mode="lines",
-                name=name,
-                legendgroup=model_name,
-                line={
-                    "color": colour,
-                    "width": 3 if champion else 1,
-                    "dash": "solid" if champion else "dot",
-                },
-                hovertemplate=(
-                    f"{model_name}, %{{x|%Y-%m-%d}}: %{{y:,.0f}} steps "
-                    "(80%: %{customdata[0]:,.0f} to %{customdata[1]:,.0f})<extra></extra>"
-                ),
-                xaxis="x",
-                yaxis="y",
-            )
+    )
+    figure.add_trace(
+        go.Scatter(
+            x=days,
+            y=rows["yhat"].to_numpy(),
+            customdata=rows.select("yhat_lower", "yhat_upper").to_numpy(),
+            mode="lines",
+            name=f"forecast: {name}",
+            legendgroup="forecast",
+            line={"color": CHAMPION_COLOUR, "width": 3},
+            hovertemplate=(
+                f"{name}, %{{x|%Y-%m-%d}}: %{{y:,.0f}} steps "
+                "(80% range %{customdata[0]:,.0f} to %{customdata[1]:,.0f})<extra></extra>"
+            ),
+            xaxis="x",
+            yaxis="y",
         )
+    )
 
 
 def _add_clinical_timeline(
@@ -319,50 +347,87 @@ def _add_clinical_timeline(
 
 
 def explanation_waterfall(explanation: pl.DataFrame, *, title: str) -> go.Figure:
-    """The forecast built up from the patient's baseline, feature by feature.
+    """The forecast built up from where it starts, a bar per clinical family, on an axis from
+    zero steps: the first bar (the recent level) spans 0 to the level, each next bar starts where
+    the one above ends and adds or takes away its steps, the last bar is the forecast.
+
+    Numbers are whole steps per day, rounded so that the rows add up to the forecast's rounded
+    value exactly (:func:`whole_steps`). Labels and hovers are shown in full (long ones wrap),
+    never cut off.
 
     Args:
-        explanation: rows of :func:`dashboard.data.patient_explanation` (waterfall order).
-        title: what is explained (model, day or month).
+        explanation: ``family, label, detail, contribution`` rows of
+            :attr:`dashboard.data.ForecastExplanation.rows` (waterfall order).
+        title: what is explained (plain text; it may hold data).
     """
-    labels = [plotly_literal(label) for label in explanation["label"]]
-    values = explanation["contribution"].to_list()
-    measures = ["absolute" if f == "baseline" else "relative" for f in explanation["feature"]]
+    values = whole_steps(explanation["contribution"].to_list())
     total = sum(values)
+    ends = list(accumulate(values))
+    starts = [0, *ends[:-1]]
+    labels = _distinct(_wrapped(plotly_literal(label), 40) for label in explanation["label"])
+    colours = [WEAR_COLOUR] + [
+        CHANGE_UP_COLOUR if value >= 0 else CHANGE_DOWN_COLOUR for value in values[1:]
+    ]
+    hovers = [
+        _wrapped(f"{plotly_literal(label)}: {value:+,} steps/day. {plotly_literal(detail)}", 70)
+        for label, detail, value in zip(
+            explanation["label"], explanation["detail"], values, strict=True
+        )
+    ]
+    texts = [f"{values[0]:,}", *(f"{value:+,}" for value in values[1:])] if values else []
     figure = go.Figure(
-        go.Waterfall(
+        go.Bar(
             orientation="h",
-            y=[
-                *_distinct(plotly_literal(_short(label)) for label in explanation["label"]),
-                "Forecast",
-            ],
+            y=[*labels, "Forecast"],
+            # a bar runs from its base by its value: negative values to the left
+            base=[*starts, 0],
             x=[*values, total],
-            measure=[*measures, "total"],
-            customdata=[*labels, "Forecast (sum of the rows above)"],
-            hovertemplate="%{customdata}: %{x:+,.0f} steps<extra></extra>",
-            text=[*(f"{v:+,.0f}" for v in values), f"{total:,.0f}"],
+            marker={"color": [*colours, CHAMPION_COLOUR]},
+            text=[*texts, f"{total:,} steps/day"],
             textposition="outside",
-            increasing={"marker": {"color": "#2ca02c"}},
-            decreasing={"marker": {"color": "#d62728"}},
-            totals={"marker": {"color": CHAMPION_COLOUR}},
+            cliponaxis=False,
+            customdata=[*hovers, f"Forecast: {total:,} steps/day (the sum of the rows above)"],
+            hovertemplate="%{customdata}<extra></extra>",
         )
     )
     figure.update_yaxes(autorange="reversed", automargin=True)
-    # zoom on the running totals: the baseline's bar from zero would flatten every other bar
-    running = list(accumulate(values))
-    low, high = min(running), max(running)
-    pad = 0.2 * (high - low) + 50
-    figure.update_xaxes(range=[max(0.0, low - pad), high + pad], title_text="steps per day")
-    figure.update_layout(height=120 + 28 * (len(labels) + 1), showlegend=False)
+    # from zero steps, never a cut axis; room on the right for the numbers
+    highest = max([0, *ends, *starts, total])
+    lowest = min([0, *ends, *starts])
+    figure.update_xaxes(
+        range=[lowest, highest * 1.2 + 100], title_text="steps per day", tickformat=",d"
+    )
+    figure.update_layout(height=150 + 46 * (len(values) + 1), showlegend=False, bargap=0.35)
     return _layout(figure, title=title, y_title="")
 
 
-def _short(label: str, width: int = 48) -> str:
-    """``label`` cut to ``width`` characters; each side of an interaction ("A × B") gets half."""
-    if " × " in label:
-        half = (width - 3) // 2
-        return " × ".join(_short(part, half) for part in label.split(" × ", 1))
-    return label if len(label) <= width else label[: width - 1] + "…"
+def whole_steps(values: list[float]) -> list[int]:
+    """``values`` rounded to whole steps so that they add up to their sum's rounded value (the
+    numbers a reader adds up give the forecast shown): each is rounded, then the rows whose
+    rounding moved them most the other way take a step each, the first row (the level, whose
+    number the text repeats) last."""
+    if not values:
+        return []
+    rounded = [math.floor(value + 0.5) for value in values]
+    short = math.floor(math.fsum(values) + 0.5) - sum(rounded)
+    step = 1 if short > 0 else -1
+    # most rounded away from the side that is short first; the first row only if it must be
+    order = sorted(range(len(values)), key=lambda i: (i == 0, -step * (values[i] - rounded[i])))
+    for index in order[: abs(short)]:
+        rounded[index] += step
+    return rounded
+
+
+def _wrapped(text: str, width: int) -> str:
+    """``text`` on lines of at most about ``width`` characters, broken at spaces with ``<br>``
+    (the only markup the charts add to text; text from data is escaped before)."""
+    lines: list[str] = []
+    for word in text.split(" "):
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return "<br>".join(lines)
 
 
 def _distinct(labels: Iterable[str]) -> list[str]:

@@ -17,6 +17,7 @@ Caching:
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -48,6 +49,14 @@ from lakehouse.catalog import (
     TableSpec,
     table_by_path,
 )
+from lakehouse.feature_dictionary import (
+    EXPLANATION_FAMILY,
+    MAX_EXPLANATION_ROWS,
+    explanation_family,
+    normalise_therapy,
+    therapy_slug,
+)
+from lakehouse.feature_dictionary import THERAPIES as KNOWN_THERAPIES
 from lakehouse.query import (
     PATIENT_FORECAST_SQL,
     QueryResult,
@@ -677,33 +686,499 @@ def patient_forecast(lake: Lake, patient_id: str) -> pl.DataFrame:
 def patient_explanation(
     lake: Lake, patient_id: str, model: str, origin: date, first_day: date, last_day: date
 ) -> pl.DataFrame:
-    """The model's explanation of the patient's forecast over ``first_day..last_day`` (one day
-    or a month): ``feature, label, contribution`` with the average contribution per day, in
-    waterfall order: the patient's baseline, the intercept, the features by size, the other
-    features, the floor at zero. The contributions add up to the mean forecast of those days."""
+    """The model's own explanation of the patient's forecast over ``first_day..last_day`` (one
+    day or a month), as stored in gold/explanations: ``feature, family, contribution`` with the
+    average contribution per day and each row's :func:`explanation_family`. The contributions
+    add up to the mean forecast of those days. Empty for a model that stores none (the
+    baselines, Prophet)."""
     # the origin's month names the partition: only its files are opened
     params = (origin.strftime("%Y-%m"), patient_id, model, origin, first_day, last_day)
     frame = _query(lake, PATIENT_EXPLANATION_SQL, params, reads=(EXPLANATIONS,))
-    return order_for_waterfall(frame)
-
-
-def order_for_waterfall(contributions: pl.DataFrame) -> pl.DataFrame:
-    """``feature, contribution`` rows sorted for a waterfall, with plain-language labels."""
-    from models.direct import feature_label
-
-    first = {"baseline": 0, "intercept": 1}
-    last = {"other_features": 1, "floor_at_zero": 2}
-    rank = [
-        (0, first[f], 0.0) if f in first else (2, last[f], 0.0) if f in last else (1, 0, -abs(c))
-        for f, c in contributions.select("feature", "contribution").iter_rows()
-    ]
-    order = sorted(range(contributions.height), key=lambda i: rank[i])
-    ordered = contributions[order] if contributions.height else contributions
-    return ordered.select(
+    return frame.select(
         "feature",
-        pl.col("feature").map_elements(feature_label, return_dtype=pl.String).alias("label"),
+        pl.col("feature").map_elements(explanation_family, return_dtype=pl.String).alias("family"),
         "contribution",
+    ).sort("feature")
+
+
+# ----------------------------------------------------------------- the forecast the page shows
+
+# The models in the page's words (the registry's names are code); an unknown model shows its own.
+MODEL_NAMES: dict[str, str] = {
+    "trailing_mean_28d": "28-day average",
+    "weekday_profile_8w": "weekday pattern",
+    "seasonal_naive_7d": "same weekday last week",
+    "prophet": "seasonal model (Prophet)",
+    "ebm_cluster": "ML model (one per disease group)",
+    "ebm_global": "ML model (all patients)",
+    "cluster_level": "typical patient of the disease group",
+}
+# Drawn when none of the patient's forecasts is by their group's champion (before the first
+# training, or when the champion could not forecast this patient): the first one present.
+FALLBACK_MODELS = ("trailing_mean_28d", "weekday_profile_8w", "cluster_level")
+# A breakdown that misses the forecast by more than this (steps/day) gets a row for the rest.
+UNEXPLAINED_STEPS = 0.5
+# the generic name of each therapy with inputs of its own, by slug
+THERAPY_NAMES = {therapy.slug: therapy.name for therapy in KNOWN_THERAPIES}
+_WEEKDAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+EXPLANATION_SCHEMA = pl.Schema(
+    {"family": pl.String, "label": pl.String, "detail": pl.String, "contribution": pl.Float64}
+)
+
+
+def model_name(model: str) -> str:
+    """The model's name in the page's words (:data:`MODEL_NAMES`)."""
+    return MODEL_NAMES.get(model, model)
+
+
+def with_model_names(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` with its ``model`` column in the page's words (:func:`model_name`)."""
+    return frame.with_columns(
+        pl.col("model").replace_strict(MODEL_NAMES, default=pl.col("model"), return_dtype=pl.String)
     )
+
+
+def shown_model(forecast: pl.DataFrame) -> str | None:
+    """The model whose forecast the page draws and explains: the champion of the patient's group
+    among the rows of :func:`patient_forecast`, else the first of :data:`FALLBACK_MODELS` there,
+    else the first model by name (None without rows)."""
+    if forecast.is_empty():
+        return None
+    champion = forecast.filter(pl.col("champion"))["model"].unique().sort().to_list()
+    if champion:
+        return str(champion[0])
+    models = forecast["model"].unique().sort().to_list()
+    return next((m for m in FALLBACK_MODELS if m in models), str(models[0]))
+
+
+@dataclass(frozen=True)
+class ForecastExplanation:
+    """What makes up one model's mean forecast over some days, in rows a clinician reads.
+
+    Args:
+        model: the model explained.
+        rows: ``family, label, detail, contribution`` (:data:`EXPLANATION_SCHEMA`), at most
+            :data:`MAX_EXPLANATION_ROWS`: the first row is the level the forecast starts from,
+            each other row what one family of inputs adds or takes away (steps per day); a
+            ``rest`` row holds what a stored breakdown misses. They sum to ``forecast``.
+        forecast: the mean forecast of the days (steps per day), from the forecast rows.
+        days: how many days are explained.
+        from_model: the rows are the model's own contributions (gold/explanations); else they
+            are worked out from the patient's data and the forecast rows (what a baseline is).
+        summary: one or two sentences: what this forecast is, with its numbers.
+    """
+
+    model: str
+    rows: pl.DataFrame
+    forecast: float
+    days: int
+    from_model: bool
+    summary: str
+
+
+def forecast_explanation(
+    lake: Lake,
+    patient_id: str,
+    forecast: pl.DataFrame,
+    daily_steps: pl.DataFrame,
+    therapies: pl.DataFrame,
+    *,
+    model: str,
+    first_day: date,
+    last_day: date,
+) -> ForecastExplanation | None:
+    """The explanation of ``model``'s forecast of ``first_day..last_day``, whatever the model.
+
+    A model that stores contributions (the EBMs) is explained by them, grouped into the
+    clinical families of the feature dictionary (:func:`group_by_family`). Any other is
+    explained as what it is, from the patient's worn days before the origin and the forecast
+    rows (:func:`computed_explanation`): the 28-day average as the average of those days, the
+    weekday pattern as that plus each weekday's difference, and so on. A therapy that starts or
+    stops between the origin and a day explained has a row of its own, by name. The rows always
+    add up to the forecast: should a breakdown miss it (data changed since the forecast was
+    made), a row says by how much.
+
+    Args:
+        lake: the lake.
+        patient_id: the patient.
+        forecast: the patient's rows of :func:`patient_forecast`.
+        daily_steps: the patient's rows of :func:`patient_daily_steps`.
+        therapies: the patient's rows of :func:`patient_therapies`.
+        model: the model to explain (:func:`shown_model`).
+        first_day: first day explained.
+        last_day: last day explained.
+
+    Returns:
+        None when ``model`` has no forecast for those days.
+    """
+    of_model = forecast.filter(pl.col("model") == model).sort("target_date")
+    days = of_model.filter(pl.col("target_date").is_between(first_day, last_day))
+    if days.is_empty():
+        return None
+    origin = days["origin_date"][0]
+    assert isinstance(origin, date)
+    total = float(days["yhat"].mean())  # type: ignore[arg-type]
+    changes = therapy_changes(therapies, origin, first_day, last_day)
+    stored = patient_explanation(lake, patient_id, model, origin, first_day, last_day)
+    if stored.height:
+        rows = group_by_family(stored, changes)
+        summary = (
+            f"The {model_name(model)} starts from the patient's recent level, "
+            f"{rows['contribution'][0]:,.0f} steps/day, and adds what it learned from many "
+            "patients' histories, by group of inputs."
+        )
+    else:
+        rows, summary = computed_explanation(
+            model, of_model, days, wear_before(daily_steps, origin), origin, changes
+        )
+    rest = total - math.fsum(rows["contribution"])
+    if abs(rest) >= UNEXPLAINED_STEPS:
+        rows = _with_family(
+            rows,
+            "rest",
+            "Rest of the stored forecast",
+            "What the breakdown above does not cover: the data changed since the forecast was "
+            "made, or some days have no breakdown stored.",
+            rest,
+        )
+    return ForecastExplanation(
+        model=model,
+        rows=limit_rows(rows),
+        forecast=total,
+        days=days.height,
+        from_model=bool(stored.height),
+        summary=summary,
+    )
+
+
+def group_by_family(contributions: pl.DataFrame, changes: dict[str, str]) -> pl.DataFrame:
+    """Stored contributions (``feature, family, contribution``: :func:`patient_explanation`) as
+    one row per clinical family, the recent level first, the others by size, ``other`` last.
+
+    A therapy's inputs make a row of their own, labelled with the therapy's name and what
+    changes, when the therapy starts or stops in the days explained (``changes``, from
+    :func:`therapy_changes`); otherwise they are the model's usual allowance for a therapy that
+    does not change and count in ``other``. Every contribution lands in exactly one row.
+    """
+    level = math.fsum(contributions.filter(pl.col("feature") == "baseline")["contribution"])
+    totals: dict[str, float] = {}
+    for family, contribution in contributions.select("family", "contribution").iter_rows():
+        if family.startswith("therapy:") and family.removeprefix("therapy:") not in changes:
+            family = "other"
+        totals[family] = totals.get(family, 0.0) + contribution
+    for slug in changes:
+        totals.setdefault(f"therapy:{slug}", 0.0)
+    rows = []
+    for family, value in totals.items():
+        if family.startswith("therapy:"):
+            label = changes[family.removeprefix("therapy:")]
+            detail = (
+                f"What the model expects from this change, learned from patients who started "
+                f"or stopped the same therapy: {value:+,.0f} steps/day."
+            )
+        else:
+            label = EXPLANATION_FAMILY[family].label
+            detail = EXPLANATION_FAMILY[family].description
+            if family == "level":
+                detail += (
+                    f" Average of worn days, the last weeks counting most: {level:,.0f} steps/"
+                    f"day; the last days and months against that: {value - level:+,.0f}."
+                )
+        rows.append({"family": family, "label": label, "detail": detail, "contribution": value})
+    rows.sort(key=lambda row: row["family"] != "level")  # where the forecast starts, first
+    return _in_order(pl.DataFrame(rows, schema=EXPLANATION_SCHEMA))
+
+
+def computed_explanation(
+    model: str,
+    forecast: pl.DataFrame,
+    days: pl.DataFrame,
+    wear: pl.DataFrame,
+    origin: date,
+    changes: dict[str, str],
+) -> tuple[pl.DataFrame, str]:
+    """A forecast without stored contributions, explained as what the model is, and a summary.
+
+    - ``trailing_mean_28d``: the average of the worn days of the 28 days before the origin (the
+      last 28 worn days when fewer than 7 lie there), as :mod:`models.baselines` computes it;
+    - ``weekday_profile_8w``: the average of the worn days of the last 8 weeks, plus the
+      difference of each weekday's average from it;
+    - ``seasonal_naive_7d``: the average of the last worn day of each weekday, plus that day's
+      difference from it;
+    - ``cluster_level``: the group's typical day (the mean of the forecast's weekdays), plus the
+      weekday's difference from it;
+    - Prophet and any other model: the 28-day average, the weekday pattern of the forecast (a
+      day against its forecast week's mean) and the rest, the model's change from that level.
+
+    A therapy that starts or stops gets a row: 0 for the baselines, which do not use therapies;
+    in Prophet's rest, which does.
+
+    Args:
+        model: the model.
+        forecast: the model's rows of the patient's forecast (every day).
+        days: those of the days explained.
+        wear: ``date, steps`` of the patient's worn days before the origin (:func:`wear_before`).
+        origin: the forecast's first day.
+        changes: the therapies that start or stop (:func:`therapy_changes`).
+    """
+    weekdays = days["target_date"].dt.weekday().to_list()
+    name = model_name(model)
+    rows: list[dict[str, object]] = []
+
+    def row(family: str, label: str, detail: str, value: float) -> None:
+        rows.append({"family": family, "label": label, "detail": detail, "contribution": value})
+
+    def weekday_row(by_weekday: dict[int, float], level: float, among: str) -> None:
+        offsets = [by_weekday[weekday] - level for weekday in weekdays]
+        if len(set(weekdays)) == 1:
+            day = _WEEKDAY_NAMES[weekdays[0] - 1]
+            detail = f"{day}s: {by_weekday[weekdays[0]]:,.0f} steps/day {among}."
+        else:
+            detail = (
+                f"How the weekdays of these days differ from the average {among}, averaged over "
+                "the days."
+            )
+        value = math.fsum(offsets) / len(offsets)
+        row("weekday", EXPLANATION_FAMILY["weekday"].label, detail, value)
+
+    recent, recent_what = recent_wear(wear, origin, 28)
+    if model == "weekday_profile_8w" and wear.height:
+        eight_weeks, what = recent_wear(wear, origin, 56)
+        level = float(eight_weeks["steps"].mean())  # type: ignore[arg-type]
+        means = eight_weeks.group_by(pl.col("date").dt.weekday().alias("weekday")).agg(
+            pl.col("steps").mean()
+        )
+        by_weekday = {w: level for w in range(1, 8)} | dict(means.iter_rows())
+        row("level", "Recent level", f"Average of {what}: {level:,.0f} steps/day.", level)
+        weekday_row(by_weekday, level, "in those weeks")
+        lowest = min(by_weekday, key=lambda w: by_weekday[w])
+        highest = max(by_weekday, key=lambda w: by_weekday[w])
+        summary = (
+            f"The weekday pattern forecasts each weekday at its average of {what}: "
+            f"{level:,.0f} steps/day overall, from {by_weekday[lowest]:,.0f} on "
+            f"{_WEEKDAY_NAMES[lowest - 1]}s to {by_weekday[highest]:,.0f} on "
+            f"{_WEEKDAY_NAMES[highest - 1]}s."
+        )
+    elif model == "seasonal_naive_7d" and wear.height:
+        ordered = wear.sort("date")
+        latest = ordered.group_by(pl.col("date").dt.weekday().alias("weekday")).agg(
+            pl.col("steps").last(), pl.col("date").last()
+        )
+        fallback = float(ordered["steps"][-1])
+        by_weekday = {w: fallback for w in range(1, 8)} | {w: s for w, s, _ in latest.iter_rows()}
+        level = math.fsum(by_weekday.values()) / 7
+        since, until = latest["date"].min(), latest["date"].max()
+        what = f"the last worn day of each weekday ({_day(since)} to {_day(until)})"
+        row("level", "Recent level", f"Average of {what}: {level:,.0f} steps/day.", level)
+        weekday_row(by_weekday, level, "in the latest week worn")
+        summary = (
+            f"Same weekday last week repeats {what} for every week of the year ahead: "
+            f"{level:,.0f} steps/day on average."
+        )
+    elif model == "cluster_level" or not recent.height:
+        typical = forecast.group_by(pl.col("target_date").dt.weekday().alias("weekday")).agg(
+            pl.col("yhat").mean()
+        )
+        by_weekday = dict(typical.iter_rows())
+        level = math.fsum(by_weekday.values()) / len(by_weekday)
+        row(
+            "disease",
+            "Patients of the same disease group",
+            "Too little recent history of the patient's own: the typical day of patients of "
+            f"the same disease group (their worn days of the last 8 weeks): {level:,.0f} "
+            "steps/day.",
+            level,
+        )
+        weekday_row(by_weekday, level, "for those patients")
+        summary = (
+            "Too little recent history of the patient's own: the forecast is the typical day of "
+            f"patients of the same disease group (the median of their worn days of the last 8 "
+            f"weeks), {level:,.0f} steps/day on average."
+        )
+    else:
+        level = float(recent["steps"].mean())  # type: ignore[arg-type]
+        row("level", "Recent level", f"Average of {recent_what}: {level:,.0f} steps/day.", level)
+        if model == "trailing_mean_28d":
+            summary = (
+                f"The 28-day average forecasts every day of the year ahead at the average of "
+                f"{recent_what}: {level:,.0f} steps/day."
+            )
+        else:
+            week = ((pl.col("target_date") - pl.lit(origin)).dt.total_days() // 7).alias("week")
+            weekly = forecast.group_by(week).agg(pl.col("yhat").mean().alias("week_mean"))
+            per_day = days.with_columns(week).join(weekly, on="week", how="left")
+            weekday = (per_day["yhat"] - per_day["week_mean"]).mean()
+            season = float(per_day["week_mean"].mean()) - level  # type: ignore[arg-type]
+            row(
+                "weekday",
+                EXPLANATION_FAMILY["weekday"].label,
+                "How the model's forecast of these days differs from its average of their weeks.",
+                float(weekday),  # type: ignore[arg-type]
+            )
+            if model == "prophet":
+                therapies = "; ".join(changes.values())
+                row(
+                    "season",
+                    "Time of year, trend and therapies",
+                    "What the seasonal model adds to the recent level: the yearly pattern and "
+                    "damped trend it fitted to the patient's own last two years"
+                    + (f", with the therapy changes ({therapies})." if changes else "."),
+                    season,
+                )
+                summary = (
+                    "The seasonal model (Prophet) is fitted to the patient's own last two years: "
+                    "their weekly and yearly pattern, a damped trend and their therapies. Below: "
+                    f"their 28-day average ({level:,.0f} steps/day) and what the model adds."
+                )
+            else:
+                row(
+                    "other",
+                    f"Change the {name} forecasts",
+                    f"What the {name} adds to the recent level.",
+                    season,
+                )
+                summary = (
+                    f"The {name} forecast against the patient's 28-day average "
+                    f"({level:,.0f} steps/day)."
+                )
+    if model != "prophet":
+        for slug, label in changes.items():
+            row(
+                f"therapy:{slug}",
+                label,
+                f"Not taken into account by the {name}, which repeats recent steps.",
+                0.0,
+            )
+    frame = pl.DataFrame(rows, schema=EXPLANATION_SCHEMA)
+    return _in_order(frame), summary
+
+
+def wear_before(daily_steps: pl.DataFrame, origin: date) -> pl.DataFrame:
+    """``date, steps`` of the worn days before ``origin`` (what the forecast knew), by date."""
+    if daily_steps.is_empty():
+        return pl.DataFrame(schema={"date": pl.Date, "steps": pl.Float64})
+    return (
+        daily_steps.filter(pl.col("is_wear_day") & (pl.col("date") < origin))
+        .select("date", pl.col("steps").cast(pl.Float64))
+        .sort("date")
+    )
+
+
+def recent_wear(wear: pl.DataFrame, origin: date, days: int) -> tuple[pl.DataFrame, str]:
+    """The worn days a baseline averages (:mod:`models.baselines`) and what they are in words:
+    those of the ``days`` days before ``origin``, or the last ``days`` worn days when fewer than
+    ``min(7, days)`` lie there (a recent gap in wearing)."""
+    window = wear.filter(pl.col("date") >= origin - timedelta(days=days))
+    if window.height >= min(7, days):
+        return window, f"the {window.height} worn days of the {days} days before {_day(origin)}"
+    last = wear.tail(days)
+    if not last.height:
+        return last, "no worn day"
+    return last, (
+        f"the last {last.height} worn days ({_day(last['date'][0])} to {_day(last['date'][-1])}; "
+        f"fewer than {min(7, days)} in the {days} days before {_day(origin)})"
+    )
+
+
+def therapy_changes(
+    therapies: pl.DataFrame, origin: date, first_day: date, last_day: date
+) -> dict[str, str]:
+    """The therapies that start or stop between the forecast's origin and a day of
+    ``first_day..last_day``: their feature slug (:func:`therapy_slug`) and a label with the
+    names as recorded and what changes when, e.g. ``levodopa stops after 12 May 2024``.
+
+    A therapy counts as changed when on some day explained it is taken and at the origin not, or
+    the other way round (the courses as recorded, planned starts and ends included; a course
+    without an end is ongoing), as the models' therapy inputs see it.
+    """
+    courses: dict[str, list[tuple[str, date, date | None]]] = {}
+    for therapy, start, end in therapies.select("therapy", "start_date", "end_date").iter_rows():
+        courses.setdefault(therapy_slug(therapy), []).append((therapy, start, end))
+    span = [first_day + timedelta(days=i) for i in range((last_day - first_day).days + 1)]
+    changes = {}
+    for slug, mine in courses.items():
+
+        def taken(day: date, mine: list[tuple[str, date, date | None]] = mine) -> bool:
+            return any(start <= day and (end is None or day <= end) for _, start, end in mine)
+
+        at_origin = taken(origin)
+        if all(taken(day) == at_origin for day in span):
+            continue
+        events = [
+            (start, f"starts {_day(start)}") for _, start, _ in mine if origin < start <= last_day
+        ]
+        events += [
+            (end, f"stops after {_day(end)}")
+            for _, _, end in mine
+            if end is not None and origin <= end < last_day
+        ]
+        names = ", ".join(dict.fromkeys(therapy for therapy, _, _ in mine))
+        generic = THERAPY_NAMES.get(slug)
+        if generic and normalise_therapy(names) != normalise_therapy(generic):
+            names += f" ({generic})"  # a brand or other spelling: the generic name beside it
+        changes[slug] = f"{names} " + " and ".join(text for _, text in sorted(events))
+    return changes
+
+
+def limit_rows(rows: pl.DataFrame, limit: int = MAX_EXPLANATION_ROWS) -> pl.DataFrame:
+    """``rows`` with at most ``limit`` rows: the smallest rows other than the level and the
+    therapies that change go into ``other`` first (its total is kept), then the smallest
+    therapies."""
+    while rows.height > limit:
+        movable = rows.slice(1).filter(pl.col("family") != "other")
+        preferred = movable.filter(~pl.col("family").str.starts_with("therapy"))
+        pool = preferred if preferred.height else movable
+        smallest = pool.sort(pl.col("contribution").abs()).row(0, named=True)
+        rows = rows.filter(
+            ~((pl.col("family") == smallest["family"]) & (pl.col("label") == smallest["label"]))
+        )
+        rows = _with_family(
+            rows,
+            "other",
+            EXPLANATION_FAMILY["other"].label,
+            EXPLANATION_FAMILY["other"].description,
+            smallest["contribution"],
+        )
+    return rows
+
+
+def _with_family(
+    rows: pl.DataFrame, family: str, label: str, detail: str, value: float
+) -> pl.DataFrame:
+    """``rows`` with ``value`` added to the ``family`` row (a new row when there is none)."""
+    if family in rows["family"]:
+        return rows.with_columns(
+            pl.when(pl.col("family") == family)
+            .then(pl.col("contribution") + value)
+            .otherwise(pl.col("contribution"))
+            .alias("contribution")
+        )
+    extra = pl.DataFrame(
+        [{"family": family, "label": label, "detail": detail, "contribution": value}],
+        schema=EXPLANATION_SCHEMA,
+    )
+    return _in_order(pl.concat([rows, extra]))
+
+
+def _in_order(rows: pl.DataFrame) -> pl.DataFrame:
+    """The first row (where the forecast starts) first, then the others by size, ``other``
+    last."""
+    rest = rows.slice(1)
+    return pl.concat(
+        [
+            rows.head(1),
+            rest.filter(pl.col("family") != "other").sort(
+                pl.col("contribution").abs(), descending=True, maintain_order=True
+            ),
+            rest.filter(pl.col("family") == "other"),
+        ]
+    )
+
+
+def _day(day: object) -> str:
+    """A day as clinicians write it: ``12 May 2024`` (no-break spaces: never split over lines)."""
+    assert isinstance(day, date)
+    return f"{day.day}\u00a0{day:%b}\u00a0{day.year}"
 
 
 def cluster_accuracy(lake: Lake, cluster: str) -> pl.DataFrame:

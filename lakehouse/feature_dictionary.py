@@ -439,3 +439,124 @@ FEATURE_BY_NAME: dict[str, Feature] = {f.name: f for f in FEATURES}
 
 if len(FEATURE_BY_NAME) != len(FEATURES):
     raise ValueError("feature names must be unique")
+
+
+# ---------------------------------------------------------------------------- explanation families
+
+
+@dataclass(frozen=True)
+class ExplanationFamily:
+    """A group of model inputs as a clinician reads a forecast explanation: one row each.
+
+    Args:
+        key: the family's name in code (``therapy`` stands for one row per therapy by name).
+        label: what the row says, in a clinician's words.
+        description: what the row covers, one sentence (the row's hover text).
+    """
+
+    key: str
+    label: str
+    description: str
+
+
+EXPLANATION_FAMILIES: tuple[ExplanationFamily, ...] = (
+    ExplanationFamily(
+        "level",
+        "Recent level",
+        "The patient's own recent steps on worn days: where the forecast starts.",
+    ),
+    ExplanationFamily(
+        "weekday",
+        "Weekday pattern",
+        "How the patient's steps usually differ between the days of the week.",
+    ),
+    ExplanationFamily(
+        "season",
+        "Time of year",
+        "Seasonal change of steps over the year (and public holidays).",
+    ),
+    ExplanationFamily(
+        "trend",
+        "Trend",
+        "The patient's recent rise or fall in steps, and how the forecast drifts further ahead.",
+    ),
+    ExplanationFamily(
+        "therapy",
+        "Therapy",
+        "A therapy that starts or stops after the forecast was made.",
+    ),
+    ExplanationFamily(
+        "side_effects",
+        "Side effects",
+        "Side effects reported in the last 30 days and their grade.",
+    ),
+    ExplanationFamily(
+        "disease",
+        "Disease course, similar patients",
+        "Years since diagnosis, and how patients with the same disease typically change.",
+    ),
+    ExplanationFamily(
+        "other",
+        "Other, smaller influences",
+        "Everything else together: how much the device was worn, therapies that neither start "
+        "nor stop, and many small inputs.",
+    ),
+)
+EXPLANATION_FAMILY: dict[str, ExplanationFamily] = {f.key: f for f in EXPLANATION_FAMILIES}
+MAX_EXPLANATION_ROWS = 8
+
+# Rows of gold/explanations that are no feature column (see jobs/forecast.py and models/direct.py)
+_SPECIAL_FAMILIES = {
+    "baseline": "level",  # the patient's level the model starts from
+    "intercept": "disease",  # the typical change of the model's patients
+    "disease_group": "disease",
+    "horizon_days": "trend",  # days ahead: the drift the model learned with the horizon
+    "weekday_offset": "weekday",
+    "other_features": "other",
+    "floor_at_zero": "other",
+}
+_PREFIX_FAMILIES = {
+    "lag": "level",
+    "roll": "level",
+    "ewm": "level",
+    "baseline": "level",
+    "trend": "trend",
+    "side_effect": "side_effects",
+    "dx": "disease",
+    "coverage": "other",
+}
+_WEEKDAY_CALENDAR = frozenset({"cal_day_of_week", "cal_is_weekend"})
+_THERAPY_INPUT = re.compile(
+    r"^therapy_(?P<slug>.+)_(active|days_since_start|days_since_stop|change)$"
+)
+_THERAPY_SLUGS = frozenset((*(t.slug for t in THERAPIES), OTHER_THERAPY))
+
+
+def explanation_family(feature: str) -> str:
+    """The explanation family of a model input or explanation row: a key of
+    :data:`EXPLANATION_FAMILY`, or ``therapy:<slug>`` for an input of one therapy.
+
+    Feature columns go by their dictionary family (day of the week and weekend are the weekday
+    pattern, the rest of the calendar the time of year); the model inputs beyond the dictionary
+    (days ahead, weekday offset, season at the forecast start, therapy started or stopped since
+    the forecast start) and the special rows (``baseline``, ``intercept``, ``other_features``,
+    ``floor_at_zero``) have theirs. A pair interaction (``a & b``) belongs to its sides' family
+    when they share one, else to ``other``; an unknown name to ``other``.
+
+    Args:
+        feature: the ``feature`` of a gold/explanations row.
+    """
+    if " & " in feature:
+        families = {explanation_family(part) for part in feature.split(" & ")}
+        return families.pop() if len(families) == 1 else "other"
+    if feature in _SPECIAL_FAMILIES:
+        return _SPECIAL_FAMILIES[feature]
+    therapy = _THERAPY_INPUT.match(feature)
+    if therapy and therapy["slug"] in _THERAPY_SLUGS:
+        return f"therapy:{therapy['slug']}"
+    if feature.startswith("cal_"):
+        return "weekday" if feature in _WEEKDAY_CALENDAR else "season"
+    for prefix, family in _PREFIX_FAMILIES.items():
+        if feature.startswith(prefix + "_"):
+            return family
+    return "other"

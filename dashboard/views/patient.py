@@ -1,5 +1,7 @@
-"""Patient: daily steps with the 365-day forecast of every model, therapies and side effects on
-the same time axis, the EBM's explanation of a chosen month or day, and the models' accuracy."""
+"""Patient: daily steps with the forecast of the year ahead (the champion of the patient's group
+with its 80% range; the other models behind a toggle), therapies and side effects on the same
+time axis, the explanation of that forecast for a chosen month or day, and the models'
+accuracy."""
 
 from __future__ import annotations
 
@@ -79,9 +81,16 @@ if profile is not None:
     )
     st.caption(markdown_literal(header))
 
+shown = data.shown_model(forecast)
 if daily_steps.is_empty():
     st.info("No daily steps for this patient yet: run `mobility pipeline`.", icon=":material/info:")
 else:
+    others = st.toggle(
+        "Compare with the other models",
+        key="compare_models",
+        disabled=forecast["model"].n_unique() < 2 if forecast.height else True,
+        help="Draws the forecasts of the models that were not chosen, each under its name.",
+    )
     st.plotly_chart(
         charts.patient_timeline(
             data.recent_history(daily_steps),
@@ -89,77 +98,89 @@ else:
             therapies,
             side_effects,
             patient_id=patient_id,
+            others=others,
         )
     )
 
-if forecast.is_empty():
+if forecast.is_empty() or shown is None:
     st.info(
         "No forecast for this patient yet: `mobility pipeline` forecasts every patient.",
         icon=":material/info:",
     )
 else:
     origin = forecast["origin_date"][0]
-    champion = forecast.filter(pl.col("champion"))["model"].unique().to_list()
+    champion = bool(forecast.filter(pl.col("model") == shown)["champion"].any())
+    group = profile.disease_group if profile is not None else "OTHER"
     newest = daily_steps["date"].max() if daily_steps.height else None
+    chosen = (
+        f"the model chosen for disease group {markdown_literal(group)} by its accuracy on past data"
+        if champion
+        else "no model was chosen for this patient's group yet, or the chosen one could not "
+        "forecast them"
+    )
     st.caption(
-        f"Forecast from {origin:%Y-%m-%d} for 365 days"
-        + (f"; champion of the cluster: **{markdown_literal(champion[0])}**" if champion else "")
+        f"Forecast from {origin.day} {origin:%b %Y} for 365 days by the "
+        f"**{markdown_literal(data.model_name(shown))}** ({chosen}). The band is its 80% "
+        "range: 8 of 10 days are expected inside it."
         + (
-            f". Data up to {newest:%Y-%m-%d} arrived since: the next `mobility forecast` "
+            f" Data up to {newest.day} {newest:%b %Y} arrived since: the next `mobility forecast` "
             "updates it."
             if isinstance(newest, date) and newest >= origin
-            else "."
+            else ""
         )
     )
-    models = forecast["model"].unique().sort().to_list()
-    explained = [m for m in models if m.startswith("ebm_")]
     st.subheader("Why: the forecast explained")
-    if not explained:
-        st.info(
-            "No explainable (EBM) forecast for this patient: too little history of their own, "
-            "or no model trained yet.",
-            icon=":material/info:",
+    kind_pick, when_pick = st.columns(2)
+    kind = kind_pick.radio("Explain", ["a month", "a day"], horizontal=True, key="explain_kind")
+    last = origin + timedelta(days=364)
+    if kind == "a month":
+        months = data.horizon_months(origin, last)
+        month = when_pick.selectbox(
+            "Month", months, format_func=lambda m: f"{m:%B %Y}", key="explain_month"
         )
+        first_day = max(month, origin)
+        last_day = min(data.month_end(month), last)
+        what = f"{month:%B %Y}"
     else:
-        model_pick, kind_pick, when_pick = st.columns(3)
-        model = model_pick.selectbox(
-            "Model",
-            explained,
-            index=explained.index(champion[0]) if champion and champion[0] in explained else 0,
-            key="explain_model",
+        day = when_pick.date_input(
+            "Day", value=origin, min_value=origin, max_value=last, key="explain_day"
         )
-        kind = kind_pick.radio("Explain", ["a month", "a day"], horizontal=True, key="explain_kind")
-        last = origin + timedelta(days=364)
-        if kind == "a month":
-            months = data.horizon_months(origin, last)
-            month = when_pick.selectbox(
-                "Month", months, format_func=lambda m: f"{m:%B %Y}", key="explain_month"
+        assert isinstance(day, date)
+        first_day = last_day = day
+        what = f"{day:%A %d %B %Y}"
+    explanation = data.forecast_explanation(
+        lake,
+        patient_id,
+        forecast,
+        daily_steps,
+        therapies,
+        model=shown,
+        first_day=first_day,
+        last_day=last_day,
+    )
+    if explanation is None:
+        st.info("No forecast for these days.", icon=":material/info:")
+    else:
+        # the summary may name therapies as recorded: shown as text
+        st.markdown(markdown_literal(explanation.summary))
+        title = (
+            f"Forecast for {what}: {charts.whole_steps([explanation.forecast])[0]:,} steps/day"
+            + (" on average" if explanation.days > 1 else "")
+        )
+        st.plotly_chart(charts.explanation_waterfall(explanation.rows, title=title))
+        st.caption(
+            "The blue bar is where the forecast starts; each bar below adds (green) or takes "
+            "away (red) steps per day; the orange bar is the forecast, the sum of the bars. "
+            "Point at a bar for what it covers."
+            + (
+                ""
+                if explanation.from_model
+                else " Worked out from the forecast and the worn days before it started."
             )
-            first_day = max(month, origin)
-            last_day = min(data.month_end(month), last)
-            what = f"{month:%B %Y}"
-        else:
-            day = when_pick.date_input(
-                "Day", value=origin, min_value=origin, max_value=last, key="explain_day"
-            )
-            assert isinstance(day, date)
-            first_day = last_day = day
-            what = f"{day:%Y-%m-%d}"
-        rows = data.patient_explanation(lake, patient_id, model, origin, first_day, last_day)
-        if rows.is_empty():
-            st.info("No explanation stored for these days.", icon=":material/info:")
-        else:
-            title = f"{model}: average daily steps forecast for {what}"
-            st.plotly_chart(charts.explanation_waterfall(rows, title=title))
-            st.caption(
-                "Starts at the patient's recent level; each bar is what one input adds or takes "
-                "away (a day's smaller inputs are in 'All other inputs together'). The bars add "
-                "up to the forecast."
-            )
+        )
 
-    st.subheader("How accurate the models are for this cluster")
-    cluster = profile.disease_group if profile is not None else "OTHER"
-    accuracy = data.cluster_accuracy(lake, cluster)
+    st.subheader("How accurate the models are for this disease group")
+    accuracy = data.cluster_accuracy(lake, group)
     if accuracy.is_empty():
         st.info("No backtests yet: `mobility train` runs them.", icon=":material/info:")
     else:
@@ -170,22 +191,42 @@ else:
             key="accuracy_horizon",
         )
         st.dataframe(
-            accuracy.filter(pl.col("horizon_days") == horizon).with_columns(
-                champion=pl.col("model").is_in(champion)
+            data.with_model_names(
+                accuracy.filter(pl.col("horizon_days") == horizon).with_columns(
+                    chosen=pl.lit(champion) & (pl.col("model") == shown)
+                )
             ),
             hide_index=True,
+            column_order=("model", "chosen", "mae", "mase", "coverage", "origins", "patients"),
             column_config={
-                "mae": st.column_config.NumberColumn("MAE (steps)", format="%.0f"),
-                "rmse": st.column_config.NumberColumn("RMSE (steps)", format="%.0f"),
-                "mase": st.column_config.NumberColumn("MASE", format="%.2f"),
-                "coverage": st.column_config.NumberColumn("80% coverage", format="percent"),
+                "model": st.column_config.TextColumn("Model"),
+                "chosen": st.column_config.CheckboxColumn("Chosen"),
+                "mae": st.column_config.NumberColumn(
+                    "Typical error",
+                    format="%.0f",
+                    help="Average difference between forecast and actual steps per day.",
+                ),
+                "mase": st.column_config.NumberColumn(
+                    "Relative error",
+                    format="%.2f",
+                    help="The typical error divided by that of repeating the same weekday of "
+                    "last week: below 1 is better than that.",
+                ),
+                "coverage": st.column_config.NumberColumn(
+                    "Inside 80% range",
+                    format="percent",
+                    help="Share of days whose steps fell inside the model's 80% range.",
+                ),
+                "origins": st.column_config.NumberColumn(
+                    "Forecasts tested", help="Past forecast start days scored."
+                ),
+                "patients": st.column_config.NumberColumn("Patients"),
             },
         )
         st.caption(
-            f"Rolling-origin backtests of cluster {markdown_literal(cluster)} from the latest "
-            "training: mean over "
-            "the origins of the error over the first N days ahead (wear days only). MASE below "
-            "1 beats last week's same weekday."
+            f"How each model did when it forecast the past of disease group "
+            f"{markdown_literal(group)} (latest training): the errors over the first N days "
+            "ahead (worn days only), in steps per day."
         )
 
     st.download_button(

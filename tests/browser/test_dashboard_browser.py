@@ -387,8 +387,8 @@ def test_open_a_patient_and_pick_another(page: Page, dashboard: Dashboard) -> No
     assert_no_error(patient_page, dashboard)
     show_patient(patient_page, patient_id)
     expect(section(patient_page, "Why: the forecast explained")).to_be_visible()
-    waterfall = patient_page.locator(".js-plotly-plot .waterfalllayer .point")
-    assert waterfall.count() > 0, "no explanation waterfall"
+    waterfall = patient_page.locator(".js-plotly-plot").nth(1).locator(".barlayer .point")
+    assert waterfall.count() > 1, "no explanation waterfall"
     screenshot(patient_page, "patient-opened")
 
     other = next(i for i in ids if i != patient_id)
@@ -399,6 +399,82 @@ def test_open_a_patient_and_pick_another(page: Page, dashboard: Dashboard) -> No
     show_patient(patient_page, other)
     expect(section(patient_page, "Why: the forecast explained")).to_be_visible()
     screenshot(patient_page, "patient-other")
+
+
+# the rows an explanation may show besides a therapy's (which is named after it)
+FAMILY_LABELS = {
+    "Recent level",
+    "Weekday pattern",
+    "Time of year",
+    "Trend",
+    "Side effects",
+    "Disease course, similar patients",
+    "Other, smaller influences",
+    "Patients of the same disease group",
+    "Time of year, trend and therapies",
+    "Rest of the stored forecast",
+    "Forecast",
+}
+THERAPY_ROW = re.compile(r".+ (starts|stops after) \d{1,2}\s\w{3}\s\d{4}")
+
+
+# a tick label's text, its wrapped lines (one tspan each) joined by spaces
+TICK_LINES_JS = """(texts) => texts.map((text) => {
+    const lines = Array.from(text.querySelectorAll("tspan.line"));
+    return (lines.length ? lines : [text]).map((line) => line.textContent).join(" ");
+})"""
+
+
+def legend(chart: Locator) -> list[str]:
+    return [text.strip() for text in chart.locator(".legend .legendtext").all_text_contents()]
+
+
+def test_patient_page_draws_one_forecast_and_explains_it(page: Page, dashboard: Dashboard) -> None:
+    """The champion's forecast alone with its 80% range under a plain name, the other models
+    behind the toggle; the explanation's rows are clinical families on an axis from zero, and
+    its numbers add up to the forecast in its title."""
+    everyone = patients(dashboard.lake)["patient_id"].sort().to_list()
+    patient_id = everyone[len(everyone) // 2]
+    open_page(page, dashboard, f"/patient?patient_id={patient_id}", ".js-plotly-plot")
+    assert_no_error(page, dashboard)
+    timeline, waterfall = page.locator(".js-plotly-plot").all()[:2]
+
+    names = legend(timeline)
+    drawn = [name for name in names if name.startswith("forecast: ")]
+    assert len(drawn) == 1, names
+    assert "80% range of the forecast" in names
+    assert not [name for name in names if "_" in name], names
+
+    # the explanation: rows in a clinician's words, whole, from zero steps to the forecast
+    rows = [
+        " ".join(text.split())
+        for text in waterfall.locator(".yaxislayer-above .ytick text").evaluate_all(TICK_LINES_JS)
+    ]
+    assert "Forecast" in rows and 2 <= len(rows) <= 9, rows  # (in the DOM bottom up)
+    for row in rows:
+        assert row in FAMILY_LABELS or THERAPY_ROW.fullmatch(row), row
+        assert "…" not in row
+    assert waterfall.locator(".xaxislayer-above .xtick text").first.text_content() == "0"
+    numbers = [
+        int(text.split(" ")[0].replace(",", "").replace("+", "").replace("\u2212", "-"))
+        for text in waterfall.locator(".barlayer .point text").all_text_contents()
+    ]
+    assert sum(numbers[:-1]) == numbers[-1], numbers
+    title = waterfall.locator(".gtitle").text_content() or ""
+    assert f"{numbers[-1]:,} steps/day" in title, title
+    screenshot(page, "patient-explained")
+
+    page.get_by_text("Compare with the other models", exact=True).click()
+    expect(page.locator(".js-plotly-plot").first.locator(".legend .legendtext")).not_to_have_count(
+        len(names)
+    )
+    wait_idle(page)
+    assert_no_error(page, dashboard)
+    compared = legend(page.locator(".js-plotly-plot").first)
+    assert len(compared) > len(names), compared
+    assert not [name for name in compared if "_" in name], compared
+    assert [name for name in compared if name.startswith("forecast: ")] == drawn
+    screenshot(page, "patient-compared")
 
 
 def show_patient(page: Page, patient_id: str) -> None:

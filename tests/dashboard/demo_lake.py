@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
 
 from lakehouse.catalog import (
     ALERTS,
@@ -22,6 +24,7 @@ from lakehouse.catalog import (
     REGISTRY,
     SIDE_EFFECTS,
     THERAPIES,
+    TableSpec,
 )
 from lakehouse.storage import Lake
 
@@ -75,6 +78,17 @@ class DemoLake:
     patients: pl.DataFrame
 
 
+def append(lake: Lake, table: TableSpec, rows: pl.DataFrame) -> None:
+    """Append ``rows`` to ``table``, any nullable column of the catalog they do not name as
+    null (the fixture keeps working as tables gain columns)."""
+    missing = [
+        pl.lit(None, pl.DataFrame(pa.schema([field]).empty_table()).dtypes[0]).alias(field.name)
+        for field in table.schema
+        if field.name not in rows.columns and field.nullable
+    ]
+    lake.append(table, rows.with_columns(missing) if missing else rows)
+
+
 def daily_rows(patient_id: str, steps: list[float], wear: list[bool]) -> pl.DataFrame:
     days = [FIRST_DAY + timedelta(days=i) for i in range(len(steps))]
     return pl.DataFrame(
@@ -105,8 +119,9 @@ def build_demo_lake(root: Path) -> DemoLake:
             "enrolled_on": [FIRST_DAY, FIRST_DAY, None],
         }
     )
-    lake.append(PATIENTS, patients)
-    lake.append(
+    append(lake, PATIENTS, patients)
+    append(
+        lake,
         THERAPIES,
         pl.DataFrame(
             {
@@ -117,7 +132,8 @@ def build_demo_lake(root: Path) -> DemoLake:
             }
         ),
     )
-    lake.append(
+    append(
+        lake,
         SIDE_EFFECTS,
         pl.DataFrame(
             {
@@ -131,9 +147,10 @@ def build_demo_lake(root: Path) -> DemoLake:
     daily = pl.concat(
         [daily_rows("P001", P001_STEPS, P001_WEAR), daily_rows("P002", P002_STEPS, P002_WEAR)]
     )
-    lake.append(DAILY_STEPS, daily)
+    append(lake, DAILY_STEPS, daily)
     started = datetime(2024, 3, 11, 2, 0, tzinfo=UTC)
-    lake.append(
+    append(
+        lake,
         JOB_RUNS,
         pl.DataFrame(
             {
@@ -160,7 +177,8 @@ def build_demo_lake(root: Path) -> DemoLake:
     )
     _write_forecast_tables(lake)
     _write_monitoring(lake, started + timedelta(days=2))
-    lake.append(
+    append(
+        lake,
         QUARANTINE,
         pl.DataFrame(
             {
@@ -179,7 +197,8 @@ def build_demo_lake(root: Path) -> DemoLake:
 def _write_forecast_tables(lake: Lake) -> None:
     month = ORIGIN.strftime("%Y-%m")
     days = [ORIGIN + timedelta(days=i) for i in range(365)]
-    lake.append(
+    append(
+        lake,
         FORECASTS,
         pl.concat(
             pl.DataFrame(
@@ -197,7 +216,8 @@ def _write_forecast_tables(lake: Lake) -> None:
             for model, level in P001_FORECAST.items()
         ),
     )
-    lake.append(
+    append(
+        lake,
         EXPLANATIONS,
         pl.DataFrame(
             [
@@ -216,7 +236,8 @@ def _write_forecast_tables(lake: Lake) -> None:
         ),
     )
     trained = datetime(2024, 3, 11, 3, 0, tzinfo=UTC)
-    lake.append(
+    append(
+        lake,
         REGISTRY,
         pl.DataFrame(
             {
@@ -232,7 +253,8 @@ def _write_forecast_tables(lake: Lake) -> None:
             }
         ),
     )
-    lake.append(
+    append(
+        lake,
         OUTLOOK,
         pl.DataFrame(
             {
@@ -249,7 +271,8 @@ def _write_forecast_tables(lake: Lake) -> None:
             }
         ),
     )
-    lake.append(
+    append(
+        lake,
         BACKTESTS,
         pl.DataFrame(
             [
@@ -323,7 +346,8 @@ def _write_monitoring(lake: Lake, checked_at: datetime) -> None:
         schema=columns,
         orient="row",
     ).with_columns(details=pl.lit(shares))
-    lake.append(
+    append(
+        lake,
         MONITOR_CHECKS,
         pl.concat(
             [
@@ -332,7 +356,8 @@ def _write_monitoring(lake: Lake, checked_at: datetime) -> None:
             ]
         ),
     )
-    lake.append(
+    append(
+        lake,
         ALERTS,
         pl.DataFrame(
             {
@@ -346,3 +371,215 @@ def _write_monitoring(lake: Lake, checked_at: datetime) -> None:
             }
         ),
     )
+
+
+# ----------------------------------------------------- a lake with champions of every kind
+
+# Patients whose champion is each kind of model, forecast from the same origin; the baselines'
+# forecasts are the real models' (models/baselines.py) on the patients' daily steps.
+K_ORIGIN = date(2024, 6, 1)
+K_HISTORY_DAYS = 91
+K_CHAMPIONS = {
+    "K-MEAN": ("MS", "trailing_mean_28d"),
+    "K-GAP": ("MS", "trailing_mean_28d"),  # 5 worn days in the last 28: the last 28 worn days
+    "K-WEEK": ("PD", "weekday_profile_8w"),
+    "K-NAIVE": ("RA", "seasonal_naive_7d"),
+    "K-PROPHET": ("OTHER", "prophet"),
+    "K-EBM": ("PD", "ebm_cluster"),
+    "K-SHORT": ("RA", None),  # too little history: the cluster-level forecast only, no champion
+}
+# K-EBM's and K-PROPHET's therapies: levodopa (as "Sinemet") stops 10 days into the forecast,
+# physiotherapy (no columns of its own) starts after 40 days, pramipexole runs throughout
+K_LEVODOPA_STOP = K_ORIGIN + timedelta(days=9)
+K_PHYSIO_START = K_ORIGIN + timedelta(days=40)
+K_THERAPIES = (
+    ("Sinemet", date(2023, 1, 1), K_LEVODOPA_STOP),
+    ("pramipexole", date(2023, 6, 1), None),
+    ("physiotherapy", K_PHYSIO_START, K_PHYSIO_START + timedelta(days=30)),
+)
+
+
+def k_daily_steps(patient_id: str) -> pl.DataFrame:
+    """The patient's daily steps: a weekday pattern, a slow drift, every 5th day not worn (K-GAP:
+    nothing worn in the last 28 days but 5 days; K-SHORT: only the last 10 days)."""
+    days: list[date] = []
+    steps: list[float] = []
+    worn: list[bool] = []
+    seed = sum(map(ord, patient_id))
+    for offset in range(K_HISTORY_DAYS):
+        if patient_id == "K-SHORT" and offset < K_HISTORY_DAYS - 10:
+            continue
+        day = K_ORIGIN - timedelta(days=K_HISTORY_DAYS - offset)
+        wear = offset % 5 != 3
+        if patient_id == "K-GAP" and offset >= K_HISTORY_DAYS - 28:
+            wear = offset % 6 == 0
+        walked = 3000.0 + 400.0 * (day.weekday() in (5, 6)) + 7.0 * offset + (seed * offset) % 350
+        days.append(day)
+        steps.append(walked if wear else 40.0)
+        worn.append(wear)
+    return daily_rows(patient_id, steps, worn).with_columns(
+        date=pl.Series(days), month=pl.Series([d.strftime("%Y-%m") for d in days])
+    )
+
+
+def k_explanation(day: date) -> dict[str, float]:
+    """K-EBM's stored contributions of a target day (they sum to its forecast)."""
+    ahead = (day - K_ORIGIN).days
+    season = 300.0 * math.sin(2 * math.pi * day.timetuple().tm_yday / 365.25)
+    return {
+        "baseline": 4000.0,
+        "intercept": 60.0,
+        "roll_mean_30d": 120.0,
+        "baseline_deviation_7d": -30.0,
+        "cal_doy_sin_1": season,
+        "cal_origin_doy_cos_1": -80.0,
+        "cal_day_of_week": 250.0 if day.weekday() >= 5 else -100.0,
+        "weekday_offset": 40.0 if day.weekday() >= 5 else -16.0,
+        "trend_slope_90d": -2.0 * min(ahead, 90),
+        "horizon_days": -0.5 * ahead,
+        "therapy_levodopa_change": -450.0 if day > K_LEVODOPA_STOP else 12.0,
+        "therapy_pramipexole_change": 8.0,  # ongoing: the model's allowance for no change
+        "therapy_other_change": 150.0 if day >= K_PHYSIO_START else -3.0,
+        "side_effect_count_30d": -25.0,
+        "dx_years_since_diagnosis": -40.0,
+        "coverage_nonwear_share_30d": 10.0,
+        "roll_mean_7d & horizon_days": 5.0,
+        "other_features": 22.0,
+    }
+
+
+def k_prophet_yhat(day: date) -> float:
+    """K-PROPHET's forecast: a yearly wave and a weekday pattern on 3,500 steps."""
+    season = 600.0 * math.sin(2 * math.pi * day.timetuple().tm_yday / 365.25)
+    return 3500.0 + season + (300.0 if day.weekday() >= 5 else -120.0)
+
+
+def build_champions_lake(root: Path) -> Lake:
+    """Write the K- patients: daily steps, therapies, forecasts of each one's models, the
+    champion in gold/outlook and K-EBM's explanations."""
+    from models.base import ForecastInput
+    from models.baselines import SeasonalNaive, TrailingMean, WeekdayProfile
+
+    lake = Lake(str(root))
+    patients = pl.DataFrame(
+        {
+            "patient_id": list(K_CHAMPIONS),
+            "disease_group": [group for group, _ in K_CHAMPIONS.values()],
+            "timezone": "UTC",
+            "sex": None,
+            "birth_year": None,
+            "country": None,
+            "enrolled_on": None,
+        },
+        schema_overrides={
+            "sex": pl.String,
+            "birth_year": pl.Int16,
+            "country": pl.String,
+            "enrolled_on": pl.Date,
+        },
+    )
+    append(lake, PATIENTS, patients)
+    append(
+        lake,
+        THERAPIES,
+        pl.DataFrame(
+            [
+                {"patient_id": pid, "therapy": t, "start_date": s, "end_date": e}
+                for pid in ("K-EBM", "K-PROPHET", "K-MEAN")
+                for t, s, e in K_THERAPIES
+            ],
+            schema={
+                "patient_id": pl.String,
+                "therapy": pl.String,
+                "start_date": pl.Date,
+                "end_date": pl.Date,
+            },
+        ),
+    )
+    long = [pid for pid in K_CHAMPIONS if pid != "K-SHORT"]
+    daily = pl.concat([k_daily_steps(pid) for pid in K_CHAMPIONS])
+    append(lake, DAILY_STEPS, daily)
+    history = (
+        daily.filter(pl.col("patient_id").is_in(long))
+        .select("patient_id", "date", steps=pl.when(pl.col("is_wear_day")).then(pl.col("steps")))
+        .sort("patient_id", "date")
+    )
+    known = ForecastInput(
+        K_ORIGIN,
+        history,
+        patients.filter(pl.col("patient_id").is_in(long)),
+        pl.DataFrame(),
+    )
+    forecasts = [
+        model().predict(known).with_columns(model=pl.lit(model.name))
+        for model in (TrailingMean, WeekdayProfile, SeasonalNaive)
+    ]
+    days = [K_ORIGIN + timedelta(days=i) for i in range(365)]
+
+    def rows(patient_id: str, model: str, yhat: list[float]) -> pl.DataFrame:
+        return pl.DataFrame(
+            {
+                "patient_id": patient_id,
+                "target_date": days,
+                "yhat": yhat,
+                "yhat_lower": [max(0.0, y - 800) for y in yhat],
+                "yhat_upper": [y + 800 for y in yhat],
+                "model": model,
+            }
+        )
+
+    forecasts += [
+        rows("K-PROPHET", "prophet", [k_prophet_yhat(d) for d in days]),
+        rows("K-EBM", "ebm_cluster", [math.fsum(k_explanation(d).values()) for d in days]),
+        rows("K-SHORT", "cluster_level", [2500.0 + 100 * d.weekday() for d in days]),
+    ]
+    month = K_ORIGIN.strftime("%Y-%m")
+    forecast = pl.concat(forecasts, how="vertical_relaxed").with_columns(
+        origin_date=pl.lit(K_ORIGIN), origin_month=pl.lit(month)
+    )
+    append(lake, FORECASTS, forecast)
+    append(
+        lake,
+        EXPLANATIONS,
+        pl.DataFrame(
+            [
+                {
+                    "patient_id": "K-EBM",
+                    "model": "ebm_cluster",
+                    "origin_date": K_ORIGIN,
+                    "target_date": day,
+                    "feature": feature,
+                    "contribution": value,
+                    "origin_month": month,
+                }
+                for day in days
+                for feature, value in k_explanation(day).items()
+            ]
+        ),
+    )
+    champions = pl.DataFrame(
+        [
+            {"patient_id": pid, "model": model}
+            for pid, (_, model) in K_CHAMPIONS.items()
+            if model is not None
+        ]
+    )
+    outlook = (
+        forecast.group_by("patient_id", "model")
+        .agg(year_steps=pl.col("yhat").mean())
+        .join(champions.with_columns(champion=pl.lit(True)), on=["patient_id", "model"], how="left")
+        .select(
+            "patient_id",
+            "model",
+            origin_date=pl.lit(K_ORIGIN),
+            champion=pl.col("champion").fill_null(False),
+            baseline_steps=pl.lit(None, pl.Float64),
+            next_quarter_steps="year_steps",
+            year_end_steps="year_steps",
+            year_steps="year_steps",
+            year_end_change=pl.lit(None, pl.Float64),
+            origin_month=pl.lit(month),
+        )
+    )
+    append(lake, OUTLOOK, outlook)
+    return lake

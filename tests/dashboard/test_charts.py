@@ -113,22 +113,42 @@ def test_non_wear_days_are_gaps_not_zeros() -> None:
     assert ongoing.name == "physiotherapy (ongoing)"
 
 
-def test_forecasts_with_the_champion_highlighted_and_its_band_shown() -> None:
+def test_the_champion_and_its_band_are_drawn_the_other_models_behind_the_toggle() -> None:
     figure = charts.patient_timeline(
         _daily(), _forecast(), NO_THERAPIES, NO_EFFECTS, patient_id="P1"
     )
 
     traces = {trace.name: trace for trace in figure.data}
-    champion = traces["ebm_global (champion)"]
-    other = traces["trailing_mean_28d"]
-    assert _values(champion.y) == [1500.0, 1600.0] and champion.line.width > other.line.width
+    assert set(traces) == {
+        "daily steps (wear days)",
+        "non-wear day (treated as missing)",
+        "80% range of the forecast",
+        "forecast: ML model (all patients)",
+    }
+    champion = traces["forecast: ML model (all patients)"]
+    assert _values(champion.y) == [1500.0, 1600.0]
     assert _values(champion.customdata) == [[1000.0, 2000.0], [1100.0, 2100.0]]  # the 80% bounds
-    band = traces["ebm_global (champion): 80% interval"]
+    band = traces["80% range of the forecast"]
     assert _values(band.y) == [2000.0, 2100.0, 1100.0, 1000.0]  # upper out, lower back
     assert _values(band.x) == [date(2024, 1, d) for d in (6, 7, 7, 6)]
-    assert band.visible is True
-    assert traces["trailing_mean_28d: 80% interval"].visible == "legendonly"
     assert figure.layout.shapes[0].x0 == date(2024, 1, 6)  # the origin
+    assert figure.layout.annotations[0].text == "forecast from 6 Jan 2024"
+
+    compared = charts.patient_timeline(
+        _daily(), _forecast(), NO_THERAPIES, NO_EFFECTS, patient_id="P1", others=True
+    )
+    traces = {trace.name: trace for trace in compared.data}
+    other = traces["28-day average"]  # its plain name, never trailing_mean_28d
+    assert _values(other.y) == [1400.0, 1400.0]
+    assert other.line.width < traces["forecast: ML model (all patients)"].line.width
+    assert not [name for name in traces if "_" in name]
+
+
+def test_without_a_champion_the_chart_draws_the_fallback_model() -> None:
+    forecast = _forecast().with_columns(champion=pl.lit(False))
+    figure = charts.patient_timeline(_daily(), forecast, NO_THERAPIES, NO_EFFECTS, patient_id="P")
+    names = [trace.name for trace in figure.data]
+    assert "forecast: 28-day average" in names and "ML model (all patients)" not in names
 
 
 def test_patient_chart_without_rows() -> None:
@@ -146,34 +166,55 @@ def test_patient_chart_without_rows() -> None:
     assert len(figure.data) == 1
 
 
-def test_waterfall_adds_up_to_the_forecast() -> None:
-    rows = pl.DataFrame(
+def _explanation(labels: list[str], values: list[float]) -> pl.DataFrame:
+    return pl.DataFrame(
         {
-            "feature": ["baseline", "intercept", "cal_is_weekend", "roll_mean_30d & horizon_days"],
-            "label": ["Recent level", "Typical change", "Weekend", "A very long label " * 5],
-            "contribution": [5000.0, 100.0, -400.0, 250.0],
+            "family": ["level", *(f"f{i}" for i in range(len(values) - 1))],
+            "label": labels,
+            "detail": [f"what {label} covers" for label in labels],
+            "contribution": values,
         }
     )
 
-    (waterfall,) = charts.explanation_waterfall(rows, title="t").data
 
-    assert list(waterfall.measure) == ["absolute", "relative", "relative", "relative", "total"]
-    assert list(waterfall.x) == [5000.0, 100.0, -400.0, 250.0, 4950.0]
-    assert waterfall.y[-1] == "Forecast"
-    assert len(set(waterfall.y)) == 5 and all(len(label) <= 48 for label in waterfall.y)
-    assert waterfall.customdata[3] == "A very long label " * 5  # the whole label on hover
+def test_waterfall_builds_the_forecast_on_an_axis_from_zero() -> None:
+    long = "Sinemet (levodopa) stops after 10\u00a0Jun\u00a02024, a label longer than a row"
+    rows = _explanation(
+        ["Recent level", "Time of year", "Weekday pattern", long],
+        [3648.6, -200.4, 100.3, -50.2],
+    )
+
+    (bars,) = charts.explanation_waterfall(rows, title="t").data
+    figure = charts.explanation_waterfall(rows, title="t")
+
+    # whole steps that add up to the rounded forecast (3,498.3): 3,649 - 201 + 100 - 50
+    assert list(bars.x) == [3649, -201, 100, -50, 3498]
+    assert list(bars.base) == [0, 3649, 3448, 3548, 0]  # each bar starts where the last ended
+    assert list(bars.text) == ["3,649", "-201", "+100", "-50", "3,498 steps/day"]
+    assert bars.y[-1] == "Forecast"
+    assert figure.layout.xaxis.range[0] == 0  # never a cut axis
+    assert figure.layout.xaxis.range[1] > 3649
+    # every label whole: long ones wrap at spaces (a date never splits), none is cut off
+    assert [label.replace("<br>", " ") for label in bars.y[:-1]] == rows["label"].to_list()
+    assert "<br>" in bars.y[3] and "10\u00a0Jun\u00a02024" in bars.y[3]
+    assert not any("…" in label for label in bars.y)
+    assert bars.customdata[1] == "Time of year: -201 steps/day. what Time of year covers"
+
+
+def test_whole_steps_add_up_to_the_rounded_sum() -> None:
+    for values in ([0.5, 0.5, 0.5], [3648.6, -200.4, 100.3, -50.2], [1.2] * 9, [-0.6, 0.2]):
+        whole = charts.whole_steps(values)
+        assert sum(whole) == math.floor(math.fsum(values) + 0.5)
+        assert all(abs(w - v) < 1 for w, v in zip(whole, values, strict=True))
+    # the level keeps its own rounding (the text repeats it) while another row can move
+    assert charts.whole_steps([3648.6, 0.4, 0.4])[0] == 3649
+    assert charts.whole_steps([]) == []
 
 
 def test_repeated_labels_stay_distinct_rows() -> None:
-    rows = pl.DataFrame(
-        {
-            "feature": ["baseline", "a", "b"],
-            "label": ["Level", "Same words " * 6, "Same words " * 7],
-            "contribution": [10.0, 1.0, 2.0],
-        }
-    )
-    (waterfall,) = charts.explanation_waterfall(rows, title="t").data
-    assert len(set(waterfall.y)) == 4
+    rows = _explanation(["Level", "Same words", "Same words"], [10.0, 1.0, 2.0])
+    (bars,) = charts.explanation_waterfall(rows, title="t").data
+    assert len(set(bars.y)) == 4
 
 
 def test_weekly_trend_draws_a_line_per_group() -> None:
@@ -251,7 +292,7 @@ def test_the_browser_gets_the_gaps_as_missing_values_on_the_right_days() -> None
     assert non_wear["x"] == ["2024-01-02", "2024-01-04"]
     assert _from_json(non_wear["y"]) == [50.0, 0.0]  # a recorded zero stays a zero
     assert _from_json(non_wear["customdata"]) == [2, 0]
-    champion = sent["ebm_global (champion)"]
+    champion = sent["forecast: ML model (all patients)"]
     assert champion["x"] == ["2024-01-06", "2024-01-07"]
     assert _from_json(champion["customdata"]) == [[1000.0, 2000.0], [1100.0, 2100.0]]
 
@@ -298,13 +339,15 @@ def _strings(value: Any) -> list[str]:
 
 
 def _assert_no_markup_from_data(figure: Any) -> list[str]:
-    """Every string the browser gets: none holds a tag but the hover's own ``<extra></extra>``,
-    none a hover template field the charts did not write; returns them."""
+    """Every string the browser gets: none holds a tag but the hover's own ``<extra></extra>``
+    and the line breaks the charts wrap long labels with, none a hover template field the
+    charts did not write; returns them."""
     sent = json.loads(figure.to_json())
     strings = _strings(sent["data"]) + _strings(sent["layout"])
     for text in strings:
-        assert "<" not in text.replace("<extra></extra>", ""), text
-        assert ">" not in text.replace("<extra></extra>", ""), text
+        ours = text.replace("<extra></extra>", "").replace("<br>", "")  # the charts' own markup
+        assert "<" not in ours, text
+        assert ">" not in ours, text
     for hover in _strings([trace.get("hovertemplate") for trace in sent["data"]]):
         assert "%{x}" not in hover.replace("%{x|%Y-%m-%d}", ""), hover
     return strings
@@ -324,7 +367,7 @@ def test_therapy_effect_model_and_patient_names_reach_the_figure_escaped() -> No
     )
 
     figure = charts.patient_timeline(
-        _daily(), forecast, therapies, side_effects, patient_id=f"{LINK}{IMAGE}"
+        _daily(), forecast, therapies, side_effects, patient_id=f"{LINK}{IMAGE}", others=True
     )
 
     strings = _assert_no_markup_from_data(figure)
@@ -336,7 +379,7 @@ def test_therapy_effect_model_and_patient_names_reach_the_figure_escaped() -> No
     assert courses[1]["name"] == f"{_escaped(BOLD)} (ongoing)"
     assert courses[0]["hovertemplate"].startswith(f"{_escaped(LINK)}: 2024-01-02")
     assert courses[2]["customdata"] == [[_escaped(IMAGE), 2]]
-    assert f"{_escaped(BOLD)} (champion)" in strings
+    assert f"forecast: {_escaped(BOLD)}" in strings
     assert _escaped(TEMPLATE) in strings
     assert sent["layout"]["title"]["text"] == (
         f"Daily steps and forecast of patient {_escaped(LINK)}{_escaped(IMAGE)}"
@@ -346,8 +389,9 @@ def test_therapy_effect_model_and_patient_names_reach_the_figure_escaped() -> No
 def test_explanation_labels_and_titles_reach_the_figure_escaped() -> None:
     rows = pl.DataFrame(
         {
-            "feature": ["baseline", "therapy_x", "side_effect_y"],
-            "label": ["Recent level", f"therapy {LINK} active", f"{BOLD} " * 10],
+            "family": ["level", "therapy:other", "side_effects"],
+            "label": ["Recent level", f"{LINK} starts 1 May", f"{BOLD} " * 10],
+            "detail": ["level", f"{IMAGE} as recorded", TEMPLATE],
             "contribution": [5000.0, -300.0, 100.0],
         }
     )
@@ -355,9 +399,11 @@ def test_explanation_labels_and_titles_reach_the_figure_escaped() -> None:
     figure = charts.explanation_waterfall(rows, title=f"{BOLD}: the forecast")
 
     _assert_no_markup_from_data(figure)
-    (waterfall,) = figure.data
-    assert waterfall.y[1] == _escaped(f"therapy {LINK} active")
-    assert waterfall.customdata[2] == _escaped(f"{BOLD} " * 10)  # the whole label on hover
+    (bars,) = figure.data
+    assert bars.y[1].replace("<br>", " ") == _escaped(f"{LINK} starts 1 May")
+    assert bars.y[2].replace("<br>", " ") == _escaped(f"{BOLD} " * 10)
+    assert _escaped(IMAGE) in bars.customdata[1].replace("<br>", " ")
+    assert _escaped(TEMPLATE) in bars.customdata[2].replace("<br>", " ")
     assert figure.layout.title.text == f"{_escaped(BOLD)}: the forecast"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import date, timedelta
 
@@ -12,17 +13,32 @@ import polars as pl
 import pytest
 
 from dashboard import data
-from lakehouse.catalog import DAILY_STEPS, PATIENTS
+from jobs.features.clinical import THERAPY_SLUGS
+from lakehouse.catalog import DAILY_STEPS, EXPLANATIONS, FORECASTS, PATIENTS
 from lakehouse.errors import InputError
+from lakehouse.feature_dictionary import (
+    EXPLANATION_FAMILIES,
+    EXPLANATION_FAMILY,
+    FEATURE_NAMES,
+    explanation_family,
+)
 from lakehouse.storage import Lake
+from tests.dashboard.conftest import forget_caches
 from tests.dashboard.demo_lake import (
     BACKTEST_MAE,
+    K_CHAMPIONS,
+    K_LEVODOPA_STOP,
+    K_ORIGIN,
+    K_PHYSIO_START,
     ORIGIN,
     P001_CHANGE,
     P001_EXPLANATIONS,
     P001_FORECAST,
     DemoLake,
+    build_champions_lake,
     daily_rows,
+    k_daily_steps,
+    k_prophet_yhat,
 )
 
 PERIOD = data.CohortFilter(first_day=date(2024, 3, 1), last_day=date(2024, 3, 10))
@@ -180,14 +196,13 @@ def test_explanations_of_a_period_average_to_its_mean_forecast(demo_lake: DemoLa
         f: math.fsum(day.get(f, 0.0) for day in days) / len(days) for day in days for f in day
     }
     assert dict(zip(rows["feature"], rows["contribution"], strict=True)) == pytest.approx(expected)
-    assert rows["feature"].to_list() == [
-        "baseline",
-        "intercept",
-        "cal_is_weekend",  # -200 before +150: by size
-        "roll_mean_30d",
-        "other_features",
-    ]
-    assert rows["label"][0] == "Patient's recent level (28-day weighted mean of steps)"
+    assert dict(zip(rows["feature"], rows["family"], strict=True)) == {
+        "baseline": "level",
+        "intercept": "disease",
+        "cal_is_weekend": "weekday",
+        "roll_mean_30d": "level",
+        "other_features": "other",
+    }
     assert math.fsum(rows["contribution"]) == pytest.approx(
         statistics.mean(math.fsum(day.values()) for day in days)
     )
@@ -347,3 +362,368 @@ def test_monitoring_reads_the_latest_run_and_open_alerts_first(demo_lake: DemoLa
     assert data.latest_checks(demo_lake.lake).filter(pl.col("subject") == "total")["value"][
         0
     ] == pytest.approx(0.71)
+
+
+# ------------------------------------------------------ the explanation of the forecast shown
+
+# K-EBM's stored inputs by the family a clinician reads them in, written out here (not taken
+# from the feature dictionary): levodopa's and physiotherapy's rows are theirs only while the
+# therapy changes in the days explained, pramipexole (ongoing) is always among the others
+K_EBM_FAMILIES = {
+    "baseline": "level",
+    "roll_mean_30d": "level",
+    "baseline_deviation_7d": "level",
+    "intercept": "disease",
+    "dx_years_since_diagnosis": "disease",
+    "cal_doy_sin_1": "season",
+    "cal_origin_doy_cos_1": "season",
+    "cal_day_of_week": "weekday",
+    "weekday_offset": "weekday",
+    "trend_slope_90d": "trend",
+    "horizon_days": "trend",
+    "therapy_levodopa_change": "therapy:levodopa",
+    "therapy_other_change": "therapy:other",
+    "therapy_pramipexole_change": "other",
+    "side_effect_count_30d": "side_effects",
+    "coverage_nonwear_share_30d": "other",
+    "roll_mean_7d & horizon_days": "other",
+    "other_features": "other",
+}
+LEVODOPA_STOPS = f"Sinemet (levodopa) stops after {K_LEVODOPA_STOP.day}\u00a0Jun\u00a02024"
+PHYSIO_STARTS = f"physiotherapy starts {K_PHYSIO_START.day}\u00a0Jul\u00a02024"
+# what explanation rows were called before: data-science terms, never a row of the page now
+OLD_TERMS = ("sin", "cos", "order", "Days ahead", "spread", "_", "…", "Season (")
+
+
+@pytest.fixture(scope="module")
+def champions_root(tmp_path_factory: pytest.TempPathFactory) -> Lake:
+    return build_champions_lake(tmp_path_factory.mktemp("champions") / "lake")
+
+
+@pytest.fixture
+def champions(champions_root: Lake, monkeypatch: pytest.MonkeyPatch) -> Iterator[Lake]:
+    monkeypatch.setenv("LAKE_URI", champions_root.uri)
+    forget_caches()
+    yield champions_root
+    forget_caches()
+
+
+def _explain(lake: Lake, patient_id: str, first: date, last: date) -> data.ForecastExplanation:
+    forecast = data.patient_forecast(lake, patient_id)
+    shown = data.shown_model(forecast)
+    assert shown is not None
+    explained = data.forecast_explanation(
+        lake,
+        patient_id,
+        forecast,
+        data.patient_daily_steps(lake, patient_id),
+        data.patient_therapies(lake, patient_id),
+        model=shown,
+        first_day=first,
+        last_day=last,
+    )
+    assert explained is not None
+    return explained
+
+
+def _stored_mean(lake: Lake, patient_id: str, model: str, first: date, last: date) -> float:
+    """The mean forecast of the days as gold/forecasts holds it."""
+    rows = lake.read(FORECASTS).filter(
+        (pl.col("patient_id") == patient_id)
+        & (pl.col("model") == model)
+        & pl.col("target_date").is_between(first, last)
+    )
+    return math.fsum(rows["yhat"]) / rows.height
+
+
+def _rows(explained: data.ForecastExplanation) -> dict[str, float]:
+    return dict(zip(explained.rows["label"], explained.rows["contribution"], strict=True))
+
+
+def _worn_before(patient_id: str) -> list[tuple[date, float]]:
+    return [
+        (row["date"], row["steps"])
+        for row in k_daily_steps(patient_id).iter_rows(named=True)
+        if row["is_wear_day"] and row["date"] < K_ORIGIN
+    ]
+
+
+def test_the_page_explains_each_patients_champion(champions: Lake) -> None:
+    for patient_id, (_, champion) in K_CHAMPIONS.items():
+        forecast = data.patient_forecast(champions, patient_id)
+        assert data.shown_model(forecast) == (champion or "cluster_level"), patient_id
+        explained = _explain(champions, patient_id, K_ORIGIN, K_ORIGIN)
+        assert explained.model == (champion or "cluster_level")
+        assert explained.from_model == (champion == "ebm_cluster")
+
+
+def test_every_explanation_sums_to_the_forecast_in_clinical_rows(champions: Lake) -> None:
+    """Every patient, every month and some days: at most 8 rows in a clinician's words that add
+    up to the mean of the forecast rows as stored."""
+    last = K_ORIGIN + timedelta(days=364)
+    periods = [
+        (max(m, K_ORIGIN), min(data.month_end(m), last))
+        for m in data.horizon_months(K_ORIGIN, last)
+    ]
+    periods += [(K_ORIGIN + timedelta(days=d),) * 2 for d in (0, 5, 9, 10, 40, 200, 364)]
+    families = set(EXPLANATION_FAMILY) | {"therapy:levodopa", "therapy:other"}
+    for patient_id in K_CHAMPIONS:
+        for first, period_last in periods:
+            explained = _explain(champions, patient_id, first, period_last)
+            expected = _stored_mean(champions, patient_id, explained.model, first, period_last)
+            assert explained.forecast == pytest.approx(expected, rel=1e-12)
+            assert math.fsum(explained.rows["contribution"]) == pytest.approx(expected, rel=1e-9)
+            assert explained.rows.height <= 8
+            assert set(explained.rows["family"]) <= families
+            assert explained.rows["contribution"][0] > 0  # where the forecast starts
+            for label in explained.rows["label"]:
+                assert not any(term in label for term in OLD_TERMS), label
+            assert "Rest of the stored forecast" not in explained.rows["label"]
+
+
+def _expected_by_family(lake: Lake, first: date, last: date, changed: set[str]) -> dict[str, float]:
+    """K-EBM's raw gold/explanations rows of the days, summed by the families above and
+    averaged per day; a therapy that does not change counts among the others."""
+    raw = lake.read(EXPLANATIONS).filter(
+        (pl.col("patient_id") == "K-EBM") & pl.col("target_date").is_between(first, last)
+    )
+    days = raw["target_date"].n_unique()
+    totals: dict[str, float] = {}
+    for feature, contribution in raw.select("feature", "contribution").iter_rows():
+        family = K_EBM_FAMILIES[feature]
+        if family.startswith("therapy:") and family not in changed:
+            family = "other"
+        totals[family] = totals.get(family, 0.0) + contribution / days
+    return totals
+
+
+def test_an_ebm_forecast_is_its_stored_contributions_by_family(champions: Lake) -> None:
+    june = (K_ORIGIN, date(2024, 6, 30))  # levodopa stops on the 10th
+    explained = _explain(champions, "K-EBM", *june)
+    expected = _expected_by_family(champions, *june, {"therapy:levodopa"})
+
+    got = dict(zip(explained.rows["family"], explained.rows["contribution"], strict=True))
+    assert got == pytest.approx(expected)
+    assert explained.rows["family"][0] == "level" and explained.rows["family"][-1] == "other"
+    assert explained.rows.filter(pl.col("family") == "therapy:levodopa")["label"].to_list() == [
+        LEVODOPA_STOPS
+    ]
+    labels = explained.rows["label"].to_list()
+    assert labels[0] == "Recent level" and "Time of year" in labels and "Trend" in labels
+    assert "Disease course, similar patients" in labels and "Side effects" in labels
+    assert "Weekday pattern" in labels and labels[-1] == "Other, smaller influences"
+    assert f"{got['level']:,.0f} steps/day" in explained.summary
+
+    # a day before the stop: levodopa does not change yet, so it has no row
+    before = _explain(
+        champions, "K-EBM", K_ORIGIN + timedelta(days=3), K_ORIGIN + timedelta(days=3)
+    )
+    assert "therapy:levodopa" not in before.rows["family"]
+
+
+def test_more_families_than_rows_go_into_the_others_first(champions: Lake) -> None:
+    """In July levodopa has stopped and physiotherapy starts: nine families, the smallest of the
+    non-therapy ones joins the others, both therapies keep their rows."""
+    day = K_PHYSIO_START + timedelta(days=2)
+    explained = _explain(champions, "K-EBM", day, day)
+    expected = _expected_by_family(champions, day, day, {"therapy:levodopa", "therapy:other"})
+    assert len(expected) == 9
+    movable = {f: v for f, v in expected.items() if f not in ("level", "other") and ":" not in f}
+    smallest = min(movable, key=lambda f: abs(movable[f]))
+    expected["other"] += expected.pop(smallest)
+
+    got = dict(zip(explained.rows["family"], explained.rows["contribution"], strict=True))
+    assert got == pytest.approx(expected)
+    assert explained.rows.height == 8
+    assert {LEVODOPA_STOPS, PHYSIO_STARTS} <= set(explained.rows["label"])
+
+
+def test_the_28_day_average_is_explained_as_the_average_of_the_worn_days(champions: Lake) -> None:
+    worn = [steps for day, steps in _worn_before("K-MEAN") if day >= K_ORIGIN - timedelta(days=28)]
+    average = math.fsum(worn) / len(worn)
+    june = (K_ORIGIN, date(2024, 6, 30))
+
+    explained = _explain(champions, "K-MEAN", *june)
+
+    # the model's own forecast (models/baselines.py wrote it) is that average
+    assert _stored_mean(champions, "K-MEAN", "trailing_mean_28d", *june) == pytest.approx(average)
+    assert _rows(explained) == pytest.approx({"Recent level": average, LEVODOPA_STOPS: 0.0})
+    assert (
+        f"the {len(worn)} worn days of the 28 days before 1\u00a0Jun\u00a02024: "
+        f"{average:,.0f} steps/day"
+    ) in explained.summary
+
+
+def test_after_a_gap_in_wearing_the_28_day_average_is_of_the_last_28_worn_days(
+    champions: Lake,
+) -> None:
+    worn = _worn_before("K-GAP")
+    assert sum(day >= K_ORIGIN - timedelta(days=28) for day, _ in worn) < 7
+    last_28 = [steps for _, steps in worn[-28:]]
+
+    explained = _explain(champions, "K-GAP", K_ORIGIN, K_ORIGIN)
+
+    assert _rows(explained) == pytest.approx({"Recent level": math.fsum(last_28) / 28})
+    assert "the last 28 worn days" in explained.summary
+
+
+def test_the_weekday_pattern_is_its_level_plus_the_weekdays_difference(champions: Lake) -> None:
+    worn = [(d, s) for d, s in _worn_before("K-WEEK") if d >= K_ORIGIN - timedelta(days=56)]
+    level = math.fsum(s for _, s in worn) / len(worn)
+    for day in (K_ORIGIN + timedelta(days=offset) for offset in range(7)):
+        same = [s for d, s in worn if d.weekday() == day.weekday()]
+        explained = _explain(champions, "K-WEEK", day, day)
+        assert _rows(explained) == pytest.approx(
+            {"Recent level": level, "Weekday pattern": math.fsum(same) / len(same) - level}
+        )
+        assert math.fsum(explained.rows["contribution"]) == pytest.approx(
+            _stored_mean(champions, "K-WEEK", "weekday_profile_8w", day, day)
+        )
+
+
+def test_same_weekday_last_week_is_the_last_worn_day_of_each_weekday(champions: Lake) -> None:
+    worn = _worn_before("K-NAIVE")
+    last_of = {d.weekday(): s for d, s in worn}  # in date order: the latest wins
+    level = math.fsum(last_of.values()) / 7
+    day = K_ORIGIN + timedelta(days=100)
+
+    explained = _explain(champions, "K-NAIVE", day, day)
+
+    assert _rows(explained) == pytest.approx(
+        {"Recent level": level, "Weekday pattern": last_of[day.weekday()] - level}
+    )
+
+
+def test_prophet_is_the_28_day_average_plus_what_the_model_adds(champions: Lake) -> None:
+    worn = [s for d, s in _worn_before("K-PROPHET") if d >= K_ORIGIN - timedelta(days=28)]
+    day = K_ORIGIN + timedelta(days=50)
+    week = [K_ORIGIN + timedelta(days=7 * 7 + i) for i in range(7)]  # day 50 is in week 7
+
+    explained = _explain(champions, "K-PROPHET", day, day)
+
+    level = math.fsum(worn) / len(worn)
+    week_mean = math.fsum(k_prophet_yhat(d) for d in week) / 7
+    assert _rows(explained) == pytest.approx(
+        {
+            "Recent level": level,
+            "Weekday pattern": k_prophet_yhat(day) - week_mean,
+            "Time of year, trend and therapies": week_mean - level,
+        }
+    )
+    # Prophet takes the therapies in: no row of their own at 0
+    june = _explain(champions, "K-PROPHET", K_ORIGIN, date(2024, 6, 30))
+    assert LEVODOPA_STOPS not in june.rows["label"]
+    assert LEVODOPA_STOPS in june.rows["detail"][1] + june.rows["detail"][2]
+
+
+def test_too_little_history_is_explained_by_the_group_forecast(champions: Lake) -> None:
+    day = K_ORIGIN + timedelta(days=2)  # a Monday
+    explained = _explain(champions, "K-SHORT", day, day)
+
+    typical = statistics.mean(2500.0 + 100 * weekday for weekday in range(7))
+    assert _rows(explained) == pytest.approx(
+        {
+            "Patients of the same disease group": typical,
+            "Weekday pattern": 2500.0 + 100 * day.weekday() - typical,
+        }
+    )
+
+
+def test_a_stored_breakdown_that_misses_the_forecast_says_by_how_much(demo_lake: DemoLake) -> None:
+    """P001's explanations cover two days (5,450 and 4,720 steps) of a forecast of 5,000 a day."""
+    forecast = data.patient_forecast(demo_lake.lake, "P001")
+    last = date(2024, 3, 31)
+
+    explained = data.forecast_explanation(
+        demo_lake.lake,
+        "P001",
+        forecast,
+        data.patient_daily_steps(demo_lake.lake, "P001"),
+        data.patient_therapies(demo_lake.lake, "P001"),
+        model="ebm_global",
+        first_day=ORIGIN,
+        last_day=last,
+    )
+
+    assert explained is not None
+    rows = _rows(explained)
+    stored = statistics.mean(math.fsum(day.values()) for day in P001_EXPLANATIONS.values())
+    assert math.fsum(rows.values()) == pytest.approx(P001_FORECAST["ebm_global"])
+    assert rows["Rest of the stored forecast"] == pytest.approx(
+        P001_FORECAST["ebm_global"] - stored
+    )
+    assert rows["Other, smaller influences"] == pytest.approx((50 + 20) / 2)
+
+
+def test_therapy_changes_between_the_origin_and_the_days_explained() -> None:
+    therapies = pl.DataFrame(
+        {
+            "therapy": ["Sinemet", "pramipexole", "physiotherapy", "natalizumab"],
+            "start_date": [date(2023, 1, 1), date(2023, 1, 1), date(2024, 7, 1), date(2023, 1, 1)],
+            "end_date": [date(2024, 6, 10), None, date(2024, 7, 31), date(2024, 5, 1)],
+        }
+    )
+    origin = date(2024, 6, 1)
+
+    def changes(first: date, last: date) -> dict[str, str]:
+        return data.therapy_changes(therapies, origin, first, last)
+
+    assert changes(origin, date(2024, 6, 10)) == {}  # still taken on the 10th
+    assert changes(date(2024, 6, 11), date(2024, 6, 11)) == {
+        "levodopa": "Sinemet (levodopa) stops after 10\u00a0Jun\u00a02024"
+    }
+    assert changes(date(2024, 7, 1), date(2024, 8, 31)) == {
+        "levodopa": "Sinemet (levodopa) stops after 10\u00a0Jun\u00a02024",
+        "other": "physiotherapy starts 1\u00a0Jul\u00a02024 and stops after 31\u00a0Jul\u00a02024",
+    }
+    # after its course physiotherapy is not taken, as at the origin: no change that day
+    assert "other" not in changes(date(2024, 8, 5), date(2024, 8, 5))
+    assert data.therapy_changes(therapies.clear(), origin, origin, origin) == {}
+
+
+def test_every_model_input_belongs_to_a_clinical_family() -> None:
+    """The model inputs, feature columns and special rows of gold/explanations: each in one of
+    the 8 families (a therapy's by name); only device wear and the therapy count are 'other'."""
+    from models.direct import FEATURE_COLUMNS
+
+    keys = set(EXPLANATION_FAMILY)
+    assert len(keys) == 8
+    names = {*FEATURE_COLUMNS, *FEATURE_NAMES, "baseline", "intercept", "disease_group"}
+    for name in names:
+        family = explanation_family(name)
+        assert family in keys or family.removeprefix("therapy:") in THERAPY_SLUGS, name
+        if family == "other":
+            assert name.startswith("coverage_") or name == "therapy_active_count", name
+    assert explanation_family("therapy_interferon_beta_1a_change") == "therapy:interferon_beta_1a"
+    assert explanation_family("roll_mean_7d & ewm_mean_7d") == "level"
+    assert explanation_family("roll_mean_7d & horizon_days") == "other"
+    assert explanation_family("something_new") == "other"
+    for declared in EXPLANATION_FAMILIES:
+        assert not any(term in declared.label for term in OLD_TERMS), declared.label
+
+
+def test_models_have_plain_names_and_the_page_draws_the_champion() -> None:
+    for model in (
+        "cluster_level",
+        "ebm_cluster",
+        "ebm_global",
+        "seasonal_naive_7d",
+        "trailing_mean_28d",
+        "weekday_profile_8w",
+        "prophet",
+    ):
+        assert "_" not in data.model_name(model), model
+    assert data.model_name("trailing_mean_28d") == "28-day average"
+    assert data.model_name("prophet") == "seasonal model (Prophet)"
+    assert data.model_name("ebm_global").startswith("ML model")
+
+    def forecast(models: dict[str, bool]) -> pl.DataFrame:
+        return pl.DataFrame({"model": list(models), "champion": list(models.values())})
+
+    assert data.shown_model(forecast({"ebm_global": False, "prophet": True})) == "prophet"
+    # before the first training, or the champion could not forecast the patient
+    assert data.shown_model(forecast({"ebm_global": False, "trailing_mean_28d": False})) == (
+        "trailing_mean_28d"
+    )
+    assert data.shown_model(forecast({"cluster_level": False})) == "cluster_level"
+    assert data.shown_model(forecast({})) is None

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
+import json
 import statistics
 from collections.abc import Callable, Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 import pytest
 import streamlit
@@ -24,11 +27,14 @@ from tests.dashboard.demo_lake import (
     APP,
     COST_TOTAL,
     FIRST_DAY,
+    K_CHAMPIONS,
+    K_ORIGIN,
     ORIGIN,
     P001_STEPS,
     P001_WEAR,
     P002_STEPS,
     P002_WEAR,
+    build_champions_lake,
     build_demo_lake,
 )
 from tests.dashboard.identities import signed_in
@@ -124,26 +130,143 @@ def test_cohort_filters_narrow_the_cohort() -> None:
     assert {m.label: m.value for m in app.metric}["Patients"] == "1"
 
 
+def _figures(app: AppTest) -> list[dict[str, Any]]:
+    """The page's plotly figures as the browser gets them."""
+    return [json.loads(chart.proto.spec) for chart in app.get("plotly_chart")]
+
+
+def _numbers(data: Any) -> list[float]:
+    """A figure's data array (a plain list, or plotly's base64 typed array) as numbers."""
+    if isinstance(data, dict):
+        data = np.frombuffer(base64.b64decode(data["bdata"]), dtype=data["dtype"]).tolist()
+    return [float(value) for value in data]
+
+
+def _days(data: Any) -> list[date]:
+    return [date.fromisoformat(str(day)[:10]) for day in data]
+
+
+def _drawn_forecast(timeline: dict[str, Any]) -> tuple[str, dict[date, float]]:
+    """The forecast the timeline draws (its name in the legend, its value per day); fails
+    unless there is exactly one."""
+    (line,) = [t for t in timeline["data"] if t.get("name", "").startswith("forecast: ")]
+    return line["name"], dict(zip(_days(line["x"]), _numbers(line["y"]), strict=True))
+
+
 @pytest.mark.usefixtures("demo_lake")
 def test_patient_page_draws_the_forecast_and_its_explanation() -> None:
     app = _open(PATIENT)
 
     assert app.selectbox(key="patient_id").options == ["P001", "P002", "P003"]
     assert app.selectbox(key="patient_id").value == "P001"
-    assert app.selectbox(key="explain_model").value == "ebm_global"  # the champion
     assert len(app.get("plotly_chart")) == 2  # timeline and waterfall
-    assert "champion of the cluster: **ebm\\_global**" in _texts(app.caption)  # in bold
+    assert "by the **ML model \\(all patients\\)**" in _texts(app.caption)  # in bold
     accuracy = app.dataframe[0].value
     assert accuracy["horizon_days"].tolist() == [365, 365]
-    assert accuracy.set_index("model")["champion"].to_dict() == {
-        "ebm_global": True,
-        "trailing_mean_28d": False,
+    assert accuracy.set_index("model")["chosen"].to_dict() == {
+        "ML model (all patients)": True,
+        "28-day average": False,
     }
     assert app.get("download_button")
 
     app.radio(key="explain_kind").set_value("a day").run()
     assert not app.exception
     assert len(app.get("plotly_chart")) == 2
+
+
+@pytest.fixture(scope="module")
+def champions_root(tmp_path_factory: pytest.TempPathFactory) -> Lake:
+    return build_champions_lake(tmp_path_factory.mktemp("champions") / "lake")
+
+
+@pytest.fixture
+def champions(champions_root: Lake, monkeypatch: pytest.MonkeyPatch) -> Iterator[Lake]:
+    monkeypatch.setenv("LAKE_URI", champions_root.uri)
+    forget_caches()
+    yield champions_root
+    forget_caches()
+
+
+# the models as the page names them, written out here
+PLAIN_NAMES = {
+    "trailing_mean_28d": "28-day average",
+    "weekday_profile_8w": "weekday pattern",
+    "seasonal_naive_7d": "same weekday last week",
+    "prophet": "seasonal model (Prophet)",
+    "ebm_cluster": "ML model (one per disease group)",
+    "ebm_global": "ML model (all patients)",
+    "cluster_level": "typical patient of the disease group",
+}
+SUMMARY_STARTS = {
+    "trailing_mean_28d": "The 28-day average forecasts every day",
+    "weekday_profile_8w": "The weekday pattern forecasts each weekday",
+    "seasonal_naive_7d": "Same weekday last week repeats",
+    "prophet": "The seasonal model (Prophet) is fitted",
+    "ebm_cluster": "The ML model (one per disease group) starts from the patient's recent level",
+    "cluster_level": "Too little recent history of the patient's own",
+}
+
+
+@pytest.mark.usefixtures("champions")
+@pytest.mark.parametrize("patient_id", list(K_CHAMPIONS))
+def test_the_page_explains_the_forecast_it_draws(champions: Lake, patient_id: str) -> None:
+    """Whatever kind of model the champion is: the chart draws its forecast alone with its 80%
+    range under a plain name, and the explanation is of that forecast: its bars add up to the
+    mean of the drawn line over the month explained (the first, by default)."""
+    champion = K_CHAMPIONS[patient_id][1] or "cluster_level"
+    app = _open(PATIENT, patient_id=patient_id)
+
+    timeline, waterfall = _figures(app)
+    name, drawn = _drawn_forecast(timeline)
+    assert name == f"forecast: {PLAIN_NAMES[champion]}"
+    stored = champions.read(FORECASTS).filter(
+        (pl.col("patient_id") == patient_id) & (pl.col("model") == champion)
+    )
+    assert drawn == dict(zip(stored["target_date"], stored["yhat"], strict=True))
+    legend = {t.get("name") for t in timeline["data"]}
+    assert "80% range of the forecast" in legend
+    assert not {n for n in legend if n and "_" in n}  # no code names
+    assert not any(PLAIN_NAMES[m] in legend for m in PLAIN_NAMES if m != champion)
+
+    (bars,) = waterfall["data"]
+    june = [value for day, value in drawn.items() if day.month == K_ORIGIN.month]
+    values = _numbers(bars["x"])
+    assert values[-1] == round(statistics.mean(june))  # the forecast bar: the line's mean
+    assert sum(values[:-1]) == values[-1]  # the rows add up to it
+    assert _numbers(bars["base"])[0] == 0 and waterfall["layout"]["xaxis"]["range"][0] == 0
+    assert len(values) - 1 <= 8
+    assert any(shown(m.value).startswith(SUMMARY_STARTS[champion]) for m in app.markdown)
+    assert "Why: the forecast explained" in [h.value for h in app.subheader]
+    assert not app.get("selectbox") or "explain_model" not in [
+        box.key for box in app.selectbox
+    ]  # no other model to pick: the page explains the one it draws
+
+    others = set(stored_models(champions, patient_id)) - {champion}
+    if not others:  # nothing to compare with
+        assert app.toggle(key="compare_models").disabled
+        return
+    app.toggle(key="compare_models").set_value(True).run()
+    timeline = _figures(app)[0]
+    legend = {t.get("name") for t in timeline["data"]}
+    assert {PLAIN_NAMES[m] for m in others} <= legend
+    assert _drawn_forecast(timeline)[0] == name  # still the one forecast explained
+
+
+def stored_models(lake: Lake, patient_id: str) -> list[str]:
+    return (
+        lake.read(FORECASTS).filter(pl.col("patient_id") == patient_id)["model"].unique().to_list()
+    )
+
+
+@pytest.mark.usefixtures("champions")
+def test_a_therapy_that_stops_in_the_forecast_is_a_row_by_name() -> None:
+    app = _open(PATIENT, patient_id="K-EBM")
+
+    (bars,) = _figures(app)[1]["data"]
+    labels = [label.replace("<br>", " ") for label in bars["y"]]
+    assert "Sinemet (levodopa) stops after 10\u00a0Jun\u00a02024" in labels
+    assert labels[0] == "Recent level" and labels[-1] == "Forecast"
+    assert not [label for label in labels if "…" in label or "_" in label]
 
 
 @pytest.mark.usefixtures("demo_lake")
