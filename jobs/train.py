@@ -101,12 +101,17 @@ class TrainSummary:
         for note in self.left_out:
             lines.append(f"  backtest {note}")
         for row in self.league.iter_rows(named=True):
+            # a figure is missing where no day of the cluster could be scored
             lines.append(
-                f"  {row['cluster']:<6} {row['model']:<20} MAE {row['mae']:8.0f}  "
-                f"MASE {row['mase']:.3f}  coverage {row['coverage']:.2f}  "
-                f"width {row['width']:6.0f}"
+                f"  {row['cluster']:<6} {row['model']:<20} MAE {_figure(row['mae'], '8.0f')}  "
+                f"MASE {_figure(row['mase'], '.3f')}  coverage {_figure(row['coverage'], '.2f')}  "
+                f"width {_figure(row.get('width'), '6.0f')}"
             )
         return "\n".join(lines)
+
+
+def _figure(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
 
 
 def latest_version(lake: Lake) -> int | None:

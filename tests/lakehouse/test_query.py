@@ -207,8 +207,13 @@ def test_merged_tables_stay_filterable_in_sql(tmp_path: Path) -> None:
                 "metrics": ["{}"],
                 "artifact_uri": [None],
                 "status": [status],
+                "intervals": [None],
             },
-            schema_overrides={"version": pl.Int32, "artifact_uri": pl.String},
+            schema_overrides={
+                "version": pl.Int32,
+                "artifact_uri": pl.String,
+                "intervals": pl.String,
+            },
         )
 
     lake.upsert(REGISTRY, rows(1, "champion"))
