@@ -45,7 +45,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -213,50 +213,43 @@ def check(sql: str) -> CheckedQuery:
     return CheckedQuery(sql, tuple(by_name[name] for name in sorted(names) if name in by_name))
 
 
-def _node_types(node: object) -> set[str]:
+def _nodes(tree: object) -> Iterator[dict[str, Any]]:
+    """Every object (JSON dict) of a parse tree, at any depth, without recursion."""
+    stack = [tree]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            yield item
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def _node_types(tree: object) -> set[str]:
     """Every query node type (``…_NODE``) in a parse tree."""
-    found: set[str] = set()
-    stack = [node]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            kind = item.get("type")
-            if isinstance(kind, str) and kind.endswith("_NODE"):
-                found.add(kind)
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return found
+    return {
+        node["type"]
+        for node in _nodes(tree)
+        if isinstance(node.get("type"), str) and node["type"].endswith("_NODE")
+    }
 
 
-def _function_names(node: object) -> set[str]:
+def _function_names(tree: object) -> set[str]:
     """The lower-case names of every function a parse tree calls (scalar, aggregate, table)."""
-    names: set[str] = set()
-    stack = [node]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            if isinstance(item.get("function_name"), str):
-                names.add(item["function_name"].lower())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return names
+    return {
+        node["function_name"].lower()
+        for node in _nodes(tree)
+        if isinstance(node.get("function_name"), str)
+    }
 
 
-def _table_names(node: object) -> set[str]:
+def _table_names(tree: object) -> set[str]:
     """The lower-case names of the tables a parse tree reads (CTE names and typos included)."""
-    names: set[str] = set()
-    stack = [node]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            if item.get("type") == "BASE_TABLE" and isinstance(item.get("table_name"), str):
-                names.add(item["table_name"].lower())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return names
+    return {
+        node["table_name"].lower()
+        for node in _nodes(tree)
+        if node.get("type") == "BASE_TABLE" and isinstance(node.get("table_name"), str)
+    }
 
 
 def tables_in(sql: str) -> list[TableSpec]:
