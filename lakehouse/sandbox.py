@@ -514,6 +514,8 @@ def _serve(process_memory: int) -> None:
 class _Worker:
     process: subprocess.Popen[bytes]
     process_memory: int
+    # the environment it was started with (credentials, endpoints): reused only under the same
+    environment: int
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -562,10 +564,15 @@ class WorkerPool:
         self._idle: list[_Worker] = []
 
     def _take(self, process_memory: int) -> _Worker:
+        environment = hash(frozenset(os.environ.items()))
         with self._lock:
             while self._idle:
                 worker = self._idle.pop()
-                if worker.alive() and worker.process_memory == process_memory:
+                if (
+                    worker.alive()
+                    and worker.process_memory == process_memory
+                    and worker.environment == environment
+                ):
                     return worker
                 worker.stop()
         process = subprocess.Popen(
@@ -574,7 +581,7 @@ class WorkerPool:
             stdout=subprocess.PIPE,
             close_fds=True,
         )
-        return _Worker(process, process_memory)
+        return _Worker(process, process_memory, environment)
 
     def run(self, lake: Lake, sql: str, limits: Limits) -> QueryResult:
         """:func:`run_here` in a worker process, killed once ``limits.timeout_seconds`` (plus a

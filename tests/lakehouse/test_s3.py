@@ -48,6 +48,11 @@ def test_pipeline_and_queries_run_on_s3(s3_lake: Lake) -> None:
     ).table.to_pylist()[0]
     assert result["n"] == days.height > 0
     assert result["total"] == pytest.approx(days["steps"].sum())
+    # an analyst's query: in the sandbox's worker process, the lake's storage options passed on
+    from lakehouse import sandbox
+
+    analyst = sandbox.run(s3_lake, "SELECT count(*) AS n FROM silver.daily_steps").table
+    assert analyst.column("n").to_pylist() == [days.height]
 
 
 def _mobility(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
