@@ -90,7 +90,7 @@ def connect(
         memory_limit: DuckDB memory limit.
         tables: the tables to register now (all by default; opening a large table's dataset
             reads its whole Delta log, so callers that know what they query pass
-            :func:`tables_in` of it).
+            the tables it names).
     """
     con = duckdb.connect(
         ":memory:",

@@ -252,15 +252,6 @@ def _table_names(tree: object) -> set[str]:
     }
 
 
-def tables_in(sql: str) -> list[TableSpec]:
-    """The catalog tables a read-only query reads (none when it is not one: such a query is
-    refused before anything is registered)."""
-    try:
-        return list(check(sql).tables)
-    except QueryRefused:
-        return []
-
-
 # A view's data: the table's current version as an Arrow dataset (the dashboard keeps them per
 # table version; the command line loads them once).
 DatasetSource = Callable[[TableSpec], pads.Dataset]
@@ -640,13 +631,6 @@ class WorkerPool:
                 "query failed: the query engine answered wrongly", reason="engine crashed"
             )
         return header, body
-
-    def close(self) -> None:
-        """Stop every idle worker."""
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for worker in idle:
-            worker.stop()
 
 
 def _frame_size(worker: _Worker, deadline: float) -> int:

@@ -27,6 +27,7 @@ from lakehouse.catalog import (
     PATIENTS,
     REIDENTIFICATION,
     TABLES,
+    TableSpec,
 )
 from lakehouse.sandbox import Limits, QueryRefused
 from tests.lakehouse.frames import edge_rows
@@ -395,24 +396,34 @@ def test_restricted_tables_are_unreachable_from_sql(tmp_path: Path) -> None:
         sandbox.run(lake, hidden)
 
 
-def test_tables_in_names_what_a_query_reads() -> None:
+def _tables(sql: str) -> list[TableSpec]:
+    return list(sandbox.check(sql).tables)
+
+
+def _refused(sql: str) -> bool:
+    with pytest.raises(QueryRefused):
+        sandbox.check(sql)
+    return True
+
+
+def test_the_check_names_the_tables_a_query_reads() -> None:
     joined = (
         "SELECT * FROM bronze.patients p JOIN silver.daily_steps d ON p.patient_id = d.patient_id"
     )
-    assert sandbox.tables_in(joined) == [DAILY_STEPS, PATIENTS]
-    assert sandbox.tables_in("WITH x AS (SELECT 1) SELECT * FROM x, gold.outlook") == [OUTLOOK]
-    assert sandbox.tables_in("SELECT 42") == []
+    assert _tables(joined) == [DAILY_STEPS, PATIENTS]
+    assert _tables("WITH x AS (SELECT 1) SELECT * FROM x, gold.outlook") == [OUTLOOK]
+    assert _tables("SELECT 42") == []
     # read from the parse tree: a join USING a column binds only with the tables
     using = "SELECT * FROM bronze.patients JOIN silver.daily_steps USING (patient_id)"
-    assert sandbox.tables_in(using) == [DAILY_STEPS, PATIENTS]
-    assert sandbox.tables_in(f"EXPLAIN {joined}") == [DAILY_STEPS, PATIENTS]
+    assert _tables(using) == [DAILY_STEPS, PATIENTS]
+    assert _tables(f"EXPLAIN {joined}") == [DAILY_STEPS, PATIENTS]
     nested = "SELECT (SELECT count(*) FROM gold.outlook) FROM bronze.patients WHERE true"
-    assert sandbox.tables_in(nested) == [OUTLOOK, PATIENTS]
-    assert sandbox.tables_in('SELECT * FROM GOLD.OUTLOOK WHERE "patient_id" = 1') == [OUTLOOK]
-    # refused queries register nothing
-    assert sandbox.tables_in(f"explain analyze {using}") == []
-    assert sandbox.tables_in("SELECT * FROM ops.audit_log") == []
-    assert sandbox.tables_in("this is not sql") == []
+    assert _tables(nested) == [OUTLOOK, PATIENTS]
+    assert _tables('SELECT * FROM GOLD.OUTLOOK WHERE "patient_id" = 1') == [OUTLOOK]
+    # refused queries are refused before anything is registered
+    assert _refused(f"explain analyze {using}")
+    assert _refused("SELECT * FROM ops.audit_log")
+    assert _refused("this is not sql")
 
 
 def test_every_catalog_table_is_a_view_with_its_columns(tmp_path: Path) -> None:
