@@ -181,6 +181,7 @@ def intervals_on_long_series(root: Path, calibration_lake: str | None) -> None:
                         intervals=pl.lit(label),
                         coverage=pl.col("actual").is_between("yhat_lower", "yhat_upper").mean(),
                         width=(pl.col("yhat_upper") - pl.col("yhat_lower")).mean(),
+                        mae=(pl.col("actual") - pl.col("yhat")).abs().mean(),
                         days=pl.len(),
                     )
                 )
@@ -197,6 +198,25 @@ def intervals_on_long_series(root: Path, calibration_lake: str | None) -> None:
         )
         print(f"\n# per model: mean coverage over the series (goal {GOAL}), mean width\n")
         print(summary.sort("intervals", "model"))
+        # accuracy against the patient's own baseline: the better of the flat 28-day mean and
+        # the 8-week weekday profile on the same series and days (the point forecasts are the
+        # same whatever the interval)
+        point = table.filter(pl.col("intervals") == "own interval")
+        baseline = (
+            point.filter(pl.col("model").is_in(["trailing_mean_28d", "weekday_profile_8w"]))
+            .group_by("series")
+            .agg(baseline_mae=pl.col("mae").min())
+        )
+        ratios = point.join(baseline, on="series").with_columns(
+            ratio=pl.col("mae") / pl.col("baseline_mae")
+        )
+        print("\n# per model: MAE on the held-back year / the better baseline's (per series)\n")
+        print(ratios.pivot("series", index="model", values="ratio").sort("model"))
+        print(
+            ratios.group_by("model")
+            .agg(median=pl.col("ratio").median(), worst=pl.col("ratio").max())
+            .sort("model")
+        )
 
 
 def main() -> None:
