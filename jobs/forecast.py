@@ -49,9 +49,16 @@ from lakehouse.catalog import (
 from lakehouse.errors import InputError, StorageError
 from lakehouse.settings import get_settings
 from lakehouse.storage import Lake, in_list_predicate, sql_literal
+from models import guard
 from models.backtest import Panel
 from models.base import Forecaster, ForecastError, ForecastInput
-from models.baselines import SeasonalNaive, TrailingMean, WeekdayProfile
+from models.baselines import (
+    SeasonalNaive,
+    TrailingMean,
+    UsualLevel,
+    WeekdayProfile,
+    usual_days,
+)
 from models.cluster_level import NAME as CLUSTER_LEVEL
 from models.cluster_level import cluster_level_forecast
 from models.direct import LEVEL, STATE_FEATURES
@@ -193,18 +200,23 @@ def _forecast_origin(
     prophet_workers: int,
     prophet_clusters: set[str] | None,
     calibration: pl.DataFrame | None = None,
+    shrinkage: Shrinkage | None = None,
 ) -> tuple[list[pl.DataFrame], list[pl.DataFrame], int]:
     """Forecasts (and EBM explanations) of the patients of one origin; ``cohort`` (every patient
-    of the batch known at the origin) sets the cluster-level forecast of the others."""
+    of the batch known at the origin) sets the cluster-level forecast of the others. With
+    ``shrinkage`` (registered), the learned models are served as guarded adjustments of the
+    patient's usual level (:mod:`models.guard`), their explanations with them."""
     origin = known.origin
     forecasts: list[pl.DataFrame] = []
     explanations: list[pl.DataFrame] = []
-    own: list[Forecaster] = [SeasonalNaive(), TrailingMean(), WeekdayProfile()]
+    own: list[Forecaster] = [SeasonalNaive(), TrailingMean(), WeekdayProfile(), UsualLevel()]
+    anchor: pl.DataFrame | None = None
     if known.patients.height:
         for model in own:
-            forecasts.append(
-                model.predict(known, horizon=horizon).with_columns(model=pl.lit(model.name))
-            )
+            made = model.predict(known, horizon=horizon)
+            if model.name == guard.ANCHOR:
+                anchor = made
+            forecasts.append(made.with_columns(model=pl.lit(model.name)))
         # Prophet (a fit per patient, the costliest model) only where it is the champion
         wanted = known.patients.filter(
             pl.col("disease_group").is_in(list(prophet_clusters))
@@ -214,9 +226,10 @@ def _forecast_origin(
         if wanted.height:
             subset = known.only(wanted)
             prophet = ProphetPerPatient(workers=prophet_workers)
-            forecasts.append(
-                prophet.predict(subset, horizon=horizon).with_columns(model=pl.lit(prophet.name))
-            )
+            made = prophet.predict(subset, horizon=horizon)
+            if shrinkage and anchor is not None:
+                made = shrinkage.serve(prophet.name, made, anchor, subset).drop("anchor", "weight")
+            forecasts.append(made.with_columns(model=pl.lit(prophet.name)))
     levelled = known.features.filter(
         (pl.col("date") == origin) & pl.col(LEVEL).is_not_null()
     ).select("patient_id")
@@ -225,12 +238,14 @@ def _forecast_origin(
         served = ready.only(ebm.covered(ready.patients))
         if not served.patients.height:
             continue
-        forecasts.append(ebm.predict(served, horizon=horizon).with_columns(model=pl.lit(ebm.name)))
-        explanations.append(
-            ebm.explain(served, horizon=horizon, top=TOP_CONTRIBUTIONS).with_columns(
-                model=pl.lit(ebm.name)
-            )
-        )
+        made = ebm.predict(served, horizon=horizon)
+        explained = ebm.explain(served, horizon=horizon, top=TOP_CONTRIBUTIONS)
+        if shrinkage and anchor is not None:
+            made = shrinkage.serve(ebm.name, made, anchor, served)
+            explained = guard.explain_served(explained, made, usual_days(served).drop("yhat"))
+            made = made.drop("anchor", "weight")
+        forecasts.append(made.with_columns(model=pl.lit(ebm.name)))
+        explanations.append(explained.with_columns(model=pl.lit(ebm.name)))
     if calibration is not None and calibration.height and forecasts:
         forecasts = [calibrated(known, frame, calibration) for frame in forecasts]
     # patients the models could not serve, each for the models they miss: too little history
@@ -279,6 +294,7 @@ def forecast_batch(
     horizon: int,
     prophet_workers: int,
     calibration: pl.DataFrame | None = None,
+    shrinkage: Shrinkage | None = None,
 ) -> BatchForecast:
     """The forecasts of one batch of patients. Pure, shared by every engine.
 
@@ -291,6 +307,8 @@ def forecast_batch(
         prophet_workers: processes fitting Prophet (1: in this process).
         calibration: the registered models' interval calibration (:func:`registered_intervals`);
             None or empty: each model's own interval.
+        shrinkage: the registered learned models' shrinkage toward the usual level
+            (:func:`registered_shrinkage`); None or empty: served as they forecast.
     """
     # before any training every model runs; after, Prophet only where it won
     prophet_clusters = {c for c, m in winners.items() if m == "prophet"} if winners else None
@@ -334,6 +352,7 @@ def forecast_batch(
                 prophet_workers=prophet_workers,
                 prophet_clusters=prophet_clusters,
                 calibration=calibration,
+                shrinkage=shrinkage,
             )
             forecasts += made_f
             explanations += made_e
@@ -424,6 +443,7 @@ def run(
         ebms = registered_ebms(lake)
         winners = champions(lake)
         calibration = registered_intervals(lake)
+        shrinkage = registered_shrinkage(lake)
         ends = (
             lake.scan(DAILY_STEPS)
             .group_by("patient_id")
@@ -444,6 +464,7 @@ def run(
                     horizon=horizon,
                     prophet_workers=prophet_workers,
                     calibration=calibration,
+                    shrinkage=shrinkage,
                 )
                 for batch in batches
             )
@@ -452,7 +473,14 @@ def run(
             from jobs.spark.forecast import spark_forecasts
 
             with spark_forecasts(
-                spark, lake, batches, ebms, winners, horizon=horizon, calibration=calibration
+                spark,
+                lake,
+                batches,
+                ebms,
+                winners,
+                horizon=horizon,
+                calibration=calibration,
+                shrinkage=shrinkage,
             ) as made_on_spark:
                 totals = _commit_batches(lake, batches, made_on_spark)
         # a commit per batch of patients adds a file per table: merged, so the patient page
@@ -512,6 +540,61 @@ def registered_intervals(lake: Lake) -> pl.DataFrame:
     return from_json({(m, c): t for m, c, t in rows.iter_rows()})
 
 
+@dataclass(frozen=True)
+class Shrinkage:
+    """The registered learned models' shrinkage toward the patient's usual level, per model and
+    cluster (:mod:`models.guard`).
+
+    Args:
+        shares: ``(model, cluster) -> shrinkage``; a model absent here is served as it forecasts
+            (versions trained before guarded forecasts).
+    """
+
+    shares: dict[tuple[str, str], float]
+
+    def __bool__(self) -> bool:
+        return bool(self.shares)
+
+    def serve(
+        self, model: str, forecast: pl.DataFrame, anchor: pl.DataFrame, data: ForecastInput
+    ) -> pl.DataFrame:
+        """``model``'s rows of the patients of ``data`` as served (:func:`models.guard.serve`),
+        with ``anchor`` and ``weight``; as they are (weight 1) when ``model`` has no shrinkage."""
+        mine = {c: v for (m, c), v in self.shares.items() if m == model}
+        if not mine:
+            return forecast.join(
+                anchor.select("patient_id", "target_date", anchor="yhat"),
+                on=["patient_id", "target_date"],
+            ).with_columns(weight=pl.lit(1.0))
+        shares = pl.DataFrame(
+            {"disease_group": list(mine), "shrinkage": list(mine.values())},
+            schema={"disease_group": pl.String, "shrinkage": pl.Float64},
+        )
+        per_patient = data.patients.join(shares, on="disease_group", how="left").select(
+            "patient_id", "shrinkage"
+        )
+        return guard.serve(forecast, anchor, data, per_patient)
+
+
+def registered_shrinkage(lake: Lake) -> Shrinkage:
+    """The shrinkage of the newest registry version's learned models (empty before the first
+    training that chose one)."""
+    version = latest_version(lake)
+    registry = lake.scan(REGISTRY)
+    if version is None or "shrinkage" not in registry.collect_schema().names():
+        return Shrinkage({})
+    rows = (
+        registry.filter(pl.col("version") == version)
+        .select(
+            model=pl.col("model_id").str.split(":").list.first(),
+            cluster="cluster",
+            text="shrinkage",
+        )
+        .collect()
+    )
+    return Shrinkage(guard.from_json({(m, c): t for m, c, t in rows.iter_rows()}))
+
+
 def calibrated(
     known: ForecastInput, forecasts: pl.DataFrame, calibration: pl.DataFrame
 ) -> pl.DataFrame:
@@ -555,6 +638,7 @@ class OnDemandForecaster:
     def __init__(self, lake: Lake) -> None:
         self.ebms = registered_ebms(lake)
         self.calibration = registered_intervals(lake)
+        self.shrinkage = registered_shrinkage(lake)
         self.daily = lake.scan(DAILY_STEPS)
         self.features = lake.scan(FEATURES)
         self.patients = lake.read(PATIENTS)
@@ -594,11 +678,25 @@ class OnDemandForecaster:
                 f"patient {patient_id!r} has too little history for an own forecast "
                 "(the batch forecast gives a cluster-level one)"
             )
-        models: list[Forecaster] = [SeasonalNaive(), TrailingMean(), WeekdayProfile()]
+        models: list[Forecaster] = [
+            SeasonalNaive(),
+            TrailingMean(),
+            WeekdayProfile(),
+            UsualLevel(),
+        ]
         if features.height and features[LEVEL][0] is not None:
             models += [ebm for ebm in self.ebms if ebm.covered(known.patients).height]
+        frames = {m.name: m.predict(known, horizon=horizon) for m in models}
+        anchor = frames[guard.ANCHOR]
         made = pl.concat(
-            [m.predict(known, horizon=horizon).with_columns(model=pl.lit(m.name)) for m in models]
+            [
+                (
+                    self.shrinkage.serve(name, frame, anchor, known).drop("anchor", "weight")
+                    if self.shrinkage and name not in guard.UNGUARDED
+                    else frame
+                ).with_columns(model=pl.lit(name))
+                for name, frame in frames.items()
+            ]
         )
         return calibrated(known, made, self.calibration).select(
             "model", "target_date", "yhat", "yhat_lower", "yhat_upper", origin_date=pl.lit(origin)

@@ -27,7 +27,7 @@ from lakehouse.artifacts import signer_from_settings
 from lakehouse.catalog import ALERTS, BACKTESTS, DAILY_STEPS, PATIENTS, REGISTRY
 from lakehouse.settings import get_settings
 from lakehouse.storage import Lake
-from models import intervals
+from models import guard, intervals
 from models.backtest import (
     ALL_CLUSTERS,
     LeftOut,
@@ -37,7 +37,7 @@ from models.backtest import (
     run_backtest,
 )
 from models.base import Forecaster
-from models.baselines import SeasonalNaive, TrailingMean, WeekdayProfile
+from models.baselines import SeasonalNaive, TrailingMean, UsualLevel, WeekdayProfile
 from models.ebm import DEFAULT_PARAMS, ClusterEBM
 from models.prophet_model import ProphetPerPatient
 
@@ -60,6 +60,7 @@ KINDS = {
     "seasonal_naive_7d": "baseline",
     "trailing_mean_28d": "baseline",
     "weekday_profile_8w": "baseline",
+    "usual_level": "baseline",
     "prophet": "prophet",
     "ebm_cluster": "ebm",
     "ebm_global": "ebm",
@@ -168,6 +169,7 @@ def model_set(
         SeasonalNaive(),
         TrailingMean(),
         WeekdayProfile(),
+        UsualLevel(),
         ProphetPerPatient(workers=prophet_workers),
         ClusterEBM(clustered=True, horizon=horizon, seed=seed, params=dict(params)),
         ClusterEBM(clustered=False, horizon=horizon, seed=seed, params=dict(params)),
@@ -188,6 +190,7 @@ def _registry_rows(
     winners: dict[str, str],
     artifacts: dict[str, str],
     calibration: pl.DataFrame,
+    shrinkage: pl.DataFrame,
 ) -> pl.DataFrame:
     rows = []
     for model in models:
@@ -216,6 +219,7 @@ def _registry_rows(
                     "artifact_uri": artifacts.get(model.name),
                     "status": "champion" if winners.get(cluster) == model.name else "candidate",
                     "intervals": intervals.to_json(calibration, model.name, cluster),
+                    "shrinkage": guard.to_json(shrinkage, model.name, cluster),
                 }
             )
     return pl.DataFrame(rows)
@@ -288,7 +292,9 @@ def run(
                 artifacts[model.name] = signer.write(
                     lake, model=model.name, version=version, payload=pickle.dumps(model)
                 )
-        rows = _registry_rows(version, now, models, league, winners, artifacts, tested.calibration)
+        rows = _registry_rows(
+            version, now, models, league, winners, artifacts, tested.calibration, tested.shrinkage
+        )
         if lake.exists(REGISTRY):
             # one commit: the new version in, every earlier one retired (diagonal: versions
             # registered before a column was added lack it)

@@ -330,11 +330,15 @@ REGISTRY = TableSpec(
         ("status", pa.string(), False),
         # added later: null in versions trained before calibrated intervals
         ("intervals", pa.string()),
+        # added later: null for the baselines and in versions trained before guarded forecasts
+        ("shrinkage", pa.string()),
     ),
     keys=("model_id",),
     description=(
-        "Trained models with parameters, metrics (JSON), artifact location, status and the "
-        "interval calibration (JSON: conformal quantiles per horizon band, pooled or not)."
+        "Trained models with parameters, metrics (JSON), artifact location, status, the "
+        "interval calibration (JSON: conformal quantiles per horizon band, pooled or not) and "
+        "the shrinkage of a learned model toward the patient's usual level (JSON: the share of "
+        "its adjustment served, the backtest patients behind it, pooled or not)."
     ),
     merge_written=True,
 )

@@ -507,7 +507,9 @@ MAX_EXPLANATION_ROWS = 8
 
 # Rows of gold/explanations that are no feature column (see jobs/forecast.py and models/direct.py)
 _SPECIAL_FAMILIES = {
-    "baseline": "level",  # the patient's level the model starts from
+    "baseline": "level",  # the patient's usual level the served forecast starts from
+    "recent_level": "level",  # the model's recent level against the usual day, as served
+    "usual_weekday": "weekday",  # the weekday's usual share of the usual level
     "intercept": "disease",  # the typical change of the model's patients
     "disease_group": "disease",
     "horizon_days": "trend",  # days ahead: the drift the model learned with the horizon

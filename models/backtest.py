@@ -21,7 +21,7 @@ from datetime import date, timedelta
 
 import polars as pl
 
-from models import intervals
+from models import guard, intervals
 from models.base import Forecaster, ForecastInput
 from models.metrics import HORIZONS, naive_scale, summarise
 
@@ -142,11 +142,14 @@ class BacktestRun:
         results: gold/backtests rows (without ``trained_at``).
         calibration: :func:`models.intervals.calibrate` of every model's residuals.
         residuals: those residuals (:func:`residuals_of`), to calibrate backtests pooled.
+        shrinkage: :func:`models.guard.choose` of the guarded models' backtest days (each
+            learned model's share of its adjustment of the patient's usual level).
     """
 
     results: pl.DataFrame
     calibration: pl.DataFrame
     residuals: pl.DataFrame
+    shrinkage: pl.DataFrame
 
 
 def backtest(
@@ -200,36 +203,57 @@ def run_backtest(
         if not ready.height:
             continue
         scorable = known.only(ready)
-        for model in fitted:
-            forecasts = model.predict(scorable, horizon=horizon)
-            error = pl.col("yhat") - pl.col("actual")
+        made = {model.name: model.predict(scorable, horizon=horizon) for model in fitted}
+        anchor = made.get(guard.ANCHOR)
+        ranges = guard.patient_range(scorable) if anchor is not None else None
+        for name, forecasts in made.items():
+            if anchor is not None and ranges is not None and name not in guard.UNGUARDED:
+                forecasts = forecasts.join(
+                    guard.quarter_means(forecasts, anchor, origin, ranges),
+                    on=["patient_id", "target_date"],
+                )
             scored.append(
                 forecasts.join(wear, on=["patient_id", "target_date"])
                 .join(naive, on="patient_id", how="left")
                 .join(spread, on="patient_id", how="left")
                 .join(clusters, on="patient_id")
-                .select(
-                    "patient_id",
-                    "cluster",
-                    "yhat",
-                    "actual",
-                    "scale",
-                    model=pl.lit(model.name),
+                .with_columns(
+                    model=pl.lit(name),
                     origin_date=pl.lit(origin),
                     horizon=(pl.col("target_date") - pl.lit(origin)).dt.total_days() + 1,
-                    error=error,
-                    scaled_error=error.abs() / pl.col("mase_scale"),
-                    raw_inside=pl.col("actual").is_between("yhat_lower", "yhat_upper"),
-                    raw_width=pl.col("yhat_upper") - pl.col("yhat_lower"),
                 )
+                .drop("target_date")
             )
     columns = ["model", "cluster", "origin_date", "horizon_days", "mae", "rmse", "mase"]
     columns += ["coverage", "width", "raw_coverage", "raw_width", "patients", "days"]
     if not scored:
         empty = pl.DataFrame(schema={c: pl.String for c in columns}).clear()
         none = residuals_of(pl.DataFrame())
-        return BacktestRun(empty, intervals.calibrate(none), none)
-    every = pl.concat(scored)
+        return BacktestRun(empty, intervals.calibrate(none), none, guard.choose(pl.DataFrame()))
+    days = pl.concat(scored, how="diagonal_relaxed")
+    guarded = (
+        days.filter(pl.col("quarter_model").is_not_null())
+        if "quarter_model" in days.columns
+        else days.clear()
+    )
+    shrinkage = guard.choose(guarded)
+    if guarded.height:
+        days = guard.cross_fitted(days)
+    error = pl.col("yhat") - pl.col("actual")
+    every = days.select(
+        "patient_id",
+        "cluster",
+        "model",
+        "origin_date",
+        "horizon",
+        "yhat",
+        "actual",
+        "scale",
+        error=error,
+        scaled_error=error.abs() / pl.col("mase_scale"),
+        raw_inside=pl.col("actual").is_between("yhat_lower", "yhat_upper"),
+        raw_width=pl.col("yhat_upper") - pl.col("yhat_lower"),
+    )
     calibrated = intervals.cross_fitted(every).with_columns(
         inside=pl.col("actual").is_between("yhat_lower", "yhat_upper"),
         width=pl.col("yhat_upper") - pl.col("yhat_lower"),
@@ -247,7 +271,7 @@ def run_backtest(
             )
     results = pl.concat(rows).select(columns).sort("model", "cluster", "origin_date")
     residuals = residuals_of(every)
-    return BacktestRun(results, intervals.calibrate(residuals), residuals)
+    return BacktestRun(results, intervals.calibrate(residuals), residuals, shrinkage)
 
 
 def residuals_of(days: pl.DataFrame) -> pl.DataFrame:

@@ -258,7 +258,9 @@ def forecast_rows(data: ForecastInput, horizon: int) -> pl.DataFrame:
 
 # Rows of gold/explanations that are not model inputs.
 SPECIAL_LABELS = {
-    "baseline": "Patient's recent level (28-day weighted mean of steps)",
+    "baseline": "Patient's usual level (median of worn days, last 13 weeks)",
+    "recent_level": "Recent weeks against the usual level (28-day weighted mean)",
+    "usual_weekday": "Usual steps on this weekday against the usual level",
     "intercept": "Typical change for patients like this",
     "other_features": "All other inputs together",
     "floor_at_zero": "Forecast raised to zero steps",

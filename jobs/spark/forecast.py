@@ -17,7 +17,7 @@ from typing import Any, cast
 
 import polars as pl
 
-from jobs.forecast import JOB, BatchForecast, forecast_batch
+from jobs.forecast import JOB, BatchForecast, Shrinkage, forecast_batch
 from jobs.panel import load_panel
 from jobs.spark.session import SparkEngine, Staging
 from lakehouse.catalog import DAILY_STEPS, FEATURES, PATIENTS, THERAPIES, TableSpec
@@ -45,6 +45,7 @@ class _Shared:
     ebms: list[ClusterEBM]
     winners: dict[str, str]
     calibration: pl.DataFrame | None = None
+    shrinkage: Shrinkage | None = None
 
 
 class _BatchTables:
@@ -86,6 +87,7 @@ def _forecast_group(
         horizon=horizon,
         prophet_workers=1,
         calibration=context.calibration,
+        shrinkage=context.shrinkage,
     )
     for name, rows in zip(_OUTPUTS, (made.forecasts, made.outlook, made.explanations), strict=True):
         if rows is not None:
@@ -115,6 +117,7 @@ def spark_forecasts(
     *,
     horizon: int,
     calibration: pl.DataFrame | None = None,
+    shrinkage: Shrinkage | None = None,
 ) -> Iterator[Iterator[BatchForecast]]:
     """Forecast every batch on Spark; yields their results in batch order.
 
@@ -126,6 +129,7 @@ def spark_forecasts(
         winners: each cluster's champion model.
         horizon: days forecast.
         calibration: the registered models' interval calibration.
+        shrinkage: the registered learned models' shrinkage toward the usual level.
     """
     from pyspark.sql.functions import broadcast
 
@@ -141,7 +145,15 @@ def spark_forecasts(
         return broadcast(spark.frame(plan.select("patient_id", "bucket")))
 
     shared = spark.broadcast(
-        _Shared(plan, lake.read(PATIENTS), lake.read(THERAPIES), ebms, winners, calibration)
+        _Shared(
+            plan,
+            lake.read(PATIENTS),
+            lake.read(THERAPIES),
+            ebms,
+            winners,
+            calibration,
+            shrinkage,
+        )
     )
     with spark.staging(lake, JOB) as staging:
         daily = spark.read_files(
