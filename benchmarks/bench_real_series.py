@@ -27,11 +27,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import secrets
 import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 from common import generate, mobility
@@ -219,6 +224,439 @@ def intervals_on_long_series(root: Path, calibration_lake: str | None) -> None:
         )
 
 
+# --year-ahead: the product's own pipeline on lakes of the real series cut a year before their end
+YEAR = 365
+CUT_SPACING_DAYS = 91
+MAX_CUTS = 3
+MIN_HISTORY_DAYS = 240
+# the outside references are fitted on at most this many days before the origin (speed)
+REFERENCE_HISTORY_DAYS = 730
+REAL_PREFIX = "real-"
+BASELINE_MODELS = ("trailing_mean_28d", "weekday_profile_8w")
+CHAMPION = "champion"
+COVERAGE_TARGET = 0.80
+RATIO_TARGETS = {"median": 0.95, "worst": 1.05}
+LAKE_KINDS = ("real only", "real + synthetic")
+
+
+@dataclass(frozen=True)
+class LakeRun:
+    """One pipeline run: its lake kind, cut, wall time, and the error text when it failed."""
+
+    kind: str
+    cut: int
+    seconds: float
+    error: str | None = None
+
+
+def year_ahead_cuts(daily: pl.DataFrame) -> pl.DataFrame:
+    """``series, cut, cut_date, origin`` of every series' year-ahead cuts.
+
+    Cut 0 is 364 days before the series' last worn day (the held-back year is its last 365
+    days), each next cut 91 days earlier, up to three, while at least
+    :data:`MIN_HISTORY_DAYS` days lie between the first worn day and the cut. The origin is the
+    product's: the day after the last worn day before the cut.
+    """
+    worn = daily.filter(pl.col("steps").is_not_null())
+    spans = worn.group_by("patient_id").agg(first=pl.col("date").min(), last=pl.col("date").max())
+    rows = []
+    for series, first, last in spans.sort("patient_id").iter_rows():
+        for cut in range(MAX_CUTS):
+            cut_date = last - timedelta(days=YEAR - 1 + CUT_SPACING_DAYS * cut)
+            if (cut_date - first).days < MIN_HISTORY_DAYS:
+                break
+            before = worn.filter(pl.col("patient_id") == series, pl.col("date") < cut_date)
+            origin = before["date"].max()
+            assert isinstance(origin, date)
+            rows.append(
+                {
+                    "series": series,
+                    "cut": cut,
+                    "cut_date": cut_date,
+                    "origin": origin + timedelta(days=1),
+                }
+            )
+    schema = {"series": pl.String, "cut": pl.Int32, "cut_date": pl.Date, "origin": pl.Date}
+    return pl.DataFrame(rows, schema=schema)
+
+
+def _held_back(daily: pl.DataFrame, cuts: pl.DataFrame) -> pl.DataFrame:
+    """``series, cut, target_date, actual``: the worn days of each cut's year from its origin."""
+    return (
+        daily.filter(pl.col("steps").is_not_null())
+        .join(cuts, left_on="patient_id", right_on="series")
+        .filter(
+            pl.col("date") >= pl.col("origin"),
+            pl.col("date") < pl.col("origin") + pl.duration(days=YEAR),
+        )
+        .select(series="patient_id", cut="cut", target_date="date", actual="steps")
+    )
+
+
+def _ingest_histories(lake_dir: Path, daily: pl.DataFrame, cuts: pl.DataFrame) -> None:
+    """Each series' worn days before its cut, as a daily CSV through the product's generic
+    ingest (the non-wear days are left out, as a device export without them would be)."""
+    from jobs.ingest.run import run as ingest
+    from lakehouse.storage import Lake
+
+    lake = Lake(str(lake_dir))
+    folder = lake_dir.parent / f"{lake_dir.name}-csv"
+    folder.mkdir(parents=True, exist_ok=True)
+    for series, cut_date in cuts.select("series", "cut_date").iter_rows():
+        path = folder / f"{series}.csv"
+        daily.filter(
+            pl.col("patient_id") == series,
+            pl.col("date") < cut_date,
+            pl.col("steps").is_not_null(),
+        ).select(pl.col("date").cast(pl.String), pl.col("steps").round().cast(pl.Int64)).write_csv(
+            path
+        )
+        ingest(
+            lake,
+            path,
+            format="generic",
+            patient_id=REAL_PREFIX + series,
+            columns={"start": "date", "steps": "steps"},
+            period="day",
+            timezone="UTC",
+        )
+    shutil.rmtree(folder)
+
+
+def _run_pipeline(lake_dir: Path, *, quick: bool) -> tuple[float, str | None]:
+    """``mobility pipeline`` on the lake in a child process: wall seconds, error text if any."""
+    env = dict(os.environ)
+    if quick:
+        env["MOBILITY_QUICK_TRAINING"] = "1"
+    else:
+        env.pop("MOBILITY_QUICK_TRAINING", None)
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "jobs", "--lake", str(lake_dir), "pipeline"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    seconds = time.perf_counter() - started
+    if done.returncode:
+        return seconds, (done.stderr.strip() or done.stdout.strip())
+    print(done.stdout.strip(), flush=True)
+    return seconds, None
+
+
+def _product_forecasts(lake_dir: Path) -> pl.DataFrame:
+    """``series, model, champion_of, origin_date, target_date, yhat, yhat_lower, yhat_upper`` of
+    the real patients' latest origin in gold/forecasts, every model, plus the rows of their
+    cluster's champion (newest registry version) as model ``champion``, ``champion_of`` naming it.
+
+    The pseudonyms are mapped back to the series through the lake's re-identification table.
+    """
+    from jobs.forecast import champions
+    from lakehouse.catalog import FORECASTS, PATIENTS, REIDENTIFICATION
+    from lakehouse.storage import Lake
+
+    lake = Lake(str(lake_dir))
+    names = (
+        lake.read(REIDENTIFICATION)
+        .filter(pl.col("source_id").str.starts_with(REAL_PREFIX))
+        .select("patient_id", series=pl.col("source_id").str.strip_prefix(REAL_PREFIX))
+    )
+    forecasts = (
+        lake.scan(FORECASTS)
+        .join(names.lazy(), on="patient_id")
+        .filter(pl.col("origin_date") == pl.col("origin_date").max().over("patient_id"))
+        .select("series", "model", "origin_date", "target_date", "yhat", "yhat_lower", "yhat_upper")
+        .collect()
+    )
+    winners = champions(lake)
+    clusters = (
+        lake.read(PATIENTS)
+        .join(names, on="patient_id")
+        .select(
+            "series",
+            model=pl.col("disease_group").replace_strict(
+                winners, default=None, return_dtype=pl.String
+            ),
+        )
+    )
+    champion_rows = forecasts.join(clusters, on=["series", "model"]).with_columns(
+        champion_of=pl.col("model"), model=pl.lit(CHAMPION)
+    )
+    if champion_rows["series"].n_unique() < names.height:
+        served = set(champion_rows["series"])
+        missing = sorted(set(names["series"]) - served)
+        print(f"no forecast of their cluster's champion for: {', '.join(missing)}", flush=True)
+    return pl.concat(
+        [forecasts.with_columns(champion_of=pl.lit(None, pl.String)), champion_rows],
+        how="diagonal",
+    )
+
+
+def _reference_forecasts(daily: pl.DataFrame, cuts: pl.DataFrame) -> pl.DataFrame:
+    """statsforecast's ``AutoETS`` and ``AutoARIMA`` (weekly season) per series and cut:
+    ``series, cut, model, target_date, yhat, yhat_lower, yhat_upper`` (80% level), 365 days from
+    the origin, fitted on the worn days of at most the last :data:`REFERENCE_HISTORY_DAYS`
+    before it with the days between them filled by linear interpolation (the models need a
+    gapless series); forecasts and bounds are cut at zero steps, as the product's are."""
+    from statsforecast.models import AutoARIMA, AutoETS
+
+    frames = []
+    for series, cut, origin in cuts.select("series", "cut", "origin").iter_rows():
+        worn = daily.filter(
+            pl.col("patient_id") == series,
+            pl.col("date") >= origin - timedelta(days=REFERENCE_HISTORY_DAYS),
+            pl.col("date") < origin,
+            pl.col("steps").is_not_null(),
+        )
+        days = pl.DataFrame(
+            {"date": pl.date_range(worn["date"].min(), origin, closed="left", eager=True)}
+        )
+        history = days.join(worn, on="date", how="left")["steps"].interpolate().to_numpy()
+        targets = pl.date_range(origin, origin + timedelta(days=YEAR - 1), eager=True)
+        for model in (AutoETS(season_length=7), AutoARIMA(season_length=7)):
+            made = model.forecast(y=history, h=YEAR, level=[80])
+            frames.append(
+                pl.DataFrame(
+                    {
+                        "series": series,
+                        "cut": cut,
+                        "model": model.alias,
+                        "target_date": targets,
+                        "yhat": made["mean"],
+                        "yhat_lower": made["lo-80"],
+                        "yhat_upper": made["hi-80"],
+                    }
+                ).with_columns(pl.col("yhat", "yhat_lower", "yhat_upper").clip(lower_bound=0))
+            )
+    return pl.concat(frames).with_columns(pl.col("cut").cast(pl.Int32))
+
+
+def _scores(forecasts: pl.DataFrame, held: pl.DataFrame) -> pl.DataFrame:
+    """Per ``kind, series, cut, model``: MAE, 80% coverage, mean width and days on the worn days
+    of the held-back year, and ``ratio`` = MAE / the better baseline's MAE on the same series and
+    cut."""
+    per_model = (
+        forecasts.join(held, on=["series", "cut", "target_date"])
+        .group_by("kind", "series", "cut", "model")
+        .agg(
+            champion_of=pl.col("champion_of").first(),
+            mae=(pl.col("actual") - pl.col("yhat")).abs().mean(),
+            coverage=pl.col("actual").is_between("yhat_lower", "yhat_upper").mean(),
+            width=(pl.col("yhat_upper") - pl.col("yhat_lower")).mean(),
+            days=pl.len(),
+        )
+    )
+    baseline = (
+        per_model.filter(pl.col("model").is_in(BASELINE_MODELS))
+        .group_by("kind", "series", "cut")
+        .agg(baseline_mae=pl.col("mae").min())
+    )
+    return (
+        per_model.join(baseline, on=["kind", "series", "cut"], how="left")
+        .with_columns(ratio=pl.col("mae") / pl.col("baseline_mae"))
+        .sort("kind", "cut", "series", "model")
+    )
+
+
+def _labelled(scores: pl.DataFrame) -> pl.DataFrame:
+    """``scores`` with ``label``: the model, the champion as ``champion (its model names)``."""
+    names = sorted(scores.filter(pl.col("model") == CHAMPION)["champion_of"].unique().to_list())
+    champion = f"{CHAMPION} ({', '.join(names)})"
+    return scores.with_columns(
+        label=pl.when(pl.col("model") == CHAMPION).then(pl.lit(champion)).otherwise("model")
+    )
+
+
+def ratio_table(scores: pl.DataFrame) -> pl.DataFrame:
+    """Ratio per model (rows) and series (columns), each series' cuts averaged, with the median
+    and the worst (highest) over the series; best median first."""
+    pooled = _labelled(scores).group_by("label", "series").agg(pl.col("ratio").mean())
+    summary = pooled.group_by("label").agg(
+        median=pl.col("ratio").median(), worst=pl.col("ratio").max()
+    )
+    wide = pooled.sort("series").pivot("series", index="label", values="ratio")
+    return wide.join(summary, on="label").sort("median", "label", nulls_last=True)
+
+
+def interval_table(scores: pl.DataFrame) -> pl.DataFrame:
+    """Per model: the mean 80% coverage over the series (each series' cuts averaged), the
+    series farthest from 80% (worst) and nearest to it (best), how many lie in 75-85%, and the
+    mean width."""
+    pooled = (
+        _labelled(scores)
+        .group_by("label", "series")
+        .agg(pl.col("coverage").mean(), pl.col("width").mean())
+        .with_columns(miss=(pl.col("coverage") - COVERAGE_TARGET).abs())
+    )
+    return (
+        pooled.group_by("label")
+        .agg(
+            coverage=pl.col("coverage").mean(),
+            worst=pl.col("coverage").sort_by("miss").last(),
+            best=pl.col("coverage").sort_by("miss").first(),
+            in_goal=pl.col("coverage").is_between(*GOAL).sum(),
+            series=pl.len(),
+            width=pl.col("width").mean(),
+        )
+        .sort("label")
+    )
+
+
+def _targets(ratios: pl.DataFrame, coverage: pl.DataFrame) -> dict[str, float | bool | None]:
+    """The champion's figures beside the targets (median and worst ratio, mean coverage)."""
+    champion_ratio = ratios.filter(pl.col("label").str.starts_with(CHAMPION))
+    champion_coverage = coverage.filter(pl.col("label").str.starts_with(CHAMPION))
+    if not champion_ratio.height:
+        return {}
+    median, worst = champion_ratio["median"].item(), champion_ratio["worst"].item()
+    mean_coverage = champion_coverage["coverage"].item()
+    return {
+        "champion_median_ratio": median,
+        "median_met": median is not None and median <= RATIO_TARGETS["median"],
+        "champion_worst_ratio": worst,
+        "worst_met": worst is not None and worst <= RATIO_TARGETS["worst"],
+        "champion_coverage": mean_coverage,
+        "coverage_met": mean_coverage is not None and GOAL[0] <= mean_coverage <= GOAL[1],
+    }
+
+
+def _print_tables(title: str, scores: pl.DataFrame) -> dict[str, Any]:
+    """Print the ratio and interval tables of ``scores`` and the champion against the targets;
+    returns them for the JSON output."""
+    ratios, coverage = ratio_table(scores), interval_table(scores)
+    targets = _targets(ratios, coverage)
+    with pl.Config(tbl_rows=60, tbl_cols=20, float_precision=3, tbl_width_chars=250):
+        print(f"\n## {title}: MAE / the better baseline's MAE (per series, cuts averaged)\n")
+        print(ratios)
+        print(f"\n## {title}: 80% intervals (coverage over the series, goal {GOAL})\n")
+        print(coverage)
+    if targets:
+        print(
+            f"champion: median ratio {targets['champion_median_ratio']:.3f} "
+            f"(target <= {RATIO_TARGETS['median']}: {_verdict(targets['median_met'])}), "
+            f"worst {targets['champion_worst_ratio']:.3f} "
+            f"(target <= {RATIO_TARGETS['worst']}: {_verdict(targets['worst_met'])}), "
+            f"coverage {targets['champion_coverage']:.1%} "
+            f"(target {GOAL[0]:.0%}-{GOAL[1]:.0%}: {_verdict(targets['coverage_met'])})",
+            flush=True,
+        )
+    return {
+        "ratios": ratios.to_dicts(),
+        "intervals": coverage.to_dicts(),
+        "targets": targets,
+    }
+
+
+def _verdict(met: object) -> str:
+    return "met" if met else "missed"
+
+
+def _build_lake(
+    lake_dir: Path,
+    kind: str,
+    daily: pl.DataFrame,
+    cuts: pl.DataFrame,
+    *,
+    synthetic_patients: int,
+    seed: int,
+) -> None:
+    """A fresh lake of the real series' histories before the cuts (and a synthetic population
+    for the second kind)."""
+    shutil.rmtree(lake_dir, ignore_errors=True)
+    lake_dir.parent.mkdir(parents=True, exist_ok=True)
+    if kind != LAKE_KINDS[0]:
+        generate(lake_dir, synthetic_patients, seed)
+    _ingest_histories(lake_dir, daily, cuts)
+
+
+def year_ahead(
+    root: Path,
+    workdir: Path,
+    *,
+    synthetic_patients: int,
+    seed: int,
+    quick: bool,
+    keep: bool,
+    out: Path | None,
+) -> None:
+    """The ``--year-ahead`` mode (see the module docstring)."""
+    # Throwaway lakes: training signs its artifacts with a key from the environment, a random one
+    # per run unless the caller set it (never stored anywhere), as for the pseudonyms in common.
+    os.environ.setdefault("MOBILITY_ARTIFACT_KEY", secrets.token_hex(32))
+    daily = _long_series(root)
+    cuts = year_ahead_cuts(daily)
+    held = _held_back(daily, cuts)
+    with pl.Config(tbl_rows=40):
+        print("# cuts (origin: the day after the last worn day before the cut)\n")
+        print(cuts)
+    started = time.perf_counter()
+    references = _reference_forecasts(daily, cuts)
+    print(f"\nAutoETS and AutoARIMA fits: {time.perf_counter() - started:.0f} s", flush=True)
+    runs: list[LakeRun] = []
+    forecasts = []
+    for kind in LAKE_KINDS:
+        for cut in sorted(set(cuts["cut"])):
+            mine = cuts.filter(pl.col("cut") == cut)
+            label = "real-only" if kind == LAKE_KINDS[0] else "real-synthetic"
+            lake_dir = workdir / "year-ahead" / f"{label}-cut{cut}"
+            print(f"\n# {kind}, cut {cut}: {mine.height} series, lake {lake_dir}\n", flush=True)
+            _build_lake(
+                lake_dir, kind, daily, mine, synthetic_patients=synthetic_patients, seed=seed
+            )
+            seconds, error = _run_pipeline(lake_dir, quick=quick)
+            runs.append(LakeRun(kind, cut, seconds, error))
+            print(f"pipeline ({kind}, cut {cut}): {seconds:.0f} s", flush=True)
+            if error is not None:
+                print(f"pipeline FAILED ({kind}, cut {cut}):\n{error}", flush=True)
+                continue
+            product = _product_forecasts(lake_dir)
+            origins = product.select("series", "origin_date").unique().join(mine, on="series")
+            moved = origins.filter(pl.col("origin_date") != pl.col("origin"))
+            if moved.height:
+                print(f"origins differ from the cuts' (scored from the cut's):\n{moved}")
+            reference = references.filter(pl.col("cut") == cut)
+            forecasts.append(
+                pl.concat(
+                    [
+                        product.drop("origin_date").with_columns(cut=pl.lit(cut, pl.Int32)),
+                        reference,
+                    ],
+                    how="diagonal_relaxed",
+                ).with_columns(kind=pl.lit(kind))
+            )
+            if not keep:
+                shutil.rmtree(lake_dir)
+    if not forecasts:
+        sys.exit("no pipeline run succeeded: nothing to score")
+    scores = _scores(pl.concat(forecasts, how="diagonal_relaxed"), held)
+    figures: dict[str, Any] = {
+        "quick_training": quick,
+        "synthetic_patients": synthetic_patients,
+        "cuts": cuts.to_dicts(),
+        "pipeline_runs": [run.__dict__ for run in runs],
+        "lakes": {},
+        "scores": scores.to_dicts(),
+    }
+    for kind in LAKE_KINDS:
+        mine = scores.filter(pl.col("kind") == kind)
+        print(f"\n\n# {kind}\n")
+        for run in runs:
+            if run.kind == kind:
+                status = "ok" if run.error is None else "FAILED"
+                print(f"pipeline cut {run.cut}: {run.seconds:.0f} s ({status})")
+        if not mine.height:
+            continue
+        lake_figures = {"pooled": _print_tables(f"{kind}, cuts pooled", mine), "per_cut": {}}
+        for cut in sorted(set(mine["cut"])):
+            lake_figures["per_cut"][str(cut)] = _print_tables(
+                f"{kind}, cut {cut}", mine.filter(pl.col("cut") == cut)
+            )
+        figures["lakes"][kind] = lake_figures
+    if out is not None:
+        out.write_text(json.dumps(figures, indent=1, default=str))
+        print(f"\nfigures written to {out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--intervals", action="store_true", help="score intervals (see above)")
@@ -231,7 +669,25 @@ def main() -> None:
     parser.add_argument("--realdata", type=Path, default=ROOT.parent / "shared" / "realdata")
     parser.add_argument("--workdir", default="/tmp/mobility-bench")
     parser.add_argument("--tune-seconds", default="0")
+    parser.add_argument("--year-ahead", action="store_true", help="the pipeline's lakes on cuts")
+    parser.add_argument("--synthetic-patients", type=int, default=200)
+    parser.add_argument("--quick", action="store_true", help="MOBILITY_QUICK_TRAINING")
+    parser.add_argument("--keep", action="store_true", help="keep the --year-ahead lakes")
+    parser.add_argument("--out", type=Path, default=None, help="--year-ahead figures as JSON")
     args = parser.parse_args()
+    if args.year_ahead:
+        if not args.realdata_long.is_dir():
+            sys.exit(f"no long real series at {args.realdata_long}")
+        year_ahead(
+            args.realdata_long,
+            Path(args.workdir),
+            synthetic_patients=args.synthetic_patients,
+            seed=args.seed,
+            quick=args.quick,
+            keep=args.keep,
+            out=args.out,
+        )
+        return
     if args.intervals:
         if not args.realdata_long.is_dir():
             sys.exit(f"no long real series at {args.realdata_long}")

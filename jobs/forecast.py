@@ -239,13 +239,13 @@ def _forecast_origin(
         if not served.patients.height:
             continue
         made = ebm.predict(served, horizon=horizon)
-        explained = ebm.explain(served, horizon=horizon, top=TOP_CONTRIBUTIONS)
+        why = ebm.explain(served, horizon=horizon, top=TOP_CONTRIBUTIONS)
         if shrinkage and anchor is not None:
             made = shrinkage.serve(ebm.name, made, anchor, served)
-            explained = guard.explain_served(explained, made, usual_days(served).drop("yhat"))
+            why = guard.explain_served(why, made, usual_days(served).drop("yhat"))
             made = made.drop("anchor", "weight")
         forecasts.append(made.with_columns(model=pl.lit(ebm.name)))
-        explanations.append(explained.with_columns(model=pl.lit(ebm.name)))
+        explanations.append(why.with_columns(model=pl.lit(ebm.name)))
     if calibration is not None and calibration.height and forecasts:
         forecasts = [calibrated(known, frame, calibration) for frame in forecasts]
     # patients the models could not serve, each for the models they miss: too little history
