@@ -66,6 +66,8 @@ from lakehouse.query import (
 )
 from lakehouse.settings import get_settings
 from lakehouse.storage import Lake, empty_frame
+from models.base import ForecastInput
+from models.baselines import UsualLevel, usual_days
 
 VERSION_TTL_SECONDS = 10
 RESULT_TTL_SECONDS = 3600
@@ -705,6 +707,7 @@ def patient_explanation(
 
 # The models in the page's words (the registry's names are code); an unknown model shows its own.
 MODEL_NAMES: dict[str, str] = {
+    "usual_level": "usual level (13-week median, by weekday)",
     "trailing_mean_28d": "28-day average",
     "weekday_profile_8w": "weekday pattern",
     "seasonal_naive_7d": "same weekday last week",
@@ -715,7 +718,7 @@ MODEL_NAMES: dict[str, str] = {
 }
 # Drawn when none of the patient's forecasts is by their group's champion (before the first
 # training, or when the champion could not forecast this patient): the first one present.
-FALLBACK_MODELS = ("trailing_mean_28d", "weekday_profile_8w", "cluster_level")
+FALLBACK_MODELS = ("usual_level", "trailing_mean_28d", "weekday_profile_8w", "cluster_level")
 # A breakdown that misses the forecast by more than this (steps/day) gets a row for the rest.
 UNEXPLAINED_STEPS = 0.5
 # the generic name of each therapy with inputs of its own, by slug
@@ -822,11 +825,20 @@ def forecast_explanation(
     stored = patient_explanation(lake, patient_id, model, origin, first_day, last_day)
     if stored.height:
         rows = group_by_family(stored, changes)
-        summary = (
-            f"The {model_name(model)} starts from the patient's recent level, "
-            f"{rows['contribution'][0]:,.0f} steps/day, and adds what it learned from many "
-            "patients' histories, by group of inputs."
-        )
+        if "recent_level" in stored["feature"]:
+            summary = (
+                f"The {model_name(model)} starts from the patient's usual level (the median "
+                "of their worn days of the last 13 weeks, by weekday) and adds what it learned "
+                "from many patients' histories, by group of inputs: only as much of it as "
+                "earned its place in past forecasts, and never so much that a quarter leaves "
+                "the range of the patient's own last year."
+            )
+        else:
+            summary = (
+                f"The {model_name(model)} starts from the patient's recent level, "
+                f"{rows['contribution'][0]:,.0f} steps/day, and adds what it learned from many "
+                "patients' histories, by group of inputs."
+            )
     else:
         rows, summary = computed_explanation(
             model, of_model, days, wear_before(daily_steps, origin), origin, changes
@@ -861,6 +873,8 @@ def group_by_family(contributions: pl.DataFrame, changes: dict[str, str]) -> pl.
     does not change and count in ``other``. Every contribution lands in exactly one row.
     """
     level = math.fsum(contributions.filter(pl.col("feature") == "baseline")["contribution"])
+    # served as an adjustment of the usual level (models.guard): its level is that median
+    served = "recent_level" in contributions["feature"]
     totals: dict[str, float] = {}
     for family, contribution in contributions.select("family", "contribution").iter_rows():
         if family.startswith("therapy:") and family.removeprefix("therapy:") not in changes:
@@ -879,7 +893,12 @@ def group_by_family(contributions: pl.DataFrame, changes: dict[str, str]) -> pl.
         else:
             label = EXPLANATION_FAMILY[family].label
             detail = EXPLANATION_FAMILY[family].description
-            if family == "level":
+            if family == "level" and served:
+                detail += (
+                    f" Median of worn days of the last 13 weeks: {level:,.0f} steps/day; the "
+                    f"last days and months against that: {value - level:+,.0f}."
+                )
+            elif family == "level":
                 detail += (
                     f" Average of worn days, the last weeks counting most: {level:,.0f} steps/"
                     f"day; the last days and months against that: {value - level:+,.0f}."
@@ -942,7 +961,29 @@ def computed_explanation(
         row("weekday", EXPLANATION_FAMILY["weekday"].label, detail, value)
 
     recent, recent_what = recent_wear(wear, origin, 28)
-    if model == "weekday_profile_8w" and wear.height:
+    if model == "usual_level" and wear.height:
+        usual = usual_days(
+            ForecastInput(
+                origin,
+                wear.select(patient_id=pl.lit("patient"), date="date", steps="steps"),
+                pl.DataFrame({"patient_id": ["patient"]}),
+                pl.DataFrame(),
+            )
+        )
+        level = float(usual["level"][0])
+        by_weekday = dict(zip(usual["weekday"].to_list(), usual["yhat"].to_list(), strict=True))
+        _, what = recent_wear(wear, origin, UsualLevel.days, least=UsualLevel.min_days)
+        row("level", "Usual level", f"Median of {what}: {level:,.0f} steps/day.", level)
+        weekday_row(by_weekday, level, "(each weekday's usual share of the level, last year)")
+        lowest = min(by_weekday, key=lambda w: by_weekday[w])
+        highest = max(by_weekday, key=lambda w: by_weekday[w])
+        summary = (
+            f"The usual level forecasts each day at the patient's median of {what} "
+            f"({level:,.0f} steps/day), times that weekday's usual share of it over the last "
+            f"year: from {by_weekday[lowest]:,.0f} on {_WEEKDAY_NAMES[lowest - 1]}s to "
+            f"{by_weekday[highest]:,.0f} on {_WEEKDAY_NAMES[highest - 1]}s."
+        )
+    elif model == "weekday_profile_8w" and wear.height:
         eight_weeks, what = recent_wear(wear, origin, 56)
         level = float(eight_weeks["steps"].mean())  # type: ignore[arg-type]
         means = eight_weeks.group_by(pl.col("date").dt.weekday().alias("weekday")).agg(
@@ -1064,19 +1105,22 @@ def wear_before(daily_steps: pl.DataFrame, origin: date) -> pl.DataFrame:
     )
 
 
-def recent_wear(wear: pl.DataFrame, origin: date, days: int) -> tuple[pl.DataFrame, str]:
+def recent_wear(
+    wear: pl.DataFrame, origin: date, days: int, *, least: int | None = None
+) -> tuple[pl.DataFrame, str]:
     """The worn days a baseline averages (:mod:`models.baselines`) and what they are in words:
     those of the ``days`` days before ``origin``, or the last ``days`` worn days when fewer than
-    ``min(7, days)`` lie there (a recent gap in wearing)."""
+    ``least`` (default ``min(7, days)``) lie there (a recent gap in wearing)."""
     window = wear.filter(pl.col("date") >= origin - timedelta(days=days))
-    if window.height >= min(7, days):
+    least = min(7, days) if least is None else least
+    if window.height >= least:
         return window, f"the {window.height} worn days of the {days} days before {_day(origin)}"
     last = wear.tail(days)
     if not last.height:
         return last, "no worn day"
     return last, (
         f"the last {last.height} worn days ({_day(last['date'][0])} to {_day(last['date'][-1])}; "
-        f"fewer than {min(7, days)} in the {days} days before {_day(origin)})"
+        f"fewer than {least} in the {days} days before {_day(origin)})"
     )
 
 
