@@ -82,6 +82,8 @@ class TrainSummary:
     tuned: dict[str, dict[str, Any]] = field(default_factory=dict)
     # backtest origins and clusters with patients left out (:class:`models.backtest.LeftOut`)
     left_out: list[str] = field(default_factory=list)
+    # guarded models' shrinkage toward the usual level (:func:`models.guard.choose` rows)
+    shrinkage: pl.DataFrame = field(default_factory=pl.DataFrame)
 
     def describe(self) -> str:
         """Lines for the command line."""
@@ -101,6 +103,17 @@ class TrainSummary:
             lines.append(f"  tuned {key:<24} {json.dumps(tuned, sort_keys=True)}")
         for note in self.left_out:
             lines.append(f"  backtest {note}")
+        for row in self.shrinkage.iter_rows(named=True):
+            pooled = row["cluster"] != guard.ALL and row["patients"] < guard.MIN_PATIENTS
+            why = (
+                f"all clusters' share: {row['patients']} backtest patients of its own"
+                if pooled
+                else f"best on backtests {row['best']:.0%}, {row['patients']} patients"
+            )
+            lines.append(
+                f"  served {row['model']:<12} {row['cluster']:<6} {row['shrinkage']:>4.0%} of "
+                f"its adjustment of the usual level ({why})"
+            )
         for row in self.league.iter_rows(named=True):
             # a figure is missing where no day of the cluster could be scored
             lines.append(
@@ -312,6 +325,7 @@ def run(
             champions=winners,
             tuning_mae=tuning,
             left_out=notes,
+            shrinkage=tested.shrinkage.to_dicts(),
         )
         fits = {
             f"{model.name} {cluster}": model.fit_cost(cluster)
@@ -327,5 +341,14 @@ def run(
             for cluster, mae in tuning.get(model.name, {}).items()
         }
         return TrainSummary(
-            "trained", version, len(sample), chosen_origins, winners, league, fits, tuned, notes
+            "trained",
+            version,
+            len(sample),
+            chosen_origins,
+            winners,
+            league,
+            fits,
+            tuned,
+            notes,
+            tested.shrinkage,
         )
