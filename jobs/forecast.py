@@ -71,6 +71,10 @@ if TYPE_CHECKING:
 
 JOB = "forecast"
 TOP_CONTRIBUTIONS = 10
+# The patient's own backtest: their champion and usual level forecast from this many days before
+# the origin, scored on the worn days since, when at least OWN_BACKTEST_WORN_DAYS of them.
+OWN_BACKTEST_DAYS = 365
+OWN_BACKTEST_WORN_DAYS = 60
 
 
 @dataclass(frozen=True)
@@ -264,6 +268,82 @@ def _forecast_origin(
     return stamped, explained, short.height
 
 
+def own_backtest(
+    panel: Panel,
+    origin: date,
+    ids: list[str],
+    ebms: list[ClusterEBM],
+    winners: dict[str, str],
+    shrinkage: Shrinkage,
+    *,
+    prophet_workers: int,
+) -> pl.DataFrame:
+    """``patient_id, model, own_mae, usual_mae, own_days``: for the patients ``ids`` of an origin
+    whose cluster's champion is a learned model, that model (served as the forecast job serves
+    it) and the usual level forecast from :data:`OWN_BACKTEST_DAYS` before the origin, and
+    their mean absolute errors on the worn days since (patients with fewer than
+    :data:`OWN_BACKTEST_WORN_DAYS` of them, or not servable then, are left out).
+
+    The registered EBMs learned from the training sample's whole history: for a patient of that
+    sample this year was seen in training, which favours the champion, never the usual level.
+    """
+    columns = {
+        "patient_id": pl.String,
+        "model": pl.String,
+        "own_mae": pl.Float64,
+        "usual_mae": pl.Float64,
+        "own_days": pl.UInt32,
+    }
+    learned: dict[str, list[str]] = {}
+    for cluster, winner in winners.items():
+        if winner not in guard.UNGUARDED:
+            learned.setdefault(winner, []).append(cluster)
+    earlier = origin - timedelta(days=OWN_BACKTEST_DAYS)
+    actual = panel.daily.filter(
+        pl.col("patient_id").is_in(ids)
+        & (pl.col("date") >= earlier)
+        & (pl.col("date") < origin)
+        & pl.col("steps").is_not_null()
+    ).select("patient_id", target_date="date", actual="steps")
+    enough = actual.group_by("patient_id").len().filter(pl.col("len") >= OWN_BACKTEST_WORN_DAYS)
+    known = panel.known_at(earlier, patients=enough["patient_id"].to_list())
+    if not learned or not known.patients.height:
+        return pl.DataFrame(schema=columns)
+    anchor = UsualLevel().predict(known, horizon=OWN_BACKTEST_DAYS)
+    frames = []
+    for name, clusters in sorted(learned.items()):
+        mine = known.only(known.patients.filter(pl.col("disease_group").is_in(clusters)))
+        model: Forecaster | None = (
+            ProphetPerPatient(workers=prophet_workers)
+            if name == ProphetPerPatient.name
+            else next((ebm for ebm in ebms if ebm.name == name), None)
+        )
+        if model is None or not mine.patients.height:
+            continue
+        subset = mine.only(model.servable(mine))
+        if not subset.patients.height:
+            continue
+        made = model.predict(subset, horizon=OWN_BACKTEST_DAYS)
+        frames.append(
+            shrinkage.serve(name, made, anchor, subset).select(
+                "patient_id", "target_date", "yhat", "anchor", model=pl.lit(name)
+            )
+        )
+    if not frames:
+        return pl.DataFrame(schema=columns)
+    days = pl.concat(frames).join(actual, on=["patient_id", "target_date"])
+    return (
+        days.group_by("patient_id", "model")
+        .agg(
+            own_mae=(pl.col("yhat") - pl.col("actual")).abs().mean(),
+            usual_mae=(pl.col("anchor") - pl.col("actual")).abs().mean(),
+            own_days=pl.len(),
+        )
+        .cast(columns)  # type: ignore[arg-type]
+        .sort("patient_id", "model")
+    )
+
+
 @dataclass(frozen=True)
 class BatchForecast:
     """One batch's rows, ready to commit.
@@ -317,6 +397,7 @@ def forecast_batch(
     terms = []
     short_total = 0
     unforecastable: list[str] = []
+    own: list[pl.DataFrame] = []
     for (origin,), group in batch.group_by("origin", maintain_order=True):
         assert isinstance(origin, date)
         ids = group["patient_id"].to_list()
@@ -357,6 +438,18 @@ def forecast_batch(
             forecasts += made_f
             explanations += made_e
             short_total += short
+            if winners and shrinkage:
+                own.append(
+                    own_backtest(
+                        panel,
+                        origin,
+                        ids,
+                        ebms,
+                        winners,
+                        shrinkage,
+                        prophet_workers=prophet_workers,
+                    )
+                )
         terms.append(
             f"(origin_month = {sql_literal(origin.strftime('%Y-%m'))} "
             f"AND origin_date = {sql_literal(origin.isoformat())} "
@@ -372,6 +465,7 @@ def forecast_batch(
             panel.features.select("patient_id", "date", BASELINE),
             panel.patients,
             winners,
+            pl.concat(own) if own else None,
         ).with_columns(month)
     )
     explained = (

@@ -6,7 +6,12 @@ quarter and at the end of the year ahead, against their own baseline.
 - ``next_quarter_steps``, ``year_end_steps``, ``year_steps``: the mean forecast over days 1-91,
   274-365 and 1-365 of the horizon;
 - ``year_end_change``: ``year_end_steps / baseline_steps - 1`` (missing without a baseline);
-- ``champion``: the model is its cluster's champion in the registry the forecast ran with.
+- ``champion``: the model is the patient's champion: their cluster's in the registry the forecast
+  ran with, unless the patient's own last year says it loses to their usual level (``own``:
+  the served champion and the usual level forecast from a year before the origin, scored on
+  the worn days of that year), then the usual level;
+- ``own_year_mae``: that own backtest's mean absolute error of the model (the cluster's
+  champion and the usual level only; missing where it was not run).
 
 A patient is in the "mobility decline expected" list when the champion's ``year_end_change`` is
 at or below ``-DECLINE_SHARE`` (a fall of 15% or more from their own baseline).
@@ -16,10 +21,15 @@ from __future__ import annotations
 
 import polars as pl
 
+from models.guard import ANCHOR
+
 DECLINE_SHARE = 0.15
 NEXT_QUARTER_DAYS = (1, 91)
 YEAR_END_DAYS = (274, 365)
 BASELINE = "baseline_mean_180d"
+# the patient's usual level: a champion that loses to it on the patient's own last year gives
+# way to it
+USUAL_LEVEL = ANCHOR
 
 
 def outlook_rows(
@@ -27,6 +37,7 @@ def outlook_rows(
     baselines: pl.DataFrame,
     patients: pl.DataFrame,
     winners: dict[str, str],
+    own: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """One row per patient, model and origin of ``forecasts``.
 
@@ -36,6 +47,8 @@ def outlook_rows(
             each forecast's origin is used).
         patients: ``patient_id, disease_group``.
         winners: each cluster's champion model.
+        own: the patients' own backtests (``patient_id, model, own_mae, usual_mae``: the
+            cluster's champion and the usual level on the patient's last year), or None.
     """
     day = (pl.col("target_date") - pl.col("origin_date")).dt.total_days() + 1
 
@@ -45,6 +58,24 @@ def outlook_rows(
     champions = pl.DataFrame(
         {"disease_group": list(winners), "champion_model": list(winners.values())},
         schema={"disease_group": pl.String, "champion_model": pl.String},
+    )
+    if own is None:
+        own = pl.DataFrame(
+            schema={
+                "patient_id": pl.String,
+                "model": pl.String,
+                "own_mae": pl.Float64,
+                "usual_mae": pl.Float64,
+            }
+        )
+    loses = own.filter(pl.col("own_mae") > pl.col("usual_mae")).select(
+        "patient_id", own_champion=pl.lit(USUAL_LEVEL)
+    )
+    scores = pl.concat(
+        [
+            own.select("patient_id", "model", own_year_mae="own_mae"),
+            own.select("patient_id", model=pl.lit(USUAL_LEVEL), own_year_mae="usual_mae"),
+        ]
     )
     at_origin = baselines.select(
         "patient_id", origin_date=pl.col("date"), baseline_steps=pl.col(BASELINE)
@@ -59,6 +90,9 @@ def outlook_rows(
         .join(at_origin, on=["patient_id", "origin_date"], how="left")
         .join(patients.select("patient_id", "disease_group"), on="patient_id", how="left")
         .join(champions, on="disease_group", how="left")
+        .join(loses, on="patient_id", how="left")
+        .join(scores, on=["patient_id", "model"], how="left")
+        .with_columns(champion_model=pl.coalesce("own_champion", "champion_model"))
         .select(
             "patient_id",
             "model",
@@ -71,6 +105,7 @@ def outlook_rows(
             year_end_change=pl.when(pl.col("baseline_steps") > 0).then(
                 pl.col("year_end_steps") / pl.col("baseline_steps") - 1
             ),
+            own_year_mae="own_year_mae",
         )
         .sort("patient_id", "model", "origin_date")
     )

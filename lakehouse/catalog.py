@@ -276,13 +276,16 @@ OUTLOOK = TableSpec(
         ("year_steps", pa.float64(), False),
         ("year_end_change", pa.float64()),
         ("origin_month", pa.string(), False),
+        # added later: the patient's own last-year backtest (champion and usual level only)
+        ("own_year_mae", pa.float64()),
     ),
     keys=("patient_id", "model", "origin_date"),
     partition_by=("origin_month",),
     sort_by=("patient_id", "model"),
     description=(
         "Per forecast: the patient's 180-day baseline and the mean forecast steps of the next "
-        "quarter, the last quarter of the year ahead and the whole year (jobs/outlook.py)."
+        "quarter, the last quarter of the year ahead and the whole year, whether it is the "
+        "patient's champion and its error on the patient's own last year (jobs/outlook.py)."
     ),
 )
 
