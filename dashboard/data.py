@@ -17,6 +17,7 @@ Caching:
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 from collections.abc import Sequence
@@ -42,6 +43,7 @@ from lakehouse.catalog import (
     OUTLOOK,
     PATIENTS,
     QUARANTINE,
+    REGISTRY,
     REIDENTIFICATION,
     SIDE_EFFECTS,
     TABLES,
@@ -290,6 +292,23 @@ SELECT
     sum(contribution) / (SELECT count(DISTINCT target_date) FROM rows) AS contribution
 FROM rows
 GROUP BY feature
+"""
+
+# How the patient's forecast was chosen: the own-backtest errors of their latest origin and the
+# newest registry's shrinkage of each learned model for their group.
+FORECAST_CHOICE_SQL = """
+WITH latest AS (
+    SELECT max(origin_date) AS origin_date FROM gold.outlook WHERE patient_id = ?
+)
+SELECT model, champion, own_year_mae
+FROM gold.outlook
+WHERE patient_id = ? AND origin_date = (SELECT origin_date FROM latest)
+"""
+
+MODEL_SHRINKAGE_SQL = """
+SELECT split_part(model_id, ':', 1) AS model, status, shrinkage
+FROM models.registry
+WHERE cluster = ? AND version = (SELECT max(version) FROM models.registry)
 """
 
 CLUSTER_ACCURACY_SQL = """
@@ -1223,6 +1242,52 @@ def _day(day: object) -> str:
     """A day as clinicians write it: ``12 May 2024`` (no-break spaces: never split over lines)."""
     assert isinstance(day, date)
     return f"{day.day}\u00a0{day:%b}\u00a0{day.year}"
+
+
+def forecast_choice(lake: Lake, patient_id: str, group: str, shown: str) -> str:
+    """Why the page shows ``shown`` for the patient, in a clinician's words: the model chosen
+    for their group by past accuracy, or their usual level because that model lost to it on the
+    patient's own last year; how much of a learned model's change from the usual level is
+    served, and on how many patients' past data that share rests (all groups pooled when the
+    group had too few)."""
+    outlook = _query(lake, FORECAST_CHOICE_SQL, (patient_id, patient_id), reads=(OUTLOOK,))
+    registry = _query(lake, MODEL_SHRINKAGE_SQL, (group,), reads=(REGISTRY,))
+    errors = {
+        str(m): float(e) for m, _, e in outlook.iter_rows() if e is not None and not math.isnan(e)
+    }
+    group_champion = registry.filter(pl.col("status") == "champion")["model"].to_list()
+    champion = str(group_champion[0]) if group_champion else None
+    shares = {str(m): json.loads(t) for m, _, t in registry.iter_rows() if isinstance(t, str) and t}
+    shown_champion = bool(outlook.filter((pl.col("model") == shown) & pl.col("champion")).height)
+    if not shown_champion:
+        return (
+            "no model was chosen for this patient's group yet, or the chosen one could not "
+            "forecast them"
+        )
+    if champion is not None and shown != champion and champion in errors and shown in errors:
+        return (
+            f"the {model_name(champion)} chosen for disease group {group} was off by "
+            f"{errors[champion]:,.0f} steps/day on average over this patient's last year, "
+            f"their usual level by {errors[shown]:,.0f}: for them the usual level is shown"
+        )
+    text = f"the model chosen for disease group {group} by its accuracy on past data"
+    share = shares.get(shown)
+    if share is not None:
+        pooled = (
+            " (all groups together: too few patients of this group)" if share.get("pooled") else ""
+        )
+        text += (
+            f"; it adds {float(share['shrinkage']):.0%} of its change from the patient's usual "
+            f"level, a share earned on past forecasts of {int(share['patients'])} "
+            f"patients{pooled}"
+        )
+        usual = errors.get(UsualLevel.name)
+        if shown in errors and usual is not None:
+            text += (
+                f"; over this patient's last year it was off by {errors[shown]:,.0f} steps/day "
+                f"on average, their usual level by {usual:,.0f}"
+            )
+    return text
 
 
 def cluster_accuracy(lake: Lake, cluster: str) -> pl.DataFrame:

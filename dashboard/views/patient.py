@@ -112,12 +112,7 @@ else:
     champion = bool(forecast.filter(pl.col("model") == shown)["champion"].any())
     group = profile.disease_group if profile is not None else "OTHER"
     newest = daily_steps["date"].max() if daily_steps.height else None
-    chosen = (
-        f"the model chosen for disease group {markdown_literal(group)} by its accuracy on past data"
-        if champion
-        else "no model was chosen for this patient's group yet, or the chosen one could not "
-        "forecast them"
-    )
+    chosen = markdown_literal(data.forecast_choice(lake, patient_id, group, shown))
     st.caption(
         f"Forecast from {origin.day} {origin:%b %Y} for 365 days by the "
         f"**{markdown_literal(data.model_name(shown))}** ({chosen}). The band is its 80% "
