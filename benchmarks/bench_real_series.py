@@ -408,9 +408,9 @@ def _reference_forecasts(daily: pl.DataFrame, cuts: pl.DataFrame) -> pl.DataFram
             pl.col("date") < origin,
             pl.col("steps").is_not_null(),
         )
-        days = pl.DataFrame(
-            {"date": pl.date_range(worn["date"].min(), origin, closed="left", eager=True)}
-        )
+        first = worn["date"].min()
+        assert isinstance(first, date)
+        days = pl.DataFrame({"date": pl.date_range(first, origin, closed="left", eager=True)})
         history = days.join(worn, on="date", how="left")["steps"].interpolate().to_numpy()
         targets = pl.date_range(origin, origin + timedelta(days=YEAR - 1), eager=True)
         for model in (AutoETS(season_length=7), AutoARIMA(season_length=7)):
