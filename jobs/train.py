@@ -190,8 +190,19 @@ def model_set(
 
 
 def champions(league: pl.DataFrame) -> dict[str, str]:
-    """Each cluster's model with the lowest mean MAE over the year ahead."""
-    best = league.filter(pl.col("cluster") != ALL_CLUSTERS).sort("mae").group_by("cluster").first()
+    """Each cluster's model with the lowest mean MAE over the year ahead among the patient's usual
+    level and the learned models served on top of it (:mod:`models.guard`): the other baselines
+    are scored beside them but never shown as the forecast, which is the usual level plus what
+    was learned (therapies, season, trend), never a plain 28-day average."""
+    eligible = pl.col("model").is_in(list(guard.UNGUARDED)).not_() | (
+        pl.col("model") == guard.ANCHOR
+    )
+    best = (
+        league.filter((pl.col("cluster") != ALL_CLUSTERS) & eligible)
+        .sort("mae")
+        .group_by("cluster")
+        .first()
+    )
     return dict(zip(best["cluster"], best["model"], strict=True))
 
 

@@ -23,7 +23,15 @@ from interpret.glassbox import ExplainableBoostingRegressor
 from joblib import parallel_config
 
 from models.base import LOWER_QUANTILE, UPPER_QUANTILE, Forecaster, ForecastError, ForecastInput
-from models.direct import FEATURE_COLUMNS, HORIZON, LEVEL, SCALE, forecast_rows, training_rows
+from models.direct import (
+    FEATURE_COLUMNS,
+    HORIZON,
+    LEVEL,
+    SCALE,
+    THERAPY_FEATURES,
+    forecast_rows,
+    training_rows,
+)
 
 HORIZON_BANDS: tuple[int, ...] = (28, 91, 182, 365)
 HOLDOUT_SHARE = 0.15
@@ -235,8 +243,9 @@ class ClusterEBM(Forecaster):
         Args:
             data: what is known at the origin.
             horizon: days ahead.
-            top: keep only the ``top`` largest inputs by absolute contribution per row and sum
-                the others into ``other_features`` (the rows still add up to ``yhat``).
+            top: keep only the ``top`` largest inputs by absolute contribution per row (a
+                therapy started or stopped since the origin always among them) and sum the
+                others into ``other_features`` (the rows still add up to ``yhat``).
         """
         out = []
         for part, fitted in self._parts(data, horizon):
@@ -248,7 +257,14 @@ class ClusterEBM(Forecaster):
             raw = baseline + intercept + terms.sum(axis=1)
             n = terms.shape[0]
             if top is not None and top < terms.shape[1]:
-                keep = np.argpartition(-np.abs(terms), top - 1, axis=1)[:, :top]
+                # a therapy that starts or stops in the row is always kept: the clinician
+                # asks what the change does, however small the model thinks it is
+                changed = np.zeros(terms.shape, dtype=bool)
+                for j, name in enumerate(names):
+                    if name in THERAPY_FEATURES:
+                        changed[:, j] = part[name].to_numpy() != 0
+                rank = np.where(changed, np.inf, np.abs(terms))
+                keep = np.argpartition(-rank, top - 1, axis=1)[:, :top]
                 kept = np.take_along_axis(terms, keep, axis=1)
                 other = terms.sum(axis=1) - kept.sum(axis=1)
                 feature = np.concatenate([names[keep], np.full((n, 1), "other_features")], axis=1)
