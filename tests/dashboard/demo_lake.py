@@ -387,6 +387,7 @@ K_CHAMPIONS = {
     "K-PROPHET": ("OTHER", "prophet"),
     "K-EBM": ("PD", "ebm_cluster"),
     "K-SHORT": ("RA", None),  # too little history: the cluster-level forecast only, no champion
+    "K-USUAL": ("OTHER", "usual_level"),
 }
 # K-EBM's and K-PROPHET's therapies: levodopa (as "Sinemet") stops 10 days into the forecast,
 # physiotherapy (no columns of its own) starts after 40 days, pramipexole runs throughout
@@ -458,7 +459,7 @@ def build_champions_lake(root: Path) -> Lake:
     """Write the K- patients: daily steps, therapies, forecasts of each one's models, the
     champion in gold/outlook and K-EBM's explanations."""
     from models.base import ForecastInput
-    from models.baselines import SeasonalNaive, TrailingMean, WeekdayProfile
+    from models.baselines import SeasonalNaive, TrailingMean, UsualLevel, WeekdayProfile
 
     lake = Lake(str(root))
     patients = pl.DataFrame(
@@ -512,7 +513,7 @@ def build_champions_lake(root: Path) -> Lake:
     )
     forecasts = [
         model().predict(known).with_columns(model=pl.lit(model.name))
-        for model in (TrailingMean, WeekdayProfile, SeasonalNaive)
+        for model in (TrailingMean, WeekdayProfile, SeasonalNaive, UsualLevel)
     ]
     days = [K_ORIGIN + timedelta(days=i) for i in range(365)]
 

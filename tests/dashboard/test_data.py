@@ -538,6 +538,35 @@ def test_more_families_than_rows_go_into_the_others_first(champions: Lake) -> No
     assert {LEVODOPA_STOPS, PHYSIO_STARTS} <= set(explained.rows["label"])
 
 
+def test_the_usual_level_is_explained_as_the_13_week_median_by_weekday(champions: Lake) -> None:
+    worn = _worn_before("K-USUAL")
+    recent = [steps for day, steps in worn if day >= K_ORIGIN - timedelta(days=91)]
+    level = statistics.median(recent)
+    year = [(day, steps) for day, steps in worn if day >= K_ORIGIN - timedelta(days=364)]
+    overall = statistics.median(steps for _, steps in year)
+
+    def usual(weekday: int) -> float:
+        mine = [steps for day, steps in year if day.weekday() == weekday]
+        share = 1 + (statistics.median(mine) / overall - 1) * len(mine) / (len(mine) + 10)
+        return level * share
+
+    june = (K_ORIGIN, date(2024, 6, 30))
+    by_hand = [usual((K_ORIGIN + timedelta(days=i)).weekday()) for i in range(30)]
+    stored = _stored_mean(champions, "K-USUAL", "usual_level", *june)
+    assert stored == pytest.approx(math.fsum(by_hand) / 30)
+
+    explained = _explain(champions, "K-USUAL", *june)
+    rows = _rows(explained)
+    assert rows["Usual level"] == pytest.approx(level)
+    assert rows["Weekday pattern"] == pytest.approx(stored - level)
+    assert (
+        f"the {len(recent)} worn days of the 91 days before 1\u00a0Jun\u00a02024 "
+        f"({level:,.0f} steps/day)"
+    ) in explained.summary
+    saturday = _explain(champions, "K-USUAL", date(2024, 6, 1), date(2024, 6, 1))
+    assert saturday.forecast == pytest.approx(usual(5))
+
+
 def test_the_28_day_average_is_explained_as_the_average_of_the_worn_days(champions: Lake) -> None:
     worn = [steps for day, steps in _worn_before("K-MEAN") if day >= K_ORIGIN - timedelta(days=28)]
     average = math.fsum(worn) / len(worn)
