@@ -2,8 +2,10 @@
 
 ``mobility train`` runs when due (no model yet, or the last training is a week old) or when
 asked. On a sample of patients per disease cluster it runs rolling-origin backtests of every
-model (baselines, Prophet, EBM per cluster, global EBM) into gold/backtests, chooses each
-cluster's champion by mean MAE over the whole year ahead (never by assumption), calibrates every
+model (baselines, Prophet, EBM per cluster, global EBM; the learned ones served as guarded
+adjustments of the patient's usual level, :mod:`models.guard`) into gold/backtests, chooses each
+cluster's champion among the usual level and the EBMs by mean MAE over the whole year ahead
+(never by assumption; :func:`champions`), calibrates every
 model's 80% intervals on the backtest residuals (:mod:`models.intervals`), fits the EBMs on
 the sample's full history and stores them in the lake's storage, each signed under
 ``MOBILITY_ARTIFACT_KEY`` (:mod:`lakehouse.artifacts`), and appends one row per model and cluster
@@ -189,18 +191,25 @@ def model_set(
     ]
 
 
+# The models a clinician may be shown as the forecast: the patient's usual level and the EBMs
+# served on top of it, whose forecasts are explained by clinical family (each therapy by name).
+# Prophet fits therapies only from the patient's own past (a therapy new to them moves nothing)
+# and its parts are not stored: scored and drawn for comparison, never the forecast shown.
+CHAMPION_MODELS = (guard.ANCHOR, "ebm_cluster", "ebm_global")
+
+
 def champions(league: pl.DataFrame) -> dict[str, str]:
-    """Each cluster's model with the lowest mean MAE over the year ahead among the patient's usual
-    level and the learned models served on top of it (:mod:`models.guard`): the other baselines
-    are scored beside them but never shown as the forecast, which is the usual level plus what
-    was learned (therapies, season, trend), never a plain 28-day average."""
-    eligible = pl.col("model").is_in(list(guard.UNGUARDED)).not_() | (
-        pl.col("model") == guard.ANCHOR
+    """Each cluster's model of :data:`CHAMPION_MODELS` with the lowest mean MAE over the year
+    ahead. The per-cluster EBM needs :data:`models.guard.MIN_PATIENTS` backtest patients of the
+    cluster to be chosen: a smaller group pools with the others (the global EBM) or keeps the
+    usual level."""
+    eligible = pl.col("model").is_in(CHAMPION_MODELS) & (
+        (pl.col("model") != "ebm_cluster") | (pl.col("patients") >= guard.MIN_PATIENTS)
     )
     best = (
         league.filter((pl.col("cluster") != ALL_CLUSTERS) & eligible)
-        .sort("mae")
-        .group_by("cluster")
+        .sort("mae", "model")
+        .group_by("cluster", maintain_order=True)
         .first()
     )
     return dict(zip(best["cluster"], best["model"], strict=True))
