@@ -8,7 +8,6 @@ the test skips when they are absent.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import polars as pl
@@ -17,35 +16,11 @@ import pytest
 from jobs.ingest import run as ingest
 from lakehouse.catalog import BACKTESTS, DAILY_STEPS, EXPLANATIONS, FORECASTS, JOB_RUNS
 from lakehouse.storage import Lake
+from tests.realdata_long import REALDATA_LONG, four_series
 from tests.test_cli import mobility
 
-REALDATA_LONG = Path(__file__).resolve().parents[2] / ".." / "shared" / "realdata-long"
 # the last two years of each series keep the test fast; their years still differ
 DAYS_KEPT = 730
-
-
-def _series() -> dict[str, pl.DataFrame]:
-    """``date, steps`` of four people, each ending in a different year (2016, 2021, 2024, 2025)."""
-    root = REALDATA_LONG
-    db = json.loads((root / "danecollins_fitbit" / "db.json").read_text())
-    dane = pl.DataFrame(
-        [(day, values.get("steps")) for day, values in db["dane"].items()],
-        schema={"date": pl.String, "steps": pl.Float64},
-        orient="row",
-    ).with_columns(pl.col("date").str.to_date())
-    return {
-        "dane": dane,
-        "jaredbgo": pl.read_csv(root / "jaredbgo_apple" / "steps.csv", try_parse_dates=True).rename(
-            {"Date": "date", "Steps": "steps"}
-        ),
-        # 4014 is the README's imputed value for a missing day
-        "rachel": pl.read_csv(
-            root / "rachelsebastian09_fitbit" / "daily_steps.csv", try_parse_dates=True
-        ).filter(pl.col("steps") != 4014),
-        "svmiller": pl.read_csv(
-            root / "svmiller_fitbit" / "stevesteps_derived.csv", try_parse_dates=True
-        ).rename({"value": "steps"}),
-    }
 
 
 @pytest.mark.skipif(not REALDATA_LONG.exists(), reason="real long series not beside the project")
@@ -53,7 +28,7 @@ def test_the_pipeline_trains_and_forecasts_real_patients_of_different_years(
     tmp_path: Path,
 ) -> None:
     lake = Lake(str(tmp_path / "lake"))
-    for name, series in _series().items():
+    for name, series in four_series().items():
         worn = series.filter(pl.col("steps") > 0).sort("date")
         last = worn["date"].max()
         kept = worn.filter(pl.col("date") > pl.lit(last) - pl.duration(days=DAYS_KEPT))

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import date, timedelta
+from typing import ClassVar
 
 import numpy as np
 import polars as pl
 
-from models.base import ForecastInput
+from models.base import Forecaster, ForecastInput, target_days
 
 START = date(2023, 1, 2)  # a Monday
 
@@ -52,3 +53,24 @@ def forecast_input(history: pl.DataFrame, origin: date, group: str = "MS") -> Fo
         }
     )
     return ForecastInput(origin, known.sort("patient_id", "date"), patients, therapies)
+
+
+class Collapse(Forecaster):
+    """Forecasts a fall to a tenth of the patient's last worn day: what the EBMs did on a real
+    series, with no evidence for it."""
+
+    name: ClassVar[str] = "collapse"
+
+    def _predict(self, data: ForecastInput, horizon: int) -> pl.DataFrame:
+        last = data.wear_days().group_by("patient_id").agg(level=pl.col("steps").last())
+        return (
+            target_days(data.patients, data.origin, horizon)
+            .join(last, on="patient_id")
+            .select(
+                "patient_id",
+                "target_date",
+                yhat=pl.col("level") * 0.1,
+                yhat_lower=pl.col("level") * 0.05,
+                yhat_upper=pl.col("level") * 0.2,
+            )
+        )

@@ -16,28 +16,7 @@ from models import guard
 from models.backtest import Panel, run_backtest
 from models.base import Forecaster, ForecastInput, target_days
 from models.baselines import TrailingMean, UsualLevel, WeekdayProfile, usual_days
-from tests.models.series import START, forecast_input, weekly_series
-
-
-class Collapse(Forecaster):
-    """Forecasts a fall to a tenth of the patient's last worn day: what the EBMs did on a real
-    series, with no evidence for it."""
-
-    name: ClassVar[str] = "collapse"
-
-    def _predict(self, data: ForecastInput, horizon: int) -> pl.DataFrame:
-        last = data.wear_days().group_by("patient_id").agg(level=pl.col("steps").last())
-        return (
-            target_days(data.patients, data.origin, horizon)
-            .join(last, on="patient_id")
-            .select(
-                "patient_id",
-                "target_date",
-                yhat=pl.col("level") * 0.1,
-                yhat_lower=pl.col("level") * 0.05,
-                yhat_upper=pl.col("level") * 0.2,
-            )
-        )
+from tests.models.series import START, Collapse, forecast_input, weekly_series
 
 
 class Oracle(Forecaster):
