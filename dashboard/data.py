@@ -994,13 +994,10 @@ def computed_explanation(
         _, what = recent_wear(wear, origin, UsualLevel.days, least=UsualLevel.min_days)
         row("level", "Usual level", f"Median of {what}: {level:,.0f} steps/day.", level)
         weekday_row(by_weekday, level, "(each weekday's usual share of the level, last year)")
-        lowest = min(by_weekday, key=lambda w: by_weekday[w])
-        highest = max(by_weekday, key=lambda w: by_weekday[w])
         summary = (
             f"The usual level forecasts each day at the patient's median of {what} "
             f"({level:,.0f} steps/day), times that weekday's usual share of it over the last "
-            f"year: from {by_weekday[lowest]:,.0f} on {_WEEKDAY_NAMES[lowest - 1]}s to "
-            f"{by_weekday[highest]:,.0f} on {_WEEKDAY_NAMES[highest - 1]}s."
+            f"year: {_weekday_range(by_weekday)}."
         )
     elif model == "weekday_profile_8w" and wear.height:
         eight_weeks, what = recent_wear(wear, origin, 56)
@@ -1011,13 +1008,9 @@ def computed_explanation(
         by_weekday = {w: level for w in range(1, 8)} | dict(means.iter_rows())
         row("level", "Recent level", f"Average of {what}: {level:,.0f} steps/day.", level)
         weekday_row(by_weekday, level, "in those weeks")
-        lowest = min(by_weekday, key=lambda w: by_weekday[w])
-        highest = max(by_weekday, key=lambda w: by_weekday[w])
         summary = (
             f"The weekday pattern forecasts each weekday at its average of {what}: "
-            f"{level:,.0f} steps/day overall, from {by_weekday[lowest]:,.0f} on "
-            f"{_WEEKDAY_NAMES[lowest - 1]}s to {by_weekday[highest]:,.0f} on "
-            f"{_WEEKDAY_NAMES[highest - 1]}s."
+            f"{level:,.0f} steps/day overall, {_weekday_range(by_weekday)}."
         )
     elif model == "seasonal_naive_7d" and wear.height:
         ordered = wear.sort("date")
@@ -1111,6 +1104,16 @@ def computed_explanation(
             )
     frame = pl.DataFrame(rows, schema=EXPLANATION_SCHEMA)
     return _in_order(frame), summary
+
+
+def _weekday_range(by_weekday: dict[int, float]) -> str:
+    """ "from 3,100 on Sundays to 4,200 on Wednesdays": the lowest and highest of the weekdays."""
+    lowest = min(by_weekday, key=lambda w: by_weekday[w])
+    highest = max(by_weekday, key=lambda w: by_weekday[w])
+    return (
+        f"from {by_weekday[lowest]:,.0f} on {_WEEKDAY_NAMES[lowest - 1]}s to "
+        f"{by_weekday[highest]:,.0f} on {_WEEKDAY_NAMES[highest - 1]}s"
+    )
 
 
 def wear_before(daily_steps: pl.DataFrame, origin: date) -> pl.DataFrame:

@@ -617,21 +617,27 @@ def champions(lake: Lake) -> dict[str, str]:
 def registered_intervals(lake: Lake) -> pl.DataFrame:
     """The interval calibration of the newest registry version's models
     (:func:`models.intervals.calibrate` rows; empty before the first calibrated training)."""
+    return from_json(_registered(lake, "intervals"))
+
+
+def _registered(lake: Lake, column: str) -> dict[tuple[str, str], str | None]:
+    """``(model, cluster) -> column`` (a JSON text) of the newest registry version; empty before
+    the first training, or when that version's registry has no such column yet (it was written
+    before the column was added)."""
     version = latest_version(lake)
     registry = lake.scan(REGISTRY)
-    # a registry written before calibrated intervals has no such column yet
-    if version is None or "intervals" not in registry.collect_schema().names():
-        return from_json({})
+    if version is None or column not in registry.collect_schema().names():
+        return {}
     rows = (
         registry.filter(pl.col("version") == version)
         .select(
             model=pl.col("model_id").str.split(":").list.first(),
             cluster="cluster",
-            text="intervals",
+            text=column,
         )
         .collect()
     )
-    return from_json({(m, c): t for m, c, t in rows.iter_rows()})
+    return {(m, c): t for m, c, t in rows.iter_rows()}
 
 
 @dataclass(frozen=True)
@@ -673,20 +679,7 @@ class Shrinkage:
 def registered_shrinkage(lake: Lake) -> Shrinkage:
     """The shrinkage of the newest registry version's learned models (empty before the first
     training that chose one)."""
-    version = latest_version(lake)
-    registry = lake.scan(REGISTRY)
-    if version is None or "shrinkage" not in registry.collect_schema().names():
-        return Shrinkage({})
-    rows = (
-        registry.filter(pl.col("version") == version)
-        .select(
-            model=pl.col("model_id").str.split(":").list.first(),
-            cluster="cluster",
-            text="shrinkage",
-        )
-        .collect()
-    )
-    return Shrinkage(guard.from_json({(m, c): t for m, c, t in rows.iter_rows()}))
+    return Shrinkage(guard.from_json(_registered(lake, "shrinkage")))
 
 
 def calibrated(

@@ -44,7 +44,12 @@ def forecast_input(history: pl.DataFrame, origin: date, group: str = "MS") -> Fo
         .sort("patient_id")
         .with_columns(disease_group=pl.lit(group))
     )
-    therapies = pl.DataFrame(
+    return ForecastInput(origin, known.sort("patient_id", "date"), patients, no_therapies())
+
+
+def no_therapies() -> pl.DataFrame:
+    """An empty therapy plan."""
+    return pl.DataFrame(
         schema={
             "patient_id": pl.String,
             "therapy": pl.String,
@@ -52,7 +57,6 @@ def forecast_input(history: pl.DataFrame, origin: date, group: str = "MS") -> Fo
             "end_date": pl.Date,
         }
     )
-    return ForecastInput(origin, known.sort("patient_id", "date"), patients, therapies)
 
 
 class Collapse(Forecaster):

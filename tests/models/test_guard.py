@@ -16,7 +16,7 @@ from models import guard
 from models.backtest import Panel, run_backtest
 from models.base import Forecaster, ForecastInput, target_days
 from models.baselines import TrailingMean, UsualLevel, WeekdayProfile, usual_days
-from tests.models.series import START, Collapse, forecast_input, weekly_series
+from tests.models.series import START, Collapse, forecast_input, no_therapies, weekly_series
 
 
 class Oracle(Forecaster):
@@ -51,15 +51,7 @@ def _panel(patients: int, days: int, *, trend: float = 0.0) -> Panel:
     daily = pl.concat(frames)
     ids = daily["patient_id"].unique().sort()
     people = pl.DataFrame({"patient_id": ids, "disease_group": "MS", "country": "DE"})
-    therapies = pl.DataFrame(
-        schema={
-            "patient_id": pl.String,
-            "therapy": pl.String,
-            "start_date": pl.Date,
-            "end_date": pl.Date,
-        }
-    )
-    return Panel(daily, people, therapies)
+    return Panel(daily, people, no_therapies())
 
 
 def test_usual_level_is_the_13_week_median_times_shrunk_weekday_shares() -> None:

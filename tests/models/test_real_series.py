@@ -13,7 +13,7 @@ import pytest
 
 from models.backtest import Panel, run_backtest
 from models.baselines import TrailingMean, UsualLevel, WeekdayProfile
-from tests.models.series import Collapse
+from tests.models.series import Collapse, no_therapies
 from tests.realdata_long import REALDATA_LONG, four_series
 
 pytestmark = pytest.mark.skipif(
@@ -30,15 +30,7 @@ def _panel(name: str, series: pl.DataFrame) -> Panel:
         steps=pl.when(pl.col("steps") >= NON_WEAR_BELOW).then(pl.col("steps").cast(pl.Float64)),
     ).sort("date")
     patients = pl.DataFrame({"patient_id": [name], "disease_group": "OTHER", "country": "XX"})
-    therapies = pl.DataFrame(
-        schema={
-            "patient_id": pl.String,
-            "therapy": pl.String,
-            "start_date": pl.Date,
-            "end_date": pl.Date,
-        }
-    )
-    return Panel(daily, patients, therapies)
+    return Panel(daily, patients, no_therapies())
 
 
 def test_the_usual_level_against_the_better_baseline_on_real_series() -> None:
