@@ -38,8 +38,6 @@ import json
 import os
 import secrets
 import shutil
-import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
@@ -47,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from common import mobility
+from common import mobility, run_pipeline
 
 from jobs.forecast import champions
 from jobs.train import latest_version
@@ -114,27 +112,6 @@ def withhold_last_days(lake: Lake, days: int) -> date:
     )
     lake.replace(STEP_SAMPLES, kept, predicate=f"month >= {sql_literal(first_month)}")
     return first_withheld
-
-
-def run_pipeline(lake_dir: Path, *, quick: bool) -> tuple[float, str | None]:
-    """``mobility pipeline`` on the lake in a child process: wall seconds, error text if any."""
-    env = dict(os.environ)
-    if quick:
-        env["MOBILITY_QUICK_TRAINING"] = "1"
-    else:
-        env.pop("MOBILITY_QUICK_TRAINING", None)
-    started = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "jobs", "--lake", str(lake_dir), "pipeline"],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    seconds = time.perf_counter() - started
-    if done.returncode:
-        return seconds, (done.stderr.strip() or done.stdout.strip())
-    print(done.stdout.strip(), flush=True)
-    return seconds, None
 
 
 def forecast_origins(lake: Lake) -> pl.DataFrame:

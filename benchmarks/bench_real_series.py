@@ -63,7 +63,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from common import generate, mobility
+from common import generate, mobility, run_pipeline
 
 from models import intervals
 from models.backtest import Panel, rolling_origins, run_backtest
@@ -342,27 +342,6 @@ def _ingest_histories(lake_dir: Path, daily: pl.DataFrame, cuts: pl.DataFrame) -
     shutil.rmtree(folder)
 
 
-def _run_pipeline(lake_dir: Path, *, quick: bool) -> tuple[float, str | None]:
-    """``mobility pipeline`` on the lake in a child process: wall seconds, error text if any."""
-    env = dict(os.environ)
-    if quick:
-        env["MOBILITY_QUICK_TRAINING"] = "1"
-    else:
-        env.pop("MOBILITY_QUICK_TRAINING", None)
-    started = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "jobs", "--lake", str(lake_dir), "pipeline"],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    seconds = time.perf_counter() - started
-    if done.returncode:
-        return seconds, (done.stderr.strip() or done.stdout.strip())
-    print(done.stdout.strip(), flush=True)
-    return seconds, None
-
-
 def _product_forecasts(lake_dir: Path) -> pl.DataFrame:
     """``series, model, champion_of, origin_date, target_date, yhat, yhat_lower, yhat_upper`` of
     the real patients' latest origin in gold/forecasts, every model, plus the rows of their
@@ -628,7 +607,7 @@ def year_ahead(
             _build_lake(
                 lake_dir, kind, daily, mine, synthetic_patients=synthetic_patients, seed=seed
             )
-            seconds, error = _run_pipeline(lake_dir, quick=quick)
+            seconds, error = run_pipeline(lake_dir, quick=quick)
             runs.append(LakeRun(kind, cut, seconds, error))
             print(f"pipeline ({kind}, cut {cut}): {seconds:.0f} s", flush=True)
             if error is not None:

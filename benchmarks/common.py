@@ -9,6 +9,7 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -58,3 +59,25 @@ def arguments(description: str | None, children: list[str]) -> argparse.Namespac
     parser.add_argument("--child", choices=children)
     parser.add_argument("--lake")
     return parser.parse_args()
+
+
+def run_pipeline(lake_dir: Path, *, quick: bool) -> tuple[float, str | None]:
+    """``mobility pipeline`` on the lake in a child process (with ``MOBILITY_QUICK_TRAINING``
+    when ``quick``): wall seconds, and the error text if it failed (its output printed if not)."""
+    env = dict(os.environ)
+    if quick:
+        env["MOBILITY_QUICK_TRAINING"] = "1"
+    else:
+        env.pop("MOBILITY_QUICK_TRAINING", None)
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "jobs", "--lake", str(lake_dir), "pipeline"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    seconds = time.perf_counter() - started
+    if done.returncode:
+        return seconds, (done.stderr.strip() or done.stdout.strip())
+    print(done.stdout.strip(), flush=True)
+    return seconds, None
