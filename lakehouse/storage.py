@@ -480,6 +480,9 @@ class Lake:
                 arrow,
                 mode="overwrite",
                 predicate=predicate,
+                # a table created before the catalog gave it more columns gains them (the
+                # rows kept have them null), as appends and merges do
+                schema_mode="merge",
                 partition_by=list(table.partition_by) or None,
                 storage_options=self.storage_options or None,
                 writer_properties=_WRITER,

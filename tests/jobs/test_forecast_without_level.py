@@ -46,6 +46,7 @@ def test_a_patient_without_a_level_gets_the_cluster_level_instead_of_the_ebms() 
             "cluster_level",
             "seasonal_naive_7d",
             "trailing_mean_28d",
+            "usual_level",
             "weekday_profile_8w",
         ],
         "ms-recent-1": [
@@ -53,6 +54,7 @@ def test_a_patient_without_a_level_gets_the_cluster_level_instead_of_the_ebms() 
             "ebm_global",
             "seasonal_naive_7d",
             "trailing_mean_28d",
+            "usual_level",
             "weekday_profile_8w",
         ],
     }

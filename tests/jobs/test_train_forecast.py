@@ -52,12 +52,19 @@ def test_training_backtests_every_model_and_registers_champions(
     backtests = lake.read(BACKTESTS)
     assert set(backtests["model"]) == set(train_job.KINDS)
     assert set(backtests["origin_date"]) == set(summary.origins)
-    # the champion of each cluster is its lowest mean MAE over the year, recomputed here
+    # the champion of each cluster is its lowest mean MAE over the year among the usual level
+    # and the EBMs (the per-cluster one with 10 backtest patients of the cluster), recomputed
     year = backtests.filter(pl.col("horizon_days") == 365, pl.col("cluster") != "ALL")
-    means = year.group_by("cluster", "model").agg(pl.col("mae").mean())
-    best = {
-        cluster: group.sort("mae")["model"][0] for (cluster,), group in means.group_by("cluster")
-    }
+    means = year.group_by("cluster", "model").agg(pl.col("mae").mean(), pl.col("patients").max())
+    best = {}
+    for (cluster,), group in means.group_by("cluster"):
+        eligible = [
+            (mae, model)
+            for model, mae, patients in group.select("model", "mae", "patients").iter_rows()
+            if model in ("usual_level", "ebm_global") or (model == "ebm_cluster" and patients >= 10)
+        ]
+        best[cluster] = min(eligible)[1]
+    assert set(best.values()) <= {"usual_level", "ebm_global", "ebm_cluster"}
     assert summary.champions == best
     registry = lake.read(REGISTRY)
     champions = registry.filter(pl.col("status") == "champion")
