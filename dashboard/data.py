@@ -1280,8 +1280,8 @@ def forecast_choice(lake: Lake, patient_id: str, group: str, shown: str) -> str:
             " (all groups together: too few patients of this group)" if share.get("pooled") else ""
         )
         text += (
-            f"; it adds {float(share['shrinkage']):.0%} of its change from the patient's usual "
-            f"level, a share earned on past forecasts of {int(share['patients'])} "
+            f"; it adds up to {float(share['shrinkage']):.0%} of its change from the patient's "
+            f"usual level, a share earned on past forecasts of {int(share['patients'])} "
             f"patients{pooled}"
         )
         usual = errors.get(UsualLevel.name)

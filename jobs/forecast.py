@@ -1,18 +1,23 @@
 """The batch forecast job: 365 days ahead for every patient and model, with EBM explanations.
 
 Each patient's origin is the day after their last day with data. The models forecast from it:
-the baselines and the EBMs registered by the last training (loaded from the lake's storage), and
-Prophet for the clusters where it is the champion (every cluster before the first training): a
-fit per patient is the costliest step, and a model that lost its backtests is not worth it.
-A patient with too little history of their own (fewer than 28 wear days, or no wear day in the
-last 112 days for the EBMs) gets the ``cluster_level`` forecast instead of the models that cannot
-serve them, so every patient has a forecast and the rows say which kind.
+the baselines (the usual level among them), the EBMs registered by the last training (loaded
+from the lake's storage), and Prophet before the first training only (it is backtested for
+comparison but never a champion, :data:`jobs.train.CHAMPION_MODELS`). Once a training chose
+them, the EBMs are served as guarded adjustments of the patient's usual level
+(:mod:`models.guard`, the shares in models/registry). A patient with too little history of
+their own (fewer than 28 wear days, or no wear day in the last 112 days for the EBMs) gets the
+``cluster_level`` forecast instead of the models that cannot serve them, so every patient has a
+forecast and the rows say which kind.
 
-gold/explanations keeps, per EBM forecast row, the ``baseline`` (the patient's level),
-the ``intercept``, the 10 largest contributions and their remainder as ``other_features``: the
-rows still sum to the forecast, and the table stays proportional to forecasts, not to inputs.
-gold/outlook sums each forecast up against the patient's baseline for the cohort views
-(:mod:`jobs.outlook`).
+gold/explanations keeps, per EBM forecast row, the rows of the served forecast: the usual level
+(``baseline``), its weekday share (``usual_weekday``), the served part of the EBM's recent level
+against it (``recent_level``), the ``intercept``, the 10 largest contributions (a therapy that
+starts or stops always among them) and their remainder as ``other_features``, each times the
+served weight: the rows still sum to the forecast, and the table stays proportional to
+forecasts, not to inputs. gold/outlook sums each forecast up against the patient's baseline for
+the cohort views (:mod:`jobs.outlook`); where a cluster's champion is an EBM, each patient's own
+last year decides whether they are shown it or their usual level (:func:`own_backtest`).
 
 Rows of a (patient, origin) are replaced when the job runs again. Of a patient's earlier origins,
 the first of each calendar month is kept (monitoring scores matured forecasts against what
@@ -229,11 +234,11 @@ def _forecast_origin(
         ).select("patient_id")
         if wanted.height:
             subset = known.only(wanted)
+            # only before the first training (Prophet is never a champion): as it forecasts
             prophet = ProphetPerPatient(workers=prophet_workers)
-            made = prophet.predict(subset, horizon=horizon)
-            if shrinkage and anchor is not None:
-                made = shrinkage.serve(prophet.name, made, anchor, subset).drop("anchor", "weight")
-            forecasts.append(made.with_columns(model=pl.lit(prophet.name)))
+            forecasts.append(
+                prophet.predict(subset, horizon=horizon).with_columns(model=pl.lit(prophet.name))
+            )
     levelled = known.features.filter(
         (pl.col("date") == origin) & pl.col(LEVEL).is_not_null()
     ).select("patient_id")
@@ -243,13 +248,13 @@ def _forecast_origin(
         if not served.patients.height:
             continue
         made = ebm.predict(served, horizon=horizon)
-        why = ebm.explain(served, horizon=horizon, top=TOP_CONTRIBUTIONS)
+        reasons = ebm.explain(served, horizon=horizon, top=TOP_CONTRIBUTIONS)
         if shrinkage and anchor is not None:
             made = shrinkage.serve(ebm.name, made, anchor, served)
-            why = guard.explain_served(why, made, usual_days(served).drop("yhat"))
+            reasons = guard.explain_served(reasons, made, usual_days(served).drop("yhat"))
             made = made.drop("anchor", "weight")
         forecasts.append(made.with_columns(model=pl.lit(ebm.name)))
-        explanations.append(why.with_columns(model=pl.lit(ebm.name)))
+        explanations.append(reasons.with_columns(model=pl.lit(ebm.name)))
     if calibration is not None and calibration.height and forecasts:
         forecasts = [calibrated(known, frame, calibration) for frame in forecasts]
     # patients the models could not serve, each for the models they miss: too little history
@@ -275,17 +280,18 @@ def own_backtest(
     ebms: list[ClusterEBM],
     winners: dict[str, str],
     shrinkage: Shrinkage,
-    *,
-    prophet_workers: int,
 ) -> pl.DataFrame:
-    """``patient_id, model, own_mae, usual_mae, own_days``: for the patients ``ids`` of an origin
-    whose cluster's champion is a learned model, that model (served as the forecast job serves
-    it) and the usual level forecast from :data:`OWN_BACKTEST_DAYS` before the origin, and
-    their mean absolute errors on the worn days since (patients with fewer than
-    :data:`OWN_BACKTEST_WORN_DAYS` of them, or not servable then, are left out).
+    """``patient_id, model, own_mae, usual_mae, own_days, loses``: for the patients ``ids`` of an
+    origin whose cluster's champion is an EBM, that EBM (served as the forecast job serves it)
+    and the usual level forecast from :data:`OWN_BACKTEST_DAYS` before the origin, their mean
+    absolute errors on the worn days since (patients with fewer than
+    :data:`OWN_BACKTEST_WORN_DAYS` of them, or no level then, are left out), and whether the EBM
+    lost beyond chance: the one-sided 95% lower bound of the mean daily difference of absolute
+    errors is above 0.
 
-    The registered EBMs learned from the training sample's whole history: for a patient of that
-    sample this year was seen in training, which favours the champion, never the usual level.
+    The registered EBMs learned from the training sample's whole history, and the therapy plan
+    is the one recorded now: for a patient of that sample, or one whose course was recorded
+    during that year, the check favours the EBM, never the usual level.
     """
     columns = {
         "patient_id": pl.String,
@@ -293,11 +299,12 @@ def own_backtest(
         "own_mae": pl.Float64,
         "usual_mae": pl.Float64,
         "own_days": pl.UInt32,
+        "loses": pl.Boolean,
     }
-    learned: dict[str, list[str]] = {}
+    by_model: dict[str, list[str]] = {}
     for cluster, winner in winners.items():
         if winner not in guard.UNGUARDED:
-            learned.setdefault(winner, []).append(cluster)
+            by_model.setdefault(winner, []).append(cluster)
     earlier = origin - timedelta(days=OWN_BACKTEST_DAYS)
     actual = panel.daily.filter(
         pl.col("patient_id").is_in(ids)
@@ -307,37 +314,39 @@ def own_backtest(
     ).select("patient_id", target_date="date", actual="steps")
     enough = actual.group_by("patient_id").len().filter(pl.col("len") >= OWN_BACKTEST_WORN_DAYS)
     known = panel.known_at(earlier, patients=enough["patient_id"].to_list())
-    if not learned or not known.patients.height:
+    if not by_model or not known.patients.height:
         return pl.DataFrame(schema=columns)
     anchor = UsualLevel().predict(known, horizon=OWN_BACKTEST_DAYS)
-    frames = []
-    for name, clusters in sorted(learned.items()):
-        mine = known.only(known.patients.filter(pl.col("disease_group").is_in(clusters)))
-        model: Forecaster | None = (
-            ProphetPerPatient(workers=prophet_workers)
-            if name == ProphetPerPatient.name
-            else next((ebm for ebm in ebms if ebm.name == name), None)
-        )
-        if model is None or not mine.patients.height:
+    scored = []
+    for ebm in ebms:
+        clusters = by_model.get(ebm.name)
+        if not clusters:
             continue
-        subset = mine.only(model.servable(mine))
-        if not subset.patients.height:
+        group = known.only(known.patients.filter(pl.col("disease_group").is_in(clusters)))
+        if not group.patients.height:
             continue
-        made = model.predict(subset, horizon=OWN_BACKTEST_DAYS)
-        frames.append(
-            shrinkage.serve(name, made, anchor, subset).select(
-                "patient_id", "target_date", "yhat", "anchor", model=pl.lit(name)
+        servable = group.only(ebm.servable(group))
+        if not servable.patients.height:
+            continue
+        forecast = ebm.predict(servable, horizon=OWN_BACKTEST_DAYS)
+        scored.append(
+            shrinkage.serve(ebm.name, forecast, anchor, servable).select(
+                "patient_id", "target_date", "yhat", "anchor", model=pl.lit(ebm.name)
             )
         )
-    if not frames:
+    if not scored:
         return pl.DataFrame(schema=columns)
-    days = pl.concat(frames).join(actual, on=["patient_id", "target_date"])
+    days = pl.concat(scored).join(actual, on=["patient_id", "target_date"])
+    model_error = (pl.col("yhat") - pl.col("actual")).abs()
+    usual_error = (pl.col("anchor") - pl.col("actual")).abs()
+    difference = model_error - usual_error
     return (
         days.group_by("patient_id", "model")
         .agg(
-            own_mae=(pl.col("yhat") - pl.col("actual")).abs().mean(),
-            usual_mae=(pl.col("anchor") - pl.col("actual")).abs().mean(),
+            own_mae=model_error.mean(),
+            usual_mae=usual_error.mean(),
             own_days=pl.len(),
+            loses=(difference.mean() - 1.645 * difference.std() / pl.len().sqrt()) > 0,
         )
         .cast(columns)  # type: ignore[arg-type]
         .sort("patient_id", "model")
@@ -397,7 +406,7 @@ def forecast_batch(
     terms = []
     short_total = 0
     unforecastable: list[str] = []
-    own: list[pl.DataFrame] = []
+    own_checks: list[pl.DataFrame] = []
     for (origin,), group in batch.group_by("origin", maintain_order=True):
         assert isinstance(origin, date)
         ids = group["patient_id"].to_list()
@@ -439,17 +448,7 @@ def forecast_batch(
             explanations += made_e
             short_total += short
             if winners and shrinkage:
-                own.append(
-                    own_backtest(
-                        panel,
-                        origin,
-                        ids,
-                        ebms,
-                        winners,
-                        shrinkage,
-                        prophet_workers=prophet_workers,
-                    )
-                )
+                own_checks.append(own_backtest(panel, origin, ids, ebms, winners, shrinkage))
         terms.append(
             f"(origin_month = {sql_literal(origin.strftime('%Y-%m'))} "
             f"AND origin_date = {sql_literal(origin.isoformat())} "
@@ -465,7 +464,7 @@ def forecast_batch(
             panel.features.select("patient_id", "date", BASELINE),
             panel.patients,
             winners,
-            pl.concat(own) if own else None,
+            pl.concat(own_checks) if own_checks else None,
         ).with_columns(month)
     )
     explained = (

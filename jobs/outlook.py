@@ -7,9 +7,9 @@ quarter and at the end of the year ahead, against their own baseline.
   274-365 and 1-365 of the horizon;
 - ``year_end_change``: ``year_end_steps / baseline_steps - 1`` (missing without a baseline);
 - ``champion``: the model is the patient's champion: their cluster's in the registry the forecast
-  ran with, unless the patient's own last year says it loses to their usual level (``own``:
-  the served champion and the usual level forecast from a year before the origin, scored on
-  the worn days of that year), then the usual level;
+  ran with, unless the patient's own last year says it loses to their usual level beyond
+  chance (``own``: the served champion and the usual level forecast from a year before the
+  origin, scored on the worn days of that year), then the usual level;
 - ``own_year_mae``: that own backtest's mean absolute error of the model (the cluster's
   champion and the usual level only; missing where it was not run).
 
@@ -27,9 +27,6 @@ DECLINE_SHARE = 0.15
 NEXT_QUARTER_DAYS = (1, 91)
 YEAR_END_DAYS = (274, 365)
 BASELINE = "baseline_mean_180d"
-# the patient's usual level: a champion that loses to it on the patient's own last year gives
-# way to it
-USUAL_LEVEL = ANCHOR
 
 
 def outlook_rows(
@@ -47,8 +44,9 @@ def outlook_rows(
             each forecast's origin is used).
         patients: ``patient_id, disease_group``.
         winners: each cluster's champion model.
-        own: the patients' own backtests (``patient_id, model, own_mae, usual_mae``: the
-            cluster's champion and the usual level on the patient's last year), or None.
+        own: the patients' own backtests (``patient_id, model, own_mae, usual_mae, loses``:
+            the cluster's champion and the usual level on the patient's last year, and whether
+            the champion lost beyond chance), or None.
     """
     day = (pl.col("target_date") - pl.col("origin_date")).dt.total_days() + 1
 
@@ -66,15 +64,14 @@ def outlook_rows(
                 "model": pl.String,
                 "own_mae": pl.Float64,
                 "usual_mae": pl.Float64,
+                "loses": pl.Boolean,
             }
         )
-    loses = own.filter(pl.col("own_mae") > pl.col("usual_mae")).select(
-        "patient_id", own_champion=pl.lit(USUAL_LEVEL)
-    )
+    loses = own.filter(pl.col("loses")).select("patient_id", own_champion=pl.lit(ANCHOR))
     scores = pl.concat(
         [
             own.select("patient_id", "model", own_year_mae="own_mae"),
-            own.select("patient_id", model=pl.lit(USUAL_LEVEL), own_year_mae="usual_mae"),
+            own.select("patient_id", model=pl.lit(ANCHOR), own_year_mae="usual_mae"),
         ]
     )
     at_origin = baselines.select(

@@ -105,16 +105,16 @@ class TrainSummary:
             lines.append(f"  tuned {key:<24} {json.dumps(tuned, sort_keys=True)}")
         for note in self.left_out:
             lines.append(f"  backtest {note}")
-        for row in self.shrinkage.iter_rows(named=True):
-            pooled = row["cluster"] != guard.ALL and row["patients"] < guard.MIN_PATIENTS
+        for model, cluster in self.shrinkage.select("model", "cluster").iter_rows():
+            share = guard.share_of(self.shrinkage, model, cluster)
             why = (
-                f"all clusters' share: {row['patients']} backtest patients of its own"
-                if pooled
-                else f"best on backtests {row['best']:.0%}, {row['patients']} patients"
+                "all clusters' share: too few backtest patients of its own"
+                if share.pooled and cluster != guard.ALL
+                else f"best on backtests {share.best:.0%}, {share.patients} patients"
             )
             lines.append(
-                f"  served {row['model']:<12} {row['cluster']:<6} {row['shrinkage']:>4.0%} of "
-                f"its adjustment of the usual level ({why})"
+                f"  served {model:<12} {cluster:<6} {share.shrinkage:>4.0%} of its adjustment "
+                f"of the usual level ({why})"
             )
         for row in self.league.iter_rows(named=True):
             # a figure is missing where no day of the cluster could be scored
@@ -194,25 +194,38 @@ def model_set(
 # The models a clinician may be shown as the forecast: the patient's usual level and the EBMs
 # served on top of it, whose forecasts are explained by clinical family (each therapy by name).
 # Prophet fits therapies only from the patient's own past (a therapy new to them moves nothing)
-# and its parts are not stored: scored and drawn for comparison, never the forecast shown.
+# and its parts are not stored: it is backtested for comparison, never the forecast shown.
 CHAMPION_MODELS = (guard.ANCHOR, "ebm_cluster", "ebm_global")
 
 
-def champions(league: pl.DataFrame) -> dict[str, str]:
+def champions(league: pl.DataFrame, shrinkage: pl.DataFrame | None = None) -> dict[str, str]:
     """Each cluster's model of :data:`CHAMPION_MODELS` with the lowest mean MAE over the year
-    ahead. The per-cluster EBM needs :data:`models.guard.MIN_PATIENTS` backtest patients of the
-    cluster to be chosen: a smaller group pools with the others (the global EBM) or keeps the
-    usual level."""
-    eligible = pl.col("model").is_in(CHAMPION_MODELS) & (
-        (pl.col("model") != "ebm_cluster") | (pl.col("patients") >= guard.MIN_PATIENTS)
-    )
-    best = (
-        league.filter((pl.col("cluster") != ALL_CLUSTERS) & eligible)
-        .sort("mae", "model")
-        .group_by("cluster", maintain_order=True)
-        .first()
-    )
-    return dict(zip(best["cluster"], best["model"], strict=True))
+    ahead, the usual level on a tie. The per-cluster EBM needs :data:`models.guard.MIN_PATIENTS`
+    backtest patients of the cluster to be chosen (a smaller group pools with the others: the
+    global EBM, or keeps the usual level), and a learned model served at a share of 0 in the
+    cluster (``shrinkage``, :func:`models.guard.choose` rows) is the usual level under another
+    name: never chosen."""
+    rows = []
+    for cluster, model, mae, patients in (
+        league.filter(pl.col("cluster") != ALL_CLUSTERS)
+        .select("cluster", "model", "mae", "patients")
+        .iter_rows()
+    ):
+        if model not in CHAMPION_MODELS or mae is None:
+            continue
+        if model == "ebm_cluster" and patients < guard.MIN_PATIENTS:
+            continue
+        if (
+            model != guard.ANCHOR
+            and shrinkage is not None
+            and guard.share_of(shrinkage, model, cluster).shrinkage == 0
+        ):
+            continue
+        rows.append((cluster, mae, model != guard.ANCHOR, model))
+    best: dict[str, str] = {}
+    for cluster, _, _, model in sorted(rows):
+        best.setdefault(cluster, model)
+    return best
 
 
 def _registry_rows(
@@ -312,7 +325,7 @@ def run(
             return TrainSummary("too little history")
         lake.upsert(BACKTESTS, results.with_columns(trained_at=pl.lit(now)))
         league = league_table(results)
-        winners = champions(league)
+        winners = champions(league, tested.shrinkage)
         version = (latest_version(lake) or 0) + 1
         # the registered EBMs learn from the sample's whole history
         last = panel.daily["date"].max()

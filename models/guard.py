@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from datetime import date, timedelta
 
 import polars as pl
@@ -72,8 +73,8 @@ def quarter_of(origin: date | pl.Expr) -> pl.Expr:
 def quarter_means(
     forecast: pl.DataFrame, anchor: pl.DataFrame, origin: date, ranges: pl.DataFrame
 ) -> pl.DataFrame:
-    """``patient_id, target_date, anchor, anchor_level, quarter_anchor, quarter_model,
-    range_low, range_high``: per forecast day the anchor's forecast, and per patient and quarter
+    """``patient_id, target_date, anchor, quarter_anchor, quarter_model, range_low,
+    range_high``: per forecast day the anchor's forecast, and per patient and quarter
     the mean of the anchor's and of the model's forecast over all its days (what the guard
     compares with the patient's range)."""
     days = forecast.select("patient_id", "target_date", "yhat").join(
@@ -115,16 +116,20 @@ def weight_expr(shrinkage: pl.Expr) -> pl.Expr:
         .then(((high - anchor) / step).clip(0.0, 1.0))
         .otherwise(1.0)
     )
-    return (shrinkage * guard).fill_null(shrinkage).fill_nan(0.0)
+    # a patient without a range (no worn day in their history) is not guarded
+    return (shrinkage * guard).fill_null(shrinkage)
+
+
+def served_yhat(weight: pl.Expr) -> pl.Expr:
+    """The served forecast of a day: ``anchor + weight * (yhat - anchor)``, never below 0."""
+    return (pl.col("anchor") + weight * (pl.col("yhat") - pl.col("anchor"))).clip(lower_bound=0.0)
 
 
 def served(days: pl.DataFrame, weight: pl.Expr) -> pl.DataFrame:
-    """``days`` (a model's forecast rows with the columns of :func:`quarter_means`) as served:
-    ``yhat`` moved to ``anchor + weight * (yhat - anchor)``, the model's own interval moved with
-    it; ``weight`` kept."""
-    moved = pl.col("anchor") + pl.col("weight") * (pl.col("yhat") - pl.col("anchor"))
+    """``days`` (a model's forecast rows with the columns of :func:`quarter_means`) as served
+    (:func:`served_yhat`), the model's own interval moved with it; ``weight`` kept."""
     shift = pl.col("served") - pl.col("yhat")
-    out = days.with_columns(weight=weight).with_columns(served=moved.clip(lower_bound=0.0))
+    out = days.with_columns(weight=weight).with_columns(served=served_yhat(pl.col("weight")))
     if "yhat_lower" in out.columns:
         out = out.with_columns(
             yhat_lower=(pl.col("yhat_lower") + shift).clip(lower_bound=0.0),
@@ -141,19 +146,15 @@ def _mae_by_weight(days: pl.DataFrame) -> pl.DataFrame:
     each weight of the grid."""
     rows = []
     for share in GRID:
-        w = weight_expr(pl.lit(share))
-        err = (pl.col("anchor") + w * (pl.col("yhat") - pl.col("anchor"))).clip(
-            lower_bound=0.0
-        ) - pl.col("actual")
-        rows.append(days.select(weight=pl.lit(share), mae=err.abs().mean()))
+        error = served_yhat(weight_expr(pl.lit(share))) - pl.col("actual")
+        rows.append(days.select(weight=pl.lit(share), mae=error.abs().mean()))
     return pl.concat(rows)
 
 
 def choose(days: pl.DataFrame) -> pl.DataFrame:
     """``model, cluster, shrinkage, best, patients``: per guarded model and cluster (and
-    :data:`ALL`) the grid weight with the lowest backtest MAE (``best``) and the shrinkage served
-    (``best`` times the patients' evidence; a cluster with fewer than :data:`MIN_PATIENTS`
-    patients takes that of all clusters).
+    :data:`ALL`) the grid weight with the lowest backtest MAE (``best``) and that times the
+    patients' evidence (``shrinkage``); which row a cluster is served with: :func:`share_of`.
 
     Args:
         days: backtest days of the guarded models: ``model, cluster, patient_id, yhat, actual``
@@ -171,19 +172,11 @@ def choose(days: pl.DataFrame) -> pl.DataFrame:
     rows = []
     for (model,), mine in days.group_by("model", maintain_order=True):
         groups = [(ALL, mine), *((str(k[0]), g) for k, g in mine.group_by("cluster"))]
-        pooled: dict[str, float] = {}
         for cluster, group in groups:
             patients = group["patient_id"].n_unique()
             scores = _mae_by_weight(group).sort("mae", "weight")
             best = float(scores["weight"][0])
-            evidence = patients / (patients + PRIOR_PATIENTS)
-            if cluster == ALL:
-                pooled = {"best": best, "shrinkage": best * evidence}
-            shrinkage = (
-                best * evidence
-                if cluster == ALL or patients >= MIN_PATIENTS
-                else pooled["shrinkage"]
-            )
+            shrinkage = best * patients / (patients + PRIOR_PATIENTS)
             rows.append(
                 {
                     "model": str(model),
@@ -210,48 +203,61 @@ def cross_fitted(days: pl.DataFrame) -> pl.DataFrame:
     for fold in folds["fold"].unique().sort():
         others = guarded.filter(pl.col("fold") != fold)
         mine = guarded.filter(pl.col("fold") == fold)
-        chosen = (
-            choose(others)
-            if others.height
-            else pl.DataFrame(schema={"model": pl.String, "cluster": pl.String})
-        )
-        out.append(_serve_with(mine, chosen))
+        out.append(_serve_with(mine, choose(others)))
     return pl.concat([rest, pl.concat(out).drop("fold")], how="diagonal_relaxed")
 
 
 def _serve_with(days: pl.DataFrame, chosen: pl.DataFrame) -> pl.DataFrame:
-    """``days`` served with the shrinkage of ``chosen`` for their model and cluster (that of all
-    clusters where theirs has none; 0 where the model has none)."""
-    if not chosen.height:
-        return served(days, weight_expr(pl.lit(0.0)))
-    own = chosen.filter(pl.col("cluster") != ALL).select("model", "cluster", "shrinkage")
-    pooled = chosen.filter(pl.col("cluster") == ALL).select("model", pooled="shrinkage")
-    joined = days.join(own, on=["model", "cluster"], how="left").join(
-        pooled, on="model", how="left"
+    """``days`` served with the share :func:`share_of` gives their model and cluster."""
+    pairs = days.select("model", "cluster").unique()
+    shares = pl.DataFrame(
+        [
+            {"model": m, "cluster": c, "shrinkage": share_of(chosen, m, c).shrinkage}
+            for m, c in pairs.iter_rows()
+        ],
+        schema={"model": pl.String, "cluster": pl.String, "shrinkage": pl.Float64},
     )
-    share = pl.coalesce("shrinkage", "pooled", pl.lit(0.0))
-    return served(joined, weight_expr(share)).drop("shrinkage", "pooled")
+    joined = days.join(shares, on=["model", "cluster"], how="left")
+    return served(joined, weight_expr(pl.col("shrinkage"))).drop("shrinkage")
+
+
+@dataclass(frozen=True)
+class Share:
+    """The share of a learned model's adjustment served for a cluster.
+
+    Args:
+        shrinkage: the share served (0 to 1).
+        best: the share with the lowest backtest MAE, before the patients' evidence.
+        patients: the backtest patients behind it.
+        pooled: chosen on all clusters together (the cluster had too few patients of its own).
+    """
+
+    shrinkage: float
+    best: float
+    patients: int
+    pooled: bool
+
+
+def share_of(chosen: pl.DataFrame, model: str, cluster: str) -> Share:
+    """The served share of ``model``'s adjustment for ``cluster`` from :func:`choose` rows: the
+    cluster's own when it had :data:`MIN_PATIENTS` backtest patients, else that of all
+    clusters, else 0 (no evidence: the model is served as the usual level)."""
+    mine = chosen.filter((pl.col("model") == model) & (pl.col("cluster") == cluster))
+    pooled = mine.height == 0 or int(mine["patients"][0]) < MIN_PATIENTS
+    if pooled:
+        mine = chosen.filter((pl.col("model") == model) & (pl.col("cluster") == ALL))
+    if not mine.height:
+        return Share(0.0, 0.0, 0, True)
+    row = mine.row(0, named=True)
+    return Share(float(row["shrinkage"]), float(row["best"]), int(row["patients"]), pooled)
 
 
 def to_json(chosen: pl.DataFrame, model: str, cluster: str) -> str | None:
-    """The registry's record of ``model``'s shrinkage for ``cluster`` (None: not guarded)."""
-    if model in UNGUARDED or not chosen.height:
+    """The registry's record of ``model``'s served share for ``cluster`` (:func:`share_of`);
+    None for a model served as it forecasts (a baseline)."""
+    if model in UNGUARDED:
         return None
-    mine = chosen.filter((pl.col("model") == model) & (pl.col("cluster") == cluster))
-    pooled = mine.height == 0 or int(mine["patients"][0]) < MIN_PATIENTS
-    source = chosen.filter((pl.col("model") == model) & (pl.col("cluster") == ALL))
-    row = (source if pooled else mine).to_dicts()
-    if not row:
-        return json.dumps({"shrinkage": 0.0, "pooled": True, "patients": 0})
-    return json.dumps(
-        {
-            "shrinkage": row[0]["shrinkage"],
-            "best": row[0]["best"],
-            "patients": row[0]["patients"],
-            "pooled": pooled,
-        },
-        sort_keys=True,
-    )
+    return json.dumps(asdict(share_of(chosen, model, cluster)), sort_keys=True)
 
 
 def from_json(records: Mapping[tuple[str, str], str | None]) -> dict[tuple[str, str], float]:

@@ -189,6 +189,7 @@ def champions(champions_root: Lake, monkeypatch: pytest.MonkeyPatch) -> Iterator
 
 # the models as the page names them, written out here
 PLAIN_NAMES = {
+    "usual_level": "usual level (13-week median, by weekday)",
     "trailing_mean_28d": "28-day average",
     "weekday_profile_8w": "weekday pattern",
     "seasonal_naive_7d": "same weekday last week",
@@ -198,6 +199,7 @@ PLAIN_NAMES = {
     "cluster_level": "typical patient of the disease group",
 }
 SUMMARY_STARTS = {
+    "usual_level": "The usual level forecasts each day at the patient's median",
     "trailing_mean_28d": "The 28-day average forecasts every day",
     "weekday_profile_8w": "The weekday pattern forecasts each weekday",
     "seasonal_naive_7d": "Same weekday last week repeats",

@@ -3,6 +3,7 @@ artifacts, forecasts for every patient and explanations that add up."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -56,17 +57,27 @@ def test_training_backtests_every_model_and_registers_champions(
     # and the EBMs (the per-cluster one with 10 backtest patients of the cluster), recomputed
     year = backtests.filter(pl.col("horizon_days") == 365, pl.col("cluster") != "ALL")
     means = year.group_by("cluster", "model").agg(pl.col("mae").mean(), pl.col("patients").max())
+    # ... and never a learned model served at a share of 0 (it is the usual level then), the
+    # usual level on a tie
+    registry = lake.read(REGISTRY)
+    shares = {
+        (model_id.split(":")[0], cluster): json.loads(text)["shrinkage"]
+        for model_id, cluster, text in registry.select("model_id", "cluster", "shrinkage")
+        .drop_nulls()
+        .iter_rows()
+    }
     best = {}
     for (cluster,), group in means.group_by("cluster"):
         eligible = [
-            (mae, model)
+            (mae, model != "usual_level", model)
             for model, mae, patients in group.select("model", "mae", "patients").iter_rows()
-            if model in ("usual_level", "ebm_global") or (model == "ebm_cluster" and patients >= 10)
+            if model == "usual_level"
+            or (model == "ebm_global" and shares[(model, cluster)] > 0)
+            or (model == "ebm_cluster" and patients >= 10 and shares[(model, cluster)] > 0)
         ]
-        best[cluster] = min(eligible)[1]
+        best[cluster] = min(eligible)[2]
     assert set(best.values()) <= {"usual_level", "ebm_global", "ebm_cluster"}
     assert summary.champions == best
-    registry = lake.read(REGISTRY)
     champions = registry.filter(pl.col("status") == "champion")
     assert dict(
         zip(champions["cluster"], champions["model_id"].str.split(":").list.first(), strict=True)
