@@ -1264,31 +1264,30 @@ def forecast_choice(lake: Lake, patient_id: str, group: str, shown: str) -> str:
     shown_champion = bool(outlook.filter((pl.col("model") == shown) & pl.col("champion")).height)
     if not shown_champion:
         return (
-            "no model was chosen for this patient's group yet, or the chosen one could not "
-            "forecast them"
+            "No model was chosen for this patient's group yet, or the chosen one could not "
+            "forecast them."
         )
     if champion is not None and shown != champion and champion in errors and shown in errors:
         return (
-            f"the {model_name(champion)} chosen for disease group {group} was off by "
-            f"{errors[champion]:,.0f} steps/day on average over this patient's last year, "
-            f"their usual level by {errors[shown]:,.0f}: for them the usual level is shown"
+            f"For disease group {group} the {model_name(champion)} was chosen, but over this "
+            f"patient's last year it was off by {errors[champion]:,.0f} steps/day on average "
+            f"and their usual level by only {errors[shown]:,.0f}: for them the usual level is "
+            "shown."
         )
-    text = f"the model chosen for disease group {group} by its accuracy on past data"
+    text = f"Chosen for disease group {group} by its accuracy on past data."
     share = shares.get(shown)
     if share is not None:
-        pooled = (
-            " (all groups together: too few patients of this group)" if share.get("pooled") else ""
-        )
+        pooled = " (all groups together: too few of this group)" if share.get("pooled") else ""
         text += (
-            f"; it adds up to {float(share['shrinkage']):.0%} of its change from the patient's "
-            f"usual level, a share earned on past forecasts of {int(share['patients'])} "
-            f"patients{pooled}"
+            f" It moves the patient's usual level at most {float(share['shrinkage']):.0%} of the "
+            f"way the model suggests: as far as that improved past forecasts of "
+            f"{int(share['patients'])} patients{pooled}."
         )
         usual = errors.get(UsualLevel.name)
         if shown in errors and usual is not None:
             text += (
-                f"; over this patient's last year it was off by {errors[shown]:,.0f} steps/day "
-                f"on average, their usual level by {usual:,.0f}"
+                f" Over this patient's last year: off by {errors[shown]:,.0f} steps/day on "
+                f"average, their usual level alone by {usual:,.0f}."
             )
     return text
 

@@ -115,7 +115,7 @@ else:
     chosen = markdown_literal(data.forecast_choice(lake, patient_id, group, shown))
     st.caption(
         f"Forecast from {origin.day} {origin:%b %Y} for 365 days by the "
-        f"**{markdown_literal(data.model_name(shown))}** ({chosen}). The band is its 80% "
+        f"**{markdown_literal(data.model_name(shown))}**. {chosen} The band is its 80% "
         "range: 8 of 10 days are expected inside it."
         + (
             f" Data up to {newest.day} {newest:%b %Y} arrived since: the next `mobility forecast` "
