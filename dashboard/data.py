@@ -311,6 +311,15 @@ FROM models.registry
 WHERE cluster = ? AND version = (SELECT max(version) FROM models.registry)
 """
 
+# The newest registry's metrics of a model for the patient's group (its therapy evidence).
+THERAPY_EVIDENCE_SQL = """
+SELECT r.metrics
+FROM models.registry AS r
+JOIN bronze.patients AS p ON p.disease_group = r.cluster
+WHERE p.patient_id = ? AND split_part(r.model_id, ':', 1) = ?
+  AND r.version = (SELECT max(version) FROM models.registry)
+"""
+
 CLUSTER_ACCURACY_SQL = """
 WITH latest AS (SELECT max(trained_at) AS trained_at FROM gold.backtests)
 SELECT
@@ -738,6 +747,8 @@ MODEL_NAMES: dict[str, str] = {
 # Drawn when none of the patient's forecasts is by their group's champion (before the first
 # training, or when the champion could not forecast this patient): the first one present.
 FALLBACK_MODELS = ("usual_level", "trailing_mean_28d", "weekday_profile_8w", "cluster_level")
+# A therapy's effect learned from fewer patients' starts and stops than this is shown as uncertain.
+THERAPY_EVIDENCE_PATIENTS = 5
 # A breakdown that misses the forecast by more than this (steps/day) gets a row for the rest.
 UNEXPLAINED_STEPS = 0.5
 # the generic name of each therapy with inputs of its own, by slug
@@ -843,7 +854,7 @@ def forecast_explanation(
     changes = therapy_changes(therapies, origin, first_day, last_day)
     stored = patient_explanation(lake, patient_id, model, origin, first_day, last_day)
     if stored.height:
-        rows = group_by_family(stored, changes)
+        rows = group_by_family(stored, changes, therapy_evidence(lake, patient_id, model))
         if "recent_level" in stored["feature"]:
             summary = (
                 f"The {model_name(model)} starts from the patient's usual level (the median "
@@ -882,14 +893,21 @@ def forecast_explanation(
     )
 
 
-def group_by_family(contributions: pl.DataFrame, changes: dict[str, str]) -> pl.DataFrame:
+def group_by_family(
+    contributions: pl.DataFrame,
+    changes: dict[str, str],
+    evidence: dict[str, int] | None = None,
+) -> pl.DataFrame:
     """Stored contributions (``feature, family, contribution``: :func:`patient_explanation`) as
     one row per clinical family, the recent level first, the others by size, ``other`` last.
 
     A therapy's inputs make a row of their own, labelled with the therapy's name and what
     changes, when the therapy starts or stops in the days explained (``changes``, from
     :func:`therapy_changes`); otherwise they are the model's usual allowance for a therapy that
-    does not change and count in ``other``. Every contribution lands in exactly one row.
+    does not change and count in ``other``. Every contribution lands in exactly one row. With
+    ``evidence`` (:func:`therapy_evidence`), a therapy's label says on how many patients' starts
+    and stops its effect rests, and that it is uncertain under
+    :data:`THERAPY_EVIDENCE_PATIENTS`.
     """
     level = math.fsum(contributions.filter(pl.col("feature") == "baseline")["contribution"])
     # served as an adjustment of the usual level (models.guard): its level is that median
@@ -904,11 +922,25 @@ def group_by_family(contributions: pl.DataFrame, changes: dict[str, str]) -> pl.
     rows = []
     for family, value in totals.items():
         if family.startswith("therapy:"):
-            label = changes[family.removeprefix("therapy:")]
+            slug = family.removeprefix("therapy:")
+            label = changes[slug]
             detail = (
                 f"What the model expects from this change, learned from patients who started "
                 f"or stopped the same therapy: {value:+,.0f} steps/day."
             )
+            if evidence is not None:
+                patients = evidence.get(slug, 0)
+                label += f" (learned from {patients} patient{'s' if patients != 1 else ''}"
+                label += ": uncertain)" if patients < THERAPY_EVIDENCE_PATIENTS else ")"
+                detail += (
+                    f" The model saw {patients} patient(s) start or stop it in its training "
+                    "data"
+                    + (
+                        ": too few to be sure of the effect, read it as a hint."
+                        if patients < THERAPY_EVIDENCE_PATIENTS
+                        else "."
+                    )
+                )
         else:
             label = EXPLANATION_FAMILY[family].label
             detail = EXPLANATION_FAMILY[family].description
@@ -1290,6 +1322,24 @@ def forecast_choice(lake: Lake, patient_id: str, group: str, shown: str) -> str:
                 f"average, their usual level alone by {usual:,.0f}."
             )
     return text
+
+
+def therapy_evidence(lake: Lake, patient_id: str, model: str) -> dict[str, int] | None:
+    """Per therapy (slug): how many training patients of ``model`` for the patient's group
+    started or stopped it (the newest registry version's record; None when it has none)."""
+    rows = _query(lake, THERAPY_EVIDENCE_SQL, (patient_id, model), reads=(REGISTRY, PATIENTS))
+    if not rows.height or rows["metrics"][0] is None:
+        return None
+    counts = json.loads(rows["metrics"][0]).get("therapy_patients")
+    if not isinstance(counts, dict):
+        return None
+    evidence: dict[str, int] = {}
+    for feature, patients in counts.items():
+        family = explanation_family(feature)
+        if family.startswith("therapy:"):
+            slug = family.removeprefix("therapy:")
+            evidence[slug] = evidence.get(slug, 0) + int(patients)
+    return evidence
 
 
 def cluster_accuracy(lake: Lake, cluster: str) -> pl.DataFrame:

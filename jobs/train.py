@@ -250,6 +250,7 @@ def _registry_rows(
                         **summary,
                         **model.fit_cost(cluster),
                         "importances": model.importances(cluster),
+                        "therapy_patients": model.therapy_evidence(cluster),
                     }
                 ]
             params = model.params_for(cluster) if isinstance(model, ClusterEBM) else None

@@ -59,6 +59,8 @@ class _Fitted:
     columns: tuple[str, ...]
     rows: int = 0
     seconds: float = 0.0
+    # per therapy input: the training patients with a start or stop of it (its evidence)
+    therapy_patients: dict[str, int] = field(default_factory=dict)
 
 
 def model_matrix(rows: pl.DataFrame, columns: tuple[str, ...]) -> Any:
@@ -109,7 +111,12 @@ def _fit_one(
         low=pl.col("residual").quantile(LOWER_QUANTILE, "linear"),
         high=pl.col("residual").quantile(UPPER_QUANTILE, "linear"),
     )
-    return _Fitted(model, spread, columns, learn.height, time.perf_counter() - started)
+    evidence = {
+        name: learn.filter(pl.col(name) != 0)["patient_id"].n_unique()
+        for name in THERAPY_FEATURES
+        if name in learn.columns
+    }
+    return _Fitted(model, spread, columns, learn.height, time.perf_counter() - started, evidence)
 
 
 @dataclass
@@ -164,6 +171,13 @@ class ClusterEBM(Forecaster):
             .unique()
         )
         return self.covered(data.patients.join(levelled, on="patient_id")).select("patient_id")
+
+    def therapy_evidence(self, cluster: str) -> dict[str, int]:
+        """Per therapy input of the model for ``cluster``: how many training patients started or
+        stopped that therapy (what its learned effect rests on; artifacts from before this was
+        recorded: empty)."""
+        fitted = self.fitted.get(cluster if self.clustered else "ALL")
+        return {} if fitted is None else dict(getattr(fitted, "therapy_patients", {}))
 
     def fit_cost(self, cluster: str) -> dict[str, float]:
         """Training rows and seconds of the fitted model for ``cluster``."""

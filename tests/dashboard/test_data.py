@@ -684,6 +684,27 @@ def test_a_stored_breakdown_that_misses_the_forecast_says_by_how_much(demo_lake:
     assert rows["Other, smaller influences"] == pytest.approx((50 + 20) / 2)
 
 
+def test_a_therapy_row_says_how_many_patients_its_effect_rests_on() -> None:
+    contributions = pl.DataFrame(
+        {
+            "feature": ["baseline", "therapy_levodopa_change", "therapy_other_change"],
+            "family": ["level", "therapy:levodopa", "therapy:other"],
+            "contribution": [4000.0, 150.0, -40.0],
+        }
+    )
+    changes = {"levodopa": LEVODOPA_STOPS, "other": PHYSIO_STARTS}
+    rows = data.group_by_family(contributions, changes, {"levodopa": 12, "other": 2})
+    labels = dict(zip(rows["family"], rows["label"], strict=True))
+    assert labels["therapy:levodopa"] == f"{LEVODOPA_STOPS} (learned from 12 patients)"
+    assert labels["therapy:other"] == f"{PHYSIO_STARTS} (learned from 2 patients: uncertain)"
+    detail = dict(zip(rows["family"], rows["detail"], strict=True))["therapy:other"]
+    assert "too few to be sure" in detail
+    # without a record of the evidence (older trainings), the labels are as before
+    plain = data.group_by_family(contributions, changes)
+    assert set(plain["label"]) >= {LEVODOPA_STOPS, PHYSIO_STARTS}
+    assert math.fsum(rows["contribution"]) == pytest.approx(4110.0)
+
+
 def test_therapy_changes_between_the_origin_and_the_days_explained() -> None:
     therapies = pl.DataFrame(
         {

@@ -86,6 +86,20 @@ def test_training_backtests_every_model_and_registers_champions(
         assert lake.read_object(uri.removeprefix(lake.uri + "/"))
 
 
+def test_the_registry_says_how_many_patients_each_therapy_effect_rests_on(
+    trained: tuple[Lake, train_job.TrainSummary],
+) -> None:
+    from models.direct import THERAPY_FEATURES
+
+    lake, summary = trained
+    registry = lake.read(REGISTRY).filter(pl.col("model_id").str.starts_with("ebm_global"))
+    for text in registry["metrics"]:
+        counts = json.loads(text)["therapy_patients"]
+        assert set(counts) == set(THERAPY_FEATURES)
+        assert all(0 <= n <= summary.patients for n in counts.values())
+    assert any(n > 0 for n in json.loads(registry["metrics"][0])["therapy_patients"].values())
+
+
 def test_training_waits_a_week_unless_asked(trained: tuple[Lake, train_job.TrainSummary]) -> None:
     lake, _ = trained
     assert not train_job.is_due(lake, NOW + timedelta(days=6))
