@@ -119,7 +119,9 @@ def test_export_forecast_neutralises_formulas_and_keeps_numbers(
                 "year_steps": [85.0],
                 "year_end_change": [-0.2],
                 "origin_month": ["2024-03"],
-            }
+                "own_year_mae": [None],
+            },
+            schema_overrides={"own_year_mae": pl.Float64},
         ),
     )
     out = tmp_path / "forecast.csv"

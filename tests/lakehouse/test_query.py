@@ -208,11 +208,13 @@ def test_merged_tables_stay_filterable_in_sql(tmp_path: Path) -> None:
                 "artifact_uri": [None],
                 "status": [status],
                 "intervals": [None],
+                "shrinkage": [None],
             },
             schema_overrides={
                 "version": pl.Int32,
                 "artifact_uri": pl.String,
                 "intervals": pl.String,
+                "shrinkage": pl.String,
             },
         )
 
