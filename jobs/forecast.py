@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from jobs.daily import wear_steps
-from jobs.outlook import BASELINE, outlook_rows
+from jobs.outlook import BASELINE, OWN_BACKTEST_SCHEMA, outlook_rows
 from jobs.panel import load_panel
 from jobs.runs import job_run
 from jobs.train import latest_version
@@ -57,13 +57,7 @@ from lakehouse.storage import Lake, in_list_predicate, sql_literal
 from models import guard
 from models.backtest import Panel
 from models.base import Forecaster, ForecastError, ForecastInput
-from models.baselines import (
-    SeasonalNaive,
-    TrailingMean,
-    UsualLevel,
-    WeekdayProfile,
-    usual_days,
-)
+from models.baselines import BASELINES, UsualLevel, usual_days
 from models.cluster_level import NAME as CLUSTER_LEVEL
 from models.cluster_level import cluster_level_forecast
 from models.direct import LEVEL, STATE_FEATURES
@@ -218,10 +212,10 @@ def _forecast_origin(
     origin = known.origin
     forecasts: list[pl.DataFrame] = []
     explanations: list[pl.DataFrame] = []
-    own: list[Forecaster] = [SeasonalNaive(), TrailingMean(), WeekdayProfile(), UsualLevel()]
     anchor: pl.DataFrame | None = None
     if known.patients.height:
-        for model in own:
+        for baseline in BASELINES:
+            model = baseline()
             made = model.predict(known, horizon=horizon)
             if model.name == guard.ANCHOR:
                 anchor = made
@@ -239,6 +233,8 @@ def _forecast_origin(
             forecasts.append(
                 prophet.predict(subset, horizon=horizon).with_columns(model=pl.lit(prophet.name))
             )
+    # the usual level's parts, for the served EBMs' explanations (once per origin)
+    usual = usual_days(known).drop("yhat") if shrinkage and anchor is not None else None
     levelled = known.features.filter(
         (pl.col("date") == origin) & pl.col(LEVEL).is_not_null()
     ).select("patient_id")
@@ -249,9 +245,9 @@ def _forecast_origin(
             continue
         made = ebm.predict(served, horizon=horizon)
         reasons = ebm.explain(served, horizon=horizon, top=TOP_CONTRIBUTIONS)
-        if shrinkage and anchor is not None:
+        if shrinkage and anchor is not None and usual is not None:
             made = shrinkage.serve(ebm.name, made, anchor, served)
-            reasons = guard.explain_served(reasons, made, usual_days(served).drop("yhat"))
+            reasons = guard.explain_served(reasons, made, usual)
             made = made.drop("anchor", "weight")
         forecasts.append(made.with_columns(model=pl.lit(ebm.name)))
         explanations.append(reasons.with_columns(model=pl.lit(ebm.name)))
@@ -293,14 +289,6 @@ def own_backtest(
     is the one recorded now: for a patient of that sample, or one whose course was recorded
     during that year, the check favours the EBM, never the usual level.
     """
-    columns = {
-        "patient_id": pl.String,
-        "model": pl.String,
-        "own_mae": pl.Float64,
-        "usual_mae": pl.Float64,
-        "own_days": pl.UInt32,
-        "loses": pl.Boolean,
-    }
     by_model: dict[str, list[str]] = {}
     for cluster, winner in winners.items():
         if winner not in guard.UNGUARDED:
@@ -315,7 +303,7 @@ def own_backtest(
     enough = actual.group_by("patient_id").len().filter(pl.col("len") >= OWN_BACKTEST_WORN_DAYS)
     known = panel.known_at(earlier, patients=enough["patient_id"].to_list())
     if not by_model or not known.patients.height:
-        return pl.DataFrame(schema=columns)
+        return pl.DataFrame(schema=OWN_BACKTEST_SCHEMA)
     anchor = UsualLevel().predict(known, horizon=OWN_BACKTEST_DAYS)
     scored = []
     for ebm in ebms:
@@ -335,7 +323,7 @@ def own_backtest(
             )
         )
     if not scored:
-        return pl.DataFrame(schema=columns)
+        return pl.DataFrame(schema=OWN_BACKTEST_SCHEMA)
     days = pl.concat(scored).join(actual, on=["patient_id", "target_date"])
     model_error = (pl.col("yhat") - pl.col("actual")).abs()
     usual_error = (pl.col("anchor") - pl.col("actual")).abs()
@@ -348,7 +336,7 @@ def own_backtest(
             own_days=pl.len(),
             loses=(difference.mean() - 1.645 * difference.std() / pl.len().sqrt()) > 0,
         )
-        .cast(columns)  # type: ignore[arg-type]
+        .cast(OWN_BACKTEST_SCHEMA)
         .sort("patient_id", "model")
     )
 
@@ -645,8 +633,8 @@ class Shrinkage:
     cluster (:mod:`models.guard`).
 
     Args:
-        shares: ``(model, cluster) -> shrinkage``; a model absent here is served as it forecasts
-            (versions trained before guarded forecasts).
+        shares: ``(model, cluster) -> shrinkage``; empty for versions trained before guarded
+            forecasts (every model is then served as it forecasts).
     """
 
     shares: dict[tuple[str, str], float]
@@ -658,13 +646,8 @@ class Shrinkage:
         self, model: str, forecast: pl.DataFrame, anchor: pl.DataFrame, data: ForecastInput
     ) -> pl.DataFrame:
         """``model``'s rows of the patients of ``data`` as served (:func:`models.guard.serve`),
-        with ``anchor`` and ``weight``; as they are (weight 1) when ``model`` has no shrinkage."""
+        with ``anchor`` and ``weight``; a cluster without a recorded share gets 0."""
         mine = {c: v for (m, c), v in self.shares.items() if m == model}
-        if not mine:
-            return forecast.join(
-                anchor.select("patient_id", "target_date", anchor="yhat"),
-                on=["patient_id", "target_date"],
-            ).with_columns(weight=pl.lit(1.0))
         shares = pl.DataFrame(
             {"disease_group": list(mine), "shrinkage": list(mine.values())},
             schema={"disease_group": pl.String, "shrinkage": pl.Float64},
@@ -764,12 +747,7 @@ class OnDemandForecaster:
                 f"patient {patient_id!r} has too little history for an own forecast "
                 "(the batch forecast gives a cluster-level one)"
             )
-        models: list[Forecaster] = [
-            SeasonalNaive(),
-            TrailingMean(),
-            WeekdayProfile(),
-            UsualLevel(),
-        ]
+        models: list[Forecaster] = [baseline() for baseline in BASELINES]
         if features.height and features[LEVEL][0] is not None:
             models += [ebm for ebm in self.ebms if ebm.covered(known.patients).height]
         frames = {m.name: m.predict(known, horizon=horizon) for m in models}

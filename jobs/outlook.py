@@ -27,6 +27,18 @@ DECLINE_SHARE = 0.15
 NEXT_QUARTER_DAYS = (1, 91)
 YEAR_END_DAYS = (274, 365)
 BASELINE = "baseline_mean_180d"
+# A patient's own backtest of their cluster's champion against their usual level
+# (:func:`jobs.forecast.own_backtest`).
+OWN_BACKTEST_SCHEMA = pl.Schema(
+    {
+        "patient_id": pl.String,
+        "model": pl.String,
+        "own_mae": pl.Float64,
+        "usual_mae": pl.Float64,
+        "own_days": pl.UInt32,
+        "loses": pl.Boolean,
+    }
+)
 
 
 def outlook_rows(
@@ -58,15 +70,7 @@ def outlook_rows(
         schema={"disease_group": pl.String, "champion_model": pl.String},
     )
     if own is None:
-        own = pl.DataFrame(
-            schema={
-                "patient_id": pl.String,
-                "model": pl.String,
-                "own_mae": pl.Float64,
-                "usual_mae": pl.Float64,
-                "loses": pl.Boolean,
-            }
-        )
+        own = pl.DataFrame(schema=OWN_BACKTEST_SCHEMA)
     loses = own.filter(pl.col("loses")).select("patient_id", own_champion=pl.lit(ANCHOR))
     scores = pl.concat(
         [

@@ -39,7 +39,7 @@ from models.backtest import (
     run_backtest,
 )
 from models.base import Forecaster
-from models.baselines import SeasonalNaive, TrailingMean, UsualLevel, WeekdayProfile
+from models.baselines import BASELINES
 from models.ebm import DEFAULT_PARAMS, ClusterEBM
 from models.prophet_model import ProphetPerPatient
 
@@ -181,10 +181,7 @@ def model_set(
     defaults)."""
     params = dict(ebm_params or DEFAULT_PARAMS)
     return [
-        SeasonalNaive(),
-        TrailingMean(),
-        WeekdayProfile(),
-        UsualLevel(),
+        *(baseline() for baseline in BASELINES),
         ProphetPerPatient(workers=prophet_workers),
         ClusterEBM(clustered=True, horizon=horizon, seed=seed, params=dict(params)),
         ClusterEBM(clustered=False, horizon=horizon, seed=seed, params=dict(params)),

@@ -129,21 +129,25 @@ def served(days: pl.DataFrame, weight: pl.Expr) -> pl.DataFrame:
     """``days`` (a model's forecast rows with the columns of :func:`quarter_means`) as served
     (:func:`served_yhat`), the model's own interval moved with it; ``weight`` kept."""
     shift = pl.col("served") - pl.col("yhat")
-    out = days.with_columns(weight=weight).with_columns(served=served_yhat(pl.col("weight")))
-    if "yhat_lower" in out.columns:
-        out = out.with_columns(
+    return (
+        days.with_columns(weight=weight)
+        .with_columns(served=served_yhat(pl.col("weight")))
+        .with_columns(
             yhat_lower=(pl.col("yhat_lower") + shift).clip(lower_bound=0.0),
             yhat_upper=pl.col("yhat_upper") + shift,
-        ).with_columns(
+        )
+        .with_columns(
             yhat_lower=pl.min_horizontal("yhat_lower", "served"),
             yhat_upper=pl.max_horizontal("yhat_upper", "served"),
+            yhat=pl.col("served"),
         )
-    return out.with_columns(yhat=pl.col("served")).drop("served")
+        .drop("served")
+    )
 
 
 def _mae_by_weight(days: pl.DataFrame) -> pl.DataFrame:
-    """``weight, mae, patients`` of ``days`` (backtest days of one model with ``actual``) served at
-    each weight of the grid."""
+    """``weight, mae`` of ``days`` (backtest days of one model with ``actual``) served at each
+    weight of the grid."""
     rows = []
     for share in GRID:
         error = served_yhat(weight_expr(pl.lit(share))) - pl.col("actual")
@@ -261,8 +265,8 @@ def to_json(chosen: pl.DataFrame, model: str, cluster: str) -> str | None:
 
 
 def from_json(records: Mapping[tuple[str, str], str | None]) -> dict[tuple[str, str], float]:
-    """``(model, cluster) -> shrinkage`` from the registry's records (models without one: absent,
-    i.e. served as the model forecasts them, as before guarded versions)."""
+    """``(model, cluster) -> shrinkage`` from the registry's records (none at all in versions
+    trained before guarded forecasts: every model is then served as it forecasts)."""
     out = {}
     for key, text in records.items():
         if text:
@@ -282,7 +286,8 @@ def serve(
         forecast: the model's rows (``patient_id, target_date, yhat, yhat_lower, yhat_upper``).
         anchor: :class:`UsualLevel`'s rows of the same patients and days.
         data: what was known at the origin (the patients' range comes from it).
-        shrinkage: ``patient_id, shrinkage`` (the registry's for their model and cluster).
+        shrinkage: ``patient_id, shrinkage`` (the registry's for their model and cluster; a
+            patient without one: 0, no evidence, served as the usual level).
     """
     days = forecast.join(
         quarter_means(forecast, anchor, data.origin, patient_range(data)),
