@@ -1292,7 +1292,7 @@ def forecast_choice(lake: Lake, patient_id: str, group: str, shown: str) -> str:
     }
     group_champion = registry.filter(pl.col("status") == "champion")["model"].to_list()
     champion = str(group_champion[0]) if group_champion else None
-    shares = {str(m): json.loads(t) for m, _, t in registry.iter_rows() if isinstance(t, str) and t}
+    shares = {str(m): share for m, _, t in registry.iter_rows() if (share := _served_share(t))}
     shown_champion = bool(outlook.filter((pl.col("model") == shown) & pl.col("champion")).height)
     if not shown_champion:
         return (
@@ -1309,11 +1309,11 @@ def forecast_choice(lake: Lake, patient_id: str, group: str, shown: str) -> str:
     text = f"Chosen for disease group {group} by its accuracy on past data."
     share = shares.get(shown)
     if share is not None:
-        pooled = " (all groups together: too few of this group)" if share.get("pooled") else ""
+        pooled = " (all groups together: too few of this group)" if share["pooled"] else ""
         text += (
-            f" It moves the patient's usual level at most {float(share['shrinkage']):.0%} of the "
+            f" It moves the patient's usual level at most {share['shrinkage']:.0%} of the "
             f"way the model suggests: as far as that improved past forecasts of "
-            f"{int(share['patients'])} patients{pooled}."
+            f"{share['patients']:.0f} patients{pooled}."
         )
         usual = errors.get(UsualLevel.name)
         if shown in errors and usual is not None:
@@ -1330,16 +1330,52 @@ def therapy_evidence(lake: Lake, patient_id: str, model: str) -> dict[str, int] 
     rows = _query(lake, THERAPY_EVIDENCE_SQL, (patient_id, model), reads=(REGISTRY, PATIENTS))
     if not rows.height or rows["metrics"][0] is None:
         return None
-    counts = json.loads(rows["metrics"][0]).get("therapy_patients")
+    counts = (_json_object(rows["metrics"][0]) or {}).get("therapy_patients")
     if not isinstance(counts, dict):
         return None
     evidence: dict[str, int] = {}
     for feature, patients in counts.items():
-        family = explanation_family(feature)
+        if not _is_count(patients):
+            return None  # not what training writes: no claim rather than a wrong one
+        family = explanation_family(str(feature))
         if family.startswith("therapy:"):
             slug = family.removeprefix("therapy:")
             evidence[slug] = evidence.get(slug, 0) + int(patients)
     return evidence
+
+
+def _json_object(text: object) -> dict[str, object] | None:
+    """``text`` parsed as a JSON object; None when it is not one (a registry row written by
+    something else than training is shown as no record, never as a failed page)."""
+    if not isinstance(text, str):
+        return None
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _served_share(text: object) -> dict[str, float] | None:
+    """A registry ``shrinkage`` record as training writes it (``shrinkage`` 0-1, ``patients`` a
+    count, ``pooled``), else None."""
+    record = _json_object(text)
+    if record is None:
+        return None
+    share, patients = record.get("shrinkage"), record.get("patients")
+    if (
+        not isinstance(share, int | float)
+        or isinstance(share, bool)
+        or not 0 <= share <= 1
+        or not _is_count(patients)
+    ):
+        return None
+    assert isinstance(patients, int)
+    return {"shrinkage": float(share), "patients": patients, "pooled": bool(record.get("pooled"))}
 
 
 def cluster_accuracy(lake: Lake, cluster: str) -> pl.DataFrame:

@@ -6,7 +6,8 @@ import math
 import statistics
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -14,7 +15,7 @@ import pytest
 
 from dashboard import data
 from jobs.features.clinical import THERAPY_SLUGS
-from lakehouse.catalog import DAILY_STEPS, EXPLANATIONS, FORECASTS, PATIENTS
+from lakehouse.catalog import DAILY_STEPS, EXPLANATIONS, FORECASTS, PATIENTS, REGISTRY
 from lakehouse.errors import InputError
 from lakehouse.feature_dictionary import (
     EXPLANATION_FAMILIES,
@@ -703,6 +704,84 @@ def test_a_therapy_row_says_how_many_patients_its_effect_rests_on() -> None:
     plain = data.group_by_family(contributions, changes)
     assert set(plain["label"]) >= {LEVODOPA_STOPS, PHYSIO_STARTS}
     assert math.fsum(rows["contribution"]) == pytest.approx(4110.0)
+
+
+def _registry_row(cluster: str, metrics: str, shrinkage: str) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "model_id": [f"ebm_cluster:{cluster}:v1"],
+            "kind": ["ebm"],
+            "cluster": [cluster],
+            "version": [1],
+            "trained_at": [datetime(2024, 5, 25, tzinfo=UTC)],
+            "params": ["{}"],
+            "metrics": [metrics],
+            "artifact_uri": [None],
+            "status": ["champion"],
+            "intervals": [None],
+            "shrinkage": [shrinkage],
+        },
+        schema_overrides={"version": pl.Int32, "artifact_uri": pl.String, "intervals": pl.String},
+    )
+
+
+JUNE = (K_ORIGIN, date(2024, 6, 30))  # levodopa stops on the 10th
+
+
+def test_the_therapy_evidence_and_served_share_come_from_the_registry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lake = build_champions_lake(tmp_path / "lake")
+    metrics = '{"therapy_patients": {"therapy_levodopa_change": 12, "therapy_other_change": 2}}'
+    share = '{"best": 0.5, "patients": 40, "pooled": false, "shrinkage": 0.4}'
+    lake.upsert(REGISTRY, _registry_row("PD", metrics, share))
+    monkeypatch.setenv("LAKE_URI", lake.uri)
+    forget_caches()
+    explained = _explain(lake, "K-EBM", *JUNE)
+    assert f"{LEVODOPA_STOPS} (learned from 12 patients)" in explained.rows["label"].to_list()
+    choice = data.forecast_choice(lake, "K-EBM", "PD", "ebm_cluster")
+    assert "at most 40% of the way" in choice and "40 patients" in choice
+    forget_caches()
+
+
+@pytest.mark.parametrize(
+    ("metrics", "shrinkage"),
+    [
+        ("not json", "not json"),
+        ('["a list"]', "[0.4]"),
+        (
+            '{"therapy_patients": {"therapy_levodopa_change": "<img src=x onerror=alert(1)>"}}',
+            '{"shrinkage": "=HYPERLINK(\\"http://evil.test\\")", "patients": 40}',
+        ),
+        (
+            '{"therapy_patients": {"therapy_levodopa_change": -5}}',
+            '{"shrinkage": 7.5, "patients": -1}',
+        ),
+        (
+            '{"therapy_patients": {"therapy_levodopa_change": true}}',
+            '{"shrinkage": NaN, "patients": 40}',
+        ),
+        ('{"therapy_patients": "everyone"}', '{"shrinkage": 0.4, "patients": 1e400}'),
+    ],
+)
+def test_a_registry_row_not_written_by_training_claims_nothing_and_breaks_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, metrics: str, shrinkage: str
+) -> None:
+    """A tampered or foreign registry row: the page shows the forecast and its explanation as
+    without a record (no evidence, no share), never a wrong figure or a failed page."""
+    lake = build_champions_lake(tmp_path / "lake")
+    lake.upsert(REGISTRY, _registry_row("PD", metrics, shrinkage))
+    monkeypatch.setenv("LAKE_URI", lake.uri)
+    forget_caches()
+    explained = _explain(lake, "K-EBM", *JUNE)
+    labels = explained.rows["label"].to_list()
+    assert LEVODOPA_STOPS in labels  # as without a record
+    assert not any("learned from" in label or "<img" in label for label in labels)
+    assert math.fsum(explained.rows["contribution"]) == pytest.approx(explained.forecast)
+    choice = data.forecast_choice(lake, "K-EBM", "PD", "ebm_cluster")
+    assert choice.startswith("Chosen for disease group PD")
+    assert "moves" not in choice and "HYPERLINK" not in choice
+    forget_caches()
 
 
 def test_therapy_changes_between_the_origin_and_the_days_explained() -> None:
