@@ -126,7 +126,7 @@ def recent_activity(
             low_wear=pl.col("wear") < ENOUGH_WEAR,
         )
         .select(list(ACTIVITY_SCHEMA))
-        .cast(dict(ACTIVITY_SCHEMA))
+        .cast(ACTIVITY_SCHEMA)
         .sort("patient_id")
         .collect()
     )
