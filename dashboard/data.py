@@ -27,15 +27,18 @@ from urllib.parse import urlencode
 
 import duckdb
 import polars as pl
+import simple_icd_10_cm
 import streamlit as st
 
 from jobs.outlook import DECLINE_SHARE
+from jobs.recent_activity import recent_activity
 from lakehouse import sandbox
 from lakehouse.audit import read as read_audit
 from lakehouse.catalog import (
     ALERTS,
     BACKTESTS,
     DAILY_STEPS,
+    DIAGNOSES,
     EXPLANATIONS,
     FORECASTS,
     JOB_RUNS,
@@ -135,6 +138,13 @@ SELECT date, effect, severity
 FROM bronze.side_effects
 WHERE patient_id = ?
 ORDER BY date, effect
+"""
+
+PATIENT_DIAGNOSES_SQL = """
+SELECT code, diagnosed_on, description
+FROM bronze.diagnoses
+WHERE patient_id = ?
+ORDER BY diagnosed_on, code
 """
 
 # ------------------------------------------------------------------------------------- cohorts
@@ -555,6 +565,101 @@ def patient_therapies(lake: Lake, patient_id: str) -> pl.DataFrame:
 def patient_side_effects(lake: Lake, patient_id: str) -> pl.DataFrame:
     """The patient's reported side effects: date, effect, severity."""
     return _query(lake, PATIENT_SIDE_EFFECTS_SQL, (patient_id,), reads=(SIDE_EFFECTS,))
+
+
+def patient_diagnoses(lake: Lake, patient_id: str) -> pl.DataFrame:
+    """The patient's diagnoses, oldest first: ``code, name, diagnosed_on``. The name is the
+    ICD-10-CM title of the code (:func:`icd10_name`), else the description the clinical file gave,
+    else "code not in ICD-10-CM"."""
+    frame = _query(lake, PATIENT_DIAGNOSES_SQL, (patient_id,), reads=(DIAGNOSES,))
+    names = [
+        icd10_name(code) or (str(given).strip() if given and str(given).strip() else None)
+        for code, given in frame.select("code", "description").iter_rows()
+    ]
+    return frame.select(
+        "code",
+        pl.Series("name", names, dtype=pl.String).fill_null(UNKNOWN_CODE),
+        "diagnosed_on",
+    )
+
+
+UNKNOWN_CODE = "code not in ICD-10-CM"
+
+
+def icd10_name(code: str) -> str | None:
+    """The ICD-10-CM title of ``code`` (with or without its dot, any case), None when it is not
+    an ICD-10-CM code."""
+    cleaned = code.strip().upper()
+    if not cleaned or not simple_icd_10_cm.is_valid_item(cleaned):
+        return None
+    return str(simple_icd_10_cm.get_description(cleaned))
+
+
+@dataclass(frozen=True)
+class PatientSummary:
+    """What a clinician reads first about a patient, as of a reference day.
+
+    Args:
+        reference: the day the figures are measured up to (yesterday on the page).
+        age: years between the birth year and the reference day's year (None when unknown); with
+            only a birth year on record it may be one year more than the true age.
+        disease_group: MS, PD, RA or OTHER.
+        diagnoses: ``code, name, diagnosed_on`` (:func:`patient_diagnoses`).
+        current_therapies: ``therapy, start_date`` of the courses running on the reference day.
+        activity: the patient's row of :func:`jobs.recent_activity.recent_activity`: last day
+            with data, days without data, worn days of the last 28 and the wear share, 30-day
+            mean, baseline and change, and the flags.
+    """
+
+    reference: date
+    age: int | None
+    disease_group: str
+    diagnoses: pl.DataFrame
+    current_therapies: pl.DataFrame
+    activity: dict[str, object]
+
+
+def patient_activity(daily_steps: pl.DataFrame, reference: date) -> dict[str, object]:
+    """The patient's recent activity (:func:`jobs.recent_activity.recent_activity`) from their
+    days (``date, steps, is_wear_day`` as :func:`patient_daily_steps` returns them)."""
+    days = daily_steps.select("date", "steps", "is_wear_day").with_columns(
+        patient_id=pl.lit("patient")
+    )
+    last = days["date"].max() if days.height else None
+    last_days = pl.DataFrame(
+        {"patient_id": ["patient"], "last_day": [last]},
+        schema={"patient_id": pl.String, "last_day": pl.Date},
+    )
+    return recent_activity(days, last_days, reference).row(0, named=True)
+
+
+def patient_summary(
+    lake: Lake,
+    patient_id: str,
+    reference: date,
+    *,
+    daily_steps: pl.DataFrame | None = None,
+    therapies: pl.DataFrame | None = None,
+) -> PatientSummary | None:
+    """The patient's summary as of ``reference`` (None when the patient is unknown). Pass the
+    daily steps and therapies already read for the page to avoid reading them twice."""
+    profile = patient_profile(lake, patient_id)
+    if profile is None:
+        return None
+    days = patient_daily_steps(lake, patient_id) if daily_steps is None else daily_steps
+    courses = patient_therapies(lake, patient_id) if therapies is None else therapies
+    running = courses.filter(
+        (pl.col("start_date") <= reference)
+        & (pl.col("end_date").is_null() | (pl.col("end_date") >= reference))
+    ).select("therapy", "start_date")
+    return PatientSummary(
+        reference=reference,
+        age=None if profile.birth_year is None else reference.year - profile.birth_year,
+        disease_group=profile.disease_group,
+        diagnoses=patient_diagnoses(lake, patient_id),
+        current_therapies=running,
+        activity=patient_activity(days, reference),
+    )
 
 
 # -------------------------------------------------------------------------------------- cohorts
