@@ -315,6 +315,17 @@ FROM gold.outlook
 WHERE patient_id = ? AND origin_date = (SELECT origin_date FROM latest)
 """
 
+# The champion's summary of the patient's latest forecast (the worklist's and the decline
+# list's figures for one patient).
+PATIENT_OUTLOOK_SQL = """
+SELECT model, origin_date, baseline_steps, next_quarter_steps, year_end_steps, year_end_change
+FROM gold.outlook
+WHERE patient_id = ? AND champion
+  AND origin_date = (SELECT max(origin_date) FROM gold.outlook WHERE patient_id = ?)
+ORDER BY model
+LIMIT 1
+"""
+
 MODEL_SHRINKAGE_SQL = """
 SELECT split_part(model_id, ':', 1) AS model, status, shrinkage
 FROM models.registry
@@ -1427,6 +1438,37 @@ def forecast_choice(lake: Lake, patient_id: str, group: str, shown: str) -> str:
                 f"average, their usual level alone by {usual:,.0f}."
             )
     return text
+
+
+@dataclass(frozen=True)
+class PatientOutlook:
+    """The champion's forecast of a patient summed up (:mod:`jobs.outlook`), as the worklist
+    and the decline list show it.
+
+    Args:
+        model: the champion model.
+        origin_date: the forecast's first day.
+        baseline_steps: mean steps of the worn days of the 180 days before the origin (None
+            with fewer than 60).
+        next_quarter_steps: the mean forecast of days 1-91.
+        year_end_steps: the mean forecast of days 274-365 (months 10-12).
+        year_end_change: ``year_end_steps / baseline_steps - 1`` (None without a baseline).
+    """
+
+    model: str
+    origin_date: date
+    baseline_steps: float | None
+    next_quarter_steps: float | None
+    year_end_steps: float | None
+    year_end_change: float | None
+
+
+def patient_outlook(lake: Lake, patient_id: str) -> PatientOutlook | None:
+    """The champion's outlook of the patient's latest forecast (None without a champion)."""
+    rows = _query(lake, PATIENT_OUTLOOK_SQL, (patient_id, patient_id), reads=(OUTLOOK,))
+    if rows.is_empty():
+        return None
+    return PatientOutlook(**rows.row(0, named=True))
 
 
 def therapy_evidence(lake: Lake, patient_id: str, model: str) -> dict[str, int] | None:
