@@ -27,11 +27,10 @@ from urllib.parse import urlencode
 
 import duckdb
 import polars as pl
-import simple_icd_10_cm
 import streamlit as st
 
 from jobs.outlook import DECLINE_SHARE
-from jobs.recent_activity import recent_activity
+from jobs.recent_activity import recent_activity, window_start
 from lakehouse import sandbox
 from lakehouse.audit import read as read_audit
 from lakehouse.catalog import (
@@ -62,6 +61,7 @@ from lakehouse.feature_dictionary import (
     therapy_slug,
 )
 from lakehouse.feature_dictionary import THERAPIES as KNOWN_THERAPIES
+from lakehouse.icd10 import icd10_name
 from lakehouse.query import (
     PATIENT_FORECAST_SQL,
     QueryResult,
@@ -82,10 +82,10 @@ HISTORY_DAYS = 730
 DISEASE_GROUPS = ("MS", "PD", "RA", "OTHER")
 # Age on the last day of the chosen period, in bands; "unknown" without a birth year.
 AGE_BANDS = ("under 40", "40-49", "50-59", "60-69", "70+", "unknown")
-# A patient has enough wear in a period when at least this share of the days from their first
-# to their last day in it are wear days (days without any data count as not worn).
-ENOUGH_WEAR_SHARE = 0.7
 DECLINE_LIST_LENGTH = 50
+# shown when no patient crosses the decline threshold: the patients nearest it
+NEAREST_DECLINES = 10
+WORKLIST_PAGE_ROWS = 25
 SQL_ROW_CAP = 5_000
 SQL_TIMEOUT_SECONDS = 20.0
 # what one analyst's result may take in the server's memory (st.dataframe sends it to the browser)
@@ -193,23 +193,11 @@ days AS (
     FROM silver.daily_steps AS d
     JOIN chosen USING (patient_id)
     WHERE d.month BETWEEN ? AND ? AND d.date BETWEEN CAST(? AS DATE) AND CAST(? AS DATE)
-),
-per_patient AS (
-    SELECT
-        patient_id,
-        count(*) FILTER (WHERE is_wear_day) AS wear_days,
-        date_diff('day', min(date), max(date)) + 1 AS span_days
-    FROM days
-    GROUP BY patient_id
 )
 SELECT
     (SELECT count(*) FROM chosen) AS patients,
-    (SELECT count(*) FROM per_patient) AS patients_with_data,
-    (SELECT median(steps) FROM days WHERE is_wear_day) AS median_wear_day_steps,
-    (
-        SELECT avg(CASE WHEN wear_days >= {ENOUGH_WEAR_SHARE} * span_days THEN 1.0 ELSE 0.0 END)
-        FROM per_patient
-    ) AS enough_wear_share
+    (SELECT count(DISTINCT patient_id) FROM days) AS patients_with_data,
+    (SELECT median(steps) FROM days WHERE is_wear_day) AS median_wear_day_steps
 """
 
 # Quantiles are computed in DuckDB so the browser receives one row per group, whatever the size
@@ -279,6 +267,28 @@ ORDER BY o.year_end_change, o.patient_id
 LIMIT ?
 """
 
+
+# Every patient of the cohort (the worklist's rows).
+COHORT_PATIENTS_SQL = f"""
+WITH {_COHORT}
+SELECT patient_id, disease_group, age_band FROM chosen
+"""
+
+# The champion's year-end change from each patient's latest forecast origin, for every patient
+# of the cohort that has one.
+COHORT_OUTLOOK_SQL = f"""
+WITH {_COHORT},
+latest AS (
+    SELECT patient_id, max(origin_date) AS origin_date
+    FROM gold.outlook
+    GROUP BY patient_id
+)
+SELECT o.patient_id, o.model, o.origin_date, o.year_end_change
+FROM gold.outlook AS o
+JOIN latest USING (patient_id, origin_date)
+JOIN chosen USING (patient_id)
+WHERE o.champion
+"""
 
 THERAPY_NAMES_SQL = """
 SELECT DISTINCT therapy FROM bronze.therapies ORDER BY therapy
@@ -597,15 +607,6 @@ def patient_diagnoses(lake: Lake, patient_id: str) -> pl.DataFrame:
 UNKNOWN_CODE = "code not in ICD-10-CM"
 
 
-def icd10_name(code: str) -> str | None:
-    """The ICD-10-CM title of ``code`` (with or without its dot, any case), None when it is not
-    an ICD-10-CM code."""
-    cleaned = code.strip().upper()
-    if not cleaned or not simple_icd_10_cm.is_valid_item(cleaned):
-        return None
-    return str(simple_icd_10_cm.get_description(cleaned))
-
-
 @dataclass(frozen=True)
 class PatientSummary:
     """What a clinician reads first about a patient, as of a reference day.
@@ -724,14 +725,11 @@ class CohortKpis:
         patients: patients matching the filters.
         patients_with_data: of those, patients with daily steps in the period.
         median_wear_day_steps: median daily steps over their wear days (None without any).
-        enough_wear_share: share of patients with data who have enough wear
-            (:data:`ENOUGH_WEAR_SHARE`); None without patients with data.
     """
 
     patients: int
     patients_with_data: int
     median_wear_day_steps: float | None
-    enough_wear_share: float | None
 
 
 def data_period(lake: Lake) -> tuple[date, date] | None:
@@ -764,17 +762,17 @@ _COHORT_TABLES = (PATIENTS, THERAPIES)
 
 
 def cohort_kpis(lake: Lake, cohort: CohortFilter) -> CohortKpis:
-    """Patients, median daily steps on wear days and share with enough wear in the period."""
+    """Patients, patients with data and median daily steps on wear days in the period (wear
+    and data freshness are the worklist's, :func:`worklist`)."""
     params = (*cohort.params(), *cohort.period())
     row = _query(lake, COHORT_KPIS_SQL, params, reads=(*_COHORT_TABLES, DAILY_STEPS)).row(
         0, named=True
     )
-    median, share = row["median_wear_day_steps"], row["enough_wear_share"]
+    median = row["median_wear_day_steps"]
     return CohortKpis(
         patients=int(row["patients"]),
         patients_with_data=int(row["patients_with_data"]),
         median_wear_day_steps=None if median is None else float(median),
-        enough_wear_share=None if share is None else float(share),
     )
 
 
@@ -792,13 +790,165 @@ def cohort_weekly_trend(lake: Lake, cohort: CohortFilter) -> pl.DataFrame:
 
 
 def declining_patients(
-    lake: Lake, cohort: CohortFilter, *, limit: int = DECLINE_LIST_LENGTH
+    lake: Lake,
+    cohort: CohortFilter,
+    *,
+    limit: int = DECLINE_LIST_LENGTH,
+    threshold: float = -DECLINE_SHARE,
 ) -> pl.DataFrame:
     """Patients of the cohort whose champion forecast for the last quarter of the year ahead is
     at least :data:`jobs.outlook.DECLINE_SHARE` below their 180-day baseline, largest fall
-    first (from each patient's latest forecast)."""
-    params = (*cohort.params(), -DECLINE_SHARE, limit)
+    first (from each patient's latest forecast). ``threshold=math.inf`` lists the patients
+    nearest the threshold whatever their change (:data:`NEAREST_DECLINES`)."""
+    params = (*cohort.params(), threshold, limit)
     return _query(lake, COHORT_DECLINE_SQL, params, reads=(*_COHORT_TABLES, OUTLOOK))
+
+
+DEFAULT_WORKLIST_ORDER = "needs attention first"
+# a patient who never sent data has been silent longest
+_SILENCE = pl.col("days_without_data").fill_null(2**31 - 1)
+# each order: sort keys and whether each is descending (missing values last, then by patient)
+WORKLIST_ORDERS: dict[str, tuple[list[pl.Expr], list[bool]]] = {
+    "needs attention first": (
+        [pl.col("attention"), _SILENCE, pl.col("forecast_change"), pl.col("change")],
+        [True, True, False, False],
+    ),
+    "longest without data": ([_SILENCE], [True]),
+    "least wear": ([pl.col("wear")], [False]),
+    "largest fall, last 30 days": ([pl.col("change")], [False]),
+    "largest fall expected": ([pl.col("forecast_change")], [False]),
+    "patient": ([pl.col("patient_id")], [False]),
+}
+WORKLIST_SCHEMA = pl.Schema(
+    {
+        "patient_id": pl.String,
+        "disease_group": pl.String,
+        "age_band": pl.String,
+        "attention": pl.Int32,
+        "reasons": pl.String,
+        "last_day": pl.Date,
+        "days_without_data": pl.Int32,
+        "worn_days": pl.Int32,
+        "wear": pl.Float64,
+        "recent_mean": pl.Float64,
+        "baseline": pl.Float64,
+        "change": pl.Float64,
+        "forecast_change": pl.Float64,
+        "no_data": pl.Boolean,
+        "low_wear": pl.Boolean,
+        "decline_expected": pl.Boolean,
+    }
+)
+
+
+def worklist(
+    lake: Lake, cohort: CohortFilter, reference: date, *, order: str = DEFAULT_WORKLIST_ORDER
+) -> pl.DataFrame:
+    """Every patient of the cohort with their recent activity as of ``reference``
+    (:func:`jobs.recent_activity.recent_activity`), the champion's forecast change for months
+    10-12 against their baseline (``forecast_change``, from their latest forecast) and the flags
+    a clinician acts on: ``no data`` (7+ days), ``low wear`` (under 70% of the last 28 days),
+    ``decline expected`` (a forecast change at or below minus :data:`DECLINE_SHARE`).
+    ``attention`` counts the flags and ``reasons`` names them; rows in :data:`WORKLIST_ORDERS`
+    ``order``. :data:`WORKLIST_SCHEMA` columns."""
+    patients = _query(lake, COHORT_PATIENTS_SQL, cohort.params(), reads=(*_COHORT_TABLES,))
+    outlook = _query(lake, COHORT_OUTLOOK_SQL, cohort.params(), reads=(*_COHORT_TABLES, OUTLOOK))
+    activity = recent_activity_of(lake, reference)
+    rows = (
+        patients.join(activity, on="patient_id", how="left")
+        .join(
+            outlook.select("patient_id", forecast_change="year_end_change"),
+            on="patient_id",
+            how="left",
+        )
+        .with_columns(
+            # a patient without any daily steps has no activity row: no data, no wear
+            no_data=pl.col("no_data").fill_null(True),
+            low_wear=pl.col("low_wear").fill_null(True),
+            worn_days=pl.col("worn_days").fill_null(0),
+            wear=pl.col("wear").fill_null(0.0),
+            decline_expected=(pl.col("forecast_change") <= -DECLINE_SHARE).fill_null(False),
+        )
+    )
+    no_data = (
+        pl.when(pl.col("days_without_data").is_null())
+        .then(pl.lit("no data yet"))
+        .otherwise(pl.format("no data for {} days", pl.col("days_without_data")))
+    )
+    low_wear = pl.format("wear {}%", (pl.col("wear") * 100).round(0).cast(pl.Int32))
+    decline = pl.format(
+        "decline expected ({}%)", (pl.col("forecast_change") * 100).round(0).cast(pl.Int32)
+    )
+    reasons = pl.concat_list(
+        pl.when(pl.col("no_data")).then(no_data),
+        pl.when(pl.col("low_wear") & ~pl.col("no_data")).then(low_wear),
+        pl.when(pl.col("decline_expected")).then(decline),
+    ).list.drop_nulls()
+    by, descending = WORKLIST_ORDERS.get(order, WORKLIST_ORDERS[DEFAULT_WORKLIST_ORDER])
+    return (
+        rows.with_columns(
+            attention=reasons.list.len().cast(pl.Int32),
+            reasons=reasons.list.join(" · "),
+        )
+        .select(list(WORKLIST_SCHEMA))
+        .cast(WORKLIST_SCHEMA)
+        .sort(
+            [*by, pl.col("patient_id")],
+            descending=[*descending, False],
+            nulls_last=True,
+            maintain_order=True,
+        )
+    )
+
+
+def recent_activity_of(lake: Lake, reference: date) -> pl.DataFrame:
+    """Every patient's recent activity as of ``reference`` (:func:`jobs.recent_activity.
+    recent_activity`), read from the lake once per version of silver/daily_steps and day."""
+    return _recent_activity(lake.uri, _versions_of(lake, (DAILY_STEPS,)), reference, lake)
+
+
+@st.cache_data(ttl=RESULT_TTL_SECONDS, max_entries=16, show_spinner=False)
+def _recent_activity(
+    uri: str, versions: TableVersions, reference: date, _lake: Lake
+) -> pl.DataFrame:
+    first = window_start(reference)
+    daily = (
+        _lake.scan(DAILY_STEPS)
+        .filter(
+            (pl.col("month") >= first.strftime("%Y-%m"))
+            & pl.col("date").is_between(first, reference)
+        )
+        .select("patient_id", "date", "steps", "is_wear_day")
+        .collect()
+    )
+    table = _lake.scan(DAILY_STEPS)
+    # a day after the reference day (today's first samples) is the last day with data too
+    later = table.filter(
+        (pl.col("month") >= reference.strftime("%Y-%m")) & (pl.col("date") > reference)
+    ).select("patient_id", "date")
+    last_days = (
+        pl.concat([daily.lazy().select("patient_id", "date"), later])
+        .group_by("patient_id")
+        .agg(last_day=pl.col("date").max())
+        .collect()
+    )
+    # patients without a day in the window: their last day from the older months, read for
+    # them alone (rare: patients who stopped sending data half a year ago or more)
+    silent = (
+        _lake.scan(PATIENTS)
+        .select("patient_id")
+        .collect()
+        .join(last_days, on="patient_id", how="anti")["patient_id"]
+    )
+    if silent.len():
+        older = (
+            table.filter(pl.col("patient_id").is_in(silent.implode()) & (pl.col("date") < first))
+            .group_by("patient_id")
+            .agg(last_day=pl.col("date").max())
+            .collect()
+        )
+        last_days = pl.concat([last_days, older])
+    return recent_activity(daily, last_days, reference)
 
 
 def has_forecasts(lake: Lake) -> bool:

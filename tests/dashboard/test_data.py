@@ -35,6 +35,9 @@ from tests.dashboard.demo_lake import (
     P001_CHANGE,
     P001_EXPLANATIONS,
     P001_FORECAST,
+    P001_STEPS,
+    P001_WEAR,
+    P002_CHANGE,
     DemoLake,
     build_champions_lake,
     daily_rows,
@@ -47,7 +50,8 @@ PERIOD = data.CohortFilter(first_day=date(2024, 3, 1), last_day=date(2024, 3, 10
 
 def test_every_query_works_on_an_empty_lake(empty_lake: Lake) -> None:
     assert data.data_period(empty_lake) is None
-    assert data.cohort_kpis(empty_lake, PERIOD) == data.CohortKpis(0, 0, None, None)
+    assert data.cohort_kpis(empty_lake, PERIOD) == data.CohortKpis(0, 0, None)
+    assert data.worklist(empty_lake, PERIOD, date(2024, 3, 10)).is_empty()
     assert data.cohort_steps_by_group(empty_lake, PERIOD).is_empty()
     assert data.cohort_weekly_trend(empty_lake, PERIOD).is_empty()
     assert data.declining_patients(empty_lake, PERIOD).is_empty()
@@ -71,8 +75,8 @@ def test_every_query_works_on_an_empty_lake(empty_lake: Lake) -> None:
 
 
 def _expected_kpis(daily: pl.DataFrame, patients: list[str], first: date, last: date) -> tuple:
-    """Median wear-day steps and share with enough wear, computed with plain Python."""
-    wear_steps, enough = [], []
+    """Median wear-day steps and patients with data, computed with plain Python."""
+    wear_steps, with_data = [], 0
     for patient in patients:
         days = [
             r
@@ -81,11 +85,9 @@ def _expected_kpis(daily: pl.DataFrame, patients: list[str], first: date, last: 
         ]
         if not days:
             continue
-        wear = [r for r in days if r["is_wear_day"]]
-        wear_steps += [r["steps"] for r in wear]
-        span = (max(r["date"] for r in days) - min(r["date"] for r in days)).days + 1
-        enough.append(len(wear) >= data.ENOUGH_WEAR_SHARE * span)
-    return statistics.median(wear_steps), sum(enough) / len(enough), len(enough)
+        with_data += 1
+        wear_steps += [r["steps"] for r in days if r["is_wear_day"]]
+    return statistics.median(wear_steps), with_data
 
 
 def test_cohort_kpis_of_the_demo_lake(demo_lake: DemoLake) -> None:
@@ -95,14 +97,10 @@ def test_cohort_kpis_of_the_demo_lake(demo_lake: DemoLake) -> None:
         (date(2024, 3, 3), date(2024, 3, 8)),
     ]:
         kpis = data.cohort_kpis(demo_lake.lake, data.CohortFilter(first, last))
-        median, share, with_data = _expected_kpis(daily, ["P001", "P002", "P003"], first, last)
+        median, with_data = _expected_kpis(daily, ["P001", "P002", "P003"], first, last)
         assert kpis.patients == 3
         assert kpis.patients_with_data == with_data == 2
         assert kpis.median_wear_day_steps == pytest.approx(median)
-        assert kpis.enough_wear_share == pytest.approx(share)
-    # 3-5 March: each wore 2 of the 3 days, under 70%; 3-8 March: 5 of 6 and 3 of 3
-    narrow = data.CohortFilter(date(2024, 3, 3), date(2024, 3, 5))
-    assert data.cohort_kpis(demo_lake.lake, narrow).enough_wear_share == 0.0
 
 
 def test_cohort_filters_by_group_age_band_and_therapy_in_the_period(demo_lake: DemoLake) -> None:
@@ -856,3 +854,60 @@ def test_models_have_plain_names_and_the_page_draws_the_champion() -> None:
     )
     assert data.shown_model(forecast({"cluster_level": False})) == "cluster_level"
     assert data.shown_model(forecast({})) is None
+
+
+def test_worklist_lists_every_patient_with_the_reasons_to_look_at_them(demo_lake: DemoLake) -> None:
+    """Against the demo lake's rows worked out by hand: P001 wore 8 of the last 28 days up to
+    10 March and is forecast 20% down; P002's last day is 5 March, 4 worn days, 5% down; P003 has
+    no daily steps at all."""
+    reference = date(2024, 3, 10)
+    rows = data.worklist(demo_lake.lake, PERIOD, reference)
+    by_id = {row["patient_id"]: row for row in rows.iter_rows(named=True)}
+    assert rows["patient_id"].to_list() == ["P001", "P003", "P002"]  # most reasons first
+
+    p001 = by_id["P001"]
+    wear = [s for s, w in zip(P001_STEPS, P001_WEAR, strict=True) if w]
+    assert (p001["last_day"], p001["days_without_data"], p001["worn_days"]) == (
+        reference,
+        0,
+        len(wear),
+    )
+    assert p001["wear"] == pytest.approx(len(wear) / 28)
+    assert p001["recent_mean"] is None  # 8 worn days: fewer than the 10 a 30-day mean needs
+    assert p001["forecast_change"] == pytest.approx(P001_CHANGE)
+    assert p001["reasons"] == "wear 29% · decline expected (-20%)"
+    assert p001["attention"] == 2
+
+    p002 = by_id["P002"]
+    assert (p002["last_day"], p002["days_without_data"], p002["worn_days"]) == (
+        date(2024, 3, 5),
+        5,
+        4,
+    )
+    assert not p002["no_data"] and p002["low_wear"] and not p002["decline_expected"]
+    assert p002["reasons"] == "wear 14%"
+
+    p003 = by_id["P003"]
+    assert p003["last_day"] is None and p003["no_data"] and p003["worn_days"] == 0
+    assert p003["reasons"] == "no data yet"  # low wear is not repeated for a silent patient
+
+    # a week later P002 has been silent for 12 days
+    later = data.worklist(demo_lake.lake, PERIOD, date(2024, 3, 17), order="longest without data")
+    assert later["patient_id"].to_list()[:2] == ["P003", "P002"]
+    assert later.filter(pl.col("patient_id") == "P002")["reasons"].item() == ("no data for 12 days")
+    # filters apply as everywhere on the page
+    assert data.worklist(demo_lake.lake, replace(PERIOD, disease_groups=("PD",)), reference)[
+        "patient_id"
+    ].to_list() == ["P002"]
+
+
+def test_the_decline_list_falls_back_to_the_patients_nearest_the_threshold(
+    demo_lake: DemoLake,
+) -> None:
+    pd_only = replace(PERIOD, disease_groups=("PD", "RA"))
+    assert data.declining_patients(demo_lake.lake, pd_only).is_empty()
+    nearest = data.declining_patients(
+        demo_lake.lake, pd_only, limit=data.NEAREST_DECLINES, threshold=math.inf
+    )
+    assert nearest["patient_id"].to_list() == ["P002"]
+    assert nearest["year_end_change"].to_list() == [pytest.approx(P002_CHANGE)]

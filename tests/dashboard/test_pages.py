@@ -19,6 +19,7 @@ import streamlit
 from streamlit.testing.v1 import AppTest
 
 from dashboard import data
+from jobs.recent_activity import as_of
 from lakehouse.catalog import FORECASTS, PATIENTS
 from lakehouse.errors import StorageError
 from lakehouse.storage import Lake
@@ -98,14 +99,24 @@ def test_cohort_page_shows_the_fixture_kpis_and_the_declining_patient() -> None:
         s for s, w in zip(P001_STEPS + P002_STEPS, P001_WEAR + P002_WEAR, strict=True) if w
     ]
     metrics = {m.label: m.value for m in app.metric}
+    # the fixture's days are of March 2024: against today's calendar nobody sends data
     assert metrics == {
         "Patients": "3",
         "Median daily steps": f"{statistics.median(wear_steps):,.0f}",
-        "Enough wear": "100%",  # 8 of 10 and 4 of 5 days worn
+        "No data for 7+ days": "3",
+        "Enough wear, last 28 days": "0%",
         "Decline expected": "1",
     }
     assert len(app.get("plotly_chart")) == 2
-    declining = app.dataframe[0].value
+    worklist, declining = (frame.value for frame in app.dataframe)
+    silent = (as_of() - date(2024, 3, 10)).days
+    assert worklist["patient_id"].tolist() == ["P001", "P003", "P002"]
+    assert worklist["reasons"].tolist() == [
+        f"no data for {silent} days · decline expected (-20%)",
+        "no data yet",
+        f"no data for {silent + 5} days",
+    ]
+    assert worklist["open"].tolist()[0] == "patient?patient_id=P001"
     assert declining["patient_id"].tolist() == ["P001"]
     assert declining["open"].tolist() == ["patient?patient_id=P001"]
 
@@ -119,6 +130,8 @@ def test_cohort_filters_narrow_the_cohort() -> None:
     assert metrics["Patients"] == "1"
     assert metrics["Decline expected"] == "0"
     assert "No patient of this cohort is forecast to fall" in _texts(app.success)
+    # the patients nearest the threshold instead: P002, 5% below their baseline
+    assert app.dataframe[1].value["patient_id"].tolist() == ["P002"]
 
     app.multiselect(key="cohort_groups").unselect("PD").run()
     app.multiselect(key="cohort_ages").select("under 40").run()
