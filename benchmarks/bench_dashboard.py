@@ -52,7 +52,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from common import measure, mobility, print_table
+from common import END_DATE, measure, mobility, print_table
 
 # The benchmark's lake is synthetic: the dashboard runs as the local demo (no sign-in, the admin
 # role), auditing every page and patient view as it does for a signed-in user.
@@ -328,7 +328,10 @@ def _child(kind: str, lake_uri: str, runs: int) -> None:
 def _build(lake_dir: Path, patients: int, seed: int) -> None:
     lake = str(lake_dir)
     stages: list[tuple[str, tuple[str, ...]]] = [
-        ("generate", ("generate", "--patients", str(patients), "--seed", str(seed))),
+        (
+            "generate",
+            ("generate", "--patients", str(patients), "--seed", str(seed), "--end-date", END_DATE),
+        ),
         ("aggregate", ("aggregate",)),
         ("features", ("features",)),
         ("train", ("train", "--force", "--patients-per-cluster", "200", "--tune-seconds", "0")),

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from common import mobility, run_pipeline
+from common import END_DATE, mobility, run_pipeline
 
 from jobs.forecast import champions
 from jobs.train import latest_version
@@ -393,6 +393,8 @@ def run_population(args: argparse.Namespace, patients: int) -> PopulationRun:
         str(args.seed),
         "--years",
         str(args.years),
+        "--end-date",
+        END_DATE,
     )
     withheld = withhold_last_days(Lake(str(lake_dir)), args.withhold_days)
     result.withheld_from = withheld.isoformat()

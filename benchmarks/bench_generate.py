@@ -17,6 +17,7 @@ from jobs import generate
 from jobs.runs import peak_rss_mb
 from lakehouse.catalog import STEP_SAMPLES
 from lakehouse.storage import Lake
+from synthetic.population import DEFAULT_END_DATE
 
 
 def main() -> None:
@@ -30,7 +31,13 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-generate-") as scratch:
         lake = Lake(str(args.lake or scratch))
-        summary = generate.run(lake, patients=args.patients, seed=args.seed, years=args.years)
+        summary = generate.run(
+            lake,
+            patients=args.patients,
+            seed=args.seed,
+            years=args.years,
+            end_date=DEFAULT_END_DATE,
+        )
         info = lake.info(STEP_SAMPLES)
         print(
             f"patients={summary.patients} samples={summary.samples:,} "

@@ -61,6 +61,7 @@ Result = dict[str, Any]
 def _child_generate_apple(scratch: Path, seed: int) -> Result:
     from jobs import generate
     from lakehouse.storage import Lake
+    from synthetic.population import DEFAULT_END_DATE
 
     summary = generate.run(
         Lake(str(scratch / "generate-lake")),
@@ -69,6 +70,7 @@ def _child_generate_apple(scratch: Path, seed: int) -> Result:
         years=APPLE_YEARS,
         landing=scratch / "landing",
         watch_detail=True,
+        end_date=DEFAULT_END_DATE,
     )
     return {"seconds": summary.seconds, "samples": summary.samples}
 
@@ -79,9 +81,10 @@ def _child_generate_csv(scratch: Path, patients: int, csv_path: Path) -> Result:
     from jobs import generate
     from lakehouse.catalog import STEP_SAMPLES
     from lakehouse.storage import Lake
+    from synthetic.population import DEFAULT_END_DATE
 
     lake = Lake(str(scratch / "csv-source-lake"))
-    summary = generate.run(lake, patients=patients, seed=CSV_SEED)
+    summary = generate.run(lake, patients=patients, seed=CSV_SEED, end_date=DEFAULT_END_DATE)
     offset = pl.col("utc_offset_minutes").cast(pl.Int32)
     minutes = offset.abs()
     suffix = pl.concat_str(

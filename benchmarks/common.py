@@ -16,6 +16,9 @@ from typing import Any
 # Benchmarks build throwaway lakes: ingestion pseudonymises patient ids with a key from the
 # environment, so each run gets a random one unless the caller set it (never stored anywhere).
 os.environ.setdefault("MOBILITY_PSEUDONYM_KEY", secrets.token_hex(32))
+# The synthetic populations' last day: fixed, so figures stay comparable between runs and with
+# those recorded (``mobility generate`` alone ends yesterday).
+END_DATE = "2026-10-31"
 
 
 def measure(script: str, kind: str, lake_uri: str, *extra: str) -> dict[str, Any]:
@@ -37,7 +40,17 @@ def mobility(*args: str) -> None:
 
 def generate(lake_dir: Path, patients: int, seed: int) -> None:
     """A synthetic population of ``patients`` written straight into bronze."""
-    mobility("--lake", str(lake_dir), "generate", "--patients", str(patients), "--seed", str(seed))
+    mobility(
+        "--lake",
+        str(lake_dir),
+        "generate",
+        "--patients",
+        str(patients),
+        "--seed",
+        str(seed),
+        "--end-date",
+        END_DATE,
+    )
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:

@@ -203,7 +203,11 @@ def generate(
         typer.Option(help="Write landing files (device exports, clinical CSVs) here instead."),
     ] = None,
     end_date: Annotated[
-        str | None, typer.Option(help="Last day of history, YYYY-MM-DD (default fixed).")
+        str | None,
+        typer.Option(
+            help="Last day of history, YYYY-MM-DD (default: yesterday). The same seed and end "
+            "date always give the same data."
+        ),
     ] = None,
     watch_detail: Annotated[
         bool,

@@ -10,6 +10,9 @@ run first removes the seed's step samples, then appends them in batches of patie
 flat however many patients), then replaces the seed's rows of the small tables. Re-running with
 the same arguments leaves the same table content. Other seeds' and real patients' rows are never
 touched.
+
+The simulated period ends yesterday by default (a new demo is current, not weeks old); a seed and
+an end date always give the same data, so reproducible runs (tests, benchmarks) name the end date.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Literal
 
 import polars as pl
 
+from jobs.recent_activity import as_of
 from jobs.runs import job_run
 from jobs.sources import label_sources
 from jobs.validation import quarantine_reason
@@ -33,7 +37,6 @@ from lakehouse.storage import Lake, sql_literal
 from synthetic.clinical import ClinicalHistory
 from synthetic.landing import write_apple_health_export, write_clinical_csvs
 from synthetic.population import (
-    DEFAULT_END_DATE,
     SimulatedPatient,
     clinical_frames,
     id_prefix,
@@ -205,7 +208,8 @@ def run(
         seed: population seed; the same arguments always give the same data.
         years: length of the simulated period, ending on ``end_date``.
         landing: write landing files into this directory instead of bronze tables.
-        end_date: last simulated day (default 2026-10-31, fixed for reproducibility).
+        end_date: last simulated day (default: yesterday by the wall clock, so a new demo is
+            current; the same seed and end date always give the same data).
         watch_detail: landing mode: Apple exports also hold the heart-rate and energy records
             a watch writes beside its steps (exports of realistic size for benchmarks).
         progress: called after each batch with the number of patients finished so far.
@@ -219,7 +223,7 @@ def run(
     _validate(patients, seed, years)
     if watch_detail and landing is None:
         raise InputError("--watch-detail applies to landing files only: add --landing DIR")
-    end = end_date or DEFAULT_END_DATE
+    end = end_date or as_of()
     started = time.perf_counter()
     with job_run(lake, "generate") as job:
         if landing is None:

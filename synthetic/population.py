@@ -39,7 +39,8 @@ from synthetic.samples import SampleArrays, simulate_samples
 from synthetic.wear import WearPlan, plan_wear
 from synthetic.zones import zone_offsets
 
-# A fixed default so that the same arguments always give the same tables (never "today").
+# A fixed default so that the same arguments always give the same tables (never "today"):
+# tests and benchmarks pass it to ``mobility generate``, whose own default is yesterday.
 DEFAULT_END_DATE = date(2026, 10, 31)
 # ``record`` of a sample = patient index * this + position of the sample in the patient's data.
 RECORD_STRIDE = 100_000_000

@@ -8,12 +8,14 @@ from pathlib import Path
 from jobs import aggregate, generate
 from lakehouse.catalog import DAILY_STEPS, STEP_SAMPLES
 from lakehouse.storage import Lake
+from synthetic.population import DEFAULT_END_DATE
 from tests.jobs.samples import assert_days_match_reference
 
 
 def test_daily_steps_of_a_synthetic_population_match_the_reference(tmp_path: Path) -> None:
     lake = Lake(str(tmp_path / "lake"))
-    generate.run(lake, patients=4, seed=12, years=0.4)  # includes a watch wearer
+    # includes a watch wearer
+    generate.run(lake, patients=4, seed=12, years=0.4, end_date=DEFAULT_END_DATE)
     aggregate.run(lake, batch_samples=20_000)  # several batches
     samples = lake.read(STEP_SAMPLES).to_dicts()
     days = lake.read(DAILY_STEPS)

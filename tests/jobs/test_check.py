@@ -15,6 +15,7 @@ from jobs import check as lake_check
 from jobs.features import run as features
 from lakehouse.catalog import DAILY_STEPS, FEATURES, FORECASTS, OUTLOOK
 from lakehouse.storage import Lake, sql_literal
+from synthetic.population import DEFAULT_END_DATE
 from tests.test_cli import mobility
 
 
@@ -23,7 +24,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A lake through aggregate, features and forecast (no training: baselines and Prophet)."""
     folder = tmp_path_factory.mktemp("checked") / "lake"
     lake = Lake(str(folder))
-    generate.run(lake, patients=3, seed=11, years=0.5)
+    generate.run(lake, patients=3, seed=11, years=0.5, end_date=DEFAULT_END_DATE)
     aggregate.run(lake)
     features.run(lake)
     forecast.run(lake, prophet_workers=1)

@@ -26,12 +26,13 @@ from lakehouse.catalog import (
 )
 from lakehouse.errors import StorageError
 from lakehouse.storage import Lake, empty_frame
+from synthetic.population import DEFAULT_END_DATE
 
 
 @pytest.fixture(scope="module")
 def source_lake(tmp_path_factory: pytest.TempPathFactory) -> Lake:
     lake = Lake(str(tmp_path_factory.mktemp("features") / "lake"))
-    generate.run(lake, patients=6, seed=7, years=1.0)
+    generate.run(lake, patients=6, seed=7, years=1.0, end_date=DEFAULT_END_DATE)
     aggregate.run(lake)
     return lake
 

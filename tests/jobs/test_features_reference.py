@@ -33,6 +33,7 @@ from lakehouse.catalog import (
 )
 from lakehouse.feature_dictionary import FEATURE_NAMES
 from lakehouse.storage import Lake, conform
+from synthetic.population import DEFAULT_END_DATE
 from tests.jobs.reference_features import reference_features, reference_patient_days
 
 Rows = list[dict[str, Any]]
@@ -198,7 +199,7 @@ class Population:
 @pytest.fixture(scope="module")
 def population(tmp_path_factory: pytest.TempPathFactory) -> Population:
     lake = Lake(str(tmp_path_factory.mktemp("features") / "lake"))
-    generate.run(lake, patients=8, seed=7, years=1.5)
+    generate.run(lake, patients=8, seed=7, years=1.5, end_date=DEFAULT_END_DATE)
     aggregate.run(lake)
     return Population(lake)
 

@@ -23,6 +23,7 @@ from jobs import train as train_job
 from jobs.features import run as features_job
 from lakehouse.catalog import EXPLANATIONS, FORECASTS, JOB_RUNS, OUTLOOK, REGISTRY
 from lakehouse.storage import Lake, conform
+from synthetic.population import DEFAULT_END_DATE
 from tests.test_cli import assert_one_line_error, mobility
 
 NOW = datetime(2027, 1, 1, tzinfo=UTC)
@@ -45,7 +46,7 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     base = tmp_path_factory.mktemp("forged")
     work = base / "lake"
     lake = Lake(str(work))
-    generate.run(lake, patients=24, seed=3, years=2.0)
+    generate.run(lake, patients=24, seed=3, years=2.0, end_date=DEFAULT_END_DATE)
     aggregate.run(lake)
     features_job.run(lake)
     summary = train_job.run(

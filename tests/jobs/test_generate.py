@@ -17,6 +17,7 @@ from polars.testing import assert_frame_equal
 
 from jobs import generate
 from jobs.daily import daily_steps
+from jobs.recent_activity import as_of
 from lakehouse.catalog import (
     DIAGNOSES,
     GROUND_TRUTH,
@@ -30,7 +31,7 @@ from lakehouse.catalog import (
 )
 from lakehouse.errors import InputError
 from lakehouse.storage import Lake, empty_frame
-from synthetic.population import daily_frame, samples_frame, simulate_patient
+from synthetic.population import DEFAULT_END_DATE, daily_frame, samples_frame, simulate_patient
 
 SEED = 5
 PATIENTS_N = 5
@@ -47,7 +48,9 @@ def _sorted(lake: Lake, table: TableSpec) -> pl.DataFrame:
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Lake, generate.GenerateSummary]:
     lake = Lake(str(tmp_path_factory.mktemp("generated")))
-    summary = generate.run(lake, patients=PATIENTS_N, seed=SEED, years=YEARS)
+    summary = generate.run(
+        lake, patients=PATIENTS_N, seed=SEED, years=YEARS, end_date=DEFAULT_END_DATE
+    )
     return lake, summary
 
 
@@ -102,9 +105,16 @@ def test_rerun_leaves_identical_tables(
     first, _ = generated
     lake = Lake(str(tmp_path / "lake"))
     seen: list[int] = []
-    generate.run(lake, patients=PATIENTS_N, seed=SEED, years=YEARS, progress=seen.append)
+    generate.run(
+        lake,
+        patients=PATIENTS_N,
+        seed=SEED,
+        years=YEARS,
+        progress=seen.append,
+        end_date=DEFAULT_END_DATE,
+    )
     assert seen == sorted(seen) and seen[-1] == PATIENTS_N
-    generate.run(lake, patients=PATIENTS_N, seed=SEED, years=YEARS)
+    generate.run(lake, patients=PATIENTS_N, seed=SEED, years=YEARS, end_date=DEFAULT_END_DATE)
     for table in WRITTEN:
         # Identical to itself after the re-run (no duplicates) and to a run in another lake.
         assert_frame_equal(_sorted(lake, table), _sorted(first, table))
@@ -120,7 +130,14 @@ def test_batch_size_does_not_change_the_data(
     lake = Lake(str(tmp_path / "lake"))
     monkeypatch.setattr(generate, "BATCH_SAMPLES", 1)  # one patient per batch
     seen: list[int] = []
-    generate.run(lake, patients=PATIENTS_N, seed=SEED, years=YEARS, progress=seen.append)
+    generate.run(
+        lake,
+        patients=PATIENTS_N,
+        seed=SEED,
+        years=YEARS,
+        progress=seen.append,
+        end_date=DEFAULT_END_DATE,
+    )
     assert seen == list(range(1, PATIENTS_N + 1))
     for table in (STEP_SAMPLES, QUARANTINE, PATIENTS):
         assert_frame_equal(_sorted(lake, table), _sorted(first, table))
@@ -128,11 +145,11 @@ def test_batch_size_does_not_change_the_data(
 
 def test_seeds_do_not_touch_each_other(tmp_path: Path) -> None:
     lake = Lake(str(tmp_path / "lake"))
-    generate.run(lake, patients=2, seed=4, years=0.3)
+    generate.run(lake, patients=2, seed=4, years=0.3, end_date=DEFAULT_END_DATE)
     before = {table: _sorted(lake, table) for table in WRITTEN}
     # Seed 42 shares the prefix "SYN4" but not "SYN4-".
-    generate.run(lake, patients=2, seed=42, years=0.3)
-    generate.run(lake, patients=1, seed=42, years=0.3)
+    generate.run(lake, patients=2, seed=42, years=0.3, end_date=DEFAULT_END_DATE)
+    generate.run(lake, patients=1, seed=42, years=0.3, end_date=DEFAULT_END_DATE)
     for table, frame in before.items():
         kept = _sorted(lake, table).filter(pl.col("patient_id").str.starts_with("SYN4-"))
         assert_frame_equal(kept, frame.filter(pl.col("patient_id").str.starts_with("SYN4-")))
@@ -153,6 +170,22 @@ def test_aggregation_recovers_recorded_steps(
     assert (single["steps"] - single["recorded_steps"]).abs().max() < 1e-6
     both = joined.filter("duplicated")
     assert both["steps"].sum() == pytest.approx(both["recorded_steps"].sum(), rel=0.02)
+
+
+def test_the_population_ends_yesterday_by_default(tmp_path: Path) -> None:
+    """Without an end date the simulated period ends yesterday (a new demo is current), and it
+    is the same population as one asked for with yesterday's date."""
+    before = as_of()
+    by_default = Lake(str(tmp_path / "default"))
+    generate.run(by_default, patients=2, seed=SEED, years=0.2)
+    after = as_of()
+    details = json.loads(by_default.read(JOB_RUNS)["details"][0])
+    end = date.fromisoformat(details["end_date"])
+    assert end in {before, after}  # the test may run over midnight
+    named = Lake(str(tmp_path / "named"))
+    generate.run(named, patients=2, seed=SEED, years=0.2, end_date=end)
+    for table in WRITTEN:
+        assert_frame_equal(_sorted(by_default, table), _sorted(named, table))
 
 
 def test_bad_arguments_are_input_errors(tmp_path: Path) -> None:
@@ -198,7 +231,9 @@ def test_split_quarantine_keeps_valid_rows() -> None:
 def landing(tmp_path_factory: pytest.TempPathFactory) -> tuple[Lake, Path]:
     root = tmp_path_factory.mktemp("landing")
     lake = Lake(str(root / "lake"))
-    summary = generate.run(lake, patients=4, seed=SEED, years=0.25, landing=root / "files")
+    summary = generate.run(
+        lake, patients=4, seed=SEED, years=0.25, landing=root / "files", end_date=DEFAULT_END_DATE
+    )
     assert summary.mode == "landing" and summary.landing_files == 4 + 4
     return lake, root / "files"
 

@@ -25,6 +25,7 @@ from lakehouse.catalog import (
 )
 from lakehouse.errors import InputError
 from lakehouse.storage import Lake
+from synthetic.population import DEFAULT_END_DATE
 from tests.pseudonyms import pseudonym, reidentified
 from tests.test_cli import assert_one_line_error, mobility
 
@@ -77,9 +78,14 @@ def test_landing_folder_gives_the_same_lake_as_direct_generation(tmp_path: Path)
     direct = Lake(str(tmp_path / "direct"))
     landed = Lake(str(tmp_path / "landed"))
     landing = tmp_path / "landing"
-    made = generate.run(direct, patients=3, seed=27, years=0.5)
+    made = generate.run(direct, patients=3, seed=27, years=0.5, end_date=DEFAULT_END_DATE)
     written = generate.run(
-        Lake(str(tmp_path / "scratch")), patients=3, seed=27, years=0.5, landing=landing
+        Lake(str(tmp_path / "scratch")),
+        patients=3,
+        seed=27,
+        years=0.5,
+        landing=landing,
+        end_date=DEFAULT_END_DATE,
     )
     assert written.mode == "landing" and written.landing_files == 7
     assert (made.samples, made.quarantined) == (written.samples, written.quarantined)

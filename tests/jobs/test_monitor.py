@@ -23,6 +23,7 @@ from jobs.runs import job_run
 from lakehouse.catalog import ALERTS, DAILY_STEPS, FORECASTS, JOB_RUNS, MONITOR_CHECKS, PATIENTS
 from lakehouse.settings import get_settings
 from lakehouse.storage import Lake, sql_literal
+from synthetic.population import DEFAULT_END_DATE
 
 NOW = datetime(2027, 1, 1, tzinfo=UTC)
 
@@ -30,7 +31,7 @@ NOW = datetime(2027, 1, 1, tzinfo=UTC)
 @pytest.fixture(scope="module")
 def forecasted(tmp_path_factory: pytest.TempPathFactory) -> Lake:
     lake = Lake(str(tmp_path_factory.mktemp("monitor") / "lake"))
-    generate.run(lake, patients=30, seed=11, years=2.0)
+    generate.run(lake, patients=30, seed=11, years=2.0, end_date=DEFAULT_END_DATE)
     aggregate.run(lake)
     features_job.run(lake)
     train_job.run(lake, force=True, patients_per_cluster=6, origins=2, prophet_workers=1, now=NOW)

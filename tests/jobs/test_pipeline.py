@@ -15,6 +15,7 @@ from lakehouse import Lake, StorageError
 from lakehouse.catalog import JOB_RUNS, LAKE_LOCK
 from lakehouse.lock import lease
 from lakehouse.settings import get_settings
+from synthetic.population import DEFAULT_END_DATE
 
 # Prophet fitted in this process: no worker processes to start
 IN_PROCESS = pipeline.Options(training=pipeline.Training(prophet_workers=1), forecast_workers=1)
@@ -37,7 +38,7 @@ class Recorder:
 
 @pytest.fixture
 def small_lake(lake: Lake) -> Lake:
-    generate.run(lake, patients=2, seed=5, years=0.3)
+    generate.run(lake, patients=2, seed=5, years=0.3, end_date=DEFAULT_END_DATE)
     return lake
 
 

@@ -19,6 +19,7 @@ from jobs import check as lake_check
 from jobs import generate
 from lakehouse import Lake
 from lakehouse.catalog import ALERTS, JOB_RUNS, LAKE_LOCK, REGISTRY
+from synthetic.population import DEFAULT_END_DATE
 from tests.reliability import (
     STAGES,
     comparable,
@@ -46,7 +47,9 @@ class Reference:
 def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Bronze tables of a small population (enough history for a training)."""
     folder = tmp_path_factory.mktemp("pristine") / "lake"
-    generate.run(Lake(str(folder)), patients=PATIENTS, seed=SEED, years=YEARS)
+    generate.run(
+        Lake(str(folder)), patients=PATIENTS, seed=SEED, years=YEARS, end_date=DEFAULT_END_DATE
+    )
     return folder
 
 

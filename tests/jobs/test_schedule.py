@@ -12,11 +12,19 @@ from jobs import generate, schedule
 from lakehouse import audit
 from lakehouse.catalog import AUDIT_LOG, DAILY_STEPS, JOB_RUNS, STEP_SAMPLES, table_by_path
 from lakehouse.storage import Lake
+from synthetic.population import DEFAULT_END_DATE
 
 
 def test_landing_files_go_in_once_and_are_moved_to_processed(tmp_path: Path) -> None:
     landing = tmp_path / "landing"
-    generate.run(Lake(str(tmp_path / "unused")), patients=3, seed=8, years=0.2, landing=landing)
+    generate.run(
+        Lake(str(tmp_path / "unused")),
+        patients=3,
+        seed=8,
+        years=0.2,
+        landing=landing,
+        end_date=DEFAULT_END_DATE,
+    )
     (landing / "notes.txt").write_text("not an export\n")  # unknown: left where it is
     waiting = sorted(p.relative_to(landing) for p in landing.rglob("*") if p.is_file())
     lake = Lake(str(tmp_path / "lake"))
@@ -59,7 +67,7 @@ def test_a_failed_stage_leaves_nothing_and_the_retry_completes_it(tmp_path: Path
     """In child processes: the first attempt fails (a bad setting, one line, exit 2) without
     writing daily steps; the retry, with the setting fixed, aggregates once."""
     lake = Lake(str(tmp_path / "lake"))
-    generate.run(lake, patients=2, seed=3, years=0.3)
+    generate.run(lake, patients=2, seed=3, years=0.3, end_date=DEFAULT_END_DATE)
     import os
 
     os.environ["MOBILITY_AGGREGATE_BATCH"] = "0"  # invalid: the stage fails with one line

@@ -38,6 +38,7 @@ from lakehouse.catalog import (
     TableSpec,
 )
 from lakehouse.storage import Lake
+from synthetic.population import DEFAULT_END_DATE
 from tests.test_cli import assert_one_line_error, mobility
 
 NOW = datetime(2027, 1, 1, tzinfo=UTC)
@@ -78,7 +79,7 @@ def _spark_threads() -> list[threading.Thread]:
 
 def _population(folder: Path) -> Lake:
     lake = Lake(str(folder / "lake"))
-    generate.run(lake, patients=PATIENTS, seed=SEED, years=2.0)
+    generate.run(lake, patients=PATIENTS, seed=SEED, years=2.0, end_date=DEFAULT_END_DATE)
     return lake
 
 
@@ -224,7 +225,7 @@ def test_the_command_line_runs_a_stage_on_spark(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     reference = Lake(str(tmp_path / "reference" / "lake"))
-    generate.run(reference, patients=PATIENTS, seed=SEED, years=2.0)
+    generate.run(reference, patients=PATIENTS, seed=SEED, years=2.0, end_date=DEFAULT_END_DATE)
     aggregate.run(reference)
     assert_frame_equal(_table(lake, DAILY_STEPS), _table(reference, DAILY_STEPS))
     assert lake.read(JOB_RUNS).filter(pl.col("job") == "aggregate")["engine"].to_list() == ["spark"]

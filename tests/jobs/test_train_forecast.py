@@ -27,6 +27,7 @@ from lakehouse.catalog import (
 )
 from lakehouse.errors import InputError
 from lakehouse.storage import Lake
+from synthetic.population import DEFAULT_END_DATE
 from tests.test_cli import assert_one_line_error, mobility
 
 NOW = datetime(2027, 1, 1, tzinfo=UTC)
@@ -35,7 +36,7 @@ NOW = datetime(2027, 1, 1, tzinfo=UTC)
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Lake, train_job.TrainSummary]:
     lake = Lake(str(tmp_path_factory.mktemp("train") / "lake"))
-    generate.run(lake, patients=40, seed=5, years=2.0)
+    generate.run(lake, patients=40, seed=5, years=2.0, end_date=DEFAULT_END_DATE)
     aggregate.run(lake)
     features_job.run(lake)
     summary = train_job.run(
@@ -434,7 +435,7 @@ def test_superseded_origins_keep_the_first_of_each_month_and_the_latest() -> Non
 
 def test_a_new_training_retires_the_earlier_version(tmp_path: Path) -> None:
     lake = Lake(str(tmp_path / "lake"))
-    generate.run(lake, patients=12, seed=9, years=1.6)
+    generate.run(lake, patients=12, seed=9, years=1.6, end_date=DEFAULT_END_DATE)
     aggregate.run(lake)
     features_job.run(lake)
     for day in (NOW, NOW + timedelta(days=8)):
@@ -452,7 +453,7 @@ def test_training_with_a_tuning_budget_registers_the_tuned_parameters(
     import json
 
     lake = Lake(str(tmp_path / "lake"))
-    generate.run(lake, patients=16, seed=4, years=1.6)
+    generate.run(lake, patients=16, seed=4, years=1.6, end_date=DEFAULT_END_DATE)
     aggregate.run(lake)
     features_job.run(lake)
     monkeypatch.setattr(train_job, "MIN_PATIENTS_TO_TUNE", 1)

@@ -27,6 +27,7 @@ from lakehouse.lock import LakeLock
 from lakehouse.query import connect, run_query
 from lakehouse.settings import get_settings
 from lakehouse.storage import Lake
+from synthetic.population import DEFAULT_END_DATE
 from tests.conftest import create_bucket, s3_environment, wait_for_http
 from tests.lakehouse.frames import edge_rows
 from tests.lakehouse.test_lock import race_for_lease
@@ -37,7 +38,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def test_pipeline_and_queries_run_on_s3(s3_lake: Lake) -> None:
     assert s3_lake.uri.startswith("s3://clinic-lake-")
-    summary = generate.run(s3_lake, patients=2, seed=3, years=0.2)
+    summary = generate.run(s3_lake, patients=2, seed=3, years=0.2, end_date=DEFAULT_END_DATE)
     first = aggregate.run(s3_lake)
     assert first.mode == "full"
     assert first.samples_in == s3_lake.info(STEP_SAMPLES).rows == summary.samples
@@ -75,7 +76,7 @@ def _forget_dashboard_caches() -> None:
 
 
 def test_whole_pipeline_lake_check_and_dashboard_data_on_s3(s3_lake: Lake) -> None:
-    generate.run(s3_lake, patients=3, seed=7, years=1.6)
+    generate.run(s3_lake, patients=3, seed=7, years=1.6, end_date=DEFAULT_END_DATE)
     pipeline = _mobility("pipeline")
     assert pipeline.returncode == 0, pipeline.stderr[-3000:]
     check = _mobility("lake", "check")
@@ -260,7 +261,7 @@ def test_cli_on_storage_down_prints_one_line_then_recovers(
     flaky_lake: tuple[Lake, FaultProxy],
 ) -> None:
     lake, proxy = flaky_lake
-    generate.run(lake, patients=2, seed=3, years=0.2)
+    generate.run(lake, patients=2, seed=3, years=0.2, end_date=DEFAULT_END_DATE)
     proxy.inject({"method": "PUT", "fault": "500", "times": 10_000})
     failed = _mobility("aggregate", timeout=300)
     assert failed.returncode == 2

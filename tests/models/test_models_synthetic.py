@@ -17,6 +17,7 @@ from models.baselines import SeasonalNaive, TrailingMean, WeekdayProfile
 from models.direct import LEVEL, STATE_FEATURES
 from models.ebm import ClusterEBM
 from models.prophet_model import ProphetPerPatient
+from synthetic.population import DEFAULT_END_DATE
 
 HORIZON = 180
 PATIENTS_IN_ACCURACY_TABLE = 60
@@ -26,7 +27,7 @@ PATIENTS_IN_ACCURACY_TABLE = 60
 def lake(tmp_path_factory: pytest.TempPathFactory) -> Lake:
     lake = Lake(str(tmp_path_factory.mktemp("models") / "lake"))
     # enough patients for each therapy to start during some training horizons
-    generate.run(lake, patients=300, seed=11, years=2.0)
+    generate.run(lake, patients=300, seed=11, years=2.0, end_date=DEFAULT_END_DATE)
     aggregate.run(lake)
     features_job.run(lake)
     return lake
