@@ -37,6 +37,15 @@ CHANGE_UP_COLOUR = "#2ca02c"
 CHANGE_DOWN_COLOUR = "#d62728"
 MODEL_COLOURS = ("#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#9467bd", "#2ca02c")
 THERAPY_COLOURS = ("#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#bcbd22", "#8c564b")
+# one colour per disease group on every chart, told apart also with red-green colour blindness
+# (Okabe and Ito's palette); a group not listed takes grey
+GROUP_COLOURS = {"MS": "#0072B2", "PD": "#E69F00", "RA": "#009E73", "OTHER": "#CC79A7"}
+OTHER_GROUP_COLOUR = "#7f7f7f"
+
+
+def group_colour(disease_group: str) -> str:
+    """The colour of a disease group on every chart."""
+    return GROUP_COLOURS.get(disease_group, OTHER_GROUP_COLOUR)
 
 
 def _layout(figure: go.Figure, *, title: str, y_title: str) -> go.Figure:
@@ -75,6 +84,7 @@ def steps_by_disease_group(groups: pl.DataFrame) -> go.Figure:
                 mean=[row["mean"]],
                 boxpoints=False,
                 showlegend=False,
+                marker={"color": group_colour(row["disease_group"])},
             )
         )
     return _layout(
@@ -83,30 +93,55 @@ def steps_by_disease_group(groups: pl.DataFrame) -> go.Figure:
 
 
 def weekly_trend(trend: pl.DataFrame) -> go.Figure:
-    """Median daily steps on wear days per calendar week, a line per disease group.
+    """Median daily steps on wear days per calendar week, a line per disease group, and below it
+    the patients behind each week's median (a median moves when patients join or stop sending
+    data, not only when they walk more or less).
 
     Args:
         trend: rows of :func:`dashboard.data.cohort_weekly_trend`.
     """
-    figure = go.Figure()
+    figure = make_subplots(
+        rows=2, cols=1, shared_xaxes=True, row_heights=[0.72, 0.28], vertical_spacing=0.06
+    )
     for (disease_group,), rows in trend.sort("disease_group", "week").group_by(
         "disease_group", maintain_order=True
     ):
         group = plotly_literal(disease_group)
+        colour = group_colour(str(disease_group))
+        weeks = rows["week"].to_numpy()
         figure.add_trace(
             go.Scatter(
-                x=rows["week"].to_numpy(),
+                x=weeks,
                 y=rows["median_steps"].to_numpy(),
                 customdata=rows["patients"].to_numpy(),
                 mode="lines",
                 name=group,
+                legendgroup=group,
+                line={"color": colour},
                 hovertemplate=(
                     f"{group}, week of %{{x|%Y-%m-%d}}: median %{{y:,.0f}} steps "
                     "(%{customdata} patients)<extra></extra>"
                 ),
-            )
+            ),
+            row=1,
+            col=1,
+        )
+        figure.add_trace(
+            go.Scatter(
+                x=weeks,
+                y=rows["patients"].to_numpy(),
+                mode="lines",
+                name=group,
+                legendgroup=group,
+                showlegend=False,
+                line={"color": colour, "width": 1, "shape": "hv"},
+                hovertemplate=(f"{group}, week of %{{x|%Y-%m-%d}}: %{{y}} patients<extra></extra>"),
+            ),
+            row=2,
+            col=1,
         )
     figure.update_yaxes(rangemode="tozero")
+    figure.update_yaxes(title_text="patients", row=2, col=1)
     return _layout(figure, title="Median daily steps per week (wear days)", y_title="steps")
 
 

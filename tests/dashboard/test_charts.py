@@ -217,7 +217,7 @@ def test_repeated_labels_stay_distinct_rows() -> None:
     assert len(set(bars.y)) == 4
 
 
-def test_weekly_trend_draws_a_line_per_group() -> None:
+def test_weekly_trend_draws_a_line_per_group_and_its_patients_below() -> None:
     trend = pl.DataFrame(
         {
             "disease_group": ["MS", "MS", "PD"],
@@ -227,10 +227,16 @@ def test_weekly_trend_draws_a_line_per_group() -> None:
         }
     )
     figure = charts.weekly_trend(trend)
-    assert [(t.name, _values(t.y)) for t in figure.data] == [
-        ("MS", [4000.0, 4100.0]),
-        ("PD", [3000.0]),
+    assert [(t.name, t.yaxis, _values(t.y)) for t in figure.data] == [
+        ("MS", "y", [4000.0, 4100.0]),
+        ("MS", "y2", [3, 3]),
+        ("PD", "y", [3000.0]),
+        ("PD", "y2", [2]),
     ]
+    # one colour per group, the same for its steps and its patients, distinct between groups
+    colours = {t.name: t.line.color for t in figure.data if t.yaxis == "y"}
+    assert all(t.line.color == colours[t.name] for t in figure.data)
+    assert len(set(charts.GROUP_COLOURS.values())) == len(charts.GROUP_COLOURS)
 
 
 def test_disease_group_boxes_use_the_given_percentiles() -> None:
