@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable
-from datetime import date, timedelta
+from datetime import date, datetime, time, timedelta
 from functools import cache
 from itertools import accumulate
 from typing import Any
@@ -26,7 +26,14 @@ import plotly.graph_objects as go
 import polars as pl
 from plotly.subplots import make_subplots
 
-from dashboard.data import model_name, shown_model
+from dashboard.data import (
+    GAP_DAYS,
+    ROLLING_DAYS,
+    data_gaps,
+    model_name,
+    rolling_mean,
+    shown_model,
+)
 from dashboard.literal import plotly_literal
 
 WEAR_COLOUR = "#1f77b4"
@@ -41,6 +48,8 @@ THERAPY_COLOURS = ("#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#bcbd22", "#8c56
 # (Okabe and Ito's palette); a group not listed takes grey
 GROUP_COLOURS = {"MS": "#0072B2", "PD": "#E69F00", "RA": "#009E73", "OTHER": "#CC79A7"}
 OTHER_GROUP_COLOUR = "#7f7f7f"
+ROLLING_COLOUR = "#08306b"
+GAP_COLOUR = "#bdbdbd"
 
 
 def group_colour(disease_group: str) -> str:
@@ -158,7 +167,9 @@ def patient_timeline(
     time axis.
 
     Non-wear days break the line (they are missing data, not zero mobility) and show as hollow
-    grey markers at the steps that were recorded. The forecast drawn is the one the page
+    grey markers at the steps that were recorded. A bold line is the 7-day average
+    (:func:`dashboard.data.rolling_mean`); runs of more than 3 days without any data are shaded
+    "no data" (:func:`dashboard.data.data_gaps`). The forecast drawn is the one the page
     explains (:func:`dashboard.data.shown_model`: the champion of the patient's group): a bold
     line with its 80% range as a band. With ``others`` the other models' forecasts are thin
     lines beside it, each under its plain name (:func:`dashboard.data.model_name`). Therapy
@@ -197,7 +208,8 @@ def patient_timeline(
             y=wear["steps"].to_numpy(),
             mode="lines",
             name="daily steps (wear days)",
-            line={"color": WEAR_COLOUR, "width": 1.5},
+            line={"color": WEAR_COLOUR, "width": 1},
+            opacity=0.6,  # under the 7-day average
             connectgaps=False,
             hovertemplate="%{x|%Y-%m-%d}: %{y:,.0f} steps<extra></extra>",
             xaxis="x",
@@ -222,6 +234,24 @@ def patient_timeline(
                 yaxis="y",
             )
         )
+    smooth = rolling_mean(daily_steps)
+    if smooth["rolling_mean"].is_not_null().any():
+        figure.add_trace(
+            go.Scatter(
+                x=smooth["date"].to_numpy(),
+                y=smooth["rolling_mean"].cast(pl.Float64).to_numpy(),
+                mode="lines",
+                name=f"{ROLLING_DAYS}-day average",
+                line={"color": ROLLING_COLOUR, "width": 2.5},
+                connectgaps=False,
+                hovertemplate=(
+                    f"%{{x|%Y-%m-%d}}: {ROLLING_DAYS}-day average %{{y:,.0f}} steps<extra></extra>"
+                ),
+                xaxis="x",
+                yaxis="y",
+            )
+        )
+    _add_gaps(figure, data_gaps(daily_steps))
     _add_forecasts(figure, forecast, shown_model(forecast), others)
     last_day = _last_day(daily_steps, therapies, side_effects, forecast)
     _add_clinical_timeline(figure, therapies, side_effects, last_day)
@@ -231,6 +261,37 @@ def patient_timeline(
         height=600, legend={"orientation": "h", "yanchor": "top", "y": -0.08, "x": 0}
     )
     return figure
+
+
+def _add_gaps(figure: go.Figure, gaps: pl.DataFrame) -> None:
+    """Shade each run of days without data across the steps row, with one legend entry."""
+    for first, last in gaps.select("first_day", "last_day").iter_rows():
+        figure.add_shape(
+            type="rect",
+            # from the middle of the last day with data to the middle of the next one
+            x0=datetime.combine(first, time()) - timedelta(hours=12),
+            x1=datetime.combine(last, time()) + timedelta(hours=12),
+            xref="x",
+            y0=0,
+            y1=1,
+            yref="y domain",
+            fillcolor=GAP_COLOUR,
+            opacity=0.35,
+            line={"width": 0},
+            layer="below",
+        )
+    if gaps.height:
+        figure.add_trace(
+            go.Scatter(  # the shading's legend entry: a grey square, no points
+                x=[None],
+                y=[None],
+                mode="markers",
+                marker={"color": GAP_COLOUR, "symbol": "square", "size": 12},
+                name=f"no data (more than {GAP_DAYS} days)",
+                xaxis="x",
+                yaxis="y",
+            )
+        )
 
 
 @cache

@@ -56,6 +56,7 @@ from lakehouse.catalog import (
 from lakehouse.feature_dictionary import (
     EXPLANATION_FAMILY,
     MAX_EXPLANATION_ROWS,
+    ROLLING_WINDOWS,
     explanation_family,
     normalise_therapy,
     therapy_slug,
@@ -1720,13 +1721,62 @@ def quarantine_by_reason(lake: Lake) -> pl.DataFrame:
     return _query(lake, QUARANTINE_BY_REASON_SQL, (), reads=(QUARANTINE,))
 
 
-def recent_history(daily_steps: pl.DataFrame, days: int = HISTORY_DAYS) -> pl.DataFrame:
-    """The patient's days of the last ``days`` before their last day (the chart's history)."""
-    if daily_steps.is_empty():
+def recent_history(daily_steps: pl.DataFrame, days: int | None = HISTORY_DAYS) -> pl.DataFrame:
+    """The patient's days of the last ``days`` before their last day (the chart's history;
+    every day when None)."""
+    if daily_steps.is_empty() or days is None:
         return daily_steps
     last = daily_steps["date"].max()
     assert isinstance(last, date)
     return daily_steps.filter(pl.col("date") > last - timedelta(days=days))
+
+
+# the history a patient's chart shows: label -> days before the last day (None: all of it)
+HISTORY_RANGES: dict[str, int | None] = {"90 days": 90, "1 year": 365, "all": None}
+ROLLING_DAYS = 7
+# a rolling mean needs this many wear days among its 7 (the roll_mean_7d feature's minimum)
+ROLLING_MIN_DAYS = ROLLING_WINDOWS[ROLLING_DAYS]
+# runs of days without any data longer than this are shaded "no data" on the chart
+GAP_DAYS = 3
+
+
+def rolling_mean(daily_steps: pl.DataFrame) -> pl.DataFrame:
+    """``date, rolling_mean``: for every calendar day from the first to the last, the mean steps
+    of the wear days among it and the :data:`ROLLING_DAYS` - 1 days before it (non-wear days and
+    days without data are missing, not zero); missing with fewer than :data:`ROLLING_MIN_DAYS`
+    wear days there."""
+    if daily_steps.is_empty():
+        return pl.DataFrame(schema={"date": pl.Date, "rolling_mean": pl.Float64})
+    calendar = daily_steps.select(
+        pl.date_range(pl.col("date").min(), pl.col("date").max(), "1d").alias("date")
+    )
+    wear = daily_steps.select(
+        "date", steps=pl.when(pl.col("is_wear_day")).then(pl.col("steps").cast(pl.Float64))
+    )
+    return calendar.join(wear, on="date", how="left").select(
+        "date",
+        rolling_mean=pl.col("steps").rolling_mean(
+            window_size=ROLLING_DAYS, min_samples=ROLLING_MIN_DAYS
+        ),
+    )
+
+
+def data_gaps(daily_steps: pl.DataFrame, longer_than: int = GAP_DAYS) -> pl.DataFrame:
+    """``first_day, last_day, days``: each run of more than ``longer_than`` consecutive days
+    without any data (no row in silver/daily_steps) between the patient's first and last day."""
+    schema = {"first_day": pl.Date, "last_day": pl.Date, "days": pl.Int64}
+    if daily_steps.height < 2:
+        return pl.DataFrame(schema=schema)
+    days = daily_steps.select("date").unique().sort("date")
+    return (
+        days.select(
+            first_day=pl.col("date").shift(1) + pl.duration(days=1),
+            last_day=pl.col("date") - pl.duration(days=1),
+        )
+        .with_columns(days=(pl.col("last_day") - pl.col("first_day")).dt.total_days() + 1)
+        .filter(pl.col("days") > longer_than)
+        .cast(schema)  # type: ignore[arg-type]
+    )
 
 
 def horizon_months(first_day: date, last_day: date) -> list[date]:

@@ -96,8 +96,11 @@ def test_non_wear_days_are_gaps_not_zeros() -> None:
         _daily(), NO_FORECAST, therapies, side_effects, patient_id="P1"
     )
 
-    line, non_wear, first_course, ongoing, effects = figure.data
+    line, non_wear, average, first_course, ongoing, effects = figure.data
     assert _values(line.y) == [1000.0, None, 3000.0, None, 2000.0]
+    # the 7-day average needs 3 wear days: only the last day has them (1,000, 3,000, 2,000)
+    assert average.name == "7-day average"
+    assert _values(average.y) == [None, None, None, None, 2000.0]
     assert figure.layout.yaxis.title.text == "steps"
     assert figure.layout.yaxis2.title.text == "therapies"
     assert line.y.dtype == np.float64  # numbers and gaps, never an object array
@@ -122,6 +125,7 @@ def test_the_champion_and_its_band_are_drawn_the_other_models_behind_the_toggle(
     assert set(traces) == {
         "daily steps (wear days)",
         "non-wear day (treated as missing)",
+        "7-day average",
         "80% range of the forecast",
         "forecast: ML model (all patients)",
     }
@@ -450,3 +454,22 @@ def test_group_and_cost_names_reach_the_figures_escaped() -> None:
     assert list(charts.steps_by_disease_group(groups).data[0].x) == [
         f"{_escaped(BOLD)} (3 patients)"
     ]
+
+
+def test_more_than_3_days_without_data_are_shaded_as_no_data() -> None:
+    daily = pl.DataFrame(
+        {
+            "date": [date(2024, 1, 1), date(2024, 1, 5), date(2024, 1, 11)],
+            "steps": [1000.0, 2000.0, 3000.0],
+            "coverage_hours": [12, 12, 12],
+            "n_samples": [10, 10, 10],
+            "n_sources": [1, 1, 1],
+            "is_wear_day": [True, True, True],
+        }
+    )
+    figure = charts.patient_timeline(daily, NO_FORECAST, NO_THERAPIES, NO_EFFECTS, patient_id="P")
+    shaded = [shape for shape in figure.layout.shapes if shape.type == "rect"]
+    # 2-4 January is 3 days (not shaded), 6-10 January 5 days
+    assert [(s.x0.date(), s.x1.date()) for s in shaded] == [(date(2024, 1, 5), date(2024, 1, 10))]
+    assert shaded[0].x0.hour == 12 and shaded[0].x1.hour == 12  # from midday to midday
+    assert "no data (more than 3 days)" in {trace.name for trace in figure.data}

@@ -911,3 +911,52 @@ def test_the_decline_list_falls_back_to_the_patients_nearest_the_threshold(
     )
     assert nearest["patient_id"].to_list() == ["P002"]
     assert nearest["year_end_change"].to_list() == [pytest.approx(P002_CHANGE)]
+
+
+def _random_days(seed: int) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    days, steps, wear = [], [], []
+    day = date(2025, 1, 1)
+    for _ in range(200):
+        day += timedelta(days=int(rng.choice([1, 1, 1, 1, 2, 4, 5, 9])))
+        days.append(day)
+        steps.append(float(rng.integers(0, 9000)))
+        wear.append(bool(rng.random() < 0.8))
+    return pl.DataFrame({"date": days, "steps": steps, "is_wear_day": wear})
+
+
+def test_the_7_day_average_is_the_mean_of_the_wear_days_of_each_week() -> None:
+    daily = _random_days(1)
+    smooth = data.rolling_mean(daily)
+    by_day = {r["date"]: r for r in daily.iter_rows(named=True)}
+    first, last = daily["date"].min(), daily["date"].max()
+    assert smooth.height == (last - first).days + 1  # every calendar day
+    for day, value in smooth.iter_rows():
+        week = [
+            by_day[d]["steps"]
+            for d in (day - timedelta(days=k) for k in range(7))
+            if d in by_day and by_day[d]["is_wear_day"]
+        ]
+        if len(week) >= 3:
+            assert value == pytest.approx(statistics.mean(week)), day
+        else:
+            assert value is None, day
+
+
+def test_runs_of_more_than_3_days_without_data_are_the_gaps() -> None:
+    daily = _random_days(2)
+    present = set(daily["date"].to_list())
+    expected, run = [], []
+    day = daily["date"].min()
+    while day <= daily["date"].max():
+        if day in present:
+            if len(run) > 3:
+                expected.append((run[0], run[-1], len(run)))
+            run = []
+        else:
+            run.append(day)
+        day += timedelta(days=1)
+    gaps = data.data_gaps(daily)
+    assert expected and gaps.rows() == expected
+    # a non-wear day is data (it shows as a hollow marker), not a gap
+    assert data.data_gaps(daily.with_columns(is_wear_day=False)).rows() == expected
