@@ -166,12 +166,17 @@ def test_a_refused_page_loads_nothing_and_is_audited(
 @pytest.mark.usefixtures("demo_lake")
 def test_analysts_see_pseudonyms_without_links_to_patients() -> None:
     analyst = _visit("analyst", "cohort")
-    declining = analyst.dataframe[0].value
+    worklist, declining = (frame.value for frame in analyst.dataframe[:2])
+    assert sorted(worklist["patient_id"]) == ["P001", "P002", "P003"]
     assert declining["patient_id"].tolist() == ["P001"]
-    assert "open" not in declining.columns
+    assert all("open" not in frame.value.columns for frame in analyst.dataframe)
 
     clinician = _visit("clinician", "cohort")
-    assert clinician.dataframe[0].value["open"].tolist() == ["patient?patient_id=P001"]
+    worklist, declining = (frame.value for frame in clinician.dataframe[:2])
+    assert worklist["open"].tolist() == [
+        f"patient?patient_id={pid}" for pid in worklist["patient_id"]
+    ]
+    assert declining["open"].tolist() == ["patient?patient_id=P001"]
 
 
 @pytest.mark.usefixtures("demo_lake")
