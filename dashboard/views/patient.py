@@ -12,12 +12,25 @@ import streamlit as st
 
 from dashboard import auth, charts, data
 from dashboard.literal import markdown_literal
+from jobs.recent_activity import ENOUGH_WEAR, WEAR_WINDOW_DAYS, as_of
 from lakehouse import csv_export
 
-# calendar days, shown without a time of day
-DATES = {
-    column: st.column_config.DateColumn(format="YYYY-MM-DD")
-    for column in ("date", "start_date", "end_date", "target_date", "origin_date")
+# the clinical tables' headers (calendar days shown without a time of day)
+THERAPY_HEADERS = {
+    "therapy": st.column_config.TextColumn("Therapy", width="medium"),
+    "start_date": st.column_config.DateColumn("Started", format="YYYY-MM-DD"),
+    "end_date": st.column_config.DateColumn(
+        "Ended", format="YYYY-MM-DD", help="Empty while the therapy goes on."
+    ),
+}
+SIDE_EFFECT_HEADERS = {
+    "date": st.column_config.DateColumn("Reported", format="YYYY-MM-DD"),
+    "effect": st.column_config.TextColumn("Side effect", width="medium"),
+    "severity": st.column_config.NumberColumn(
+        "CTCAE grade",
+        help="Common Terminology Criteria for Adverse Events: 1 mild, 2 moderate, 3 severe, "
+        "4 life-threatening, 5 death.",
+    ),
 }
 
 # the page view is written while the patient list loads, and the patient view while the
@@ -65,27 +78,100 @@ forecast = data.patient_forecast(lake, patient_id)
 # nothing of the patient is shown before the view is on record
 auth.wait_until_recorded()
 
-if profile is not None:
+reference = as_of()
+summary = data.patient_summary(
+    lake, patient_id, reference, daily_steps=daily_steps, therapies=therapies
+)
+if profile is not None and summary is not None:
+    activity = summary.activity
     # sex, country and time zone are as patients.csv wrote them: shown as text, never Markdown
     header = " · ".join(
         part
         for part in (
             f"disease group {profile.disease_group}",
-            f"time zone {profile.timezone}",
-            f"enrolled {profile.enrolled_on}" if profile.enrolled_on else "",
-            f"born {profile.birth_year}" if profile.birth_year else "",
+            f"age {summary.age} (born {profile.birth_year})" if summary.age is not None else "",
             profile.sex or "",
             profile.country or "",
+            f"enrolled {profile.enrolled_on:%d %b %Y}" if profile.enrolled_on else "",
+            f"time zone {profile.timezone}",
         )
         if part
     )
     st.caption(markdown_literal(header))
+    last_data, wear, recent, baseline = st.columns(4)
+    last_day = activity["last_day"]
+    silent = activity["days_without_data"]
+    last_data.metric(
+        "Last day with data",
+        f"{last_day:%d %b %Y}" if isinstance(last_day, date) else "none yet",
+        delta=None if silent is None else ("up to date" if silent == 0 else f"{silent} days ago"),
+        delta_color="off" if not activity["no_data"] else "inverse",
+        delta_arrow="off",
+        help=f"Measured against {reference:%d %b %Y} (yesterday).",
+    )
+    wear.metric(
+        f"Worn, last {WEAR_WINDOW_DAYS} days",
+        f"{activity['worn_days']} days ({activity['wear']:.0%})",
+        help=f"Days with at least 8 hours of wear and some steps, of the {WEAR_WINDOW_DAYS} days "
+        f"up to {reference:%d %b %Y}; below {ENOUGH_WEAR:.0%} the figures below rest on few "
+        "days.",
+    )
+    change = activity["change"]
+    recent.metric(
+        "Last 30 days",
+        "too few worn days"
+        if activity["recent_mean"] is None
+        else f"{activity['recent_mean']:,.0f} steps/day",
+        delta=None if change is None else f"{change:+.0%} against the baseline",
+        help=f"Mean of the worn days of the 30 days up to {reference:%d %b %Y} (at least 10 "
+        "needed).",
+    )
+    baseline.metric(
+        "Baseline",
+        "too few worn days"
+        if activity["baseline"] is None
+        else f"{activity['baseline']:,.0f} steps/day",
+        help="Mean of the worn days of the 180 days before the last 30 (at least 60 needed).",
+    )
+    diagnoses, current = st.columns(2)
+    with diagnoses:
+        if summary.diagnoses.is_empty():
+            st.caption("No diagnosis on record.")
+        else:
+            st.dataframe(
+                summary.diagnoses,
+                hide_index=True,
+                column_config={
+                    "code": st.column_config.TextColumn("ICD-10", width="small"),
+                    "name": st.column_config.TextColumn("Diagnosis", width="large"),
+                    "diagnosed_on": st.column_config.DateColumn("Diagnosed", format="YYYY-MM-DD"),
+                },
+            )
+    with current:
+        if summary.current_therapies.is_empty():
+            st.caption(f"No therapy running on {reference:%d %b %Y}.")
+        else:
+            st.dataframe(
+                summary.current_therapies,
+                hide_index=True,
+                column_config={
+                    "therapy": st.column_config.TextColumn("Current therapy", width="medium"),
+                    "start_date": st.column_config.DateColumn("Since", format="YYYY-MM-DD"),
+                },
+            )
 
 shown = data.shown_model(forecast)
 if daily_steps.is_empty():
     st.info("No daily steps for this patient yet: run `mobility pipeline`.", icon=":material/info:")
 else:
-    others = st.toggle(
+    history_pick, compare_pick = st.columns([2, 3])
+    history = history_pick.segmented_control(
+        "History shown",
+        list(data.HISTORY_RANGES),
+        default="1 year",
+        key="history_range",
+    )
+    others = compare_pick.toggle(
         "Compare with the other models",
         key="compare_models",
         disabled=forecast["model"].n_unique() < 2 if forecast.height else True,
@@ -93,7 +179,7 @@ else:
     )
     st.plotly_chart(
         charts.patient_timeline(
-            data.recent_history(daily_steps),
+            data.recent_history(daily_steps, data.HISTORY_RANGES.get(history or "1 year")),
             forecast,
             therapies,
             side_effects,
@@ -233,12 +319,16 @@ else:
         key="download_forecast",
     )
 
-for column, title, table in zip(
-    st.columns(2), ("Therapies", "Side effects"), (therapies, side_effects), strict=True
+for column, title, table, headers in zip(
+    st.columns(2),
+    ("Therapies", "Side effects"),
+    (therapies, side_effects),
+    (THERAPY_HEADERS, SIDE_EFFECT_HEADERS),
+    strict=True,
 ):
     with column:
         st.subheader(title)
         if table.is_empty():
             st.caption("None recorded.")
         else:
-            st.dataframe(table, hide_index=True, column_config=DATES)
+            st.dataframe(table, hide_index=True, column_config=headers)

@@ -14,6 +14,7 @@ from lakehouse.catalog import (
     ALERTS,
     BACKTESTS,
     DAILY_STEPS,
+    DIAGNOSES,
     EXPLANATIONS,
     FORECASTS,
     JOB_RUNS,
@@ -141,6 +142,19 @@ def build_demo_lake(root: Path) -> DemoLake:
                 "date": [date(2024, 3, 4)],
                 "effect": ["fatigue"],
                 "severity": [2],
+            }
+        ),
+    )
+    append(
+        lake,
+        DIAGNOSES,
+        pl.DataFrame(
+            {
+                "patient_id": ["P001", "P001", "P001"],
+                "code": ["G35", "f329", "Q99.X9"],
+                "diagnosed_on": [date(2015, 5, 1), date(2020, 1, 10), date(2021, 2, 3)],
+                # the file's description is used only for a code not in ICD-10-CM
+                "description": ["MS (as the file wrote it)", None, "**a local code**"],
             }
         ),
     )

@@ -960,3 +960,39 @@ def test_runs_of_more_than_3_days_without_data_are_the_gaps() -> None:
     assert expected and gaps.rows() == expected
     # a non-wear day is data (it shows as a hollow marker), not a gap
     assert data.data_gaps(daily.with_columns(is_wear_day=False)).rows() == expected
+
+
+def test_patient_summary_as_of_a_day(demo_lake: DemoLake) -> None:
+    reference = date(2024, 3, 9)
+    summary = data.patient_summary(demo_lake.lake, "P001", reference)
+    assert summary is not None
+    assert (summary.age, summary.disease_group) == (2024 - 1975, "MS")
+    assert summary.diagnoses.rows() == [
+        ("G35", "Multiple sclerosis", date(2015, 5, 1)),
+        ("f329", "Major depressive disorder, single episode, unspecified", date(2020, 1, 10)),
+        ("Q99.X9", "**a local code**", date(2021, 2, 3)),  # shown as text by the page
+    ]
+    # ocrelizumab ran 3-6 March, physiotherapy from 8 March on
+    assert summary.current_therapies.rows() == [("physiotherapy", date(2024, 3, 8))]
+    # 1-9 March: 7 worn days in the 28 up to the reference; a day after it (10 March, a partial
+    # day) is still the last day with data, so nothing is missing
+    activity = summary.activity
+    assert (activity["last_day"], activity["days_without_data"], activity["worn_days"]) == (
+        date(2024, 3, 10),
+        0,
+        7,
+    )
+    assert activity["recent_mean"] is None and activity["baseline"] is None  # too few days
+    assert data.patient_summary(demo_lake.lake, "nobody", reference) is None
+    assert data.patient_summary(demo_lake.lake, "P003", reference).activity["no_data"]  # type: ignore[union-attr]
+
+
+def test_icd10_names_come_from_the_bundled_tabular_list() -> None:
+    from lakehouse.icd10 import icd10_name
+
+    assert icd10_name("M17.9") == icd10_name("m179") == "Osteoarthritis of knee, unspecified"
+    assert icd10_name("G20.A1") == (
+        "Parkinson's disease without dyskinesia, without mention of fluctuations"
+    )
+    for not_a_code in ("", "XX", "<name>G35</name>", "G35</name><desc>x", "M17.99999"):
+        assert icd10_name(not_a_code) is None

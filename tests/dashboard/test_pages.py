@@ -174,7 +174,7 @@ def test_patient_page_draws_the_forecast_and_its_explanation() -> None:
     assert app.selectbox(key="patient_id").value == "P001"
     assert len(app.get("plotly_chart")) == 2  # timeline and waterfall
     assert "by the **ML model \\(all patients\\)**" in _texts(app.caption)  # in bold
-    accuracy = app.dataframe[0].value
+    (accuracy,) = [f.value for f in app.dataframe if "horizon_days" in f.value.columns]
     assert accuracy["horizon_days"].tolist() == [365, 365]
     assert accuracy.set_index("model")["chosen"].to_dict() == {
         "ML model (all patients)": True,
@@ -421,8 +421,8 @@ def test_patient_header_shows_ingested_text_as_written() -> None:
 
     header = next(c.value for c in app.caption if "disease group" in c.value)
     assert shown(header) == (
-        f"disease group MS · time zone Europe/Berlin · enrolled {FIRST_DAY} · born 1975 · "
-        f"{P009_SEX} · {P009_COUNTRY}"
+        f"disease group MS · age {as_of().year - 1975} (born 1975) · {P009_SEX} · "
+        f"{P009_COUNTRY} · enrolled {FIRST_DAY:%d %b %Y} · time zone Europe/Berlin"
     )
     assert tags(header) == ["<p>", "</p>"]  # no bold, no image
 
@@ -469,3 +469,27 @@ def test_an_error_quoting_data_shows_it_as_written(
     assert not app.exception
     assert shown(app.error[0].value) == message
     assert tags(app.error[0].value) == ["<p>", "</p>"]
+
+
+@pytest.mark.usefixtures("demo_lake")
+def test_patient_page_summarises_the_patient_in_clinical_terms() -> None:
+    app = _open(PATIENT)
+
+    metrics = {m.label: (m.value, m.delta) for m in app.metric}
+    silent = (as_of() - date(2024, 3, 10)).days
+    assert metrics["Last day with data"] == ("10 Mar 2024", f"{silent} days ago")
+    # the demo's days are long past: none of the last 28 worn, no recent mean, no baseline
+    assert metrics["Worn, last 28 days"] == ("0 days (0%)", "")
+    assert metrics["Last 30 days"] == ("too few worn days", "")
+    assert metrics["Baseline"] == ("too few worn days", "")
+    (diagnoses,) = [f.value for f in app.dataframe if "diagnosed_on" in f.value.columns]
+    assert diagnoses["name"].tolist() == [
+        "Multiple sclerosis",
+        "Major depressive disorder, single episode, unspecified",
+        "**a local code**",
+    ]
+    (effects,) = [f for f in app.dataframe if "severity" in f.value.columns]
+    assert json.loads(effects.proto.columns)["severity"]["label"] == "CTCAE grade"
+    history = app.get("button_group")
+    assert history, "no history range control"
+    assert not app.exception
