@@ -21,6 +21,10 @@ _STORAGE_ENV_PREFIXES = ("AWS_", "AZURE_", "GOOGLE_")
 # The lake's lease (lakehouse/lock.py): how long a holder waits for another, its time to live.
 LOCK_WAIT_SECONDS = 4 * 3600.0
 LOCK_TTL_SECONDS = 120.0
+# Monitoring's data freshness (jobs/monitor/freshness.py): days without any data in the lake,
+# counted before yesterday (the last complete day), from which an alert is raised. 2: an alert
+# when neither yesterday nor the day before has data.
+FRESHNESS_DAYS = 2
 
 
 class Settings(BaseSettings):
@@ -38,6 +42,9 @@ class Settings(BaseSettings):
     # Monitoring: where new alerts are posted (JSON), and the price table behind the cost figures.
     alert_webhook: str | None = Field(default=None, alias="MOBILITY_ALERT_WEBHOOK")
     prices_file: str | None = Field(default=None, alias="MOBILITY_PRICES")
+    # Data freshness: an alert when the lake's newest data is this many days or more before
+    # yesterday (FRESHNESS_DAYS).
+    freshness_days: int = Field(default=FRESHNESS_DAYS, alias="MOBILITY_FRESHNESS_DAYS", ge=1)
     # The scheduler's landing folder: files waiting there are ingested daily.
     landing: str | None = Field(default=None, alias="MOBILITY_LANDING")
     # Security (README, "Security and privacy"). The key of the HMAC that turns source patient

@@ -7,14 +7,14 @@ For each model, disease cluster (and ``ALL``) and cumulative horizon (the first 
 365 days ahead; a horizon without scored days beyond the next shorter one is left out, it would
 repeat it) the MAE and RMSE are compared with the backtests' mean at the same horizon.
 
-A horizon is an ``alert`` when its MAE is more than :data:`DRIFT_RATIO` times the reference and
-the difference is more than chance: the MAE's lower 95% confidence bound (one-sided, z = 1.645)
-is still above the reference. The standard error treats patients as the independent units (the
-mean absolute error of each patient, their spread over the square root of their number), since
-one patient's days are not independent. Only a cluster's champion alerts (its forecasts are the
-ones clinicians see, and an alert makes training due); another model past the same bar is a
-``warning``. Fewer than :data:`MIN_SCORED_DAYS` scored days or :data:`MIN_PATIENTS` patients give
-"too little data".
+A horizon is an ``alert`` when its MAE is :data:`DRIFT_RATIO` times the reference or more (the
+threshold, inclusive) and the difference is more than chance: the MAE's lower 95% confidence
+bound (one-sided, z = 1.645) is still above the reference. The standard error treats patients
+as the independent units (the mean absolute error of each patient, their spread over the square
+root of their number), since one patient's days are not independent. Only a cluster's champion
+alerts (its forecasts are the ones clinicians see, and an alert makes training due); another
+model past the same bar is a ``warning``. Fewer than :data:`MIN_SCORED_DAYS` scored days or
+:data:`MIN_PATIENTS` patients give "too little data".
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def accuracy_checks(
     )
     ratio = pl.col("mae") / pl.col("reference_mae")
     lower = pl.col("mae") - Z_95 * pl.col("mae_se")
-    worse = (ratio > DRIFT_RATIO) & (lower > pl.col("reference_mae"))
+    worse = (ratio >= DRIFT_RATIO) & (lower > pl.col("reference_mae"))
     return joined.sort("model", "cluster", "horizon_days").select(
         subject=pl.concat_str(
             "model",

@@ -3,9 +3,13 @@ rates (``config/prices.toml``, the original design's AWS figures), per month, an
 the budget's patient count.
 
 Measured: the CPU seconds of the job runs of the last :data:`WINDOW_DAYS` days (scaled to a
-month when the record is shorter; under :data:`MIN_OBSERVED_DAYS` days of record the budget
-check says "too little data") and the lake's size. Projected: both per patient, times the
+month when the record is shorter) and the lake's size. Projected: both per patient, times the
 budget's patients (linear, as the benchmarks found the jobs to scale).
+
+The budget check (``total``) compares the projection with the budget, inclusive: a projection
+at or over the budget is a ``warning`` as soon as it is projected, and an ``alert`` once it
+rests on :data:`MIN_OBSERVED_DAYS` days of record or more (a younger record scaled to a month
+overstates: the first backfill, a weekly training). Under the budget it is ``ok``.
 """
 
 from __future__ import annotations
@@ -92,9 +96,15 @@ def cost_checks(
         rows.append(_row(category, monthly, monthly * scale, note))
     total = sum(r["value"] for r in rows)
     projected = sum(r["reference"] for r in rows)
-    over = projected > prices.budget_usd_per_month
+    over = projected >= prices.budget_usd_per_month
     # a young record (the first backfill, a weekly training) scaled to a month overstates it
     young = observed_days < MIN_OBSERVED_DAYS
+    record = (
+        f" (projected from {observed_days:.1f} days of record: an alert from "
+        f"{MIN_OBSERVED_DAYS} days)"
+        if over and young
+        else ""
+    )
     rows.append(
         {
             "subject": "total",
@@ -102,11 +112,11 @@ def cost_checks(
             "value": total,
             "reference": projected,
             "threshold": prices.budget_usd_per_month,
-            "status": "too little data" if young else "alert" if over else "ok",
+            "status": ("warning" if young else "alert") if over else "ok",
             "details": (
                 f"{patients:,} patients measured; projected to {prices.budget_patients:,} "
                 f"patients: ${projected:,.0f} per month against a "
-                f"${prices.budget_usd_per_month:,.0f} budget"
+                f"${prices.budget_usd_per_month:,.0f} budget{record}"
             ),
         }
     )

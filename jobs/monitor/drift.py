@@ -8,13 +8,15 @@ champion forecast's mean daily steps over the year (each patient's latest origin
 The method follows Evidently's default choice by population size:
 
 - up to :data:`KS_MAX_PATIENTS` patients, the two-sample Kolmogorov-Smirnov test of the values
-  now against the reference's values (stored with the reference): a p-value under 0.05 is a
-  warning, under 0.01 an alert. Population stability needs many patients: with 30, binning noise
-  alone gives PSI values above 0.2 on calm days;
+  now against the reference's values (stored with the reference): a p-value of 0.05 or less is
+  a warning, of 0.01 or less an alert. Population stability needs many patients: with 30,
+  binning noise alone gives PSI values above 0.2 on calm days;
 - above that, the population stability index over the reference's deciles (a bin of its own for
   missing values): PSI = sum over bins of (now - reference) x ln(now / reference), shares
   smoothed by half a patient per bin (:func:`psi`); 0.1 or more is a warning (Evidently's default
   threshold for PSI), 0.2 or more an alert (a significant shift).
+
+Thresholds are inclusive: a value equal to its threshold raises its warning or alert.
 
 Fewer than :data:`MIN_PATIENTS` patients give "too little data". The PSI and the shares per bin
 are recorded with every check either way, for the Monitoring page's small distributions.
@@ -114,9 +116,9 @@ def _compare(reference: dict[str, Any], values: pl.Series) -> dict[str, Any]:
             "too little data"
             if value is None
             else "alert"
-            if value < KS_ALERT
+            if value <= KS_ALERT
             else "warning"
-            if value < KS_WARNING
+            if value <= KS_WARNING
             else "ok"
         )
     else:

@@ -1,6 +1,12 @@
 """Job health: the latest run of each job failed, or a daily job has not succeeded for too long.
 
+- ``latest run failed`` per job: 1 when its latest run did not succeed, 0 when it did; an alert
+  at 1 (the threshold);
+- ``hours since success`` per daily job: an alert from :data:`LATE_AFTER` (26 hours: a day and
+  the time a run takes) or when it never succeeded.
+
 A job that never ran is not late (a new lake); the daily jobs are the pipeline's stages.
+Thresholds are inclusive: a value equal to its threshold alerts.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ def health_checks(runs: pl.DataFrame, now: datetime) -> pl.DataFrame:
                 "metric": "latest run failed",
                 "value": 1.0 if failed else 0.0,
                 "reference": None,
-                "threshold": 0.0,
+                "threshold": 1.0,
                 "status": "alert" if failed else "ok",
                 "details": (
                     f"{job} failed at {latest['started_at']:%Y-%m-%d %H:%M} UTC: {latest['error']}"
@@ -42,7 +48,7 @@ def health_checks(runs: pl.DataFrame, now: datetime) -> pl.DataFrame:
             succeeded = mine.filter(pl.col("status") == "succeeded")
             last = succeeded["finished_at"].max() if succeeded.height else None
             hours = (now - last).total_seconds() / 3600 if isinstance(last, datetime) else None
-            late = hours is None or hours > LATE_AFTER.total_seconds() / 3600
+            late = hours is None or hours >= LATE_AFTER.total_seconds() / 3600
             rows.append(
                 {
                     "subject": f"job {job} · daily success",

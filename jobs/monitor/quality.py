@@ -1,5 +1,5 @@
 """Data quality of what arrived: quarantine rates and schema changes of the ingested files, and
-the wear, lateness and outliers of the last weeks of daily steps.
+the wear and outliers of the last four weeks of daily steps.
 
 Ingest checks read the ``ingest`` runs of ops/job_runs since the previous monitoring run (each
 records its file's format, accepted and quarantined counts and CSV header):
@@ -7,18 +7,23 @@ records its file's format, accepted and quarantined counts and CSV header):
 - ``quarantine share`` per format: quarantined / (accepted + quarantined); a warning from
   :data:`QUARANTINE_WARNING`, an alert from :data:`QUARANTINE_ALERT`;
 - ``schema`` per file: columns new, missing or retyped (the kind of value their first rows hold
-  changed, e.g. numbers to text) against the previous file of the same format (an alert: a
-  device or export tool changed its format). Columns the product knows are named, any other by
-  its position (``column 5``): a header is file content (docs/security.md).
+  changed, e.g. numbers to text) against the previous file of the same format (an alert from
+  one column changed: a device or export tool changed its format). Columns the product knows
+  are named, any other by its position (``column 5``): a header is file content
+  (docs/security.md).
 
-Daily-steps checks over the last :data:`RECENT_DAYS` days of data (warnings, not alerts: they
-describe the patients, not a broken pipeline):
+Daily-steps checks over the :data:`~jobs.recent_activity.WEAR_WINDOW_DAYS` days up to the
+reference day (yesterday by the wall clock: :func:`jobs.recent_activity.as_of`), with the one
+definition of wear of :mod:`jobs.recent_activity` (warnings, not alerts: they describe the
+patients, not a broken pipeline):
 
-- ``low wear``: share of patients with wear days on fewer than 70% of those days (days without
-  any data count as not worn), warning above :data:`LOW_WEAR_WARNING`;
-- ``late data``: share of patients whose last day is more than :data:`LATE_DAYS` days before the
-  lake's last day, warning above :data:`LATE_WARNING`;
-- ``outliers``: wear days above :data:`OUTLIER_STEPS` steps, warning when any.
+- ``low wear``: share of patients flagged ``low wear`` (worn on fewer than 70% of those days;
+  days without any data count as not worn), a warning from :data:`LOW_WEAR_WARNING`;
+- ``outliers``: wear days above :data:`OUTLIER_STEPS` steps, a warning from one.
+
+Data arriving late or not at all is :mod:`jobs.monitor.freshness`'s.
+
+Thresholds are inclusive: a value equal to its threshold raises its warning or alert.
 """
 
 from __future__ import annotations
@@ -31,15 +36,16 @@ import polars as pl
 
 from jobs.ingest.common import column_labels
 from jobs.monitor import checks_frame
+from jobs.recent_activity import ENOUGH_WEAR, WEAR_WINDOW_DAYS
 
 QUARANTINE_WARNING = 0.01
 QUARANTINE_ALERT = 0.05
-RECENT_DAYS = 28
-ENOUGH_WEAR = 0.7
+# columns changed in a file's header from which the schema check alerts
+SCHEMA_ALERT = 1
 LOW_WEAR_WARNING = 0.3
-LATE_DAYS = 3
-LATE_WARNING = 0.2
 OUTLIER_STEPS = 50_000
+# wear days above OUTLIER_STEPS from which the outliers check warns
+OUTLIERS_WARNING = 1
 
 
 def ingest_checks(runs: pl.DataFrame, since: datetime | None) -> pl.DataFrame:
@@ -78,8 +84,8 @@ def ingest_checks(runs: pl.DataFrame, since: datetime | None) -> pl.DataFrame:
                 "metric": "columns changed",
                 "value": float(changed),
                 "reference": None,
-                "threshold": 0.0,
-                "status": "alert" if changed else "ok",
+                "threshold": float(SCHEMA_ALERT),
+                "status": "alert" if changed >= SCHEMA_ALERT else "ok",
                 "details": (
                     f"{parsed.get('source_file')}: new columns {added or 'none'}, missing "
                     f"columns {missing or 'none'}, retyped columns {retyped or 'none'} against "
@@ -129,24 +135,26 @@ def _retyped(before: str | None, now: str | None) -> bool:
     return {before, now} != {"integer", "number"}
 
 
-def daily_checks(daily: pl.DataFrame, last_days: pl.DataFrame, last_day: date) -> pl.DataFrame:
-    """Low wear, late data and outliers over ``daily`` rows (``patient_id, date, steps,
-    is_wear_day``) of the :data:`RECENT_DAYS` days up to ``last_day``, for every patient of
-    ``last_days`` (``patient_id, last``: each patient's last day with data, however old)."""
-    since = last_day - timedelta(days=RECENT_DAYS - 1)
-    recent = daily.filter(pl.col("date") >= since)
-    worn = recent.group_by("patient_id").agg(wear=pl.col("is_wear_day").sum())
-    per_patient = last_days.join(worn, on="patient_id", how="left").with_columns(
-        pl.col("wear").fill_null(0)
-    )
-    patients = per_patient.height
+def daily_checks(activity: pl.DataFrame, daily: pl.DataFrame, reference: date) -> pl.DataFrame:
+    """Low wear and outliers of the :data:`~jobs.recent_activity.WEAR_WINDOW_DAYS` days up to
+    ``reference``.
+
+    Args:
+        activity: :func:`jobs.recent_activity.recent_activity` rows of every patient for
+            ``reference`` (its ``low_wear`` flag).
+        daily: ``patient_id, date, steps, is_wear_day`` rows, at least those of the window.
+        reference: the reference day (:func:`jobs.recent_activity.as_of`).
+    """
+    patients = activity.height
     if not patients:
         return checks_frame([], "data quality")
-    low = per_patient.filter(pl.col("wear") < ENOUGH_WEAR * RECENT_DAYS).height / patients
-    late = (
-        per_patient.filter(pl.col("last") < last_day - timedelta(days=LATE_DAYS)).height / patients
-    )
-    outliers = recent.filter(pl.col("is_wear_day") & (pl.col("steps") > OUTLIER_STEPS)).height
+    low_patients = int(activity["low_wear"].sum())
+    low = low_patients / patients
+    first = reference - timedelta(days=WEAR_WINDOW_DAYS - 1)
+    window = pl.col("date").is_between(first, reference)
+    outliers = daily.filter(
+        window & pl.col("is_wear_day") & (pl.col("steps") > OUTLIER_STEPS)
+    ).height
     rows = [
         {
             "subject": "low wear",
@@ -154,22 +162,11 @@ def daily_checks(daily: pl.DataFrame, last_days: pl.DataFrame, last_day: date) -
             "value": low,
             "reference": None,
             "threshold": LOW_WEAR_WARNING,
-            "status": "warning" if low > LOW_WEAR_WARNING else "ok",
+            "status": "warning" if low >= LOW_WEAR_WARNING else "ok",
             "details": (
-                f"{low:.0%} of {patients:,} patients wore their device on fewer than "
-                f"{ENOUGH_WEAR:.0%} of the last {RECENT_DAYS} days"
-            ),
-        },
-        {
-            "subject": "late data",
-            "metric": "share of patients",
-            "value": late,
-            "reference": None,
-            "threshold": LATE_WARNING,
-            "status": "warning" if late > LATE_WARNING else "ok",
-            "details": (
-                f"{late:.0%} of {patients:,} patients have no data in the last {LATE_DAYS} days "
-                f"before {last_day}"
+                f"{low_patients:,} of {patients:,} patients ({low:.0%}) wore their device on "
+                f"fewer than {ENOUGH_WEAR:.0%} of the {WEAR_WINDOW_DAYS} days {first} to "
+                f"{reference}"
             ),
         },
         {
@@ -177,9 +174,12 @@ def daily_checks(daily: pl.DataFrame, last_days: pl.DataFrame, last_day: date) -
             "metric": "days",
             "value": float(outliers),
             "reference": None,
-            "threshold": 0.0,
-            "status": "warning" if outliers else "ok",
-            "details": f"{outliers:,} wear days above {OUTLIER_STEPS:,} steps",
+            "threshold": float(OUTLIERS_WARNING),
+            "status": "warning" if outliers >= OUTLIERS_WARNING else "ok",
+            "details": (
+                f"{outliers:,} wear days above {OUTLIER_STEPS:,} steps between {first} and "
+                f"{reference}"
+            ),
         },
     ]
     return checks_frame(rows, "data quality")

@@ -6,7 +6,9 @@ check and subject in ops/monitor_checks, alerts raised and resolved in ops/alert
 - ``feature drift`` and ``prediction drift`` (:mod:`jobs.monitor.drift`): PSI of the population
   now against the one the current models were trained for;
 - ``data quality`` (:mod:`jobs.monitor.quality`): quarantine rates and schema changes of the
-  files ingested since the last run; low wear, late data and outliers of the last weeks;
+  files ingested since the last run; low wear and outliers of the last four weeks;
+- ``data freshness`` (:mod:`jobs.monitor.freshness`): the lake's newest data and the patients
+  without data, against yesterday by the wall clock (``now``);
 - ``job health`` (:mod:`jobs.monitor.health`): failed latest runs, daily jobs late;
 - ``cost`` (:mod:`jobs.monitor.cost`): measured monthly cost and its projection to the budget's
   patients against the budget.
@@ -21,7 +23,8 @@ import polars as pl
 
 from jobs.daily import wear_steps
 from jobs.forecast import champions
-from jobs.monitor import accuracy, alerts, cost, drift, health, quality
+from jobs.monitor import accuracy, alerts, cost, drift, freshness, health, quality
+from jobs.recent_activity import WEAR_WINDOW_DAYS, as_of, recent_activity
 from jobs.runs import job_run
 from jobs.train import latest_version
 from lakehouse.catalog import (
@@ -37,6 +40,7 @@ from lakehouse.catalog import (
     PATIENTS,
     TABLES,
 )
+from lakehouse.settings import get_settings
 from lakehouse.storage import Lake
 
 JOB = "monitor"
@@ -68,18 +72,33 @@ class MonitorSummary:
 def run(
     lake: Lake, *, now: datetime | None = None, prices: cost.Prices | None = None
 ) -> MonitorSummary:
-    """Run every check, record them and reconcile the alerts."""
+    """Run every check, record them and reconcile the alerts.
+
+    Args:
+        lake: the lake.
+        now: the time of the run (default: the wall clock); the checks of data freshness and
+            wear measure up to the day before its UTC date.
+        prices: the price table (default: :meth:`cost.Prices.load`).
+    """
     now = now or datetime.now(UTC)
+    reference = as_of(now.astimezone(UTC).date())
     prices = prices or cost.Prices.load()
     with job_run(lake, JOB) as record:
         # missing tables read as empty frames with their columns
         runs = lake.read(JOB_RUNS)
-        recent = _recent_days(lake)
+        recent = _recent_days(lake, reference)
         parts = [health.health_checks(runs, now), _drift(lake, now)]
         if recent is not None:
             last, daily, last_days = recent
             parts.append(_accuracy(lake, last, daily).with_columns(check=pl.lit("accuracy")))
-            parts.append(quality.daily_checks(daily, last_days, last))
+            # the wear and freshness flags only: the means, which need half a year, are unused
+            activity = recent_activity(daily, last_days, reference)
+            parts.append(quality.daily_checks(activity, daily, reference))
+            parts.append(
+                freshness.freshness_checks(
+                    activity, reference, stale_after_days=get_settings().freshness_days
+                )
+            )
         # since the last monitoring run that finished: a failed one checked nothing
         done = (pl.col("job") == JOB) & (pl.col("status") == "succeeded")
         monitored = runs.filter(done)["started_at"].max()
@@ -112,20 +131,27 @@ def run(
         )
 
 
-def _recent_days(lake: Lake) -> tuple[date, pl.DataFrame, pl.DataFrame] | None:
+def _recent_days(lake: Lake, reference: date) -> tuple[date, pl.DataFrame, pl.DataFrame] | None:
     """The lake's last day of data, the daily rows (``patient_id, date, steps, is_wear_day``) of
-    the days the accuracy and quality checks look at, and each patient's last day (``patient_id,
-    last``); None before any daily steps. Read once for both checks."""
-    last_days = (
-        lake.scan(DAILY_STEPS).group_by("patient_id").agg(last=pl.col("date").max()).collect()
+    the days the accuracy check (the last days of data) and the wear checks (the last days up to
+    ``reference``) look at, and every patient's last day with data (``patient_id, last_day``;
+    null for a patient without any); None before any daily steps. Read once for all checks."""
+    with_data = (
+        lake.scan(DAILY_STEPS).group_by("patient_id").agg(last_day=pl.col("date").max()).collect()
     )
-    last = last_days["last"].max()
+    last = with_data["last_day"].max()
     if not isinstance(last, date):
         return None
-    window = max(accuracy.RECENT_DAYS, quality.RECENT_DAYS)
+    # patients enrolled who never sent data are patients without data too
+    enrolled = lake.scan(PATIENTS).select("patient_id").unique().collect()
+    last_days = enrolled.join(with_data, on="patient_id", how="full", coalesce=True)
+    first = min(
+        last - timedelta(days=accuracy.RECENT_DAYS - 1),
+        reference - timedelta(days=WEAR_WINDOW_DAYS - 1),
+    )
     daily = (
         lake.scan(DAILY_STEPS)
-        .filter(pl.col("date") > pl.lit(last - timedelta(days=window)))
+        .filter(pl.col("date") >= pl.lit(first))
         .select("patient_id", "date", "steps", "is_wear_day")
         .collect()
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import math
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from jobs import train as train_job
 from jobs.features import run as features_job
 from jobs.monitor import cost, drift
 from jobs.monitor import run as monitor_job
+from jobs.recent_activity import NO_DATA_DAYS, as_of, recent_activity
 from jobs.runs import job_run
 from lakehouse.catalog import ALERTS, DAILY_STEPS, FORECASTS, JOB_RUNS, MONITOR_CHECKS, PATIENTS
 from lakehouse.settings import get_settings
@@ -26,6 +27,12 @@ from lakehouse.storage import Lake, sql_literal
 from synthetic.population import DEFAULT_END_DATE
 
 NOW = datetime(2027, 1, 1, tzinfo=UTC)
+DAILY_COLUMNS = {
+    "patient_id": pl.String,
+    "date": pl.Date,
+    "steps": pl.Float64,
+    "is_wear_day": pl.Boolean,
+}
 
 
 @pytest.fixture(scope="module")
@@ -315,35 +322,291 @@ def _check(lake: Lake, run_id: str, subject: str) -> dict[str, Any]:
     return checks.filter(pl.col("subject") == subject).row(0, named=True)
 
 
-def test_wear_lateness_and_outliers_of_the_last_weeks() -> None:
-    from datetime import date
+def _activity(daily: pl.DataFrame, last_days: pl.DataFrame, reference: date) -> pl.DataFrame:
+    return recent_activity(daily, last_days, reference)
 
+
+def test_wear_and_outliers_of_the_last_four_weeks_use_the_one_definition_of_wear() -> None:
     from jobs.monitor import quality
 
-    last = date(2024, 3, 28)
+    reference = date(2024, 3, 28)
     rows = []
     for day in range(28):
-        when = last - timedelta(days=day)
+        when = reference - timedelta(days=day)
         rows.append(("worn", when, 5000.0, True))
         rows.append(("rarely", when, 100.0, day % 2 == 0))  # 14 of 28 days worn
         if day >= 5:
             rows.append(("stopped", when, 4000.0, True))  # nothing in the last 5 days
-    rows.append(("worn", last, 80_000.0, True))
-    daily = pl.DataFrame(rows, schema=["patient_id", "date", "steps", "is_wear_day"], orient="row")
+    rows.append(("worn", reference, 80_000.0, True))
+    rows.append(("worn", reference - timedelta(days=30), 90_000.0, True))  # before the window
+    daily = pl.DataFrame(rows, schema=DAILY_COLUMNS, orient="row")
     # a fourth patient stopped sharing 40 days ago: no row in the last 28 days, still counted
     last_days = pl.concat(
         [
-            daily.group_by("patient_id").agg(last=pl.col("date").max()),
-            pl.DataFrame({"patient_id": ["gone"], "last": [last - timedelta(days=40)]}),
+            daily.group_by("patient_id").agg(last_day=pl.col("date").max()),
+            pl.DataFrame({"patient_id": ["gone"], "last_day": [reference - timedelta(days=40)]}),
         ]
     )
+    activity = _activity(daily, last_days, reference)
     checks = {
-        r["subject"]: r for r in quality.daily_checks(daily, last_days, last).iter_rows(named=True)
+        r["subject"]: r
+        for r in quality.daily_checks(activity, daily, reference).iter_rows(named=True)
     }
-    assert checks["low wear"]["value"] == pytest.approx(2 / 4)  # "rarely" and "gone"
+    # "stopped" wore it 23 of 28 days (82%): enough; "rarely" (50%) and "gone" (0%) too little
+    assert checks["low wear"]["value"] == pytest.approx(2 / 4)
+    assert activity.filter("low_wear")["patient_id"].to_list() == ["gone", "rarely"]
     assert checks["low wear"]["status"] == "warning"
-    assert checks["late data"]["value"] == pytest.approx(2 / 4)  # "stopped" and "gone"
-    assert checks["outliers"]["value"] == 1.0
+    assert checks["low wear"]["details"].startswith("2 of 4 patients (50%)")
+    assert checks["outliers"]["value"] == 1.0 and checks["outliers"]["status"] == "warning"
+    assert set(checks) == {"low wear", "outliers"}  # late data is the freshness check's
+
+
+def _patients(reference: date, without_days: list[int | None], worn: list[int]) -> pl.DataFrame:
+    """Daily rows of patients whose last day is ``without_days`` days before ``reference`` (None:
+    no data at all), each worn on the first ``worn`` days of the four weeks before it."""
+    rows = []
+    for index, (without, days) in enumerate(zip(without_days, worn, strict=True)):
+        if without is None:
+            continue
+        for back in range(without, without + 28):
+            rows.append((f"P{index:02d}", reference - timedelta(days=back), 4000.0, back < days))
+    return pl.DataFrame(rows, schema=DAILY_COLUMNS, orient="row")
+
+
+def _last_days(daily: pl.DataFrame, patients: int) -> pl.DataFrame:
+    everyone = pl.DataFrame({"patient_id": [f"P{i:02d}" for i in range(patients)]})
+    return everyone.join(
+        daily.group_by("patient_id").agg(last_day=pl.col("date").max()),
+        on="patient_id",
+        how="left",
+    )
+
+
+def test_thresholds_are_inclusive_for_wear_and_outliers() -> None:
+    from jobs.monitor import quality
+
+    reference = date(2026, 12, 6)
+    # 3 of 10 patients (30% = the warning threshold) wear it on 19 of 28 days (68%), the others
+    # on all 28
+    daily = _patients(reference, [0] * 10, [19] * 3 + [28] * 7)
+    outlier = pl.DataFrame(
+        [("P05", reference, float(quality.OUTLIER_STEPS + 1), True)],
+        schema=DAILY_COLUMNS,
+        orient="row",
+    )
+    activity = _activity(daily, _last_days(daily, 10), reference)
+    checks = {
+        r["subject"]: r
+        for r in quality.daily_checks(activity, pl.concat([daily, outlier]), reference).iter_rows(
+            named=True
+        )
+    }
+    low = checks["low wear"]
+    assert low["value"] == pytest.approx(quality.LOW_WEAR_WARNING) == low["threshold"]
+    assert low["status"] == "warning"
+    outliers = checks["outliers"]
+    assert outliers["value"] == outliers["threshold"] == 1.0 and outliers["status"] == "warning"
+
+
+def test_freshness_against_the_reference_day_with_inclusive_thresholds() -> None:
+    from jobs.monitor import freshness
+
+    reference = date(2026, 12, 6)
+    # 10 patients: the newest data 2 days before the reference day; P08 silent for exactly 7
+    # days, P09 without any data: 2 of 10 (20%, the warning threshold) have no data
+    daily = _patients(reference, [2, 2, 3, 3, 4, 5, 6, 6, NO_DATA_DAYS, None], [28] * 10)
+    activity = _activity(daily, _last_days(daily, 10), reference)
+    checks = {
+        r["subject"]: r
+        for r in freshness.freshness_checks(activity, reference, stale_after_days=2).iter_rows(
+            named=True
+        )
+    }
+    newest = checks["newest data"]
+    assert (newest["value"], newest["threshold"], newest["status"]) == (2.0, 2.0, "alert")
+    assert f"of {reference - timedelta(days=2)}" in newest["details"]
+    silent = checks["patients without data"]
+    assert silent["value"] == pytest.approx(freshness.NO_DATA_WARNING) == silent["threshold"]
+    assert silent["status"] == "warning"
+    assert silent["details"].startswith("2 of 10 patients (20%) have no data for 7 days or more")
+    # a day later data had arrived: fresh, and one patient fewer without data
+    calmer = freshness.freshness_checks(
+        _activity(daily, _last_days(daily, 10), reference - timedelta(days=1)),
+        reference - timedelta(days=1),
+        stale_after_days=2,
+    )
+    assert calmer["status"].to_list() == ["ok", "ok"]
+
+
+def test_health_thresholds_are_inclusive() -> None:
+    from jobs.monitor import health
+
+    now = datetime(2026, 12, 7, 2, tzinfo=UTC)
+    success = now - health.LATE_AFTER  # exactly 26 hours ago
+
+    def run(job: str, status: str, finished: datetime) -> dict[str, Any]:
+        return {
+            "job": job,
+            "started_at": finished - timedelta(minutes=5),
+            "finished_at": finished,
+            "status": status,
+            "error": None if status == "succeeded" else "OSError: disk full",
+        }
+
+    runs = pl.DataFrame([run("aggregate", "succeeded", success), run("train", "failed", now)])
+    checks = {r["subject"]: r for r in health.health_checks(runs, now).iter_rows(named=True)}
+    late = checks["job aggregate · daily success"]
+    assert late["value"] == pytest.approx(late["threshold"]) and late["status"] == "alert"
+    failed = checks["job train · latest run"]
+    assert failed["value"] == failed["threshold"] == 1.0 and failed["status"] == "alert"
+    fine = checks["job aggregate · latest run"]
+    assert fine["value"] == 0.0 < fine["threshold"] and fine["status"] == "ok"
+
+
+def test_accuracy_and_drift_thresholds_are_inclusive(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from jobs.monitor import accuracy
+
+    matured = pl.DataFrame(
+        {
+            "model": ["m"],
+            "cluster": ["MS"],
+            "horizon_days": [28],
+            "mae": [1100.0],
+            "mae_se": [10.0],
+            "rmse": [1500.0],
+            "patients": [20],
+            "days": [400],
+        }
+    )
+    reference = pl.DataFrame({"model": ["m"], "cluster": ["MS"], "horizon_days": [28]})
+    row = accuracy.accuracy_checks(
+        matured, reference.with_columns(mae=pl.lit(1000.0)), {"MS": "m"}
+    ).row(0, named=True)
+    assert row["value"] == pytest.approx(row["threshold"]) and row["status"] == "alert"
+
+    stored = json.dumps(drift.bins_of(pl.Series([float(v) for v in range(100)])))
+    references = pl.DataFrame({"subject": ["x"], "reference": [stored]})
+    now = pl.DataFrame({"x": [float(v) for v in range(100)]})
+    for p_value, status in ((drift.KS_ALERT, "alert"), (drift.KS_WARNING, "warning")):
+        test = SimpleNamespace(pvalue=p_value, statistic=0.5)
+        monkeypatch.setattr(drift, "_ks_test", lambda *_args, test=test: test)
+        checked = drift.drift_checks(references, now, pl.Series([])).row(0, named=True)
+        assert (checked["value"], checked["status"]) == (p_value, status)
+
+
+def _prices(budget: float) -> cost.Prices:
+    return cost.Prices(
+        storage_usd_per_gb_month=0.023,
+        usd_per_vcpu_hour=dict.fromkeys(cost.CATEGORIES, 0.05),
+        jobs={"processing": ("aggregate",), "training": ("train",), "inference": ("forecast",)},
+        budget_usd_per_month=budget,
+        budget_patients=100_000,
+    )
+
+
+def test_a_projection_over_the_budget_warns_at_once_and_alerts_on_a_week_of_record() -> None:
+    now = datetime(2026, 12, 7, 2, tzinfo=UTC)
+    # one CPU-hour of aggregation a day, 10 patients measured: $1.50 a month, $15,000 projected
+    runs = pl.DataFrame(
+        {
+            "job": ["aggregate"] * 10,
+            "started_at": [now - timedelta(days=d, hours=1) for d in range(10)],
+            "cpu_seconds": [3600.0] * 10,
+        }
+    )
+
+    def total(runs: pl.DataFrame, budget: float) -> dict[str, Any]:
+        checks = cost.cost_checks(runs, 0, 10, _prices(budget), now)
+        return checks.filter(pl.col("subject") == "total").row(0, named=True)
+
+    young = runs.filter(pl.col("started_at") > now - timedelta(days=3))  # 2 days of record
+    projected = total(young, 500.0)
+    assert projected["reference"] > 500.0 and projected["status"] == "warning"
+    assert "days of record" in projected["details"]
+    week = total(runs, 500.0)
+    assert week["status"] == "alert"
+    at_budget = total(runs, week["reference"])  # projected exactly at the budget
+    assert at_budget["status"] == "alert"
+    assert total(young, projected["reference"] * 1.01)["status"] == "ok"
+
+
+# ------------------------------------------------- a lake whose data stopped 40 days ago
+
+
+@pytest.fixture(scope="module")
+def stale(tmp_path_factory: pytest.TempPathFactory) -> Lake:
+    """Six synthetic patients whose data ends 40 days before yesterday, and a seventh enrolled
+    without any data."""
+    lake = Lake(str(tmp_path_factory.mktemp("stale") / "lake"))
+    generate.run(lake, patients=6, seed=21, years=0.3, end_date=as_of() - timedelta(days=40))
+    aggregate.run(lake)
+    newcomer = lake.read(PATIENTS).head(1).with_columns(patient_id=pl.lit("SYN21-000099"))
+    lake.append(PATIENTS, newcomer)
+    return lake
+
+
+def _checks(lake: Lake, run_id: str) -> dict[tuple[str, str], dict[str, Any]]:
+    rows = lake.read(MONITOR_CHECKS).filter(pl.col("run_id") == run_id)
+    return {(r["check"], r["subject"]): r for r in rows.iter_rows(named=True)}
+
+
+def test_data_that_stopped_40_days_ago_raises_a_freshness_alert_and_a_budget_warning(
+    stale: Lake,
+) -> None:
+    lake = stale
+    newest = lake.read(DAILY_STEPS)["date"].max()
+    summary = monitor_job.run(lake, prices=_prices(budget=0.01))  # today by the wall clock
+    checks = _checks(lake, summary.run_id)
+    fresh = checks[("data freshness", "newest data")]
+    yesterday = as_of(datetime.now(UTC).date())
+    assert fresh["status"] == "alert" and fresh["value"] == (yesterday - newest).days >= 40
+    assert fresh["threshold"] == get_settings().freshness_days == 2
+    assert "data freshness: newest data" in summary.raised
+    silent = checks[("data freshness", "patients without data")]
+    assert silent["value"] == 1.0 and silent["status"] == "warning"
+    assert silent["details"].startswith("7 of 7 patients (100%) have no data for 7 days")
+    # the one definition of wear: nobody wore a device in the last four weeks
+    assert checks[("data quality", "low wear")]["value"] == 1.0
+    # a lake measured for minutes projected over the budget: a warning, not "too little data"
+    budget = checks[("cost", "total")]
+    assert budget["reference"] >= budget["threshold"] and budget["status"] == "warning"
+    open_alerts = lake.read(ALERTS).filter(pl.col("resolved_at").is_null())
+    message = open_alerts.filter(pl.col("subject") == "newest data")["message"].item()
+    assert f"of {newest}" in message
+
+
+def test_the_reference_day_follows_the_injected_now_and_the_setting(
+    stale: Lake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lake = stale
+    newest = lake.read(DAILY_STEPS)["date"].max()
+    assert isinstance(newest, date)
+
+    def newest_data(now: datetime) -> dict[str, Any]:
+        run_id = monitor_job.run(lake, now=now).run_id
+        return _checks(lake, run_id)[("data freshness", "newest data")]
+
+    # two days after the newest day: two days without data before "yesterday", an alert
+    two_days = datetime.combine(newest + timedelta(days=3), time(2), tzinfo=UTC)
+    checked = newest_data(two_days)
+    assert (checked["value"], checked["status"]) == (2.0, "alert")
+    # a day earlier, fresh enough: the alert is resolved
+    assert newest_data(two_days - timedelta(days=1))["status"] == "ok"
+    assert (
+        lake.read(ALERTS)
+        .filter((pl.col("subject") == "newest data") & pl.col("resolved_at").is_null())
+        .is_empty()
+    )
+    # MOBILITY_FRESHNESS_DAYS: 60 days allowed, the 40-day-old lake is fresh enough
+    monkeypatch.setenv("MOBILITY_FRESHNESS_DAYS", "60")
+    get_settings.cache_clear()
+    try:
+        relaxed = newest_data(datetime.now(UTC))
+    finally:
+        get_settings.cache_clear()
+    assert relaxed["threshold"] == 60.0 and relaxed["status"] == "ok"
 
 
 def test_new_alerts_are_posted_to_the_webhook_and_a_dead_webhook_is_not_fatal(
