@@ -505,19 +505,42 @@ def note(
         queue.append(_Batch(lake))  # a batch being written takes no more events
     batch = queue[-1]
     batch.events.append(
-        audit.AuditEvent(
-            user=user.audit_name,
-            issuer=user.issuer or None,
-            subject=user.subject or None,
-            roles=user.roles_text,
-            client="dashboard",
-            action=action,
-            page=page,
+        audit_event(
+            user,
+            action,
+            page,
             patient_id=patient_id,
             sql_sha256=sql_sha256,
             rows=rows,
             outcome=outcome,
         )
+    )
+
+
+def audit_event(
+    user: User,
+    action: audit.Action,
+    page: str,
+    *,
+    patient_id: str | None = None,
+    sql_sha256: str | None = None,
+    rows: int | None = None,
+    outcome: str = "ok",
+) -> audit.AuditEvent:
+    """The audit event of ``user`` doing ``action`` on ``page`` from the dashboard (for a
+    caller that writes it itself, such as the printable report when it is downloaded)."""
+    return audit.AuditEvent(
+        user=user.audit_name,
+        issuer=user.issuer or None,
+        subject=user.subject or None,
+        roles=user.roles_text,
+        client="dashboard",
+        action=action,
+        page=page,
+        patient_id=patient_id,
+        sql_sha256=sql_sha256,
+        rows=rows,
+        outcome=outcome,
     )
 
 

@@ -411,6 +411,84 @@ def export_forecast(
 
 
 @app.command()
+def report(
+    ctx: typer.Context,
+    patient_id: Annotated[str, typer.Option("--patient-id", help="The patient.")],
+    out: Annotated[Path, typer.Option("--out", help="PDF file to write (replaced if present).")],
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of",
+            help="The day the summary is measured up to, YYYY-MM-DD (default: yesterday, the "
+            "last complete day).",
+        ),
+    ] = None,
+) -> None:
+    """Write a patient's printable report: a PDF of one or two A4 pages for the patient record
+    (summary as of yesterday, diagnoses, current therapies, the patient page's chart, the
+    forecast with its explanation, data completeness), as the dashboard's patient page prints it.
+
+    The patient is named by their stored id (a pseudonym) or by the source identifier ingestion
+    was given. Every report is recorded in the audit log (ops/audit_log: the user from
+    MOBILITY_USER, else the operating system's) before the file is written; the file appears
+    whole or not at all."""
+    from jobs.recent_activity import as_of as yesterday
+    from lakehouse import audit
+    from lakehouse.pseudonyms import resolve_patient_id
+
+    reference = _parse_date(as_of) if as_of else yesterday()
+    if not out.parent.is_dir():
+        raise InputError(f"cannot write {out}: the folder {out.parent} does not exist")
+    _quiet_streamlit()
+    from dashboard import chart_image
+    from dashboard.report import audited_patient_report
+
+    lake = _context(ctx).lake
+    event = audit.AuditEvent(
+        user=get_settings().command_line_user(),
+        roles="cli",
+        client="cli",
+        action="report",
+        page="mobility report",
+    )
+    stored_id = resolve_patient_id(lake, patient_id, get_settings())
+    try:
+        pdf = audited_patient_report(lake, stored_id, reference, event=event)
+    finally:
+        chart_image.shutdown()
+    _write_whole(out, pdf)
+    typer.echo(f"report: patient {stored_id} as of {reference} -> {out} ({len(pdf) / 1e3:,.0f} kB)")
+
+
+def _quiet_streamlit() -> None:
+    """The dashboard's queries cache through Streamlit, which warns at each cache it makes
+    outside a running app ("No runtime found"): expected on the command line, so only its
+    errors are shown."""
+    from streamlit import logger
+
+    logger.set_log_level("error")
+
+
+def _write_whole(out: Path, content: bytes) -> None:
+    """Write ``content`` to ``out`` whole or not at all: into a new file beside it (created with
+    the process's file mode), then renamed over it."""
+    import os
+    import secrets
+
+    partial = out.with_name(f".{out.name}.{secrets.token_hex(6)}.partial")
+    try:
+        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        with os.fdopen(descriptor, "wb") as stream:
+            stream.write(content)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(partial, out)
+    except OSError as err:
+        partial.unlink(missing_ok=True)
+        raise InputError(f"cannot write {out}: {err.strerror or err}") from err
+
+
+@app.command()
 def backtest(
     ctx: typer.Context,
     horizon: Annotated[int, typer.Option(min=1, help="Days ahead scored.")] = 7,

@@ -1,11 +1,12 @@
 """The audit log ``ops/audit_log``: who saw what, when. Append-only.
 
-Every sign-in, page opened, patient viewed, SQL query (dashboard and ``mobility sql``), refusal
-and re-identification is one row, written *before* the data is shown: when the row cannot be
-written, the data is not shown either. SQL is recorded by the SHA-256 of its text (the text may
-name patients), with the rows returned. Patients are named by their pseudonym. A dashboard user is
-named as their identity provider knows them (``issuer`` and ``subject``: the token's ``iss`` and
-``sub``); ``user`` is their verified email, else ``sub:`` and that subject.
+Every sign-in, page opened, patient viewed, patient report made (PDF, dashboard and
+``mobility report``), SQL query (dashboard and ``mobility sql``), refusal and re-identification
+is one row, written *before* the data is shown (a report: before it is made): when the row
+cannot be written, the data is not shown either. SQL is recorded by the SHA-256 of its text (the
+text may name patients), with the rows returned. Patients are named by their pseudonym. A
+dashboard user is named as their identity provider knows them (``issuer`` and ``subject``: the
+token's ``iss`` and ``sub``); ``user`` is their verified email, else ``sub:`` and that subject.
 
 The table is restricted (never a SQL view) and declared ``append_only``: the storage layer refuses
 to replace, merge or delete its rows.
@@ -32,6 +33,7 @@ Action = Literal[
     "expired",
     "page",
     "patient",
+    "report",
     "sql",
     "refused",
     "reidentify",

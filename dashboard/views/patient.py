@@ -10,7 +10,7 @@ from datetime import date, timedelta
 import polars as pl
 import streamlit as st
 
-from dashboard import auth, charts, data
+from dashboard import auth, charts, data, report
 from dashboard.literal import markdown_literal
 from jobs.recent_activity import ENOUGH_WEAR, WEAR_WINDOW_DAYS, as_of
 from lakehouse import csv_export
@@ -98,6 +98,18 @@ if profile is not None and summary is not None:
         if part
     )
     st.caption(markdown_literal(header))
+    # made when clicked, after its own audit row is written (a download is a view of its own)
+    st.download_button(
+        "Printable report (PDF)",
+        data=report.deferred_report(lake, auth.audit_event(user, "report", "patient"), patient_id),
+        file_name=report.report_file_name(patient_id),
+        mime="application/pdf",
+        on_click="ignore",
+        icon=":material/picture_as_pdf:",
+        key="download_report",
+        help="One or two A4 pages for the patient record: the summary, the chart, the forecast "
+        "with its explanation, therapies and data completeness. Recorded in the audit log.",
+    )
     last_data, wear, recent, baseline = st.columns(4)
     last_day = activity["last_day"]
     silent = activity["days_without_data"]
