@@ -1,5 +1,9 @@
-"""Monitoring (ops): open alerts, the latest monitoring run's checks (forecast accuracy against
-the backtests, job health, cost against the budget), job runs, data quality, the lake's tables."""
+"""Monitoring (ops): open alerts, the latest monitoring run's checks (data freshness against
+today, forecast accuracy against the backtests, drift, job health, cost against the budget, data
+quality), job runs, the lake's tables.
+
+Every value is shown in its unit with its threshold's direction (:mod:`dashboard.monitoring_table`),
+statuses as coloured words, missing values as empty cells."""
 
 from __future__ import annotations
 
@@ -8,13 +12,7 @@ import streamlit as st
 
 from dashboard import auth, charts, data
 from dashboard.literal import markdown_literal
-
-STATUS = {
-    "ok": "🟢 ok",
-    "alert": "🔴 alert",
-    "warning": "🟠 warning",
-    "too little data": "⚪ too little data",
-}
+from dashboard.monitoring_table import details_text, shown_checks, styled
 
 auth.require("monitoring")
 st.title("Monitoring")
@@ -23,20 +21,65 @@ checks = data.latest_checks(lake)
 alerts = data.alerts(lake)
 open_alerts = alerts.filter(pl.col("resolved_at").is_null()) if alerts.height else alerts
 
+
+def _of(*kinds: str) -> pl.DataFrame:
+    """The latest run's checks of these kinds."""
+    return checks.filter(pl.col("check").is_in(kinds)) if checks.height else checks
+
+
+def _table(
+    rows: pl.DataFrame,
+    *,
+    value: str = "value",
+    reference: str | None = None,
+    threshold: str = "threshold",
+    with_check: bool = False,
+) -> None:
+    """Checks as a table of text: status coloured, each number in its unit."""
+    shown = [
+        "status",
+        *(["check"] if with_check else []),
+        "subject",
+        "metric",
+        "value",
+        *(["reference"] if reference else []),
+        "threshold",
+        "details",
+    ]
+    st.dataframe(
+        styled(shown_checks(rows)),
+        hide_index=True,
+        column_order=shown,
+        placeholder="",
+        column_config={
+            "status": st.column_config.TextColumn("status", width="small"),
+            "subject": st.column_config.TextColumn("subject", width="medium"),
+            "value": st.column_config.TextColumn(value),
+            "reference": st.column_config.TextColumn(reference or "reference"),
+            "threshold": st.column_config.TextColumn(threshold),
+            "details": st.column_config.TextColumn("details", width="large"),
+        },
+    )
+
+
 if checks.is_empty():
     st.info(
         "No monitoring run yet: `mobility monitor` (the last stage of `mobility pipeline`) "
-        "checks forecast accuracy, job health and cost.",
+        "checks data freshness, forecast accuracy, drift, job health and cost.",
         icon=":material/info:",
     )
 else:
     counts = dict(checks.group_by("status").len().iter_rows())
-    alerts_open, ok, alerting, little = st.columns(4)
-    alerts_open.metric("Open alerts", f"{open_alerts.height}")
-    ok.metric("Checks ok", f"{counts.get('ok', 0)}")
-    alerting.metric("Checks alerting", f"{counts.get('alert', 0)}")
-    little.metric("Too little data", f"{counts.get('too little data', 0)}")
-    st.caption(f"Latest monitoring run: {checks['checked_at'][0]:%Y-%m-%d %H:%M} UTC")
+    alerts_open, alerting, warning, ok, little = st.columns(5)
+    alerts_open.metric("Open alerts", f"{open_alerts.height:,}")
+    alerting.metric("Checks alerting", f"{counts.get('alert', 0):,}")
+    warning.metric("Checks warning", f"{counts.get('warning', 0):,}")
+    ok.metric("Checks ok", f"{counts.get('ok', 0):,}")
+    little.metric("Too little data", f"{counts.get('too little data', 0):,}")
+    st.caption(
+        f"Latest monitoring run: {checks['checked_at'][0]:%Y-%m-%d %H:%M} UTC. Thresholds are "
+        "inclusive: a value at its threshold warns or alerts."
+    )
 
 st.subheader("Alerts")
 if alerts.is_empty():
@@ -46,32 +89,38 @@ else:
         alerts.with_columns(
             state=pl.when(pl.col("resolved_at").is_null())
             .then(pl.lit("open"))
-            .otherwise(pl.lit("resolved"))
+            .otherwise(pl.lit("resolved")),
+            message=pl.col("message").map_elements(details_text, return_dtype=pl.String),
         ),
         hide_index=True,
+        placeholder="",
         column_order=("state", "raised_at", "check", "subject", "message", "resolved_at"),
         column_config={
+            "state": st.column_config.TextColumn("state", width="small"),
             "raised_at": st.column_config.DatetimeColumn("raised (UTC)"),
+            "subject": st.column_config.TextColumn("subject", width="medium"),
+            "message": st.column_config.TextColumn("message", width="large"),
             "resolved_at": st.column_config.DatetimeColumn("resolved (UTC)"),
         },
     )
 
-
-def _table(rows: pl.DataFrame, *, value: str, reference: str, threshold: str) -> None:
-    st.dataframe(
-        rows.with_columns(pl.col("status").replace_strict(STATUS, default=pl.col("status"))),
-        hide_index=True,
-        column_order=("status", "subject", "metric", "value", "reference", "threshold", "details"),
-        column_config={
-            "value": st.column_config.NumberColumn(value, format="%.1f"),
-            "reference": st.column_config.NumberColumn(reference, format="%.1f"),
-            "threshold": st.column_config.NumberColumn(threshold, format="%.1f"),
-        },
+st.subheader("Data freshness")
+freshness = _of("data freshness")
+if freshness.is_empty():
+    st.info(
+        "No freshness check yet: `mobility monitor` measures it once there are daily steps.",
+        icon=":material/info:",
     )
-
+else:
+    st.caption(
+        "Days without data before yesterday (the last complete day) by the monitoring run's "
+        "clock: the lake's newest day (an alert from `MOBILITY_FRESHNESS_DAYS` days), and the "
+        "patients without data for 7 days or more (or ever)."
+    )
+    _table(freshness)
 
 st.subheader("Forecast accuracy")
-accuracy = checks.filter(pl.col("check") == "accuracy") if checks.height else checks
+accuracy = _of("accuracy")
 if accuracy.is_empty():
     st.info(
         "No matured forecast yet: accuracy is scored once the days a forecast covered have "
@@ -81,18 +130,15 @@ if accuracy.is_empty():
 else:
     st.caption(
         "MAE of stored forecasts on the days that have since happened, against the mean backtest "
-        "MAE of the latest training at the same horizon. Above 110%, and worse than the backtest "
-        "beyond chance (the lower 95% bound, patients as units), a cluster's champion raises an "
-        "alert that makes training due at the next pipeline run; other models show a warning."
+        "MAE of the latest training at the same horizon. At 110% or more, and worse than the "
+        "backtest beyond chance (the lower 95% bound, patients as units), a cluster's champion "
+        "raises an alert that makes training due at the next pipeline run; other models show a "
+        "warning."
     )
-    _table(accuracy, value="MAE now", reference="backtest MAE", threshold="alert above")
+    _table(accuracy, value="MAE now", reference="backtest MAE", threshold="alert at")
 
 st.subheader("Feature and prediction drift")
-drifting = (
-    checks.filter(pl.col("check").is_in(["feature drift", "prediction drift"]))
-    if checks.height
-    else checks
-)
+drifting = _of("feature drift", "prediction drift")
 if drifting.is_empty():
     st.info(
         "No drift checks yet: the first monitoring run after a training captures the population "
@@ -102,33 +148,29 @@ if drifting.is_empty():
 else:
     st.caption(
         "Each model input and the champion forecast, now against the population at the last "
-        "training. Up to 1,000 patients the Kolmogorov-Smirnov test (metric `ks p-value`: under "
-        "0.05 a warning, under 0.01 an alert); above, the population stability index (`psi`: "
-        "0.1 or more a warning, 0.2 or more an alert)."
+        "training. Up to 1,000 patients the Kolmogorov-Smirnov test (K-S p-value: 0.05 or less a "
+        "warning, 0.01 or less an alert); above, the population stability index (PSI: 0.1 or "
+        "more a warning, 0.2 or more an alert)."
     )
-    st.dataframe(
-        drifting.with_columns(pl.col("status").replace_strict(STATUS, default=pl.col("status"))),
-        hide_index=True,
-        column_order=("status", "check", "subject", "metric", "value", "threshold", "details"),
-        column_config={
-            "value": st.column_config.NumberColumn("value", format="%.3g"),
-            "threshold": st.column_config.NumberColumn("alert at", format="%.3g"),
-        },
-    )
+    _table(drifting, threshold="alert at", with_check=True)
     with st.expander("Distributions: now against the reference"):
         subject = st.selectbox("Input", drifting["subject"].to_list(), key="drift_subject")
         row = drifting.filter(pl.col("subject") == subject).row(0, named=True)
         st.plotly_chart(charts.drift_shares(row["details"], title=subject))
 
 st.subheader("Job health")
-health = checks.filter(pl.col("check") == "job health") if checks.height else checks
+health = _of("job health")
 if health.is_empty():
     st.info("No job health checks yet.", icon=":material/info:")
 else:
-    _table(health, value="value", reference="reference", threshold="threshold")
+    st.caption(
+        "Each job's latest run, and the hours since the daily stages (aggregate, features, "
+        "forecast) last succeeded: an alert from 26 hours."
+    )
+    _table(health, threshold="alert at")
 
 st.subheader("Cost")
-spend = checks.filter(pl.col("check") == "cost") if checks.height else checks
+spend = _of("cost")
 if spend.is_empty():
     st.info("No cost figures yet: `mobility monitor` computes them.", icon=":material/info:")
 else:
@@ -146,10 +188,14 @@ else:
         help="The measured cost per patient times the budget's patient count (linear).",
     )
     budget.metric("Budget per month", f"${total['threshold']:,.0f}")
+    summary = details_text(total["details"])
+    if total["status"] in ("warning", "alert"):
+        st.warning(markdown_literal(summary), icon=":material/warning:")
+    elif summary:
+        st.caption(markdown_literal(summary))
     parts = spend.filter(pl.col("subject") != "total")
     st.plotly_chart(charts.cost_breakdown(parts, budget=total["threshold"]))
-    st.caption(markdown_literal(total["details"]))
-    _table(spend, value="measured $/month", reference="projected $/month", threshold="budget")
+    _table(spend, value="measured", reference="projected", threshold="budget")
 
 st.subheader("Job runs")
 runs = data.recent_job_runs(lake, limit=100)
@@ -161,32 +207,38 @@ else:
     failed = runs.filter(runs["status"] != "succeeded").height
     latest, failures = st.columns(2)
     latest.metric("Latest run", markdown_literal(f"{runs['job'][0]}: {runs['status'][0]}"))
-    failures.metric("Failed among the last runs", f"{failed} of {runs.height}")
+    failures.metric("Failed among the last runs", f"{failed:,} of {runs.height:,}")
     st.dataframe(
         runs,
         hide_index=True,
+        placeholder="",
         column_config={
             "started_at": st.column_config.DatetimeColumn("started (UTC)"),
-            "duration_seconds": st.column_config.NumberColumn("duration (s)", format="%.1f"),
+            "duration_seconds": st.column_config.NumberColumn("duration (s)", format="%,.1f"),
+            "rows_in": st.column_config.NumberColumn("rows in", format="%,d"),
+            "rows_out": st.column_config.NumberColumn("rows out", format="%,d"),
             "cpu_seconds": st.column_config.NumberColumn(
-                "CPU (s)", format="%.1f", help="The job's process and its worker processes."
+                "CPU (s)", format="%,.1f", help="The job's process and its worker processes."
             ),
             "mb_read": st.column_config.NumberColumn(
-                "MB read", format="%.1f", help="Read through the OS by the job and its workers."
+                "MB read", format="%,.1f", help="Read through the OS by the job and its workers."
             ),
-            "mb_written": st.column_config.NumberColumn("MB written", format="%.1f"),
-            "peak_rss_mb": st.column_config.NumberColumn("peak memory (MB)", format="%.0f"),
+            "mb_written": st.column_config.NumberColumn("MB written", format="%,.1f"),
+            "peak_rss_mb": st.column_config.NumberColumn("peak memory (MB)", format="%,.0f"),
+            "error": st.column_config.TextColumn("error", width="large"),
+            "run_id": st.column_config.TextColumn("run"),
         },
     )
 
 st.subheader("Data quality")
-quality = checks.filter(pl.col("check") == "data quality") if checks.height else checks
+quality = _of("data quality")
 if quality.height:
     st.caption(
         "Files ingested since the previous monitoring run (quarantine share, columns against the "
-        "previous file of the same format) and the last 28 days of daily steps."
+        "previous file of the same format) and the last 28 days up to yesterday of daily steps "
+        "(wear as the cohort page counts it)."
     )
-    _table(quality, value="value", reference="-", threshold="threshold")
+    _table(quality)
 quarantined = data.quarantine_by_reason(lake)
 if quarantined.is_empty():
     st.success("No input row has been quarantined.", icon=":material/check_circle:")
@@ -198,9 +250,27 @@ else:
     st.dataframe(
         quarantined,
         hide_index=True,
-        column_config={"latest": st.column_config.DatetimeColumn("latest (UTC)")},
+        placeholder="",
+        column_config={
+            "reason": st.column_config.TextColumn("reason", width="large"),
+            "rows": st.column_config.NumberColumn("rows", format="%,d"),
+            "files": st.column_config.NumberColumn("files", format="%,d"),
+            "latest": st.column_config.DatetimeColumn("latest (UTC)"),
+        },
     )
 
 st.subheader("Tables")
 st.caption(f"Lake: `{lake.uri}`")
-st.dataframe(data.lake_tables(lake), hide_index=True)
+st.dataframe(
+    data.lake_tables(lake).with_columns(pl.col("partitioned_by").replace("-", "")),
+    hide_index=True,
+    placeholder="",
+    column_config={
+        "version": st.column_config.NumberColumn("version", format="%d"),
+        "rows": st.column_config.NumberColumn("rows", format="%,d"),
+        "files": st.column_config.NumberColumn("files", format="%,d"),
+        "size_mb": st.column_config.NumberColumn("size (MB)", format="%,.2f"),
+        "partitioned_by": st.column_config.TextColumn("partitioned by"),
+        "description": st.column_config.TextColumn("description", width="large"),
+    },
+)

@@ -337,12 +337,14 @@ def test_monitoring_page_shows_alerts_checks_cost_runs_and_quarantine() -> None:
     tables = [frame.value for frame in app.dataframe]
     alerts = tables[0]
     assert alerts["state"].tolist() == ["open", "resolved"]
+    # checks as text: the status a coloured word (no emoji), each value in its unit
     accuracy = tables[1]
-    assert accuracy["status"].tolist() == ["🔴 alert"]
-    assert accuracy["value"].tolist() == [1500.0]
+    assert accuracy["status"].tolist() == ["alert"]
+    assert accuracy["value"].tolist() == ["1,500"]
+    assert accuracy["threshold"].tolist() == ["≥ 1,100"]
     drift = tables[2]
     assert drift["subject"].tolist() == ["ewm_mean_28d"]
-    assert drift["value"].tolist() == [0.25]
+    assert drift["value"].tolist() == ["0.250"]
     runs = next(t for t in tables if "run_id" in t.columns)
     assert runs["run_id"].tolist() == ["run-2", "run-1"]
     assert runs["duration_seconds"].tolist() == pytest.approx([3.0, 12.5])
