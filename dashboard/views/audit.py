@@ -1,5 +1,6 @@
 """Audit log (ops, admin): who signed in, opened which page, viewed which patient (by pseudonym)
-and ran which query (its SHA-256 and row count), and what was refused."""
+and ran which query (its SHA-256 and row count), and what was refused; the events shown can be
+downloaded as CSV (text neutralised against spreadsheet formulas: lakehouse/csv_export.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import get_args
 import streamlit as st
 
 from dashboard import auth, data
-from lakehouse import audit
+from lakehouse import audit, csv_export
 
 ACTIONS = get_args(audit.Action)
 LIMIT = 1000
@@ -54,9 +55,29 @@ if events.height == LIMIT:
 st.dataframe(
     events,
     hide_index=True,
+    # an event without a patient, a query or a provider has empty cells, not "None"
+    placeholder="",
     column_config={
         "at": st.column_config.DatetimeColumn("when (UTC)", format="YYYY-MM-DD HH:mm:ss"),
-        "patient_id": "patient",
-        "sql_sha256": "query SHA-256",
+        "user": st.column_config.TextColumn("user", width="medium"),
+        # a pseudonym is P- and 20 hex digits: shown whole
+        "patient_id": st.column_config.TextColumn("patient", width="medium"),
+        "sql_sha256": st.column_config.TextColumn("query SHA-256", width="large"),
+        "rows": st.column_config.NumberColumn("rows", format="%,d"),
+        "outcome": st.column_config.TextColumn("outcome", width="medium"),
+        "issuer": st.column_config.TextColumn("identity provider", width="medium"),
+        "subject": st.column_config.TextColumn("subject at the provider", width="medium"),
     },
+)
+st.download_button(
+    (
+        "Download the event shown (CSV)"
+        if events.height == 1
+        else f"Download the {events.height:,} events shown (CSV)"
+    ),
+    data=csv_export.frame_csv(events),
+    file_name=f"audit-log-{datetime.now(UTC):%Y%m%d-%H%M}.csv",
+    mime="text/csv",
+    icon=":material/download:",
+    key="audit_download",
 )
