@@ -428,14 +428,15 @@ def _title(pdf: _ReportPdf, content: ReportContent) -> None:
         f"day). Report made {_when(content.made_at)}.",
         colour=GREY,
     )
-    reasons = _attention(content)
+    reasons = attention(content)
     if reasons:
         pdf.ln(1)
         pdf.paragraph("Needs attention: " + " · ".join(reasons), style="B", colour=RED)
 
 
-def _attention(content: ReportContent) -> list[str]:
-    """The worklist's reasons to look at the patient, in its words."""
+def attention(content: ReportContent) -> list[str]:
+    """The worklist's reasons to look at the patient (:func:`dashboard.data.worklist`), each in
+    its words followed by what it is measured against."""
     activity = content.summary.activity
     reasons = []
     if activity["no_data"]:
@@ -445,7 +446,9 @@ def _attention(content: ReportContent) -> list[str]:
         reasons.append(f"wear {_percent(activity['wear'])} (below {ENOUGH_WEAR:.0%})")
     change = content.outlook.year_end_change if content.outlook else None
     if change is not None and change <= -DECLINE_SHARE:
-        reasons.append(f"decline expected ({_signed_percent(change)} in months 10-12)")
+        reasons.append(
+            f"decline expected ({_signed_percent(change)}) in months 10-12 against the baseline"
+        )
     return reasons
 
 
