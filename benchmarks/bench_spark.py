@@ -72,7 +72,7 @@ def _child(kind: str, lake_uri: str, master: str) -> None:
     out: dict[str, Any] = {}
     spark = None
     if kind == "spark":
-        from jobs.spark import start_spark
+        from jobs.engine.spark import start_spark
 
         start = time.perf_counter()
         spark = start_spark(master)
@@ -81,13 +81,13 @@ def _child(kind: str, lake_uri: str, master: str) -> None:
         commits["seconds"] = 0.0
         start = time.perf_counter()
         if stage == "aggregate":
-            done = aggregate.run(lake, full=True, spark=spark)
+            done = aggregate.run(lake, full=True, engine=spark)
             out["samples"] = done.samples_in
         elif stage == "features":
-            made = features.run(lake, full=True, spark=spark)
+            made = features.run(lake, full=True, engine=spark)
             out["patient_days"] = made.days_in
         else:
-            forecasted = forecast.run(lake, spark=spark)
+            forecasted = forecast.run(lake, engine=spark)
             out["patients"] = forecasted.patients
         out[f"{stage}_s"] = time.perf_counter() - start
         out[f"{stage}_commit_s"] = commits["seconds"]

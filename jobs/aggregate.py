@@ -11,30 +11,29 @@ job again over the same bronze is a no-op.
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
-from typing import TYPE_CHECKING
+from typing import Any
 
 import polars as pl
 
-from jobs.daily import SAMPLE_COLUMNS, daily_steps
+from jobs.daily import DAILY_SCHEMA, SAMPLE_COLUMNS, daily_steps
+from jobs.engine import Engine, LocalEngine, Staging, task_lake
 from jobs.runs import job_run, last_succeeded_details
 from jobs.scopes import Scope, changed_files, merge_scopes, patient_range
 from lakehouse.catalog import DAILY_STEPS, STEP_SAMPLES
 from lakehouse.storage import Lake, sql_literal
 
-if TYPE_CHECKING:
-    from jobs.spark.session import SparkEngine
-
 JOB = "aggregate"
 # Samples are at most 24 h long and offsets at most 14 h, so a local day only receives samples
 # that start within two days of it.
 _SAMPLE_REACH = timedelta(days=2)
-# Batches read and aggregated at the same time (one per core on the 2-core reference machine).
+# Batches read and aggregated at the same time by the local engine (one per core on the 2-core
+# reference machine).
 _BATCHES_IN_FLIGHT = 2
+# What a batch's task stages: its daily rows.
+_DAILY = "daily_steps"
 # Patient-days gathered before one commit: few commits and files, bounded memory (~100 MB).
 _COMMIT_DAYS = 2_000_000
 
@@ -245,50 +244,94 @@ def scope_daily_steps(samples: pl.DataFrame, scope: Scope) -> tuple[pl.DataFrame
     return daily, samples.height
 
 
-# The batches of a scope (patient ranges [first, upper), the last one inclusive) and, in the same
-# order, each one's daily rows with the number of samples read: what an engine computes.
-ScopeWork = tuple[list[tuple[str | None, str | None]], Iterator[tuple[pl.DataFrame, int]]]
+@dataclass(frozen=True)
+class BatchTask:
+    """One batch of a scope, as a task gets it: where to read, which patients, which days.
+
+    Args:
+        lake_uri: the lake (the task opens it with its own credentials).
+        files: the bronze data files of the pinned version that can hold the batch's samples
+            (paths relative to the table).
+        scope: the patient-days being recomputed.
+        first: the batch's first patient (None: from the scope's start).
+        upper: the batch's upper patient bound (None: to the scope's end).
+        last: whether ``upper`` itself belongs to the batch (the scope's last batch).
+    """
+
+    lake_uri: str
+    files: tuple[str, ...]
+    scope: Scope
+    first: str | None
+    upper: str | None
+    last: bool
 
 
-def _local_scope_work(bronze: Bronze, scope: Scope, batch_samples: int) -> ScopeWork:
-    """The in-process engine: two batches are read and aggregated at once on worker threads
-    (Polars and NumPy release the GIL)."""
-    batches = _scope_batches(bronze, scope, batch_samples)
+def aggregate_batch(_shared: Any, task: BatchTask, staging: Staging) -> dict[str, Any]:
+    """A task: one batch's daily rows from its own bronze files, staged; returns the number of
+    samples read."""
+    where = patient_range(task.first, task.upper, last_inclusive=task.last) & _time_filter(
+        task.scope
+    )
+    samples = (
+        task_lake(task.lake_uri)
+        .scan_files(STEP_SAMPLES, task.files)
+        .filter(where)
+        .select(SAMPLE_COLUMNS)
+        .collect()
+    )
+    daily, n_samples = scope_daily_steps(samples, task.scope)
+    staging.write(_DAILY, daily)
+    return {"samples": n_samples}
 
-    def aggregate_batch(index: int) -> tuple[pl.DataFrame, int]:
-        first, upper = batches[index]
-        last_batch = index == len(batches) - 1
-        where = patient_range(first, upper, last_inclusive=last_batch) & _time_filter(scope)
-        return scope_daily_steps(bronze.samples.filter(where).collect(), scope)
 
-    def results() -> Iterator[tuple[pl.DataFrame, int]]:
-        with ThreadPoolExecutor(max_workers=_BATCHES_IN_FLIGHT) as workers:
-            in_flight: deque[Future[tuple[pl.DataFrame, int]]] = deque()
-            submitted = 0
-            for _ in batches:
-                while submitted < len(batches) and len(in_flight) < _BATCHES_IN_FLIGHT:
-                    in_flight.append(workers.submit(aggregate_batch, submitted))
-                    submitted += 1
-                yield in_flight.popleft().result()
+def _batch_files(files: pl.DataFrame, first: str | None, upper: str | None) -> tuple[str, ...]:
+    """The paths of ``files`` (statistics rows) whose patient range meets [first, upper]."""
+    if not files.height:
+        return ()
+    where = pl.lit(True)
+    if first is not None:
+        where &= pl.col("max.patient_id") >= first
+    if upper is not None:
+        where &= pl.col("min.patient_id") <= upper
+    return tuple(files.filter(where)["path"].to_list())
 
-    return batches, results()
+
+def _scope_tasks(
+    engine: Engine, lake: Lake, bronze: Bronze, scope: Scope, batch_samples: int
+) -> list[BatchTask]:
+    """The scope's batches as tasks, each about as large as the engine asks (at most
+    ``batch_samples`` samples)."""
+    files = scope_files(bronze.files, scope)
+    estimate = int(files["num_records"].sum()) if files.height else 0
+    batches = _scope_batches(bronze, scope, engine.task_size(estimate, batch_samples))
+    return [
+        BatchTask(
+            lake.uri,
+            _batch_files(files, first, upper),
+            scope,
+            first,
+            upper,
+            index == len(batches) - 1,
+        )
+        for index, (first, upper) in enumerate(batches)
+    ]
 
 
 def _aggregate_scope(
+    engine: Engine,
     lake: Lake,
     scope: Scope,
-    work: ScopeWork,
+    tasks: list[BatchTask],
     *,
     progress: Callable[[int], None] | None,
 ) -> tuple[int, int, int]:
-    """Commit one scope's batches as the engine delivers them, in order. Returns (batches,
-    samples read, days written).
+    """Run one scope's batches on the engine and commit them as it delivers them, in order.
+    Returns (batches, samples read, days written).
 
     The batches tile the scope's whole patient range, so every silver row in the scope is
     replaced (rows whose samples are gone are deleted). Each :data:`_COMMIT_DAYS` patient-days
     are committed as one atomic replace of their contiguous patient range.
     """
-    batches, results = work
     samples_in = days_out = 0
     pending: list[pl.DataFrame] = []  # aggregated batches not yet committed
     pending_first: str | None = None
@@ -303,20 +346,24 @@ def _aggregate_scope(
         )
         pending.clear()
 
-    for index, ((first, upper), (daily, n_samples)) in enumerate(
-        zip(batches, results, strict=True)
-    ):
-        if not pending:
-            pending_first = first
-        pending.append(daily)
-        last_batch = index == len(batches) - 1
-        if last_batch or sum(frame.height for frame in pending) >= _COMMIT_DAYS:
-            commit(upper, last_batch)
-        samples_in += n_samples
-        days_out += daily.height
-        if progress is not None:
-            progress(n_samples)
-    return len(batches), samples_in, days_out
+    with engine.map_tasks(
+        lake, JOB, aggregate_batch, tasks, in_flight=_BATCHES_IN_FLIGHT
+    ) as results:
+        for task, result in zip(tasks, results, strict=True):
+            daily = result.staged.read(_DAILY)
+            if daily is None:
+                daily = pl.DataFrame(schema=DAILY_SCHEMA)
+            n_samples = int(result.summary["samples"])
+            if not pending:
+                pending_first = task.first
+            pending.append(daily)
+            if task.last or sum(frame.height for frame in pending) >= _COMMIT_DAYS:
+                commit(task.upper, task.last)
+            samples_in += n_samples
+            days_out += daily.height
+            if progress is not None:
+                progress(n_samples)
+    return len(tasks), samples_in, days_out
 
 
 def run(
@@ -325,19 +372,20 @@ def run(
     batch_samples: int = 4_000_000,
     full: bool = False,
     progress: Callable[[int], None] | None = None,
-    spark: SparkEngine | None = None,
+    engine: Engine | None = None,
 ) -> AggregateSummary:
     """Bring silver/daily_steps up to date with bronze/step_samples.
 
     Args:
         lake: the lake.
-        batch_samples: samples per batch (bounds peak memory; on Spark, per group of patients).
+        batch_samples: samples per batch, at most (bounds a task's peak memory).
         full: recompute everything instead of only what changed.
         progress: called with the number of samples of each finished batch.
-        spark: run the aggregation on this Spark engine instead of in this process; the
-            results are committed here all the same.
+        engine: where the batches are aggregated (default: this process); the results are
+            committed here whatever the engine.
     """
-    with job_run(lake, JOB, engine="local" if spark is None else "spark") as record:
+    engine = engine or LocalEngine()
+    with job_run(lake, JOB, engine=engine.name) as record:
         bronze_version = lake.version(STEP_SAMPLES)
         bronze_id = lake.table_id(STEP_SAMPLES) if bronze_version is not None else None
         previous = (
@@ -362,13 +410,8 @@ def run(
                 files=lake.file_stats(STEP_SAMPLES, version=bronze_version),
             )
         for scope in scopes or []:
-            if spark is None:
-                work = _local_scope_work(bronze, scope, batch_samples)
-            else:
-                from jobs.spark.aggregate import spark_scope_work
-
-                work = spark_scope_work(spark, lake, bronze.files, scope, batch_samples)
-            done = _aggregate_scope(lake, scope, work, progress=progress)
+            tasks = _scope_tasks(engine, lake, bronze, scope, batch_samples)
+            done = _aggregate_scope(engine, lake, scope, tasks, progress=progress)
             batches, samples_in, days_out = (
                 batches + done[0],
                 samples_in + done[1],

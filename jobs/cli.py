@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -27,8 +27,8 @@ from lakehouse.settings import apply_file_mode, get_settings
 from lakehouse.storage import Lake
 
 if TYPE_CHECKING:
+    from jobs.engine import Engine
     from jobs.pipeline import Stage, StageSummary, Training
-    from jobs.spark import SparkEngine
     from lakehouse.lock import Lease
 
 app = typer.Typer(
@@ -49,26 +49,23 @@ class Context:
     """What every command receives from the global options."""
 
     lake: Lake
-    engine: Literal["local", "spark"]
+    engine_name: str
     spark_master: str = "local[*]"
-    _spark: SparkEngine | None = field(default=None, repr=False)
+    _engine: Engine | None = field(default=None, repr=False)
 
-    def spark(self) -> SparkEngine | None:
-        """The Spark engine with ``--engine spark`` (started on first use, stopped when the
-        command ends), None with the local engine."""
-        if self.engine != "spark":
-            return None
-        if self._spark is None:
-            from jobs.spark import start_spark
+    def engine(self) -> Engine:
+        """The engine of ``--engine`` (started on first use, stopped when the command ends)."""
+        if self._engine is None:
+            from jobs.engine import start_engine
 
-            self._spark = start_spark(self.spark_master)
-        return self._spark
+            self._engine = start_engine(self.engine_name, master=self.spark_master)
+        return self._engine
 
     def close(self) -> None:
-        """Stop the Spark engine if one was started."""
-        if self._spark is not None:
-            self._spark.stop()
-            self._spark = None
+        """Stop the engine if one was started."""
+        if self._engine is not None:
+            self._engine.stop()
+            self._engine = None
 
 
 def _context(ctx: typer.Context) -> Context:
@@ -92,13 +89,15 @@ def _global_options(
         ),
     ] = None,
 ) -> None:
+    from jobs.engine import ENGINES
+
     settings = get_settings()
     chosen = engine or settings.engine
-    if chosen not in ("local", "spark"):
-        raise InputError(f"unknown engine {chosen!r}: use local or spark")
+    if chosen not in ENGINES:
+        raise InputError(f"unknown engine {chosen!r}: use {' or '.join(ENGINES)}")
     context = Context(
         lake=Lake(lake or settings.lake_uri, storage_options=settings.storage_options()),
-        engine="spark" if chosen == "spark" else "local",
+        engine_name=chosen,
         spark_master=settings.spark_master,
     )
     ctx.obj = context
@@ -165,14 +164,14 @@ def _run_stages(
     full: bool = False,
     training: Training | None = None,
 ) -> None:
-    """Run pipeline stages (jobs/pipeline.py) under the lake's lock, shown as they go; the Spark
+    """Run pipeline stages (jobs/pipeline.py) under the lake's lock, shown as they go; the
     engine is started first if one of them runs on it."""
     from jobs import pipeline as daily_pipeline
 
     context = _context(ctx)
-    spark = context.spark() if daily_pipeline.ON_SPARK & set(only) else None
+    engine = context.engine() if daily_pipeline.ON_ENGINE & set(only) else None
     options = daily_pipeline.Options(
-        full=full, training=training or daily_pipeline.Training(), spark=spark
+        full=full, training=training or daily_pipeline.Training(), engine=engine
     )
     with _locked(ctx, purpose):
         daily_pipeline.run(context.lake, options, only=only, watcher=_StagesShown())

@@ -28,14 +28,14 @@ month, not by one per day.
 from __future__ import annotations
 
 import pickle
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import TYPE_CHECKING
+from typing import Any, cast
 
 import polars as pl
 
 from jobs.daily import wear_steps
+from jobs.engine import Engine, LocalEngine, Staging, task_lake
 from jobs.outlook import BASELINE, OWN_BACKTEST_SCHEMA, outlook_rows
 from jobs.panel import load_panel
 from jobs.runs import job_run
@@ -50,10 +50,11 @@ from lakehouse.catalog import (
     PATIENTS,
     REGISTRY,
     THERAPIES,
+    TableSpec,
 )
 from lakehouse.errors import InputError, StorageError
 from lakehouse.settings import get_settings
-from lakehouse.storage import Lake, in_list_predicate, sql_literal
+from lakehouse.storage import Lake, empty_frame, in_list_predicate, sql_literal
 from models import guard
 from models.backtest import Panel
 from models.base import Forecaster, ForecastError, ForecastInput
@@ -64,9 +65,6 @@ from models.direct import LEVEL, STATE_FEATURES
 from models.ebm import ClusterEBM
 from models.intervals import apply_intervals, from_json, patient_scale
 from models.prophet_model import ProphetPerPatient
-
-if TYPE_CHECKING:
-    from jobs.spark.session import SparkEngine
 
 JOB = "forecast"
 TOP_CONTRIBUTIONS = 10
@@ -474,27 +472,128 @@ class _Totals:
     models: set[str] = field(default_factory=set)
 
 
+@dataclass(frozen=True)
+class ForecastContext:
+    """What every forecast task reads besides its own patients (shipped once per worker)."""
+
+    patients: pl.DataFrame
+    therapies: pl.DataFrame
+    ebms: list[ClusterEBM]
+    winners: dict[str, str]
+    calibration: pl.DataFrame | None
+    shrinkage: Shrinkage | None
+    horizon: int
+    prophet_workers: int
+
+
+@dataclass(frozen=True)
+class ForecastTask:
+    """One batch of patients, as a task gets it.
+
+    Args:
+        lake_uri: the lake (the task opens it with its own credentials).
+        daily_files: silver/daily_steps data files that can hold the batch's days.
+        feature_files: silver/features data files that can hold the batch's rows; None before
+            the features job made the table.
+        batch: ``patient_id, origin`` of each patient of the batch.
+    """
+
+    lake_uri: str
+    daily_files: tuple[str, ...]
+    feature_files: tuple[str, ...] | None
+    batch: pl.DataFrame
+
+
+class _TaskTables:
+    """The lake as a task sees it: its own files of daily_steps and features, the shared
+    patients and therapies; scanned like the lake's tables, so :func:`jobs.panel.load_panel`
+    builds the batch's panel with the same code as from the lake."""
+
+    def __init__(self, task: ForecastTask, context: ForecastContext) -> None:
+        self._lake = task_lake(task.lake_uri)
+        self._task = task
+        self._context = context
+
+    def scan(self, table: TableSpec, *, version: int | None = None) -> pl.LazyFrame:
+        if table is DAILY_STEPS:
+            return self._lake.scan_files(DAILY_STEPS, self._task.daily_files)
+        if table is FEATURES:
+            if self._task.feature_files is None:
+                return empty_frame(FEATURES).lazy()
+            return self._lake.scan_files(FEATURES, self._task.feature_files)
+        if table is PATIENTS:
+            return self._context.patients.lazy()
+        if table is THERAPIES:
+            return self._context.therapies.lazy()
+        raise KeyError(table.path)
+
+
+_OUTPUTS = ("forecasts", "outlook", "explanations")
+
+
+def forecast_task(context: ForecastContext, task: ForecastTask, staging: Staging) -> dict[str, Any]:
+    """A task: one batch's forecasts, outlook and explanations from its own files, staged."""
+    panel = load_panel(
+        cast(Lake, _TaskTables(task, context)), patients=task.batch["patient_id"].to_list()
+    )
+    made = forecast_batch(
+        panel,
+        task.batch,
+        context.ebms,
+        context.winners,
+        horizon=context.horizon,
+        prophet_workers=context.prophet_workers,
+        calibration=context.calibration,
+        shrinkage=context.shrinkage,
+    )
+    for name, rows in zip(_OUTPUTS, (made.forecasts, made.outlook, made.explanations), strict=True):
+        if rows is not None:
+            staging.write(name, rows)
+    return {
+        "predicate": made.predicate,
+        "cluster_level": made.cluster_level,
+        "unforecastable": made.unforecastable,
+    }
+
+
+def _files_of(files: pl.DataFrame | None, batch: pl.DataFrame) -> tuple[str, ...] | None:
+    """The paths of ``files`` (statistics rows) whose patient range meets the batch's."""
+    if files is None:
+        return None
+    if not files.height:
+        return ()
+    first, last = batch["patient_id"].min(), batch["patient_id"].max()
+    where = (pl.col("max.patient_id") >= first) & (pl.col("min.patient_id") <= last)
+    return tuple(files.filter(where)["path"].to_list())
+
+
 def _commit_batches(
-    lake: Lake, batches: list[pl.DataFrame], made: Iterator[BatchForecast]
+    engine: Engine,
+    lake: Lake,
+    batches: list[pl.DataFrame],
+    tasks: list[ForecastTask],
+    context: ForecastContext,
 ) -> _Totals:
-    """Commit each batch's rows as the engine delivers them, in batch order."""
+    """Run the batches on the engine and commit their rows as it delivers them, in order."""
     totals = _Totals()
-    for batch, result in zip(batches, made, strict=True):
-        predicate = result.predicate
-        if result.forecasts is not None and result.outlook is not None:
-            lake.replace(FORECASTS, result.forecasts, predicate=predicate, metadata={"job": JOB})
-            totals.rows_out += result.forecasts.height
-            totals.models.update(result.forecasts["model"].unique().to_list())
-            lake.replace(OUTLOOK, result.outlook, predicate=predicate, metadata={"job": JOB})
-        if result.explanations is not None:
-            lake.replace(
-                EXPLANATIONS, result.explanations, predicate=predicate, metadata={"job": JOB}
-            )
-            totals.explained_out += result.explanations.height
-        totals.retired_origins += _retire_superseded(lake, batch)
-        totals.patients += batch.height
-        totals.cluster_level += result.cluster_level
-        totals.unforecastable += result.unforecastable
+    with engine.map_tasks(lake, JOB, forecast_task, tasks, shared=context, in_flight=1) as results:
+        for batch, result in zip(batches, results, strict=True):
+            predicate = str(result.summary["predicate"])
+            forecasts = result.staged.read("forecasts")
+            outlook = result.staged.read("outlook")
+            explanations = result.staged.read("explanations")
+            if forecasts is not None and outlook is not None:
+                lake.replace(FORECASTS, forecasts, predicate=predicate, metadata={"job": JOB})
+                totals.rows_out += forecasts.height
+                totals.models.update(forecasts["model"].unique().to_list())
+                lake.replace(OUTLOOK, outlook, predicate=predicate, metadata={"job": JOB})
+            if explanations is not None:
+                lake.replace(EXPLANATIONS, explanations, predicate=predicate, metadata={"job": JOB})
+                totals.explained_out += explanations.height
+            totals.retired_origins += _retire_superseded(lake, batch)
+            totals.patients += batch.height
+            totals.cluster_level += int(result.summary["cluster_level"])
+            totals.unforecastable += list(result.summary["unforecastable"])
     return totals
 
 
@@ -504,29 +603,27 @@ def run(
     horizon: int = 365,
     prophet_workers: int = 2,
     batch_patients: int = 250,
-    spark: SparkEngine | None = None,
+    engine: Engine | None = None,
 ) -> ForecastSummary:
     """Forecast every patient from the day after their last day with data.
 
     Args:
         lake: the lake.
         horizon: days forecast.
-        prophet_workers: processes fitting Prophet (the local engine; on Spark each task fits
-            its own patients).
+        prophet_workers: processes fitting Prophet in each task of the local engine (a
+            distributed engine's task fits its own patients one after another).
         batch_patients: patients forecast together (the cluster-level forecast of a patient
             with too little history comes from the recent days of their batch's cluster).
-        spark: forecast on this Spark engine, a batch per task, instead of in this process; the
-            rows are committed here all the same.
+        engine: where the batches are forecast (default: this process); the rows are committed
+            here whatever the engine.
     """
-    with job_run(lake, JOB, engine="local" if spark is None else "spark") as record:
+    engine = engine or LocalEngine()
+    with job_run(lake, JOB, engine=engine.name) as record:
         if not lake.exists(DAILY_STEPS):
             return ForecastSummary(0, 0, 0, 0, ())
-        ebms = registered_ebms(lake)
-        winners = champions(lake)
-        calibration = registered_intervals(lake)
-        shrinkage = registered_shrinkage(lake)
+        daily_version = lake.version(DAILY_STEPS)
         ends = (
-            lake.scan(DAILY_STEPS)
+            lake.scan(DAILY_STEPS, version=daily_version)
             .group_by("patient_id")
             .agg(origin=pl.col("date").max() + pl.duration(days=1))
             .sort("patient_id")
@@ -535,35 +632,28 @@ def run(
         batches = [
             ends.slice(start, batch_patients) for start in range(0, ends.height, batch_patients)
         ]
-        if spark is None:
-            made = (
-                forecast_batch(
-                    load_panel(lake, patients=batch["patient_id"].to_list()),
-                    batch,
-                    ebms,
-                    winners,
-                    horizon=horizon,
-                    prophet_workers=prophet_workers,
-                    calibration=calibration,
-                    shrinkage=shrinkage,
-                )
-                for batch in batches
+        context = ForecastContext(
+            patients=lake.read(PATIENTS),
+            therapies=lake.read(THERAPIES),
+            ebms=registered_ebms(lake),
+            winners=champions(lake),
+            calibration=registered_intervals(lake),
+            shrinkage=registered_shrinkage(lake),
+            horizon=horizon,
+            prophet_workers=1 if engine.distributed else prophet_workers,
+        )
+        daily_files = lake.file_stats(DAILY_STEPS, version=daily_version)
+        feature_files = lake.file_stats(FEATURES) if lake.exists(FEATURES) else None
+        tasks = [
+            ForecastTask(
+                lake.uri,
+                _files_of(daily_files, batch) or (),
+                _files_of(feature_files, batch),
+                batch,
             )
-            totals = _commit_batches(lake, batches, made)
-        else:
-            from jobs.spark.forecast import spark_forecasts
-
-            with spark_forecasts(
-                spark,
-                lake,
-                batches,
-                ebms,
-                winners,
-                horizon=horizon,
-                calibration=calibration,
-                shrinkage=shrinkage,
-            ) as made_on_spark:
-                totals = _commit_batches(lake, batches, made_on_spark)
+            for batch in batches
+        ]
+        totals = _commit_batches(engine, lake, batches, tasks, context)
         # a commit per batch of patients adds a file per table: merged, so the patient page
         # opens a few files per month instead of one per batch
         compacted = sum(lake.compact(table) for table in (FORECASTS, EXPLANATIONS, OUTLOOK))

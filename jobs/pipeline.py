@@ -33,12 +33,13 @@ from lakehouse.settings import get_settings
 from lakehouse.storage import Lake
 
 if TYPE_CHECKING:
-    from jobs.spark import SparkEngine
+    from jobs.engine import Engine
 
 Stage = Literal["aggregate", "features", "train", "forecast", "monitor"]
 STAGES: tuple[Stage, ...] = ("aggregate", "features", "train", "forecast", "monitor")
-# The stages that run on Spark with ``--engine spark``; train and monitor run in this process.
-ON_SPARK: frozenset[Stage] = frozenset({"aggregate", "features", "forecast"})
+# The stages whose tasks run on the chosen engine (``--engine``); train and monitor run in this
+# process.
+ON_ENGINE: frozenset[Stage] = frozenset({"aggregate", "features", "forecast"})
 StageSummary = AggregateSummary | FeaturesSummary | TrainSummary | ForecastSummary | MonitorSummary
 Progress = Callable[[int], None]
 _Summary = TypeVar("_Summary", bound=StageSummary)
@@ -73,13 +74,13 @@ class Options:
         full: aggregate and features recompute every patient-day, not only what changed.
         training: the train stage's options.
         forecast_workers: processes fitting Prophet in the forecast stage (local engine).
-        spark: run the stages :data:`ON_SPARK` on this Spark engine.
+        engine: where the stages :data:`ON_ENGINE` run their tasks (None: this process).
     """
 
     full: bool = False
     training: Training = field(default_factory=Training)
     forecast_workers: int = 2
-    spark: SparkEngine | None = None
+    engine: Engine | None = None
 
 
 @dataclass
@@ -160,7 +161,7 @@ def run(
             batch_samples=settings.aggregate_batch_samples,
             full=options.full,
             progress=progress,
-            spark=options.spark,
+            engine=options.engine,
         ),
     )
     done.features = stage(
@@ -170,7 +171,7 @@ def run(
             full=options.full,
             batch_days=settings.features_batch_days,
             progress=progress,
-            spark=options.spark,
+            engine=options.engine,
         ),
     )
     done.train = stage(
@@ -187,7 +188,9 @@ def run(
     )
     done.forecast = stage(
         "forecast",
-        lambda _: forecast.run(lake, prophet_workers=options.forecast_workers, spark=options.spark),
+        lambda _: forecast.run(
+            lake, prophet_workers=options.forecast_workers, engine=options.engine
+        ),
     )
     done.monitor = stage("monitor", lambda _: monitor_job.run(lake))
     return done

@@ -15,11 +15,12 @@ import stat
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import unquote
 
 import polars as pl
 import pyarrow as pa
@@ -346,6 +347,26 @@ class Lake:
             return empty_frame(table).lazy()
         return pl.scan_delta(
             self.table_uri(table), version=version, storage_options=self._polars_options()
+        )
+
+    def scan_files(self, table: TableSpec, paths: Sequence[str]) -> pl.LazyFrame:
+        """The rows of some data files of ``table`` (``path`` values of :meth:`file_stats`, e.g.
+        those of a pinned version a task was given) as a LazyFrame with the table's declared
+        schema; columns a file predates are null, partition columns come from the catalog's
+        types. delta-rs writes no deletion vectors, so a version's rows are exactly its files'
+        rows. No Delta log is read: a task on a worker reads only the files it was handed."""
+        schema = pl.DataFrame(table.schema.empty_table()).schema
+        if not paths:
+            return empty_frame(table).lazy()
+        sources = [f"{self.table_uri(table)}/{unquote(path)}" for path in paths]
+        return pl.scan_parquet(
+            sources,
+            schema={k: v for k, v in schema.items() if k not in table.partition_by},
+            hive_partitioning=bool(table.partition_by),
+            hive_schema={k: schema[k] for k in table.partition_by} or None,
+            missing_columns="insert",
+            extra_columns="ignore",
+            storage_options=self._polars_options(),
         )
 
     def _polars_options(self) -> dict[str, Any] | None:
@@ -689,7 +710,9 @@ class Lake:
 
     # ---------------------------------------------------------------- objects
 
-    def _filesystem(self) -> tuple[pafs.FileSystem, str]:
+    def filesystem(self) -> tuple[pafs.FileSystem, str]:
+        """The lake's storage as a pyarrow filesystem (credentials from the environment, as
+        for delta-rs) and the lake's root in it."""
         if self.is_local:
             return pafs.LocalFileSystem(), self.uri.removeprefix("file://")
         filesystem, root = pafs.FileSystem.from_uri(self.uri)
@@ -761,7 +784,7 @@ class Lake:
             StorageError: ``path`` is not a plain path inside the lake, or the write failed.
         """
         path = self._object_path(path)
-        filesystem, root = self._filesystem()
+        filesystem, root = self.filesystem()
         target = f"{root}/{path}"
         filesystem.create_dir(target.rsplit("/", 1)[0], recursive=True)
         partial = f"{target}.partial-{uuid.uuid4().hex}"
@@ -785,7 +808,7 @@ class Lake:
                 ``max_bytes``, or the read failed.
         """
         path = self._object_path(path)
-        filesystem, root = self._filesystem()
+        filesystem, root = self.filesystem()
         try:
             with filesystem.open_input_stream(f"{root}/{path}") as stream:
                 data = bytes(stream.read() if max_bytes is None else stream.read(max_bytes + 1))

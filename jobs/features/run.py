@@ -18,11 +18,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date
-from typing import TYPE_CHECKING
+from typing import Any
 
 import polars as pl
 import pyarrow as pa
 
+from jobs.engine import Engine, LocalEngine, Staging, task_lake
 from jobs.features.changes import (
     CLINICAL,
     FEATURE_INPUT_COLUMNS,
@@ -38,11 +39,8 @@ from jobs.scopes import Scope, patient_range
 from lakehouse.catalog import DAILY_STEPS, DIAGNOSES, FEATURES, PATIENTS, SIDE_EFFECTS, THERAPIES
 from lakehouse.storage import Lake, conform, in_list_predicate, sql_literal
 
-if TYPE_CHECKING:
-    from jobs.spark.session import SparkEngine
-
-# Patient-days read from storage at once while computing one commit's rows.
-_BLOCK_DAYS = 4_000_000
+# What a batch's task stages: its feature rows.
+_FEATURES = "features"
 _PLAN_SCHEMA = {"patient_id": pl.String, "days": pl.UInt32, "from": pl.Date}
 
 
@@ -209,39 +207,69 @@ def _batch_features(
     )
 
 
-# One engine's feature rows for one commit: called with the commit's index and its patients
-# (``patient_id, days, from``), it yields each batch's rows (exactly silver/features' schema), the
-# patient-days read and the patients computed.
-FeatureBatches = Callable[[int, pl.DataFrame], Iterator[tuple[pa.Table, int, int]]]
+@dataclass(frozen=True)
+class FeatureTask:
+    """One batch of patients, as a task gets it.
 
-
-def _local_batches(
-    daily: pl.LazyFrame, clinical: dict[str, pl.DataFrame], *, batch_days: int
-) -> FeatureBatches:
-    """The in-process engine.
-
-    Runs inside the Delta writer, so it must not open Delta tables itself: ``daily`` is a pinned
-    scan and ``clinical`` is read. Daily rows are read in blocks of patients and split once per
-    block, so no batch scans more than its own rows.
+    Args:
+        lake_uri: the lake (the task opens it with its own credentials).
+        files: the silver/daily_steps data files of the pinned version that can hold the
+            batch's rows (paths relative to the table).
+        batch: ``patient_id, from`` of each patient of the batch, in patient order.
     """
 
-    def commit_batches(_index: int, patients: pl.DataFrame) -> Iterator[tuple[pa.Table, int, int]]:
-        present = patients.filter(pl.col("days") > 0)
-        for block in pack(present["days"].to_list(), _BLOCK_DAYS):
-            block_patients = present[block]
-            first, last = block_patients["patient_id"][0], block_patients["patient_id"][-1]
-            rows = (
-                daily.filter(pl.col("patient_id").is_between(pl.lit(first), pl.lit(last)))
-                .collect()
-                .partition_by("patient_id", as_dict=True)
-            )
-            for part in pack(block_patients["days"].to_list(), batch_days):
-                batch = block_patients[part]
-                frames = [rows[(p,)] for p in batch["patient_id"].to_list() if (p,) in rows]
-                frame = _batch_features(pl.concat(frames), clinical, batch)
-                yield conform(FEATURES, frame), int(batch["days"].sum()), batch.height
+    lake_uri: str
+    files: tuple[str, ...]
+    batch: pl.DataFrame
 
-    return commit_batches
+
+def features_batch(
+    clinical: dict[str, pl.DataFrame], task: FeatureTask, staging: Staging
+) -> dict[str, Any]:
+    """A task: one batch's feature rows from its own daily_steps files, staged (exactly
+    silver/features' schema); returns the patient-days read and the patients computed."""
+    ids = task.batch["patient_id"]
+    daily = (
+        task_lake(task.lake_uri)
+        .scan_files(DAILY_STEPS, task.files)
+        .filter(
+            pl.col("patient_id").is_between(pl.lit(ids[0]), pl.lit(ids[-1]))
+            & pl.col("patient_id").is_in(ids.implode())
+        )
+        .select(FEATURE_INPUT_COLUMNS)
+        .sort("patient_id", "date")
+        .collect()
+    )
+    staging.write(_FEATURES, conform(FEATURES, _batch_features(daily, clinical, task.batch)))
+    return {"days": daily.height, "patients": task.batch.height}
+
+
+def _files_between(files: pl.DataFrame, first: str, last: str) -> tuple[str, ...]:
+    """The paths of ``files`` (statistics rows) whose patient range meets [first, last]."""
+    if not files.height:
+        return ()
+    where = (pl.col("max.patient_id") >= first) & (pl.col("min.patient_id") <= last)
+    return tuple(files.filter(where)["path"].to_list())
+
+
+def _commit_tasks(
+    lake: Lake, daily_files: pl.DataFrame, patients: pl.DataFrame, task_days: int
+) -> list[FeatureTask]:
+    """One commit's patients (``patient_id, days, from``) in batches of about ``task_days``
+    patient-days; patients without daily rows need no task (their rows are deleted)."""
+    present = patients.filter(pl.col("days") > 0)
+    tasks = []
+    for part in pack(present["days"].to_list(), task_days):
+        batch = present[part]
+        ids = batch["patient_id"]
+        tasks.append(
+            FeatureTask(
+                lake.uri,
+                _files_between(daily_files, ids[0], ids[-1]),
+                batch.select("patient_id", "from"),
+            )
+        )
+    return tasks
 
 
 def _commits(lake: Lake, daily: pl.LazyFrame, work: Work, commit_days: int) -> Iterator[_Commit]:
@@ -264,27 +292,34 @@ def _commits(lake: Lake, daily: pl.LazyFrame, work: Work, commit_days: int) -> I
 
 
 def _commit_all(
+    engine: Engine,
     lake: Lake,
     commits: list[_Commit],
-    feature_batches: FeatureBatches,
+    tasks: list[list[FeatureTask]],
+    clinical: dict[str, pl.DataFrame],
     progress: Callable[[int], None] | None,
 ) -> tuple[_Tally, int]:
-    """Stream each commit's feature rows into one atomic replace. Returns what was read and the
-    rows written."""
+    """Stream each commit's feature rows, computed by its tasks on the engine, into one atomic
+    replace. Returns what was read and the rows written."""
     total = _Tally()
     rows_out = 0
-    for index, commit in enumerate(commits):
+    for commit, commit_tasks in zip(commits, tasks, strict=True):
         attempt = _Tally()
 
         def stream(
-            index: int = index, commit: _Commit = commit, attempt: _Tally = attempt
+            commit_tasks: list[FeatureTask] = commit_tasks, attempt: _Tally = attempt
         ) -> Iterator[pa.RecordBatch]:
-            for rows, days_in, patients in feature_batches(index, commit.patients):
-                attempt.batches += 1
-                attempt.days_in += days_in
-                if progress is not None:
-                    progress(patients)
-                yield from rows.to_batches()
+            with engine.map_tasks(
+                lake, JOB, features_batch, commit_tasks, shared=clinical, in_flight=1
+            ) as results:
+                for result in results:
+                    rows = result.staged.read(_FEATURES)
+                    attempt.batches += 1
+                    attempt.days_in += int(result.summary["days"])
+                    if progress is not None:
+                        progress(int(result.summary["patients"]))
+                    if rows is not None:
+                        yield from rows.to_arrow().cast(FEATURES.schema).to_batches()
 
         def open_batches(
             attempt: _Tally = attempt, stream: Callable[[], Iterator[pa.RecordBatch]] = stream
@@ -308,7 +343,7 @@ def run(
     commit_days: int = 1_000_000,
     batch_days: int = 50_000,
     progress: Callable[[int], None] | None = None,
-    spark: SparkEngine | None = None,
+    engine: Engine | None = None,
 ) -> FeaturesSummary:
     """Bring silver/features up to date with silver/daily_steps and the clinical tables.
 
@@ -316,40 +351,33 @@ def run(
         lake: the lake.
         full: recompute every patient-day.
         commit_days: patient-days per commit (one atomic replace; bounds the writer's memory).
-        batch_days: patient-days whose features are computed at once (bounds peak memory).
+        batch_days: patient-days of one task, at most (bounds a task's peak memory).
         progress: called with the number of patients of each finished batch.
-        spark: compute the features on this Spark engine instead of in this process; the rows
-            are committed here all the same.
+        engine: where the batches are computed (default: this process); the rows are committed
+            here whatever the engine.
     """
-    with job_run(lake, JOB, engine="local" if spark is None else "spark") as record:
+    engine = engine or LocalEngine()
+    with job_run(lake, JOB, engine=engine.name) as record:
         inputs = Inputs.current(lake)
         work = plan(lake, inputs, full=full)
-        daily = lake.scan(DAILY_STEPS, version=inputs.version(DAILY_STEPS)).select(
-            FEATURE_INPUT_COLUMNS
-        )
+        version = inputs.version(DAILY_STEPS)
+        daily = lake.scan(DAILY_STEPS, version=version).select(FEATURE_INPUT_COLUMNS)
         clinical = (
             {t.path: inputs.read(lake, t) for t in CLINICAL}
             if work.ranges or work.changed.height
             else {}
         )
         commits = list(_commits(lake, daily, work, commit_days))
-        if spark is None:
-            total, rows_out = _commit_all(
-                lake, commits, _local_batches(daily, clinical, batch_days=batch_days), progress
-            )
-        else:
-            from jobs.spark.features import spark_feature_batches
-
-            version = inputs.version(DAILY_STEPS)
-            with spark_feature_batches(
-                spark,
-                lake,
-                lake.file_stats(DAILY_STEPS, version=version) if version is not None else None,
-                clinical,
-                [commit.patients for commit in commits],
-                batch_days=batch_days,
-            ) as feature_batches:
-                total, rows_out = _commit_all(lake, commits, feature_batches, progress)
+        daily_files = lake.file_stats(DAILY_STEPS, version=version) if version is not None else None
+        total_days = sum(int(commit.patients["days"].sum()) for commit in commits)
+        task_days = engine.task_size(total_days, batch_days)
+        tasks = [
+            _commit_tasks(lake, daily_files, commit.patients, task_days)
+            if daily_files is not None
+            else []
+            for commit in commits
+        ]
+        total, rows_out = _commit_all(engine, lake, commits, tasks, clinical, progress)
         record.rows_in, record.rows_out = total.days_in, rows_out
         record.details.update(
             inputs=inputs.as_details(),

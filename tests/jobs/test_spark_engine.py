@@ -15,6 +15,7 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -25,8 +26,8 @@ from polars.testing import assert_frame_equal
 from jobs import aggregate, generate
 from jobs import forecast as forecast_job
 from jobs import train as train_job
+from jobs.engine.spark import SparkEngine, SparkUnavailableError, TaskFailedError, start_spark
 from jobs.features import run as features_job
-from jobs.spark import SparkEngine, SparkUnavailableError, start_spark
 from lakehouse.catalog import (
     DAILY_STEPS,
     EXPLANATIONS,
@@ -91,8 +92,8 @@ def lakes(tmp_path_factory: pytest.TempPathFactory, spark: SparkEngine) -> tuple
     on_spark = _population(tmp_path_factory.mktemp("spark"))
     aggregate.run(local)
     features_job.run(local)
-    aggregate.run(on_spark, batch_samples=60_000, spark=spark)
-    features_job.run(on_spark, batch_days=700, commit_days=2_000, spark=spark)
+    aggregate.run(on_spark, batch_samples=60_000, engine=spark)
+    features_job.run(on_spark, batch_days=700, commit_days=2_000, engine=spark)
     return local, on_spark
 
 
@@ -148,18 +149,18 @@ def test_an_incremental_run_is_identical_on_both_engines(
     for lake in (local, on_spark):
         lake.append(STEP_SAMPLES, late)
     done_local = aggregate.run(local)
-    done_spark = aggregate.run(on_spark, batch_samples=60_000, spark=spark)
+    done_spark = aggregate.run(on_spark, batch_samples=60_000, engine=spark)
     assert done_spark.mode == done_local.mode == "incremental"
     assert done_spark.samples_in == done_local.samples_in
     features_local = features_job.run(local)
-    features_spark = features_job.run(on_spark, batch_days=700, spark=spark)
+    features_spark = features_job.run(on_spark, batch_days=700, engine=spark)
     assert features_spark.mode == features_local.mode == "incremental"
     assert features_spark.rows_out == features_local.rows_out
     for table in (DAILY_STEPS, FEATURES):
         assert_frame_equal(_table(on_spark, table), _table(local, table))
     # nothing left to do, on either engine
-    assert aggregate.run(on_spark, spark=spark).mode == "up-to-date"
-    assert features_job.run(on_spark, spark=spark).mode == "up-to-date"
+    assert aggregate.run(on_spark, engine=spark).mode == "up-to-date"
+    assert features_job.run(on_spark, engine=spark).mode == "up-to-date"
 
 
 def _forecasts_match(local: dict[str, pl.DataFrame], on_spark: dict[str, pl.DataFrame]) -> None:
@@ -196,14 +197,14 @@ def test_forecasts_match_on_both_engines_before_and_after_training(
     forecast_job.run(lake, prophet_workers=1, **batches)
     local = _forecast_tables(lake)
     assert set(local[FORECASTS.path]["model"]) >= {"prophet", "seasonal_naive_7d"}
-    forecast_job.run(lake, spark=spark, **batches)
+    forecast_job.run(lake, engine=spark, **batches)
     _forecasts_match(local, _forecast_tables(lake))
 
     train_job.run(lake, force=True, patients_per_cluster=4, origins=1, prophet_workers=1, now=NOW)
     forecast_job.run(lake, prophet_workers=1, **batches)
     local = _forecast_tables(lake)
     assert local[EXPLANATIONS.path].height
-    forecast_job.run(lake, spark=spark, **batches)
+    forecast_job.run(lake, engine=spark, **batches)
     _forecasts_match(local, _forecast_tables(lake))
     runs = lake.read(JOB_RUNS).filter(pl.col("job") == "forecast").sort("started_at")
     engines = runs["engine"].to_list()
@@ -254,8 +255,36 @@ def test_without_pyspark_the_spark_engine_says_what_to_install(
         start_spark("local[2]")
 
 
-def test_an_object_store_lake_is_refused_in_one_line(spark: SparkEngine) -> None:
-    lake = Lake("s3://bucket/lake")
-    with pytest.raises(SparkUnavailableError, match="hadoop-aws"):
-        # (no storage is touched: the lake is refused first)
-        spark.read_files(lake, STEP_SAMPLES, pl.DataFrame({"path": ["x.parquet"]}), ["steps"])
+def test_staging_is_removed_after_every_run(lakes: tuple[Lake, Lake]) -> None:
+    """Tasks stage their results in the lake; after the runs above nothing of it is left."""
+    _, on_spark = lakes
+    assert not (Path(on_spark.uri) / "_staging").exists()
+
+
+def test_a_failing_task_fails_the_stage_cleanly(
+    tmp_path: Path, spark: SparkEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task that raises (after Spark's retries) fails the job in one error: no daily rows are
+    committed, the run is recorded as failed, the staging area is gone."""
+    lake = _population(tmp_path)
+    lake.append(STEP_SAMPLES, _new_samples(["SYN3-000001"], datetime(2026, 6, 1, tzinfo=UTC), 1))
+    # a data file of the version gone from storage once the tasks are planned: every attempt
+    # of its task fails
+    vanished = lake.file_stats(STEP_SAMPLES)["path"][-1]
+    planned = aggregate._scope_tasks
+
+    def plan_then_lose_a_file(*args: Any, **kwargs: Any) -> Any:
+        tasks = planned(*args, **kwargs)
+        (Path(lake.uri) / STEP_SAMPLES.path / vanished).unlink(missing_ok=True)
+        return tasks
+
+    monkeypatch.setattr(aggregate, "_scope_tasks", plan_then_lose_a_file)
+    with pytest.raises(TaskFailedError) as failed:
+        aggregate.run(lake, batch_samples=60_000, engine=spark)
+    # one line: the task's own error, not Spark's Java stack
+    message = str(failed.value)
+    assert "\n" not in message and vanished.rsplit("/", 1)[-1] in message, message
+    assert not lake.exists(DAILY_STEPS) or lake.read(DAILY_STEPS).is_empty()
+    runs = lake.read(JOB_RUNS).filter(pl.col("job") == "aggregate")
+    assert runs["status"].to_list() == ["failed"]
+    assert not (Path(lake.uri) / "_staging").exists()
