@@ -6,8 +6,13 @@ one chart implementation. Kaleido draws it with plotly.js in a headless Chromium
 - the browser is the one installed on the machine (Debian's ``chromium``, found on ``PATH``),
   never one downloaded;
 - the page kaleido loads holds plotly.js from the installed plotly package (named explicitly:
-  kaleido would fall back to a CDN should it not find it) with MathJax turned off, so nothing is
-  fetched from a network;
+  kaleido would fall back to a CDN should it not find it) with MathJax turned off, so the chart
+  needs nothing from a network;
+- Chromium itself calls Google's and its search engine's services in the background (updates,
+  sign-in, time, optimisation hints: measured, a dozen requests in 30 s). Its proxy is set to
+  :data:`OFFLINE_PROXY`, a privileged loopback port nothing listens on, so every one of them is
+  refused on the machine and none leaves it (nor does it follow an ``HTTP_PROXY`` of the
+  environment);
 - one browser is kept open per process and shared (:class:`ChartRenderer`): starting it and
   loading plotly.js takes 5-7 s on the 2-core test machine, a chart once it is open about 0.5 s.
   It opens on first use or when a page that may soon need it calls :func:`warm_up`, closes after
@@ -34,6 +39,9 @@ LOGGER = logging.getLogger(__name__)
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 # the plotly.js the installed plotly package ships (the same version the dashboard draws with)
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+# where Chromium sends any request of its own (see above): refused on the machine (a port below
+# 1024, which no unprivileged program can listen on, and which no service uses)
+OFFLINE_PROXY = "http://127.0.0.1:1"
 # starting the browser and loading plotly.js (measured 5-7 s); one chart once it is open
 START_TIMEOUT_SECONDS = 60.0
 RENDER_TIMEOUT_SECONDS = 30.0
@@ -60,9 +68,12 @@ class ChartRenderer:
     """One headless Chromium driven by kaleido on an event loop of its own thread; any thread
     may ask it for a PNG (kaleido queues them on its one tab)."""
 
-    def __init__(self, browser: str, *, idle_seconds: float = IDLE_SECONDS) -> None:
+    def __init__(
+        self, browser: str, *, idle_seconds: float = IDLE_SECONDS, proxy: str = OFFLINE_PROXY
+    ) -> None:
         self.browser = browser
         self.idle_seconds = idle_seconds
+        self.proxy = proxy
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="chart-renderer", daemon=True
@@ -105,7 +116,7 @@ class ChartRenderer:
         if not self._loop.is_running():
             return
         try:
-            asyncio.run_coroutine_threadsafe(self._close(), self._loop).result(10)
+            asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(10)
         except Exception as err:  # closing at exit: nothing left to do about it
             LOGGER.debug("chart browser not closed cleanly: %s", err)
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -132,6 +143,7 @@ class ChartRenderer:
                     plotlyjs=str(PLOTLY_JS),
                     mathjax=False,
                     path=self.browser,
+                    proxy_server=self.proxy,
                 )
                 try:
                     await asyncio.wait_for(browser.open(), START_TIMEOUT_SECONDS)
@@ -166,6 +178,15 @@ class ChartRenderer:
         task = self._loop.create_task(self._close())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _stop(self) -> None:
+        """Close the browser and end what is left on the loop (a dead browser's watchdog)."""
+        await self._close()
+        current = asyncio.current_task()
+        pending = [task for task in asyncio.all_tasks() if task is not current]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
     async def _close(self) -> None:
         if self._idle is not None:

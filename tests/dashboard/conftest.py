@@ -8,11 +8,19 @@ from pathlib import Path
 import pytest
 import streamlit as st
 
-from dashboard import data
+from dashboard import chart_image, data
 from lakehouse.settings import get_settings
 from lakehouse.storage import Lake
 from tests.dashboard.demo_lake import DemoLake, build_demo_lake
 from tests.dashboard.identities import ROLES_TOML
+
+
+@pytest.fixture(scope="session", autouse=True)
+def close_the_chart_browser() -> Iterator[None]:
+    """The printable report's browser (the patient page opens it) closes with the session: at
+    exit it could not (the thread pools it needs are shut down before ``atexit`` runs)."""
+    yield
+    chart_image.shutdown()
 
 
 def forget_caches() -> None:

@@ -495,3 +495,43 @@ def test_patient_page_summarises_the_patient_in_clinical_terms() -> None:
     history = app.get("button_group")
     assert history, "no history range control"
     assert not app.exception
+
+
+def test_the_report_button_records_the_report_before_it_is_made(
+    demo_lake: Any, downloads: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The patient page offers the printable report; a click writes its audit row (the user,
+    the page, the patient) and then makes the PDF; when the row cannot be written there is no
+    PDF."""
+    from dashboard import chart_image
+    from lakehouse import audit
+    from lakehouse.catalog import AUDIT_LOG
+
+    def no_chart(*_args: object, **_kwargs: object) -> bytes:  # the chart is test_report's
+        raise chart_image.ChartUnavailable("not drawn in this test")
+
+    monkeypatch.setattr(chart_image, "figure_png", no_chart)
+    monkeypatch.setattr(chart_image, "warm_up", lambda: None)
+    app = _open(PATIENT, role="clinician", patient_id="P001")
+
+    (button,) = [e for e in app.get("download_button") if e.proto.label.startswith("Printable")]
+    assert button.proto.label == "Printable report (PDF)"
+    make = downloads["download_report"]
+    lake = demo_lake.lake
+    before = lake.read(AUDIT_LOG).height
+
+    pdf = make()
+
+    assert pdf.startswith(b"%PDF-")
+    rows = lake.read(AUDIT_LOG).sort("at").slice(before)
+    assert rows.select("user", "client", "action", "page", "patient_id", "outcome").rows() == [
+        ("clinician@example.org", "dashboard", "report", "patient", "P001", "ok")
+    ]
+    assert rows["issuer"].to_list() == ["https://login.example.org"]
+
+    def broken(*_args: object) -> None:
+        raise StorageError("could not write the audit log: disk full")
+
+    monkeypatch.setattr(audit, "record", broken)
+    with pytest.raises(StorageError, match="disk full"):
+        make()

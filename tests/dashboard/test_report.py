@@ -5,7 +5,6 @@ on A4 and not blank (pdftoppm), and the audit row on record before the report is
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -35,13 +34,6 @@ EVENT = audit.AuditEvent(
 )
 # what the text of a therapy may hold: Markdown, HTML, fpdf2's default page-count alias
 HOSTILE_THERAPY = "{nb} **bold** <b>x</b> [a](http://evil.test)"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def close_the_chart_browser() -> Iterator[None]:
-    """The browser the reports' charts started is closed with the module."""
-    yield
-    chart_image.shutdown()
 
 
 @pytest.fixture
