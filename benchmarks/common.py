@@ -26,10 +26,13 @@ def measure(script: str, kind: str, lake_uri: str, *extra: str) -> dict[str, Any
     is JSON."""
     out = subprocess.run(
         [sys.executable, script, "--child", kind, "--lake", lake_uri, *extra],
-        check=True,
+        check=False,
         capture_output=True,
         text=True,
     )
+    if out.returncode:
+        print(out.stderr[-5000:], file=sys.stderr)
+        out.check_returncode()
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 

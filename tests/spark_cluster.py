@@ -21,7 +21,7 @@ from pathlib import Path
 STARTUP_SECONDS = 90
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
@@ -85,7 +85,7 @@ class Cluster:
                 "--work-dir",
                 str(folder / "work"),
                 "--webui-port",
-                str(_free_port()),
+                str(free_port()),
             ],
             folder,
             _base_environment(self.worker_env),
@@ -148,7 +148,7 @@ def standalone_cluster(
         worker_env: the workers' environment besides Spark's own (e.g. the object store's
             endpoint and credentials): they get nothing else of this process's environment.
     """
-    port, ui = _free_port(), _free_port()
+    port, ui = free_port(), free_port()
     env = _base_environment({})
     master, master_log = _launch(
         [
@@ -206,3 +206,12 @@ def _wait(ready: object, process: subprocess.Popen[bytes], log: Path, what: str)
             tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
             raise RuntimeError(f"{what} did not start:\n{tail}")
         time.sleep(0.3)
+
+
+def wait_until(ready: object, what: str, seconds: float = STARTUP_SECONDS) -> None:
+    """Wait until ``ready()`` is true; raise when it never is."""
+    deadline = time.monotonic() + seconds
+    while not ready():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not start")
+        time.sleep(0.2)
