@@ -84,14 +84,16 @@ def cost_checks(
     rows = []
     gb = storage_bytes / 1e9
     storage = gb * prices.storage_usd_per_gb_month
-    rows.append(_row("storage", storage, storage * scale, f"{gb:.3f} GB in the lake"))
+    rows.append(_row("storage", storage, storage * scale, f"{_size(storage_bytes)} in the lake"))
     for category in CATEGORIES:
         mine = recent.filter(pl.col("job").is_in(list(prices.jobs[category])))
-        cpu_hours = float(mine["cpu_seconds"].fill_null(0).sum()) / 3600
+        cpu_seconds = float(mine["cpu_seconds"].fill_null(0).sum())
+        cpu_hours = cpu_seconds / 3600
         monthly = cpu_hours * to_month * prices.usd_per_vcpu_hour[category]
+        runs_text = "1 run" if mine.height == 1 else f"{mine.height:,} runs"
         note = (
-            f"{cpu_hours:.3f} CPU-hours in {mine.height} runs over {observed_days:.1f} days "
-            f"at ${prices.usd_per_vcpu_hour[category]}/vCPU-hour"
+            f"{_cpu_time(cpu_seconds)} in {runs_text} over {observed_days:,.1f} days at "
+            f"${prices.usd_per_vcpu_hour[category]:g} a vCPU-hour"
         )
         rows.append(_row(category, monthly, monthly * scale, note))
     total = sum(r["value"] for r in rows)
@@ -133,3 +135,17 @@ def _row(category: str, monthly: float, projected: float, note: str) -> dict[str
         "status": "ok",
         "details": note,
     }
+
+
+def _cpu_time(seconds: float) -> str:
+    """CPU time in the unit that reads: seconds under an hour, hours above."""
+    if seconds < 3600:
+        return f"{seconds:,.0f} CPU-seconds"
+    return f"{seconds / 3600:,.1f} CPU-hours"
+
+
+def _size(size_bytes: int) -> str:
+    """A size in MB under a gigabyte, else in GB."""
+    if size_bytes < 1e9:
+        return f"{size_bytes / 1e6:,.1f} MB"
+    return f"{size_bytes / 1e9:,.2f} GB"

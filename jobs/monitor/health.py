@@ -62,8 +62,16 @@ def health_checks(runs: pl.DataFrame, now: datetime) -> pl.DataFrame:
                         if late and hours is not None
                         else f"{job} has never succeeded"
                         if late
-                        else f"{job} succeeded {hours:.1f} h ago"
+                        else f"{job} succeeded {_ago(hours or 0.0)}"
                     ),
                 }
             )
     return checks_frame(rows, "job health")
+
+
+def _ago(hours: float) -> str:
+    """How long ago, in minutes under an hour (a run of the pipeline just now reads "0.0 h")."""
+    if hours < 1:
+        minutes = round(hours * 60)
+        return "just now" if minutes == 0 else f"{minutes} min ago"
+    return f"{hours:,.1f} h ago"

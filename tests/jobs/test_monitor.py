@@ -532,6 +532,32 @@ def test_a_projection_over_the_budget_warns_at_once_and_alerts_on_a_week_of_reco
     assert total(young, projected["reference"] * 1.01)["status"] == "ok"
 
 
+def test_cost_and_health_details_read_in_their_units() -> None:
+    from jobs.monitor import health
+
+    now = datetime(2026, 12, 7, 2, tzinfo=UTC)
+    runs = pl.DataFrame(
+        {
+            "job": ["aggregate", "train", "train"],
+            "started_at": [now - timedelta(days=2)] * 3,
+            "finished_at": [now - timedelta(minutes=20)] * 3,
+            "status": ["succeeded"] * 3,
+            "cpu_seconds": [90.0, 3600.0, 1800.0],
+            "error": [None] * 3,
+        }
+    )
+    details = dict(
+        cost.cost_checks(runs, 19_400_000, 10, _prices(500.0), now)
+        .select("subject", "details")
+        .iter_rows()
+    )
+    assert details["processing"] == "90 CPU-seconds in 1 run over 2.0 days at $0.05 a vCPU-hour"
+    assert details["training"] == "1.5 CPU-hours in 2 runs over 2.0 days at $0.05 a vCPU-hour"
+    assert details["storage"] == "19.4 MB in the lake"
+    checks = {r["subject"]: r for r in health.health_checks(runs, now).iter_rows(named=True)}
+    assert checks["job aggregate · daily success"]["details"] == "aggregate succeeded 20 min ago"
+
+
 # ------------------------------------------------- a lake whose data stopped 40 days ago
 
 
