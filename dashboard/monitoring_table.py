@@ -15,6 +15,8 @@ from typing import Any
 
 import polars as pl
 
+from dashboard.literal import markdown_literal
+
 # the status words, coloured as text (a pandas Styler: st.dataframe's columns cannot colour
 # single cells); tones readable on the light theme, each with its word so colour is never the
 # only sign
@@ -23,6 +25,13 @@ STATUS_COLOURS = {
     "warning": "#b54708",
     "ok": "#067647",
     "too little data": "#667085",
+}
+# the same statuses as Streamlit Markdown badges, for the lines under a table
+STATUS_BADGES = {
+    "alert": ":red-badge[alert]",
+    "warning": ":orange-badge[warning]",
+    "ok": ":green-badge[ok]",
+    "too little data": ":gray-badge[too little data]",
 }
 SHOWN_COLUMNS = (
     "status",
@@ -112,6 +121,25 @@ def details_text(details: str | None) -> str:
     return "; ".join(f"{key} {_any(value)}" for key, value in parsed.items() if value is not None)
 
 
+def problem_lines(checks: pl.DataFrame) -> list[str]:
+    """One Markdown line per check of ``checks`` that warns or alerts, alerts first: its status as
+    a coloured badge, its subject in bold and its details as a sentence (a table cuts long
+    details; these lines wrap). Text from data is escaped (:func:`markdown_literal`)."""
+    order = {"alert": 0, "warning": 1}
+    problems = sorted(
+        (row for row in checks.iter_rows(named=True) if row["status"] in order),
+        key=lambda row: order[row["status"]],
+    )
+    lines = []
+    for row in problems:
+        details = details_text(row["details"])
+        lines.append(
+            f"{STATUS_BADGES[row['status']]} **{markdown_literal(row['subject'] or '')}**"
+            + (f": {markdown_literal(details)}" if details else "")
+        )
+    return lines
+
+
 def status_style(status: object) -> str:
     """The CSS of a status cell: its colour, in bold."""
     colour = STATUS_COLOURS.get(str(status))
@@ -129,7 +157,15 @@ def _percent(value: float) -> str:
 
 
 def _dollars(value: float) -> str:
+    if 0 < abs(value) < 0.005:  # would read "$0.00": something, under a cent
+        return "< $0.01"
     return f"${value:,.2f}" if abs(value) < 10 else f"${value:,.0f}"
+
+
+def _hours(value: float) -> str:
+    if abs(value) < 1:  # a run just now reads "0.2 h" otherwise
+        return f"{round(value * 60)} min"
+    return f"{value:,.1f} h" if abs(value) < 10 else f"{value:,.0f} h"
 
 
 def _p_value(value: float) -> str:
@@ -147,7 +183,7 @@ _FORMATS: dict[str, Callable[[float], str]] = {
     "mae": lambda value: f"{value:,.0f}",
     "psi": lambda value: f"{value:.3f}",
     "ks p-value": _p_value,
-    "hours since success": lambda value: f"{value:,.1f} h",
+    "hours since success": _hours,
 }
 
 

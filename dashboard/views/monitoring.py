@@ -12,7 +12,12 @@ import streamlit as st
 
 from dashboard import auth, charts, data
 from dashboard.literal import markdown_literal
-from dashboard.monitoring_table import details_text, shown_checks, styled
+from dashboard.monitoring_table import details_text, problem_lines, shown_checks, styled
+
+# UTC times to the minute (Streamlit's default shows seconds and "+00:00")
+WHEN = "YYYY-MM-DD HH:mm"
+# pixels that show the longest status, "too little data", whole in bold
+STATUS_PX = 120
 
 auth.require("monitoring")
 st.title("Monitoring")
@@ -34,8 +39,10 @@ def _table(
     reference: str | None = None,
     threshold: str = "threshold",
     with_check: bool = False,
+    problems: bool = True,
 ) -> None:
-    """Checks as a table of text: status coloured, each number in its unit."""
+    """Checks as a table of text (status coloured, each number in its unit), and under it, when
+    ``problems``, a line per check that warns or alerts with its details whole."""
     shown = [
         "status",
         *(["check"] if with_check else []),
@@ -52,7 +59,7 @@ def _table(
         column_order=shown,
         placeholder="",
         column_config={
-            "status": st.column_config.TextColumn("status", width="small"),
+            "status": st.column_config.TextColumn("status", width=STATUS_PX),
             "subject": st.column_config.TextColumn("subject", width="medium"),
             "value": st.column_config.TextColumn(value),
             "reference": st.column_config.TextColumn(reference or "reference"),
@@ -60,6 +67,9 @@ def _table(
             "details": st.column_config.TextColumn("details", width="large"),
         },
     )
+    lines = problem_lines(rows) if problems else []
+    if lines:
+        st.markdown("  \n".join(lines))
 
 
 if checks.is_empty():
@@ -94,13 +104,13 @@ else:
         ),
         hide_index=True,
         placeholder="",
-        column_order=("state", "raised_at", "check", "subject", "message", "resolved_at"),
+        column_order=("state", "raised_at", "resolved_at", "check", "subject", "message"),
         column_config={
             "state": st.column_config.TextColumn("state", width="small"),
-            "raised_at": st.column_config.DatetimeColumn("raised (UTC)"),
+            "raised_at": st.column_config.DatetimeColumn("raised (UTC)", format=WHEN),
+            "resolved_at": st.column_config.DatetimeColumn("resolved (UTC)", format=WHEN),
             "subject": st.column_config.TextColumn("subject", width="medium"),
             "message": st.column_config.TextColumn("message", width="large"),
-            "resolved_at": st.column_config.DatetimeColumn("resolved (UTC)"),
         },
     )
 
@@ -195,7 +205,8 @@ else:
         st.caption(markdown_literal(summary))
     parts = spend.filter(pl.col("subject") != "total")
     st.plotly_chart(charts.cost_breakdown(parts, budget=total["threshold"]))
-    _table(spend, value="measured", reference="projected", threshold="budget")
+    # the total's warning or alert is the message above
+    _table(spend, value="measured", reference="projected", threshold="budget", problems=False)
 
 st.subheader("Job runs")
 runs = data.recent_job_runs(lake, limit=100)
@@ -213,7 +224,7 @@ else:
         hide_index=True,
         placeholder="",
         column_config={
-            "started_at": st.column_config.DatetimeColumn("started (UTC)"),
+            "started_at": st.column_config.DatetimeColumn("started (UTC)", format=WHEN),
             "duration_seconds": st.column_config.NumberColumn("duration (s)", format="%,.1f"),
             "rows_in": st.column_config.NumberColumn("rows in", format="%,d"),
             "rows_out": st.column_config.NumberColumn("rows out", format="%,d"),
@@ -255,7 +266,7 @@ else:
             "reason": st.column_config.TextColumn("reason", width="large"),
             "rows": st.column_config.NumberColumn("rows", format="%,d"),
             "files": st.column_config.NumberColumn("files", format="%,d"),
-            "latest": st.column_config.DatetimeColumn("latest (UTC)"),
+            "latest": st.column_config.DatetimeColumn("latest (UTC)", format=WHEN),
         },
     )
 

@@ -14,8 +14,10 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from dashboard.monitoring_table import (
+    STATUS_BADGES,
     STATUS_COLOURS,
     details_text,
+    problem_lines,
     shown_checks,
     status_style,
     threshold_text,
@@ -36,6 +38,7 @@ from tests.dashboard.displayed import (
     status_colours,
 )
 from tests.dashboard.identities import signed_in
+from tests.dashboard.rendered import shown, tags
 
 MONITORING = "views/monitoring.py"
 TIMEOUT = 30
@@ -127,6 +130,13 @@ def test_stale_data_shows_as_an_alert_a_warning_and_counts(stale: Lake) -> None:
     assert (silent["status"], silent["value"], silent["threshold"]) == ("warning", "100%", "≥ 20%")
     assert silent["details"].startswith("5 of 5 patients (100%)")
     assert set(status_colours(freshness)) == {"alert", "warning"}
+    # each, details whole, as a coloured badge under the table (a table cuts long details)
+    badged = [str(m.value) for m in app.markdown if "-badge[" in str(m.value)]
+    lines = [line for text in badged for line in text.split("  \n")]
+    assert any(line.startswith(":red-badge[alert] **newest data**: ") for line in lines)
+    assert any(
+        line.startswith(":orange-badge[warning] **patients without data**: ") for line in lines
+    )
     quality = next(
         frame
         for frame in app.dataframe
@@ -148,6 +158,11 @@ def test_values_thresholds_and_details_in_their_units() -> None:
     assert value_text("quarantined share", 0.012) == "1.2%"
     assert value_text("usd_per_month", 671.3) == "$671"
     assert value_text("usd_per_month", 0.713) == "$0.71"
+    assert value_text("usd_per_month", 0.001) == "< $0.01"  # not "$0.00"
+    assert value_text("usd_per_month", 0.0) == "$0.00"
+    assert value_text("hours since success", 0.25) == "15 min"
+    assert value_text("hours since success", 2.5) == "2.5 h"
+    assert value_text("hours since success", 30.2) == "30 h"
     assert value_text("mae", 1310906.0) == "1,310,906"
     assert value_text("days", 3.0) == "3"
     assert value_text("latest run failed", 1.0) == "failed"
@@ -201,7 +216,7 @@ def test_shown_checks_have_no_missing_cells() -> None:
         "metric": "hours since success",
         "value": "never",
         "reference": "",
-        "threshold": "≥ 26.0 h",
+        "threshold": "≥ 26 h",
         "details": "",
     }
 
@@ -211,3 +226,29 @@ def test_monitoring_page_on_an_empty_lake_reads_cleanly(tmp_path: Path) -> None:
     app = _open(MONITORING)
 
     assert_reads_cleanly(app)
+
+
+def test_checks_that_warn_or_alert_read_as_badged_lines() -> None:
+    checks = pl.DataFrame(
+        {
+            "check": ["data quality"] * 3,
+            "subject": ["outliers", "low wear", "**bold** :red[x]"],
+            "metric": ["days", "share of patients", "share of patients"],
+            "value": [0.0, 0.5, 0.9],
+            "reference": [None, None, None],
+            "threshold": [1.0, 0.3, 0.3],
+            "status": ["ok", "warning", "alert"],
+            "details": [None, "5 of 10 patients (50%) wore it little", None],
+        },
+        schema_overrides={"reference": pl.Float64},
+    )
+    alert, warning = problem_lines(checks)  # alerts first; ok checks have no line
+    assert alert.startswith(":red-badge[alert] **")
+    # the subject is data: shown as written, no bold, no directive of its own
+    assert shown(alert) == ":red-badge[alert] **bold** :red[x]"
+    assert tags(alert) == ["<p>", "<strong>", "</strong>", "</p>"]
+    assert warning.startswith(":orange-badge[warning] **low wear**: ")
+    assert shown(warning) == (
+        ":orange-badge[warning] low wear: 5 of 10 patients (50%) wore it little"
+    )
+    assert set(STATUS_BADGES) == set(STATUS_COLOURS)
