@@ -14,6 +14,28 @@ from lakehouse import audit, csv_export
 
 ACTIONS = get_args(audit.Action)
 LIMIT = 1000
+# column widths in pixels that show whole, in the table's font, a SHA-256's 64 hex digits, a
+# row count in the millions, an e-mail address of some 35 characters and two roles
+SHA256_PX = 500
+ROWS_PX = 100
+USER_PX = 260
+ROLES_PX = 140
+# who did what to whom first; the query's fingerprint and the sign-in's details after (the
+# table's columns and the download's, in this order)
+COLUMNS = (
+    "at",
+    "user",
+    "action",
+    "page",
+    "patient_id",
+    "outcome",
+    "rows",
+    "sql_sha256",
+    "roles",
+    "client",
+    "issuer",
+    "subject",
+)
 
 auth.require("audit")
 st.title("Audit log")
@@ -57,16 +79,19 @@ st.dataframe(
     hide_index=True,
     # an event without a patient, a query or a provider has empty cells, not "None"
     placeholder="",
+    column_order=COLUMNS,
     column_config={
         "at": st.column_config.DatetimeColumn("when (UTC)", format="YYYY-MM-DD HH:mm:ss"),
-        "user": st.column_config.TextColumn("user", width="medium"),
+        "user": st.column_config.TextColumn("user", width=USER_PX),
         # a pseudonym is P- and 20 hex digits: shown whole
         "patient_id": st.column_config.TextColumn("patient", width="medium"),
-        "sql_sha256": st.column_config.TextColumn("query SHA-256", width="large"),
-        "rows": st.column_config.NumberColumn("rows", format="%,d"),
         "outcome": st.column_config.TextColumn("outcome", width="medium"),
-        "issuer": st.column_config.TextColumn("identity provider", width="medium"),
-        "subject": st.column_config.TextColumn("subject at the provider", width="medium"),
+        "rows": st.column_config.NumberColumn("rows", format="%,d", width=ROWS_PX),
+        # the 64 hex digits whole, to compare with a query's own (lakehouse.audit.sql_sha256)
+        "sql_sha256": st.column_config.TextColumn("query SHA-256", width=SHA256_PX),
+        "roles": st.column_config.TextColumn("roles", width=ROLES_PX),
+        "issuer": st.column_config.TextColumn("identity provider", width="large"),
+        "subject": st.column_config.TextColumn("subject at the provider", width="large"),
     },
 )
 st.download_button(
@@ -75,7 +100,7 @@ st.download_button(
         if events.height == 1
         else f"Download the {events.height:,} events shown (CSV)"
     ),
-    data=csv_export.frame_csv(events),
+    data=csv_export.frame_csv(events.select(COLUMNS)),
     file_name=f"audit-log-{datetime.now(UTC):%Y%m%d-%H%M}.csv",
     mime="text/csv",
     icon=":material/download:",

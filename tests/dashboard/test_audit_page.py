@@ -113,24 +113,28 @@ def test_audit_page_shows_pseudonyms_whole_and_empty_cells(downloads: dict[str, 
 
     assert_reads_cleanly(app)
     table = app.dataframe[0]
+    # who did what to whom first
     assert headers(table) == [
         "when (UTC)",
         "user",
-        "roles",
-        "client",
         "action",
         "page",
         "patient",
-        "query SHA-256",
-        "rows",
         "outcome",
+        "rows",
+        "query SHA-256",
+        "roles",
+        "client",
         "identity provider",
         "subject at the provider",
     ]
     config = column_config(table)
-    # wide enough for a whole pseudonym and a whole SHA-256 (they were cut to "SYN42-0000")
+    # wide enough for a whole pseudonym, SHA-256 and row count (a pseudonym was cut to
+    # "SYN42-0000"); the widths were checked in a browser
     assert config["patient_id"]["width"] == "medium"
-    assert config["sql_sha256"]["width"] == "large"
+    assert config["user"]["width"] == 260 and config["roles"]["width"] == 140
+    assert config["sql_sha256"]["width"] == 500  # pixels: 64 hex digits
+    assert config["rows"]["width"] == 100  # "1,310,906"
     assert config["rows"]["type_config"]["format"] == "%,d"
     shown = _mine(displayed_rows(table))
     assert [row["action"] for row in shown] == ["refused", "sql", "patient"]  # newest first
@@ -154,6 +158,21 @@ def test_audit_download_is_the_events_shown_with_formulas_neutralised(
     (button,) = app.get("download_button")
     assert button.proto.label == "Download the event shown (CSV)"
     viewed = list(csv.DictReader(io.StringIO(downloads["audit_download"], newline="")))
+    # the table's columns in the table's order, by their names in the lake
+    assert list(viewed[0]) == [
+        "at",
+        "user",
+        "action",
+        "page",
+        "patient_id",
+        "outcome",
+        "rows",
+        "sql_sha256",
+        "roles",
+        "client",
+        "issuer",
+        "subject",
+    ]
     assert [row["patient_id"] for row in viewed] == [PSEUDONYM]
     assert viewed[0]["rows"] == ""  # no query: an empty field, not "None"
 
