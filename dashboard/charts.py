@@ -50,6 +50,7 @@ GROUP_COLOURS = {"MS": "#0072B2", "PD": "#E69F00", "RA": "#009E73", "OTHER": "#C
 OTHER_GROUP_COLOUR = "#7f7f7f"
 ROLLING_COLOUR = "#08306b"
 GAP_COLOUR = "#bdbdbd"
+BUDGET_COLOUR = "#444444"
 
 
 def group_colour(disease_group: str) -> str:
@@ -551,7 +552,8 @@ def _last_day(*frames: pl.DataFrame) -> date:
 
 def cost_breakdown(parts: pl.DataFrame, *, budget: float) -> go.Figure:
     """Monthly cost per category: measured (this lake) and projected (the budget's patients),
-    with the budget as a line.
+    with the budget as a dashed line named in the legend (a label beside the line would sit on
+    the bar that reaches it).
 
     Args:
         parts: cost check rows (``subject`` = category, ``value`` = measured, ``reference`` =
@@ -573,7 +575,24 @@ def cost_breakdown(parts: pl.DataFrame, *, budget: float) -> go.Figure:
                     hovertemplate=f"{category}: $%{{y:,.2f}} per month<extra></extra>",
                 )
             )
-    figure.add_hline(y=budget, line_dash="dash", annotation_text=f"budget ${budget:,.0f}")
+    # the budget is named in the legend, not beside its line: a label there sits on the bar that
+    # reaches the line (the projected one, whichever side it is drawn on)
+    figure.add_hline(y=budget, line={"color": BUDGET_COLOUR, "dash": "dash", "width": 2})
+    figure.add_trace(
+        go.Scatter(  # the line's legend entry: a dashed line, no points
+            x=[None],
+            y=[None],
+            mode="lines",
+            name=f"budget ${budget:,.0f}",
+            line={"color": BUDGET_COLOUR, "dash": "dash", "width": 2},
+            hoverinfo="skip",
+        )
+    )
+    # from zero, with room above the line when it is the highest thing drawn
+    highest = max(
+        budget, *(float(parts[column].fill_null(0).sum()) for column in ("value", "reference"))
+    )
+    figure.update_yaxes(range=[0, highest * 1.08] if highest > 0 else None)
     figure.update_layout(barmode="stack")
     return _layout(figure, title="Monthly cost by category", y_title="US$ per month")
 

@@ -473,3 +473,28 @@ def test_more_than_3_days_without_data_are_shaded_as_no_data() -> None:
     assert [(s.x0.date(), s.x1.date()) for s in shaded] == [(date(2024, 1, 5), date(2024, 1, 10))]
     assert shaded[0].x0.hour == 12 and shaded[0].x1.hour == 12  # from midday to midday
     assert "no data (more than 3 days)" in {trace.name for trace in figure.data}
+
+
+def test_the_budget_is_a_dashed_line_named_in_the_legend_not_a_label_on_the_bars() -> None:
+    parts = pl.DataFrame(
+        {
+            "subject": ["storage", "processing"],
+            "value": [0.05, 0.6],
+            "reference": [40.0, 560.0],
+        }
+    )
+    figure = charts.cost_breakdown(parts, budget=500.0)
+
+    (line,) = figure.layout.shapes
+    assert (line.y0, line.y1, line.line.dash) == (500.0, 500.0, "dash")
+    # no text beside the line, where it would sit on the projected bar that crosses it
+    assert not figure.layout.annotations
+    entry = next(trace for trace in figure.data if trace.name == "budget $500")
+    assert entry.type == "scatter" and entry.line.dash == "dash" and entry.showlegend is not False
+    # the axis from zero, above both the projected total ($600) and the line
+    low, high = figure.layout.yaxis.range
+    assert low == 0 and high > 600
+    # under the budget, the line still has room under the legend
+    cheaper = parts.with_columns(pl.col("value", "reference") / 10)
+    low, high = charts.cost_breakdown(cheaper, budget=500.0).layout.yaxis.range
+    assert high > 500
