@@ -560,8 +560,9 @@ def feature_dictionary(
 
 @app.command()
 def monitor(ctx: typer.Context) -> None:
-    """Check forecast accuracy against the backtests, job health and cost; raise and resolve
-    alerts (ops/monitor_checks, ops/alerts)."""
+    """Check data freshness against yesterday, data quality and wear, forecast accuracy against
+    the backtests, feature and prediction drift, job health and cost; raise and resolve alerts
+    (ops/monitor_checks, ops/alerts)."""
     _run_stages(ctx, "monitor", ("monitor",))
 
 

@@ -68,7 +68,11 @@ if events.is_empty():
     st.stop()
 
 views, queries, refused, people = st.columns(4)
-views.metric("Patient views", f"{events.filter(events['action'] == 'patient').height:,}")
+views.metric(
+    "Patient views and reports",
+    f"{events.filter(events['action'].is_in(['patient', 'report'])).height:,}",
+    help="Patient pages opened and printable reports made (dashboard and mobility report).",
+)
 queries.metric("SQL queries", f"{events.filter(events['action'] == 'sql').height:,}")
 refused.metric("Refusals", f"{events.filter(events['action'] == 'refused').height:,}")
 people.metric("People", f"{events['user'].n_unique():,}")

@@ -91,7 +91,8 @@ more = "+" if declining.height == data.DECLINE_LIST_LENGTH else ""
 decline.metric(
     "Decline expected",
     f"{declining.height}{more}",
-    help=f"Patients forecast {DECLINE_SHARE:.0%} or more below their own baseline in 9-12 months.",
+    help=f"Patients forecast {DECLINE_SHARE:.0%} or more below their own baseline in months "
+    "10-12 of the forecast.",
 )
 
 if kpis.patients == 0:
@@ -106,7 +107,8 @@ st.caption(
     f"Every patient of the cohort as of {reference:%d %b %Y} (yesterday), those with the most "
     f"reasons first: no data for {NO_DATA_DAYS}+ days, wear on fewer than {ENOUGH_WEAR:.0%} of "
     f"the last {WEAR_WINDOW_DAYS} days, or a decline of {DECLINE_SHARE:.0%} or more expected in "
-    "9-12 months. Click a column header to sort this page; choose the order of all pages below."
+    "months 10-12 of the forecast. Click a column header to sort this page; choose the order of "
+    "all pages below."
 )
 order_pick, page_pick, page_count = st.columns([2, 1, 2])
 order_pick.selectbox(

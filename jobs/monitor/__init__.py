@@ -1,6 +1,6 @@
-"""``mobility monitor``: forecast accuracy against the backtests, feature and prediction drift,
-data quality, job health and cost, recorded in ops/monitor_checks, with alerts in ops/alerts
-(see :mod:`jobs.monitor.run`).
+"""``mobility monitor``: data freshness against yesterday, forecast accuracy against the
+backtests, feature and prediction drift, data quality, job health and cost, recorded in
+ops/monitor_checks, with alerts in ops/alerts (see :mod:`jobs.monitor.run`).
 
 Every check module returns rows of :data:`CHECK_COLUMNS`; :func:`checks_frame` builds them.
 """

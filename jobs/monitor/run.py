@@ -4,7 +4,8 @@ check and subject in ops/monitor_checks, alerts raised and resolved in ops/alert
 - ``accuracy`` (:mod:`jobs.monitor.accuracy`): matured forecasts against the backtests; an alert
   makes training due at the next pipeline run (:func:`jobs.train.is_due`);
 - ``feature drift`` and ``prediction drift`` (:mod:`jobs.monitor.drift`): PSI of the population
-  now against the one the current models were trained for;
+  now against the one the current models were trained for (and a two-sample K-S test up to
+  :data:`jobs.monitor.drift.KS_MAX_PATIENTS` patients);
 - ``data quality`` (:mod:`jobs.monitor.quality`): quarantine rates and schema changes of the
   files ingested since the last run; low wear and outliers of the last four weeks;
 - ``data freshness`` (:mod:`jobs.monitor.freshness`): the lake's newest data and the patients

@@ -438,7 +438,7 @@ def test_ops_read_the_audit_log_page() -> None:
     assert not app.exception and not app.error
     shown = app.dataframe[0].value
     assert shown["user"].tolist() == ["someone@example.org"]
-    assert {m.label: m.value for m in app.metric}["Patient views"] == "1"
+    assert {m.label: m.value for m in app.metric}["Patient views and reports"] == "1"
 
 
 def test_the_audit_log_refuses_rewrites(lake: Lake) -> None:
