@@ -116,7 +116,9 @@ class ChartRenderer:
         if not self._loop.is_running():
             return
         try:
-            asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(10)
+            asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(
+                START_TIMEOUT_SECONDS + 10
+            )
         except Exception as err:  # closing at exit: nothing left to do about it
             LOGGER.debug("chart browser not closed cleanly: %s", err)
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -180,7 +182,11 @@ class ChartRenderer:
         task.add_done_callback(self._tasks.discard)
 
     async def _stop(self) -> None:
-        """Close the browser and end what is left on the loop (a dead browser's watchdog)."""
+        """Close the browser (once it has opened, if it is opening) and end what is left on the
+        loop (a dead browser's watchdog)."""
+        if self._opening is not None:
+            async with self._opening:
+                pass
         await self._close()
         current = asyncio.current_task()
         pending = [task for task in asyncio.all_tasks() if task is not current]

@@ -221,13 +221,12 @@ def audited_patient_report(
     ``report``, the patient and ``ok``. A patient the lake does not know is recorded as refused,
     without a patient (what was typed may not be a pseudonym).
 
-    While the row is written the chart's browser starts (it holds nothing of the patient).
+    Once the row is written the chart's browser starts, while the patient's data is read.
 
     Raises:
         InputError: the lake knows no such patient (recorded as refused).
         StorageError: the audit log could not be written: no report then.
     """
-    chart_image.warm_up()
     if data.patient_profile(lake, patient_id) is None:
         audit.record(
             lake,
@@ -241,6 +240,7 @@ def audited_patient_report(
         )
         raise InputError(f"unknown patient {patient_id!r}: no such patient in the lake")
     audit.record(lake, replace(event, action="report", patient_id=patient_id, at=datetime.now(UTC)))
+    chart_image.warm_up()
     return patient_report_pdf(lake, patient_id, reference)
 
 
@@ -585,7 +585,8 @@ def _forecast(pdf: _ReportPdf, content: ReportContent) -> None:
     if baseline:
         note = (
             f"Baseline at the forecast's start: {baseline:,.0f} steps/day, the mean of the worn "
-            f"days of the {BASELINE_DAYS} days before {_day(origin)}."
+            f"days of the {BASELINE_DAYS} days before {_day(origin)} (the summary's baseline: the "
+            f"{BASELINE_DAYS} days before its last {RECENT_DAYS})."
         )
     elif outlook is not None:
         note = (
@@ -710,7 +711,10 @@ def _completeness(pdf: _ReportPdf, content: ReportContent) -> None:
     ]
     widths = [32.0, *[(CONTENT_WIDTH - 32) / months.height] * months.height]
     pdf.rows(header, rows, widths=widths, align=["LEFT", *["CENTER"] * months.height], size=7)
-    start = max(since, content.reference - timedelta(days=364))
+    # the sums cover the months of the table
+    first_month = months["month"][0]
+    assert isinstance(first_month, date)
+    start = max(since, first_month)
     span = (content.reference - start).days + 1
     window = content.daily_steps.filter(pl.col("date").is_between(start, content.reference))
     worn = int(window["is_wear_day"].sum()) if window.height else 0

@@ -123,7 +123,8 @@ def test_the_report_reads_as_the_page_says_it(demo_lake: DemoLake, tmp_path: Pat
         "Forecast from 11 Mar 2024 by the ML model (all patients).",
         "Next 3 months 11 Mar 2024 to 9 Jun 2024 5,000 4,000 to 6,000 -20% (down)",
         "Months 10-12 9 Dec 2024 to 10 Mar 2025 5,000 4,000 to 6,000 -20% (down)",
-        "Baseline at the forecast's start: 6,250 steps/day",
+        "Baseline at the forecast's start: 6,250 steps/day, the mean of the worn days of the 180 "
+        "days before 11 Mar 2024 (the summary's baseline: the 180 days before its last 30).",
         "Forecast (the sum) 5,000",
         "1 Mar 2024 to 12 Mar 2024 (12 days): data on 10 days, worn on 8 days (67%). "
         "Longest stretch without data: 2 days (11 Mar 2024 to 12 Mar 2024).",
