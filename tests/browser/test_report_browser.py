@@ -1,9 +1,9 @@
 """The printable report in a real browser: from the cohort page's worklist to a patient, then the
 patient page's "Printable report (PDF)" button, as a clinician goes.
 
-The dashboard runs over a lake built with the command line (synthetic patients, then each stage
-of the pipeline, training without tuning to keep it short) in Debian's chromium, started as
-test_dashboard_browser.py starts it. The first worklist row's
+The dashboard runs over a lake built with the command line as ``./scripts/run`` builds the demo
+(synthetic patients, then the pipeline with MOBILITY_QUICK_TRAINING) in Debian's chromium,
+started as test_dashboard_browser.py starts it. The first worklist row's
 link opens the patient page in a new tab; the button's download must be a PDF of one or two
 pages naming that patient (read back with poppler's pdftotext), recorded in the audit log. The
 cohort and patient pages are saved as screenshots and the PDF's pages as PNG images in
@@ -44,15 +44,8 @@ from tests.pdf_pages import ink, pdf_pages, pdf_text
 pytestmark = pytest.mark.browser
 
 PATIENTS_IN_LAKE = 16
-# the command line's steps: the pipeline's stages, training with one origin and no tuning
-BUILD_STEPS = (
-    ("generate", "--patients", str(PATIENTS_IN_LAKE), "--seed", "42"),
-    ("aggregate",),
-    ("features",),
-    ("train", "--tune-seconds", "0", "--origins", "1"),
-    ("forecast",),
-)
-# each step, on 2 cores shared with other test runs (training takes about a minute alone)
+BUILD_STEPS = (("generate", "--patients", str(PATIENTS_IN_LAKE), "--seed", "42"), ("pipeline",))
+# each step, on 2 cores shared with other test runs
 STEP_TIMEOUT_SECONDS = 600
 # generous: a cold report starts the chart's browser on the server's 2 shared cores
 DOWNLOAD_TIMEOUT_MS = 90_000
@@ -60,11 +53,12 @@ DOWNLOAD_TIMEOUT_MS = 90_000
 
 @pytest.fixture(scope="module")
 def built_lake(chromium: str, tmp_path_factory: pytest.TempPathFactory) -> Lake:
-    """A lake as a user builds it: synthetic patients, then the pipeline's stages (the
-    ``dashboard`` fixture serves it)."""
+    """A lake as ``./scripts/run`` builds the demo: synthetic patients, then the pipeline with
+    a quick training (the ``dashboard`` fixture serves it)."""
     root = tmp_path_factory.mktemp("report-browser")
     uri = str(root / "lake")
     environment = {k: v for k, v in os.environ.items() if k not in ("LAKE_URI", "COLUMNS")}
+    environment["MOBILITY_QUICK_TRAINING"] = "1"
     for step in BUILD_STEPS:
         done = subprocess.run(
             [sys.executable, "-m", "jobs", "--lake", uri, *step],
