@@ -303,6 +303,20 @@ def current_user() -> User | None:
     )
 
 
+def still_active(user: User) -> bool:
+    """Whether ``user``'s login has not gone idle past ``MOBILITY_IDLE_MINUTES`` (and this counts
+    as activity), for what a page does later, outside its own run: a download made when it is
+    clicked, which reruns nothing. The demo's user is always active."""
+    if user.demo:
+        return True
+    return _idle_logins().touch(
+        user.login,
+        issued_at=None,
+        now=time.time(),
+        idle_seconds=get_settings().idle_minutes * 60,
+    )
+
+
 def _stop_with(message: str, *, sign_out: bool) -> None:
     st.title("Mobility")
     st.error(message, icon=":material/lock:")

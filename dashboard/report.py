@@ -863,10 +863,20 @@ def _steps(value: object, what: str) -> str:
 # ---------------------------------------------------------------------------------- the page
 
 
-def deferred_report(lake: Lake, event: audit.AuditEvent, patient_id: str) -> Callable[[], bytes]:
+def deferred_report(
+    lake: Lake,
+    event: audit.AuditEvent,
+    patient_id: str,
+    *,
+    active: Callable[[], bool] = lambda: True,
+) -> Callable[[], bytes]:
     """What the patient page's download button calls when it is clicked (Streamlit runs it in a
-    thread of its own): the report as of that moment's reference day, recorded in the audit log
-    (``event``: who, on which page) before it is made.
+    thread of its own, without rerunning the page): the report as of that moment's reference
+    day, recorded in the audit log (``event``: who, on which page) before it is made.
+
+    ``active`` says whether the user's sign-in still holds at the click (the page checks it at
+    each run, and a click reruns nothing): when it does not, the refusal is recorded and there
+    is no report.
 
     The chart's browser starts now, in the background, so that a click finds it open."""
     from jobs.recent_activity import as_of
@@ -874,6 +884,16 @@ def deferred_report(lake: Lake, event: audit.AuditEvent, patient_id: str) -> Cal
     chart_image.warm_up()
 
     def build() -> bytes:
+        if not active():
+            refused = replace(
+                event,
+                action="report",
+                patient_id=patient_id,
+                outcome="refused: signed out (idle too long)",
+                at=datetime.now(UTC),
+            )
+            audit.record(lake, refused)
+            raise InputError("signed out after too long idle: reload the page to sign in again")
         return audited_patient_report(lake, patient_id, as_of(), event=event)
 
     return build

@@ -101,7 +101,12 @@ if profile is not None and summary is not None:
     # made when clicked, after its own audit row is written (a download is a view of its own)
     st.download_button(
         "Printable report (PDF)",
-        data=report.deferred_report(lake, auth.audit_event(user, "report", "patient"), patient_id),
+        data=report.deferred_report(
+            lake,
+            auth.audit_event(user, "report", "patient"),
+            patient_id,
+            active=lambda: auth.still_active(user),
+        ),
         file_name=report.report_file_name(patient_id),
         mime="application/pdf",
         on_click="ignore",

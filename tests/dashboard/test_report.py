@@ -5,6 +5,7 @@ on A4 and not blank (pdftoppm), and the audit row on record before the report is
 from __future__ import annotations
 
 import re
+import time
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from dashboard import chart_image, data, report
 from lakehouse import audit
 from lakehouse.catalog import AUDIT_LOG, THERAPIES
 from lakehouse.errors import InputError, StorageError
+from lakehouse.settings import get_settings
 from lakehouse.storage import Lake
 from tests.dashboard.demo_lake import (
     FIRST_DAY,
@@ -32,6 +34,8 @@ REFERENCE = date(2024, 3, 12)
 EVENT = audit.AuditEvent(
     user="kim@hospital.test", roles="clinician", client="dashboard", action="page", page="patient"
 )
+# the idle timeout of the test of a click after it
+IDLE_SECONDS = 1.5
 # what the text of a therapy may hold: Markdown, HTML, fpdf2's default page-count alias
 HOSTILE_THERAPY = "{nb} **bold** <b>x</b> [a](http://evil.test)"
 
@@ -327,3 +331,37 @@ def test_report_file_names_hold_only_safe_characters() -> None:
     assert report.report_file_name("P001") == "mobility-report-P001.pdf"
     assert report.report_file_name("../a b/ü") == "mobility-report-a_b.pdf"
     assert report.report_file_name("...") == "mobility-report-patient.pdf"
+
+
+def test_a_click_after_the_idle_timeout_makes_no_report(
+    lake: Lake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The page's button makes the report when clicked, without rerunning the page (where the
+    idle timeout is checked): the click checks it itself."""
+    from dashboard import auth
+
+    user = auth.User(
+        name="Kim",
+        audit_name="kim@hospital.test",
+        roles=frozenset({"clinician"}),
+        login=f"https://login.example.org|kim|{time.time():.0f}",
+    )
+    monkeypatch.setenv("MOBILITY_IDLE_MINUTES", str(IDLE_SECONDS / 60))
+    get_settings.cache_clear()
+    monkeypatch.setattr(chart_image, "figure_png", _no_chart)
+    make = report.deferred_report(lake, EVENT, "P001", active=lambda: auth.still_active(user))
+    assert make().startswith(b"%PDF-")  # active: the page was just drawn
+
+    time.sleep(IDLE_SECONDS + 0.5)
+    with pytest.raises(InputError, match=r"^signed out after too long idle"):
+        make()
+
+    rows = lake.read(AUDIT_LOG).sort("at")
+    assert rows.select("action", "patient_id", "outcome").rows() == [
+        ("report", "P001", "ok"),
+        ("report", "P001", "refused: signed out (idle too long)"),
+    ]
+
+
+def _no_chart(*_args: object, **_kwargs: object) -> bytes:
+    raise chart_image.ChartUnavailable("not drawn in this test")
