@@ -54,6 +54,8 @@ logger.hadoop.level = error
 # Memory of the one JVM that is driver and executor in a local master (the machine has 24 GB and
 # other work); a cluster takes its sizes from its own Spark configuration.
 _LOCAL_DRIVER_MEMORY = "4g"
+# Thread pools of the libraries a task runs (read when a worker process imports them).
+_TASK_THREAD_VARIABLES = ("POLARS_MAX_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 # Tasks per task slot, at least, when the work allows.
 _TASKS_PER_SLOT = 4
 
@@ -217,6 +219,10 @@ def start_spark(master: str, *, app_name: str = "mobility") -> SparkEngine:
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.session.timeZone", "UTC")
     )
+    # Spark runs one task per core: a task's Polars, Arrow and BLAS use that core only, instead
+    # of each starting a thread per core of the machine and fighting the other tasks for them
+    for variable in _TASK_THREAD_VARIABLES:
+        builder = builder.config(f"spark.executorEnv.{variable}", "1")
     if _on_loopback(master):
         # everything on this machine, on loopback only
         builder = builder.config("spark.driver.host", "127.0.0.1").config(

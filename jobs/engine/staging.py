@@ -1,6 +1,10 @@
 """Where tasks leave their results: in memory (the local engine) or in the lake's own storage
 (distributed engines: a folder or an object-store prefix every worker and the driver reach,
-``<lake>/_staging/<job>-<run>/task-<n>/<name>.parquet``)."""
+``<lake>/_staging/<job>-<run>/task-<n>/<name>.arrow``).
+
+Staged results are Arrow IPC files with LZ4 buffers: written once, read once by the driver, so
+the format that costs least CPU both ways (a features batch: a quarter of Parquet's, whose
+dictionary pages and statistics nobody reads here)."""
 
 from __future__ import annotations
 
@@ -11,7 +15,6 @@ from dataclasses import dataclass, field
 
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from jobs.engine.base import task_lake
 from lakehouse.errors import StorageError
@@ -41,7 +44,7 @@ class MemoryStaging:
 
 @dataclass(frozen=True)
 class LakeStaging:
-    """One task's results as Parquet files under the lake (picklable: a worker opens the lake's
+    """One task's results as files under the lake (picklable: a worker opens the lake's
     storage from the URI with its own credentials).
 
     Args:
@@ -54,7 +57,7 @@ class LakeStaging:
 
     def _target(self, name: str) -> tuple[pa.fs.FileSystem, str]:
         filesystem, root = task_lake(self.lake_uri).filesystem()
-        return filesystem, f"{root}/{self.folder}/{name}.parquet"
+        return filesystem, f"{root}/{self.folder}/{name}.arrow"
 
     def write(self, name: str, rows: pl.DataFrame | pa.Table) -> None:
         """Written under a temporary name and moved into place: a retried or speculative attempt
@@ -64,7 +67,12 @@ class LakeStaging:
         try:
             filesystem.create_dir(target.rsplit("/", 1)[0], recursive=True)
             table = _frame(rows).to_arrow()
-            pq.write_table(table, partial, filesystem=filesystem, compression="lz4")
+            options = pa.ipc.IpcWriteOptions(compression="lz4")
+            with (
+                filesystem.open_output_stream(partial) as stream,
+                pa.ipc.new_file(stream, table.schema, options=options) as writer,
+            ):
+                writer.write_table(table)
             filesystem.move(partial, target)
         except OSError as err:
             where = f"{self.lake_uri}/{self.folder}/{name}"
@@ -74,7 +82,8 @@ class LakeStaging:
         filesystem, target = self._target(name)
         if filesystem.get_file_info(target).type == pa.fs.FileType.NotFound:
             return None
-        frame = pl.from_arrow(pq.read_table(target, filesystem=filesystem))
+        with filesystem.open_input_file(target) as source:
+            frame = pl.from_arrow(pa.ipc.open_file(source).read_all())
         assert isinstance(frame, pl.DataFrame)
         return frame
 
