@@ -128,26 +128,26 @@ if profile is not None and summary is not None:
     )
     wear.metric(
         f"Worn, last {WEAR_WINDOW_DAYS} days",
-        f"{activity['worn_days']} days ({activity['wear']:.0%})",
+        f"{activity['worn_days']} days",
+        delta=f"{activity['wear']:.0%}",
+        delta_color="off" if not activity["low_wear"] else "inverse",
+        delta_arrow="off",
         help=f"Days with at least 8 hours of wear and some steps, of the {WEAR_WINDOW_DAYS} days "
         f"up to {reference:%d %b %Y}; below {ENOUGH_WEAR:.0%} the figures below rest on few "
         "days.",
     )
     change = activity["change"]
+    # the unit in the label: a card is too narrow for "4,516 steps/day"
     recent.metric(
-        "Last 30 days",
-        "too few worn days"
-        if activity["recent_mean"] is None
-        else f"{activity['recent_mean']:,.0f} steps/day",
+        "Last 30 days, steps/day",
+        "too few days" if activity["recent_mean"] is None else f"{activity['recent_mean']:,.0f}",
         delta=None if change is None else f"{change:+.0%} against the baseline",
         help=f"Mean of the worn days of the 30 days up to {reference:%d %b %Y} (at least 10 "
         "needed).",
     )
     baseline.metric(
-        "Baseline",
-        "too few worn days"
-        if activity["baseline"] is None
-        else f"{activity['baseline']:,.0f} steps/day",
+        "Baseline, steps/day",
+        "too few days" if activity["baseline"] is None else f"{activity['baseline']:,.0f}",
         help="Mean of the worn days of the 180 days before the last 30 (at least 60 needed).",
     )
     diagnoses, current = st.columns(2)

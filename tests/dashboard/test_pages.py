@@ -481,9 +481,9 @@ def test_patient_page_summarises_the_patient_in_clinical_terms() -> None:
     silent = (as_of() - date(2024, 3, 10)).days
     assert metrics["Last day with data"] == ("10 Mar 2024", f"{silent} days ago")
     # the demo's days are long past: none of the last 28 worn, no recent mean, no baseline
-    assert metrics["Worn, last 28 days"] == ("0 days (0%)", "")
-    assert metrics["Last 30 days"] == ("too few worn days", "")
-    assert metrics["Baseline"] == ("too few worn days", "")
+    assert metrics["Worn, last 28 days"] == ("0 days", "0%")
+    assert metrics["Last 30 days, steps/day"] == ("too few days", "")
+    assert metrics["Baseline, steps/day"] == ("too few days", "")
     (diagnoses,) = [f.value for f in app.dataframe if "diagnosed_on" in f.value.columns]
     assert diagnoses["name"].tolist() == [
         "Multiple sclerosis",
