@@ -1385,7 +1385,7 @@ def computed_explanation(
             else:
                 row(
                     "other",
-                    f"Change the {name} forecasts",
+                    f"What the {name} adds",
                     f"What the {name} adds to the recent level.",
                     season,
                 )
