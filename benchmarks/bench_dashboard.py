@@ -34,6 +34,7 @@ Prints the lake's size, the figures as a table and as JSON lines, and whether th
 
     python benchmarks/bench_dashboard.py [--patients 10000] [--runs 5] [--workdir DIR] [--keep]
     python benchmarks/bench_dashboard.py --lake /tmp/mobility-bench/dashboard-lake-10000 --runs 5
+    python benchmarks/bench_dashboard.py --shape-lake --patients 10000 --keep  # no pipeline
 """
 
 from __future__ import annotations
@@ -232,6 +233,7 @@ def _query_round(cohort: Any, patient_id: str, seconds: dict[str, list[float]]) 
     import polars as pl
 
     from dashboard import data
+    from jobs.recent_activity import as_of
 
     def timed(name: str, call: Callable[..., Any], *args: Any) -> Any:
         start = time.perf_counter()
@@ -248,10 +250,17 @@ def _query_round(cohort: Any, patient_id: str, seconds: dict[str, list[float]]) 
     timed("cohort: declining_patients", data.declining_patients, lake, cohort)
     timed("cohort: cohort_steps_by_group", data.cohort_steps_by_group, lake, cohort)
     timed("cohort: cohort_weekly_trend", data.cohort_weekly_trend, lake, cohort)
+    timed("cohort: worklist", data.worklist, lake, cohort, as_of())
     timed("patient: patient_ids", data.patient_ids, lake)
     profile = timed("patient: patient_profile", data.patient_profile, lake, patient_id)
-    timed("patient: patient_daily_steps", data.patient_daily_steps, lake, patient_id)
-    timed("patient: patient_therapies", data.patient_therapies, lake, patient_id)
+    daily = timed("patient: patient_daily_steps", data.patient_daily_steps, lake, patient_id)
+    therapies = timed("patient: patient_therapies", data.patient_therapies, lake, patient_id)
+    timed(
+        "patient: patient_summary",
+        lambda: data.patient_summary(
+            lake, patient_id, as_of(), daily_steps=daily, therapies=therapies
+        ),
+    )
     timed("patient: patient_side_effects", data.patient_side_effects, lake, patient_id)
     forecast = timed("patient: patient_forecast", data.patient_forecast, lake, patient_id)
     explained = sorted(m for m in forecast["model"].unique().to_list() if m.startswith("ebm_"))
@@ -346,6 +355,95 @@ def _build(lake_dir: Path, patients: int, seed: int) -> None:
         )
 
 
+def _build_shape(lake_dir: Path, patients: int, seed: int) -> None:
+    """The cohort page's tables written directly, without the pipeline: ``bronze/patients``,
+    3 years of ``silver/daily_steps`` ending yesterday (wear on about 85% of days; every 20th
+    patient silent for the last 40 days, every 10th wearing on 1 day in 3) and one champion row
+    per patient in ``gold/outlook``. For the cohort page and its worklist at scale in a minute
+    or two; patient pages on it have no forecast."""
+    from datetime import date
+
+    import numpy as np
+    import polars as pl
+
+    from jobs.recent_activity import as_of
+    from lakehouse.catalog import DAILY_STEPS, OUTLOOK, PATIENTS
+    from lakehouse.storage import Lake
+
+    start = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    lake = Lake(str(lake_dir))
+    ids = [f"P-{i:08d}" for i in range(patients)]
+    groups = np.array(["MS", "PD", "RA", "OTHER"])[rng.integers(0, 4, patients)]
+    lake.append(
+        PATIENTS,
+        pl.DataFrame(
+            {
+                "patient_id": ids,
+                "disease_group": groups,
+                "timezone": "UTC",
+                "sex": np.array(["F", "M"])[rng.integers(0, 2, patients)],
+                "birth_year": rng.integers(1940, 2000, patients).astype(np.int16),
+                "country": "DE",
+                "enrolled_on": date(2020, 1, 1),
+            },
+            schema_overrides={"birth_year": pl.Int16},
+        ),
+    )
+    last = as_of()
+    days = pl.date_range(last - timedelta(days=3 * 365 - 1), last, eager=True)
+    n = len(days)
+    index = np.arange(patients)
+    wear_chance = np.where(index % 10 == 0, 1 / 3, 0.85)
+    silent_from = np.where(index % 20 == 0, n - 40, n)
+    level = rng.normal(6000, 2000, patients).clip(800, None)
+    for first in range(0, patients, 2000):
+        block = slice(first, min(first + 2000, patients))
+        k = block.stop - block.start
+        wear = rng.random((k, n)) < wear_chance[block, None]
+        steps = np.where(wear, rng.normal(level[block, None], 1500, (k, n)).clip(0), 50.0)
+        keep = np.arange(n)[None, :] < silent_from[block, None]
+        patient, day = np.nonzero(keep)
+        dates = days.gather(day)
+        lake.append(
+            DAILY_STEPS,
+            pl.DataFrame(
+                {
+                    "patient_id": pl.Series(ids[block]).gather(patient),
+                    "date": dates,
+                    "steps": steps[patient, day],
+                    "coverage_hours": np.where(wear[patient, day], 14, 3).astype(np.int16),
+                    "n_samples": np.where(wear[patient, day], 60, 5).astype(np.int32),
+                    "n_sources": np.ones(len(day), np.int16),
+                    "is_wear_day": wear[patient, day],
+                    "month": dates.dt.strftime("%Y-%m"),
+                }
+            ),
+        )
+    change = rng.normal(-0.02, 0.08, patients)
+    lake.append(
+        OUTLOOK,
+        pl.DataFrame(
+            {
+                "patient_id": ids,
+                "model": "trailing_mean_28d",
+                "origin_date": last,
+                "champion": True,
+                "baseline_steps": level,
+                "next_quarter_steps": level,
+                "year_end_steps": level * (1 + change),
+                "year_steps": level,
+                "year_end_change": change,
+                "origin_month": f"{last:%Y-%m}",
+                "own_year_mae": None,
+            },
+            schema_overrides={"own_year_mae": pl.Float64},
+        ),
+    )
+    seconds = round(time.perf_counter() - start, 1)
+    print(json.dumps({"build": "shape lake", "seconds": seconds}), flush=True)
+
+
 def _lake_size(lake_uri: str) -> dict[str, int]:
     from lakehouse.catalog import DAILY_STEPS, EXPLANATIONS, FORECASTS, PATIENTS
     from lakehouse.storage import Lake
@@ -408,6 +506,13 @@ def main() -> None:
     parser.add_argument("--workdir", default="/tmp/mobility-bench")
     parser.add_argument("--lake", help="a lake that already went through the pipeline (no build)")
     parser.add_argument("--keep", action="store_true", help="keep the generated lake")
+    parser.add_argument(
+        "--shape-lake",
+        action="store_true",
+        help="write the cohort page's tables directly (patients, 3 years of daily steps to "
+        "yesterday, a champion outlook) instead of running the pipeline: minutes at 10,000 "
+        "patients; patient pages then have no forecast",
+    )
     parser.add_argument("--child", choices=["pages", "queries", "sql"])
     args = parser.parse_args()
     if args.child:
@@ -419,7 +524,8 @@ def main() -> None:
     else:
         lake_dir = Path(args.workdir) / f"dashboard-lake-{args.patients}"
         shutil.rmtree(lake_dir, ignore_errors=True)
-        _build(lake_dir, args.patients, args.seed)
+        build = _build_shape if args.shape_lake else _build
+        build(lake_dir, args.patients, args.seed)
     lake_uri = str(lake_dir)
     size = _lake_size(lake_uri)
     print(json.dumps({"lake": lake_uri, "rows": size}), flush=True)

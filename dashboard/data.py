@@ -21,6 +21,7 @@ import json
 import math
 import threading
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from urllib.parse import urlencode
@@ -28,6 +29,7 @@ from urllib.parse import urlencode
 import duckdb
 import polars as pl
 import streamlit as st
+from streamlit.runtime.scriptrunner import add_script_run_ctx, get_script_run_ctx
 
 from jobs.outlook import DECLINE_SHARE
 from jobs.recent_activity import recent_activity, window_start
@@ -904,8 +906,41 @@ def worklist(
 
 def recent_activity_of(lake: Lake, reference: date) -> pl.DataFrame:
     """Every patient's recent activity as of ``reference`` (:func:`jobs.recent_activity.
-    recent_activity`), read from the lake once per version of silver/daily_steps and day."""
-    return _recent_activity(lake.uri, _versions_of(lake, (DAILY_STEPS,)), reference, lake)
+    recent_activity`), read from the lake once per version of silver/daily_steps and day; when
+    :func:`start_recent_activity` is computing it, its result."""
+    key = (lake.uri, _versions_of(lake, (DAILY_STEPS,)), reference)
+    with _COMPUTING_LOCK:
+        computing = _COMPUTING.get(key)
+    if computing is not None:
+        return computing.result()
+    return _recent_activity(*key, lake)
+
+
+# recent activity being computed ahead of the page's need, by cache key
+_COMPUTING: dict[tuple[str, TableVersions, date], Future[pl.DataFrame]] = {}
+_COMPUTING_LOCK = threading.Lock()
+_AHEAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recent-activity")
+
+
+def start_recent_activity(lake: Lake, reference: date) -> None:
+    """Start computing :func:`recent_activity_of` on a thread of its own (Polars), so that it
+    runs while the page's DuckDB queries run; nothing happens when its result is cached or being
+    computed. The page's own call then waits for it."""
+    key = (lake.uri, _versions_of(lake, (DAILY_STEPS,)), reference)
+    context = get_script_run_ctx()
+
+    def compute() -> pl.DataFrame:
+        if context is not None:  # the cache belongs to the page's session, as on its thread
+            add_script_run_ctx(threading.current_thread(), context)
+        try:
+            return _recent_activity(*key, lake)
+        finally:
+            with _COMPUTING_LOCK:
+                _COMPUTING.pop(key, None)
+
+    with _COMPUTING_LOCK:
+        if key not in _COMPUTING:
+            _COMPUTING[key] = _AHEAD.submit(compute)
 
 
 @st.cache_data(ttl=RESULT_TTL_SECONDS, max_entries=16, show_spinner=False)

@@ -56,8 +56,9 @@ cohort = data.CohortFilter(
     therapies=tuple(therapies),
 )
 
-kpis = data.cohort_kpis(lake, cohort)
 reference = as_of()
+data.start_recent_activity(lake, reference)  # Polars, while DuckDB computes the figures below
+kpis = data.cohort_kpis(lake, cohort)
 order = st.session_state.get("worklist_order", data.DEFAULT_WORKLIST_ORDER)
 worklist = data.worklist(lake, cohort, reference, order=order)
 declining = data.declining_patients(lake, cohort)
