@@ -55,7 +55,7 @@ DEMO_ROLE_KEY = "demo_role"
 ASCII_WHITESPACE = " \t\n\r\f\v"
 DEMO_BANNER = (
     "**Demo mode**: synthetic patients only, no sign-in, everything on this machine. "
-    "Never use it with real data (README, Security and privacy)."
+    "Never use it with real data (docs/security.md)."
 )
 
 

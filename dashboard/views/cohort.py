@@ -123,7 +123,7 @@ first_row = (page - 1) * data.WORKLIST_PAGE_ROWS
 shown = worklist.slice(first_row, data.WORKLIST_PAGE_ROWS)
 page_count.caption(
     f"Patients {first_row + 1:,}-{first_row + shown.height:,} of {worklist.height:,} "
-    f"({pages:,} pages)"
+    f"({pages:,} {'page' if pages == 1 else 'pages'})"
 )
 st.dataframe(
     data.with_patient_links(shown) if links else shown,

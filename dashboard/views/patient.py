@@ -348,4 +348,4 @@ for column, title, table, headers in zip(
         if table.is_empty():
             st.caption("None recorded.")
         else:
-            st.dataframe(table, hide_index=True, column_config=headers)
+            st.dataframe(table, hide_index=True, column_config=headers, placeholder="")
