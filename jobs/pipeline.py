@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from jobs import aggregate, forecast, train
@@ -75,12 +76,15 @@ class Options:
         training: the train stage's options.
         forecast_workers: processes fitting Prophet in the forecast stage (local engine).
         engine: where the stages :data:`ON_ENGINE` run their tasks (None: this process).
+        now: the time training (whether it is due, when it was trained) and monitoring measure
+            against (None: the wall clock); a simulation of past days sets its own day.
     """
 
     full: bool = False
     training: Training = field(default_factory=Training)
     forecast_workers: int = 2
     engine: Engine | None = None
+    now: datetime | None = None
 
 
 @dataclass
@@ -184,6 +188,7 @@ def run(
             tune_seconds=training.tune_seconds,
             prophet_workers=training.prophet_workers,
             ebm_params=training.ebm_params,
+            now=options.now,
         ),
     )
     done.forecast = stage(
@@ -192,5 +197,5 @@ def run(
             lake, prophet_workers=options.forecast_workers, engine=options.engine
         ),
     )
-    done.monitor = stage("monitor", lambda _: monitor_job.run(lake))
+    done.monitor = stage("monitor", lambda _: monitor_job.run(lake, now=options.now))
     return done

@@ -34,7 +34,7 @@ import dataclasses
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +59,8 @@ STATE_PATH = "synthetic/simulation.json"
 FEED_FOLDER = "daily"
 MAX_PATIENTS = 5_000
 _US_PER_DAY = 86_400_000_000
+# The simulated pipeline runs on the morning after the day it released.
+MORNING = time(6)
 
 
 @dataclass(frozen=True)
@@ -220,7 +222,7 @@ def start(
         ingested, failed = ingest_landing(lake, landing)
         if failed or not ingested:
             raise InputError(f"{failed} of the start day's landing files failed to ingest")
-        pipeline.run(lake, _pipeline_options(simulation, force_training=True))
+        pipeline.run(lake, _pipeline_options(simulation, start_day, force_training=True))
         _save(lake, simulation)
     return simulation
 
@@ -313,7 +315,7 @@ def advance(
             feed.write_csv(partial)
             partial.replace(path)
             ingested, failed = ingest_landing(lake, landing)
-            ran = pipeline.run(lake, _pipeline_options(simulation, force_training=False))
+            ran = pipeline.run(lake, _pipeline_options(simulation, day, force_training=False))
             assert ran.train is not None and ran.monitor is not None  # every stage ran
             simulation = dataclasses.replace(simulation, today=day)
             _save(lake, simulation)
@@ -404,8 +406,13 @@ def _broken_rows(feed: pl.DataFrame, count: int, day: date) -> pl.DataFrame:
 # ------------------------------------------------------------------------------------- pipeline
 
 
-def _pipeline_options(simulation: Simulation, *, force_training: bool) -> pipeline.Options:
-    """The daily pipeline's options for the simulation's training (``Simulation.training``)."""
+def _pipeline_options(
+    simulation: Simulation, day: date, *, force_training: bool
+) -> pipeline.Options:
+    """The daily pipeline's options for the simulation's training (``Simulation.training``),
+    run as on the morning after ``day``: training and monitoring take that as now (freshness and
+    wear measured up to ``day``, the simulated yesterday; a model's age and an alert's time on
+    the same clock), not the wall clock."""
     options = simulation.training
     prophet_workers = int(options.get("prophet_workers", 2))
     return pipeline.Options(
@@ -417,6 +424,7 @@ def _pipeline_options(simulation: Simulation, *, force_training: bool) -> pipeli
             prophet_workers=prophet_workers,
         ),
         forecast_workers=prophet_workers,
+        now=datetime.combine(day + timedelta(days=1), MORNING, tzinfo=UTC),
     )
 
 

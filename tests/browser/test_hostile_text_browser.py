@@ -22,6 +22,7 @@ import pytest
 from playwright.sync_api import Browser, Page, Request, Route, expect
 
 from dashboard.literal import WORD_JOINER
+from jobs.recent_activity import as_of
 from lakehouse.storage import Lake
 from tests.browser.test_dashboard_browser import (
     TIMEOUT_MS,
@@ -189,8 +190,8 @@ def test_patient_page_shows_the_hostile_text_as_written(
     header = page.locator("[data-testid='stCaptionContainer']").filter(has_text="disease group")
     expect(header).to_have_count(1)
     assert _literal(header.inner_text()) == (
-        f"disease group MS · time zone Europe/Berlin · born 1975 · {_literal(SEX)} · "
-        f"{_literal(COUNTRY)}"
+        f"disease group MS · age {as_of().year - 1975} (born 1975) · {_literal(SEX)} · "
+        f"{_literal(COUNTRY)} · time zone Europe/Berlin"
     )
     for tag in ("img", "a", "strong", "em", "code", "span.katex", "span[class*='Colored']"):
         assert header.locator(tag).count() == 0, tag
@@ -222,11 +223,14 @@ def test_patient_page_shows_the_hostile_text_as_written(
     page.mouse.move(5, 5)
 
     # the tables show the names as written
+    # (current therapies, therapies, side effects)
     tables = page.locator("[data-testid='stDataFrame']")
-    expect(tables).to_have_count(2)
-    grid_cells = tables.first.locator("table[role='grid'] td")
-    expect(grid_cells).not_to_have_count(0)  # the grid fills its accessible table after drawing
-    cells = [_literal(c) for c in grid_cells.all_inner_texts()]
+    expect(tables).to_have_count(3)
+    cells = []
+    for table in tables.all():
+        grid_cells = table.locator("table[role='grid'] td")
+        expect(grid_cells).not_to_have_count(0)  # the grid fills its accessible table late
+        cells += [_literal(c) for c in grid_cells.all_inner_texts()]
     assert _literal(THERAPY_LINK) in cells, cells
 
     shot = screenshot(page, "hostile-text-patient")

@@ -150,7 +150,7 @@ def test_the_monitoring_page_shows_the_simulated_days(
     assert {"accuracy", "feature drift", "data quality", "job health", "cost"} <= set(by_check)
     drift = by_check["feature drift"]
     assert set(drift["check"]) == {"feature drift", "prediction drift"}
-    assert set(drift["metric"]) == {"ks p-value"}  # 30 patients
+    assert set(drift["metric"]) == {"K-S p-value"}  # 30 patients
     runs = next(t for t in tables if "run_id" in t.columns)
     assert {"ingest", "aggregate", "features", "train", "forecast", "monitor"} <= set(runs["job"])
     assert (runs["mb_read"] > 0).all() and (runs["cpu_seconds"] > 0).all()
