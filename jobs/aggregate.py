@@ -21,7 +21,7 @@ import polars as pl
 from jobs.daily import DAILY_SCHEMA, SAMPLE_COLUMNS, daily_steps
 from jobs.engine import Engine, LocalEngine, Staging, task_lake
 from jobs.runs import job_run, last_succeeded_details
-from jobs.scopes import Scope, changed_files, merge_scopes, patient_range
+from jobs.scopes import Scope, changed_files, files_of_patients, merge_scopes, patient_range
 from lakehouse.catalog import DAILY_STEPS, STEP_SAMPLES
 from lakehouse.storage import Lake, sql_literal
 
@@ -284,18 +284,6 @@ def aggregate_batch(_shared: Any, task: BatchTask, staging: Staging) -> dict[str
     return {"samples": n_samples}
 
 
-def _batch_files(files: pl.DataFrame, first: str | None, upper: str | None) -> tuple[str, ...]:
-    """The paths of ``files`` (statistics rows) whose patient range meets [first, upper]."""
-    if not files.height:
-        return ()
-    where = pl.lit(True)
-    if first is not None:
-        where &= pl.col("max.patient_id") >= first
-    if upper is not None:
-        where &= pl.col("min.patient_id") <= upper
-    return tuple(files.filter(where)["path"].to_list())
-
-
 def _scope_tasks(
     engine: Engine, lake: Lake, bronze: Bronze, scope: Scope, batch_samples: int
 ) -> list[BatchTask]:
@@ -307,7 +295,7 @@ def _scope_tasks(
     return [
         BatchTask(
             lake.uri,
-            _batch_files(files, first, upper),
+            files_of_patients(files, first, upper),
             scope,
             first,
             upper,

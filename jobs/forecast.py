@@ -39,6 +39,7 @@ from jobs.engine import Engine, LocalEngine, Staging, task_lake
 from jobs.outlook import BASELINE, OWN_BACKTEST_SCHEMA, outlook_rows
 from jobs.panel import load_panel
 from jobs.runs import job_run
+from jobs.scopes import files_of_patients
 from jobs.train import latest_version
 from lakehouse.artifacts import ArtifactSigner, signer_from_settings
 from lakehouse.catalog import (
@@ -556,17 +557,6 @@ def forecast_task(context: ForecastContext, task: ForecastTask, staging: Staging
     }
 
 
-def _files_of(files: pl.DataFrame | None, batch: pl.DataFrame) -> tuple[str, ...] | None:
-    """The paths of ``files`` (statistics rows) whose patient range meets the batch's."""
-    if files is None:
-        return None
-    if not files.height:
-        return ()
-    first, last = batch["patient_id"].min(), batch["patient_id"].max()
-    where = (pl.col("max.patient_id") >= first) & (pl.col("min.patient_id") <= last)
-    return tuple(files.filter(where)["path"].to_list())
-
-
 def _commit_batches(
     engine: Engine,
     lake: Lake,
@@ -644,15 +634,15 @@ def run(
         )
         daily_files = lake.file_stats(DAILY_STEPS, version=daily_version)
         feature_files = lake.file_stats(FEATURES) if lake.exists(FEATURES) else None
-        tasks = [
-            ForecastTask(
-                lake.uri,
-                _files_of(daily_files, batch) or (),
-                _files_of(feature_files, batch),
-                batch,
+        tasks = []
+        for batch in batches:
+            first, last = batch["patient_id"][0], batch["patient_id"][-1]  # sorted
+            features = (
+                None if feature_files is None else files_of_patients(feature_files, first, last)
             )
-            for batch in batches
-        ]
+            tasks.append(
+                ForecastTask(lake.uri, files_of_patients(daily_files, first, last), features, batch)
+            )
         totals = _commit_batches(engine, lake, batches, tasks, context)
         # a commit per batch of patients adds a file per table: merged, so the patient page
         # opens a few files per month instead of one per batch

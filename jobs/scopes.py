@@ -42,6 +42,19 @@ def patient_range(first: str | None, last: str | None, *, last_inclusive: bool =
     return condition
 
 
+def files_of_patients(files: pl.DataFrame, first: str | None, last: str | None) -> tuple[str, ...]:
+    """The paths of ``files`` (rows of ``Lake.file_stats``) whose patient range meets
+    [first, last] (None: unbounded): the data files a task of those patients reads."""
+    if not files.height:
+        return ()
+    where = pl.lit(True)
+    if first is not None:
+        where &= pl.col("max.patient_id") >= first
+    if last is not None:
+        where &= pl.col("min.patient_id") <= last
+    return tuple(files.filter(where)["path"].to_list())
+
+
 def _lowest(a: T | None, b: T | None) -> T | None:
     """The lower of two bounds where None means unbounded below."""
     return None if a is None or b is None else min(a, b)

@@ -35,7 +35,7 @@ from jobs.features.changes import (
 )
 from jobs.features.transform import features
 from jobs.runs import job_run
-from jobs.scopes import Scope, patient_range
+from jobs.scopes import Scope, files_of_patients, patient_range
 from lakehouse.catalog import DAILY_STEPS, DIAGNOSES, FEATURES, PATIENTS, SIDE_EFFECTS, THERAPIES
 from lakehouse.storage import Lake, conform, in_list_predicate, sql_literal
 
@@ -244,14 +244,6 @@ def features_batch(
     return {"days": daily.height, "patients": task.batch.height}
 
 
-def _files_between(files: pl.DataFrame, first: str, last: str) -> tuple[str, ...]:
-    """The paths of ``files`` (statistics rows) whose patient range meets [first, last]."""
-    if not files.height:
-        return ()
-    where = (pl.col("max.patient_id") >= first) & (pl.col("min.patient_id") <= last)
-    return tuple(files.filter(where)["path"].to_list())
-
-
 def _commit_tasks(
     lake: Lake, daily_files: pl.DataFrame, patients: pl.DataFrame, task_days: int
 ) -> list[FeatureTask]:
@@ -265,7 +257,7 @@ def _commit_tasks(
         tasks.append(
             FeatureTask(
                 lake.uri,
-                _files_between(daily_files, ids[0], ids[-1]),
+                files_of_patients(daily_files, ids[0], ids[-1]),
                 batch.select("patient_id", "from"),
             )
         )

@@ -994,5 +994,14 @@ def test_icd10_names_come_from_the_bundled_tabular_list() -> None:
     assert icd10_name("G20.A1") == (
         "Parkinson's disease without dyskinesia, without mention of fluctuations"
     )
-    for not_a_code in ("", "XX", "<name>G35</name>", "G35</name><desc>x", "M17.99999"):
+    for not_a_code in (
+        "",
+        "XX",
+        "<name>G35</name>",
+        "G35</name><desc>x",
+        "M17.99999",
+        ".*",
+        "G3.",
+        "G35|M17",
+    ):
         assert icd10_name(not_a_code) is None
