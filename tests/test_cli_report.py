@@ -108,3 +108,20 @@ def test_a_bad_date_is_one_line(lake_dir: str, tmp_path: Path) -> None:
     )
 
     assert_one_line_error(done, "not a date (YYYY-MM-DD): '12/03/2024'")
+
+
+def test_a_link_at_the_output_path_is_replaced_not_followed(lake_dir: str, tmp_path: Path) -> None:
+    """An attacker's symlink where the report goes: the report replaces the link itself, the
+    file it pointed at is left as it was."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("do not overwrite")
+    out = tmp_path / "report.pdf"
+    out.symlink_to(victim)
+    done = mobility(
+        "--lake", lake_dir, "report", "--patient-id", "P001", "--out", str(out),
+        "--as-of", AS_OF, cwd=tmp_path,
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stderr
+    assert victim.read_text() == "do not overwrite"
+    assert not out.is_symlink() and out.read_bytes().startswith(b"%PDF-")
