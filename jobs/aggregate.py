@@ -106,14 +106,15 @@ def _time_bounds(scope: Scope) -> tuple[datetime | None, datetime | None]:
     return start, end
 
 
-def _time_filter(scope: Scope) -> pl.Expr:
+def _time_filter(scope: Scope) -> pl.Expr | None:
+    """The samples that can touch the scope's days; None when that is every sample."""
     start, end = _time_bounds(scope)
-    condition = pl.lit(True)
+    conditions = []
     if start is not None:
-        condition &= pl.col("start_ts") >= start
+        conditions.append(pl.col("start_ts") >= start)
     if end is not None:
-        condition &= pl.col("start_ts") < end
-    return condition
+        conditions.append(pl.col("start_ts") < end)
+    return pl.all_horizontal(conditions) if conditions else None
 
 
 def _patient_batches(units: list[tuple[str, int]], batch_samples: int) -> list[str]:
@@ -182,7 +183,9 @@ def _scope_batches(
         # patients that fall in the scope
         low = first if scope.first_patient is None else max(first, scope.first_patient)
         high = last if scope.last_patient is None else min(last, scope.last_patient)
-        where = patient_range(low, high, last_inclusive=True) & _time_filter(scope)
+        where = patient_range(low, high, last_inclusive=True)
+        if (in_time := _time_filter(scope)) is not None:
+            where &= in_time
         counts = bronze.samples.filter(where).group_by("patient_id").len().collect()
         units.extend(counts.sort("patient_id").iter_rows())
     return scope_tiles(scope, units, batch_samples)
@@ -235,7 +238,9 @@ def scope_daily_steps(samples: pl.DataFrame, scope: Scope) -> tuple[pl.DataFrame
     Returns:
         The daily rows and the number of samples they were computed from.
     """
-    samples = samples.filter(_time_filter(scope)).select(SAMPLE_COLUMNS)
+    if (in_time := _time_filter(scope)) is not None:
+        samples = samples.filter(in_time)
+    samples = samples.select(SAMPLE_COLUMNS)
     daily = daily_steps(samples)
     if scope.first_day is not None:
         daily = daily.filter(pl.col("date") >= scope.first_day)
@@ -256,6 +261,7 @@ class BatchTask:
         first: the batch's first patient (None: from the scope's start).
         upper: the batch's upper patient bound (None: to the scope's end).
         last: whether ``upper`` itself belongs to the batch (the scope's last batch).
+        whole_files: every file holds only the batch's patients (no need to filter them).
     """
 
     lake_uri: str
@@ -264,22 +270,18 @@ class BatchTask:
     first: str | None
     upper: str | None
     last: bool
+    whole_files: bool = False
 
 
 def aggregate_batch(_shared: Any, task: BatchTask, staging: Staging) -> dict[str, Any]:
     """A task: one batch's daily rows from its own bronze files, staged; returns the number of
     samples read."""
-    where = patient_range(task.first, task.upper, last_inclusive=task.last) & _time_filter(
-        task.scope
-    )
-    samples = (
-        task_lake(task.lake_uri)
-        .scan_files(STEP_SAMPLES, task.files)
-        .filter(where)
-        .select(SAMPLE_COLUMNS)
-        .collect()
-    )
-    daily, n_samples = scope_daily_steps(samples, task.scope)
+    samples = task_lake(task.lake_uri).scan_files(STEP_SAMPLES, task.files)
+    if not task.whole_files:
+        samples = samples.filter(patient_range(task.first, task.upper, last_inclusive=task.last))
+    if (in_time := _time_filter(task.scope)) is not None:
+        samples = samples.filter(in_time)
+    daily, n_samples = scope_daily_steps(samples.select(SAMPLE_COLUMNS).collect(), task.scope)
     staging.write(_DAILY, daily)
     return {"samples": n_samples}
 
@@ -292,17 +294,38 @@ def _scope_tasks(
     files = scope_files(bronze.files, scope)
     estimate = int(files["num_records"].sum()) if files.height else 0
     batches = _scope_batches(bronze, scope, engine.task_size(estimate, batch_samples))
-    return [
-        BatchTask(
-            lake.uri,
-            files_of_patients(files, first, upper),
-            scope,
-            first,
-            upper,
-            index == len(batches) - 1,
+    tasks = []
+    for index, (first, upper) in enumerate(batches):
+        last = index == len(batches) - 1
+        paths = files_of_patients(files, first, upper)
+        tasks.append(
+            BatchTask(
+                lake.uri,
+                paths,
+                scope,
+                first,
+                upper,
+                last,
+                whole_files=_only_patients_of(files, paths, first, upper, last),
+            )
         )
-        for index, (first, upper) in enumerate(batches)
-    ]
+    return tasks
+
+
+def _only_patients_of(
+    files: pl.DataFrame, paths: tuple[str, ...], first: str | None, upper: str | None, last: bool
+) -> bool:
+    """Whether the files ``paths`` hold no patient outside [first, upper) ([first, upper] when
+    ``last``): then a batch reading them need not filter its patients."""
+    if not paths:
+        return True
+    held = files.filter(pl.col("path").is_in(paths))
+    low, high = held["min.patient_id"].min(), held["max.patient_id"].max()
+    if not (isinstance(low, str) and isinstance(high, str)):
+        return False
+    if first is not None and low < first:
+        return False
+    return upper is None or (high <= upper if last else high < upper)
 
 
 def _aggregate_scope(

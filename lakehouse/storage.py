@@ -46,7 +46,32 @@ _MAX_COMMIT_ATTEMPTS = 8
 _MAX_STORAGE_ATTEMPTS = 3
 # Custom commit metadata naming one append, to tell after a failure whether it landed.
 _COMMIT_MARKER = "mobility.commit"
-_WRITER = WriterProperties(compression="ZSTD", compression_level=3, max_row_group_size=1_048_576)
+# Time columns are written as sorted runs (files are sorted by patient and time): delta encoding
+# stores each value as a small difference from the previous one. Dictionary encoding, the
+# default, suits them badly (nearly every timestamp distinct): measured on bronze/step_samples,
+# 5.9 bytes per timestamp with a dictionary, 3.4 delta-encoded (ZSTD level 3 on both).
+_DELTA_ENCODED_TYPES = (pa.timestamp("us", tz="UTC"), pa.date32())
+_DELTA_ENCODED = ColumnProperties(dictionary_enabled=False, encoding="DELTA_BINARY_PACKED")
+
+
+def _time_columns(table: TableSpec) -> dict[str, ColumnProperties]:
+    """Delta encoding for the table's time columns (not partition columns: no data in files)."""
+    return {
+        f.name: _DELTA_ENCODED
+        for f in table.schema
+        if f.type in _DELTA_ENCODED_TYPES and f.name not in table.partition_by
+    }
+
+
+def _writer(table: TableSpec) -> WriterProperties:
+    """Writer settings for compact files: ZSTD, row groups of a million rows, dictionaries for
+    everything but the time columns (delta-encoded)."""
+    return WriterProperties(
+        compression="ZSTD",
+        compression_level=3,
+        max_row_group_size=1_048_576,
+        column_properties=_time_columns(table),
+    )
 # Stored objects (model artifacts, the simulation's state) live at plain paths inside the lake:
 # folders and a file name of letters, digits, '.', '_' and '-', none starting with a dot (so no
 # '..'), never an absolute path or another URI. A path comes from a table the lake holds
@@ -168,7 +193,10 @@ def _streaming_writer(table: TableSpec) -> WriterProperties:
         compression="LZ4_RAW",
         max_row_group_size=_streaming_row_group_rows(table),
         default_column_properties=ColumnProperties(dictionary_enabled=False),
-        column_properties={name: ColumnProperties(dictionary_enabled=True) for name in strings},
+        column_properties={
+            **{name: ColumnProperties(dictionary_enabled=True) for name in strings},
+            **_time_columns(table),
+        },
     )
 
 
@@ -464,7 +492,7 @@ class Lake:
                 schema_mode="merge",
                 partition_by=list(table.partition_by) or None,
                 storage_options=self.storage_options or None,
-                writer_properties=_WRITER,
+                writer_properties=_writer(table),
                 commit_properties=CommitProperties(
                     custom_metadata={**dict(metadata or {}), _COMMIT_MARKER: marker},
                     app_transactions=transactions,
@@ -506,7 +534,7 @@ class Lake:
                 schema_mode="merge",
                 partition_by=list(table.partition_by) or None,
                 storage_options=self.storage_options or None,
-                writer_properties=_WRITER,
+                writer_properties=_writer(table),
                 commit_properties=CommitProperties(custom_metadata=dict(metadata or {})),
             ),
             what=f"replace in {table.path}",
@@ -590,7 +618,7 @@ class Lake:
                     # a table created before the catalog gave it more columns gains them
                     # (older rows null), as appends do
                     merge_schema=True,
-                    writer_properties=_WRITER,
+                    writer_properties=_writer(table),
                     commit_properties=CommitProperties(custom_metadata=dict(metadata or {})),
                 )
                 .when_matched_update_all()
@@ -848,7 +876,7 @@ class Lake:
 
             def merge(partition: list[tuple[str, str, str]] = partition) -> dict[str, Any]:
                 return self.delta(table).optimize.compact(
-                    partition_filters=partition or None, writer_properties=_WRITER
+                    partition_filters=partition or None, writer_properties=_writer(table)
                 )
 
             metrics = _with_commit_retry(merge, what=f"compact {table.path}")
@@ -871,8 +899,8 @@ class Lake:
             # would only hit the same conflict again.
             delta = self.delta(table)
             if order:
-                return delta.optimize.z_order(order, writer_properties=_WRITER)
-            return delta.optimize.compact(writer_properties=_WRITER)
+                return delta.optimize.z_order(order, writer_properties=_writer(table))
+            return delta.optimize.compact(writer_properties=_writer(table))
 
         metrics = _with_commit_retry(compact, what=f"optimize {table.path}")
         removed = self.delta(table).vacuum(
