@@ -93,6 +93,7 @@ def _patients_with_forecasts(lake_uri: str, count: int) -> list[str]:
     from lakehouse.storage import Lake
 
     lake = Lake(lake_uri)
+    ids = []
     if lake.exists(OUTLOOK):
         ids = (
             lake.read(OUTLOOK)
@@ -101,7 +102,7 @@ def _patients_with_forecasts(lake_uri: str, count: int) -> list[str]:
             .unique("patient_id", keep="first", maintain_order=True)["patient_id"]
             .to_list()
         )
-    else:
+    if not ids:  # no champion yet (e.g. too little history to train)
         ids = lake.read(PATIENTS)["patient_id"].sort().to_list()
     if not ids:
         raise SystemExit(f"no patients in {lake_uri}")
