@@ -35,6 +35,7 @@ from deltalake import (
     write_deltalake,
 )
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
+from deltalake.transaction import AddAction
 
 from lakehouse.catalog import TableSpec
 from lakehouse.errors import StorageError
@@ -539,6 +540,42 @@ class Lake:
             ),
             what=f"replace in {table.path}",
         )
+
+    def commit_files(
+        self,
+        table: TableSpec,
+        files: Sequence[AddAction],
+        *,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        """Append data files written outside delta-rs (:mod:`lakehouse.bulk`) in ONE commit.
+
+        The files must be in the table's folder, with the table's columns and types (partition
+        columns only in their paths), and their statistics filled in: stages prune by them.
+        After a storage failure the commit is tried again only if the earlier attempt did not
+        land, so the files are never added twice.
+        """
+        _require_rewritable(table)
+        self._create_empty(table)
+        marker = uuid.uuid4().hex
+        attempted = False
+
+        def commit() -> None:
+            nonlocal attempted
+            if attempted and self._landed(table, marker):
+                return
+            attempted = True
+            self.delta(table).create_write_transaction(
+                list(files),
+                mode="append",
+                schema=table.schema,
+                partition_by=list(table.partition_by) or None,
+                commit_properties=CommitProperties(
+                    custom_metadata={**dict(metadata or {}), _COMMIT_MARKER: marker}
+                ),
+            )
+
+        _with_commit_retry(commit, what=f"append files to {table.path}")
 
     def replace_stream(
         self,

@@ -204,3 +204,41 @@ def test_result_does_not_depend_on_row_order_or_string_interning(
         assert_frame_equal(
             other.sort("patient_id", "date"), in_order.sort("patient_id", "date"), abs_tol=1e-6
         )
+
+
+def test_patients_split_over_many_runs_in_any_order_match_the_reference() -> None:
+    # as a batch reads bronze: month files one after another, each holding every patient, and
+    # ids longer than the 12 bytes a string view holds inline (views then differ for equal ids)
+    long_a, long_b = "patient-with-a-long-identifier-A", "patient-with-a-long-identifier-B"
+    samples = []
+    for month in (1, 2, 3):
+        for patient in (long_a, "P2", long_b):
+            for source in ("watch", "phone"):
+                for hour in (8, 13, 23):
+                    start = f"2024-0{month}-10 {hour:02d}:40"
+                    end = f"2024-0{month}-{11 if hour == 23 else 10} {(hour + 1) % 24:02d}:20"
+                    samples.append(
+                        local_sample(
+                            start, end, 10 * hour, offset=60, source=source, patient=patient
+                        )
+                    )
+    days = daily_steps(sample_frame(samples))
+    assert days.height == 3 * 3 * 2  # three patients, three months, two days each
+    assert_days_match_reference(samples, days)
+
+
+def test_offset_beyond_14_hours_is_refused_not_read_out_of_bounds() -> None:
+    bad = local_sample("2024-01-01 10:00", "2024-01-01 10:05", 5) | {"utc_offset_minutes": 900}
+    with pytest.raises(ValueError, match="UTC offset beyond 840 minutes"):
+        daily_steps(sample_frame([bad]))
+
+
+def test_a_patient_spanning_years_with_sparse_data_is_aggregated() -> None:
+    # the dense per-patient cells span every hour between the first and the last sample
+    samples = [
+        local_sample("2001-03-01 10:00", "2001-03-01 10:30", 100),
+        local_sample("2031-03-01 10:00", "2031-03-01 12:00", 200, offset=-240),
+    ]
+    days = daily_steps(sample_frame(samples))
+    assert days["steps"].to_list() == [100, 200]
+    assert_days_match_reference(samples, days)
