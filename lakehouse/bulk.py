@@ -27,6 +27,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -156,12 +157,31 @@ class BulkAppend:
         missing = [c for c in self.table.columns if c not in rows.columns]
         if missing:
             raise ValueError(f"{self.table.path}: rows lack columns {missing}")
-        keys = list(self.table.partition_by)
-        for values, part in rows.partition_by(keys, as_dict=True, maintain_order=True).items():
+        for values, part in self._partitions(rows):
             arrow = part.select(self._schema.names).to_arrow().cast(self._schema)
-            target = self._file_for(tuple(str(v) for v in values), arrow.num_rows)
+            target = self._file_for(values, arrow.num_rows)
             self._pending.append(self._pool.submit(self._write, target, arrow))
         self.rows += rows.height
+
+    def _partitions(self, rows: pl.DataFrame) -> list[tuple[tuple[str, ...], pl.DataFrame]]:
+        """The rows of each partition: slices (no copy) when the batch holds each partition's
+        rows together (as the generator hands them), else a split."""
+        keys = list(self.table.partition_by)
+        if not rows.height:
+            return []
+        run = rows.select(pl.struct(keys).rle_id()).to_series().to_numpy()
+        starts = np.flatnonzero(np.diff(run, prepend=-1)).tolist()
+        firsts = rows.select(keys)[starts]
+        if firsts.n_unique() == len(starts):
+            bounds = [*starts, rows.height]
+            return [
+                (tuple(str(v) for v in firsts.row(i)), rows.slice(start, bounds[i + 1] - start))
+                for i, start in enumerate(starts)
+            ]
+        return [
+            (tuple(str(v) for v in values), part)
+            for values, part in rows.partition_by(keys, as_dict=True, maintain_order=True).items()
+        ]
 
     def _file_for(self, values: tuple[str, ...], rows: int) -> _OpenFile:
         """The partition's open file, a new one when it is full (closed in the background)."""
