@@ -18,8 +18,9 @@ an end date always give the same data, so reproducible runs (tests, benchmarks) 
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -29,25 +30,23 @@ import polars as pl
 
 from jobs.recent_activity import as_of
 from jobs.runs import job_run
-from jobs.sources import label_sources
+from jobs.simulation_workers import BatchRequest, simulate, simulated_batches
 from jobs.validation import quarantine_reason
 from lakehouse.catalog import GROUND_TRUTH, QUARANTINE, STEP_SAMPLES
 from lakehouse.errors import InputError
 from lakehouse.storage import Lake, sql_literal
 from synthetic.clinical import ClinicalHistory
 from synthetic.landing import write_apple_health_export, write_clinical_csvs
-from synthetic.population import (
-    SimulatedPatient,
-    clinical_frames,
-    id_prefix,
-    samples_frame,
-    simulate_patient,
-)
+from synthetic.population import ClinicalFrames, clinical_frames, id_prefix, simulate_patient
 
 # Samples per batch: large enough for few, big Parquet files, small enough for flat memory.
 BATCH_SAMPLES = 3_000_000
 _SAMPLES_PER_PATIENT_YEAR = 26_700
 MAX_PATIENTS = 999_999  # IDs have six digits
+# Processes simulating batches while this one writes (jobs.simulation_workers); runs of fewer
+# batches simulate in this process (starting a worker costs about a second).
+WORKERS = 2
+_MIN_BATCHES_FOR_WORKERS = 4
 
 
 @dataclass(frozen=True)
@@ -119,19 +118,13 @@ def quarantine_time(end_date: date) -> datetime:
     return datetime.combine(end_date + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
 
 
-def _labelled(samples: pl.DataFrame) -> pl.DataFrame:
-    """Source names as ingestion stores them (no owner names, :mod:`jobs.sources`)."""
-    return samples.with_columns(source=label_sources(samples["source"]))
-
-
 def split_quarantine(
     samples: pl.DataFrame, *, source_file: str, quarantined_at: datetime
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Split samples into valid bronze/step_samples rows and bronze/quarantine rows.
 
     Args:
-        samples: frame from :func:`synthetic.population.samples_frame` (step_samples columns
-            plus ``record``).
+        samples: step_samples columns plus ``record``.
         source_file: ``source_file`` of the quarantine rows.
         quarantined_at: ``quarantined_at`` of the quarantine rows.
 
@@ -168,16 +161,18 @@ def batch_size(years: float) -> int:
     return max(1, int(BATCH_SAMPLES / (_SAMPLES_PER_PATIENT_YEAR * max(years, 0.01))))
 
 
-def _batches(
-    patients: int, seed: int, years: float, end_date: date
-) -> Iterator[list[SimulatedPatient]]:
+def _batch_requests(patients: int, seed: int, years: float, end_date: date) -> list[BatchRequest]:
     size = batch_size(years)
-    for first in range(1, patients + 1, size):
-        last = min(patients, first + size - 1)
-        yield [
-            simulate_patient(seed, index, years=years, end_date=end_date)
-            for index in range(first, last + 1)
-        ]
+    return [
+        BatchRequest(seed, first, min(patients, first + size - 1), years, end_date)
+        for first in range(1, patients + 1, size)
+    ]
+
+
+def _default_workers(patients: int, years: float) -> int:
+    if len(_batch_requests(patients, 0, years, date.min)) < _MIN_BATCHES_FOR_WORKERS:
+        return 0
+    return max(1, min(WORKERS, os.cpu_count() or 1))
 
 
 def _validate(patients: int, seed: int, years: float) -> None:
@@ -199,6 +194,7 @@ def run(
     end_date: date | None = None,
     watch_detail: bool = False,
     progress: Callable[[int], None] | None = None,
+    workers: int | None = None,
 ) -> GenerateSummary:
     """Generate a synthetic population and write it to the lake or as landing files.
 
@@ -213,6 +209,9 @@ def run(
         watch_detail: landing mode: Apple exports also hold the heart-rate and energy records
             a watch writes beside its steps (exports of realistic size for benchmarks).
         progress: called after each batch with the number of patients finished so far.
+        workers: direct mode: processes simulating while this one writes (0: simulate in this
+            process; default: two when the run has a few batches, else 0). The data are the
+            same whatever the number.
 
     Returns:
         Counts of what was written.
@@ -227,7 +226,9 @@ def run(
     started = time.perf_counter()
     with job_run(lake, "generate") as job:
         if landing is None:
-            summary = _run_direct(lake, patients, seed, years, end, progress)
+            if workers is None:
+                workers = _default_workers(patients, years)
+            summary = _run_direct(lake, patients, seed, years, end, progress, workers)
         else:
             summary = _run_landing(
                 lake, patients, seed, years, end, landing, watch_detail, progress
@@ -252,32 +253,41 @@ def _run_direct(
     years: float,
     end: date,
     progress: Callable[[int], None] | None,
+    workers: int = 0,
 ) -> GenerateSummary:
     source_file = quarantine_source(seed)
     quarantined_at = quarantine_time(end)
     metadata = {"job": "generate", "seed": str(seed)}
+    requests = _batch_requests(patients, seed, years, end)
+    # Each patient draws from its own generators: the data do not depend on the process.
+    batches = simulated_batches(requests, workers) if workers > 0 else map(simulate, requests)
     lake.delete(STEP_SAMPLES, seed_predicate(seed))
-    histories: list[ClinicalHistory] = []
+    clinical: list[ClinicalFrames] = []
     rejected: list[pl.DataFrame] = []
-    written = 0
-    # One batch at a time. Writing in a background thread while simulating the next batch was
-    # measured: barely faster (Polars and delta-rs already use every core) but memory grew with
-    # the number of batches (allocator arenas per thread), so the simple loop stays flat.
-    for batch in _batches(patients, seed, years, end):
-        histories.extend(p.history for p in batch)
-        valid, bad = split_quarantine(
-            _labelled(samples_frame(batch)), source_file=source_file, quarantined_at=quarantined_at
-        )
+    written = finished = 0
+    # One batch written at a time while worker processes simulate the next ones. (Writing in a
+    # background thread was measured: memory grew with the number of batches.)
+    for batch in batches:
+        clinical.append(batch.clinical)
+        finished += len(batch.samples.patient_ids)
+        valid, twins = batch.samples.frames()
         del batch
+        # Genuine samples pass the quarantine rules by construction (the population tests check
+        # it), so only the corrupt twins need them.
+        valid_twins, bad = split_quarantine(
+            twins, source_file=source_file, quarantined_at=quarantined_at
+        )
+        if valid_twins.height:
+            valid = pl.concat([valid, valid_twins])
         rejected.append(bad)
         lake.append(STEP_SAMPLES, valid, metadata=metadata)
         written += valid.height
         del valid
         if progress is not None:
-            progress(len(histories))
+            progress(finished)
     quarantine = pl.concat(rejected)
     lake.replace(QUARANTINE, quarantine, predicate=f"source_file = {sql_literal(source_file)}")
-    frames = clinical_frames(histories)
+    frames = ClinicalFrames.concat(clinical)
     for table, frame in frames.by_table().items():
         lake.replace(table, frame, predicate=seed_predicate(seed))
     return GenerateSummary(

@@ -16,13 +16,15 @@ Frames returned here match the table declarations in :mod:`lakehouse.catalog` co
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, fields
 from datetime import date, timedelta
 from enum import IntEnum
+from typing import Any
 
 import numpy as np
 import polars as pl
+from numpy.typing import NDArray
 
 from lakehouse.catalog import (
     DIAGNOSES,
@@ -36,7 +38,7 @@ from lakehouse.catalog import (
 from synthetic.clinical import ClinicalHistory, PatientProfile, patient_id, simulate_clinical
 from synthetic.daily import DailyTruth, patient_days, simulate_daily
 from synthetic.samples import SampleArrays, simulate_samples
-from synthetic.wear import WearPlan, plan_wear
+from synthetic.wear import PHONE, WearPlan, plan_wear
 from synthetic.zones import zone_offsets
 
 # A fixed default so that the same arguments always give the same tables (never "today"):
@@ -49,6 +51,8 @@ __all__ = [
     "DEFAULT_END_DATE",
     "RECORD_STRIDE",
     "ClinicalFrames",
+    "SampleBatch",
+    "SimulatedBatch",
     "SimulatedPatient",
     "Stream",
     "clinical_frames",
@@ -57,6 +61,7 @@ __all__ = [
     "patient_id",
     "patient_rng",
     "samples_frame",
+    "simulate_batch",
     "simulate_history",
     "simulate_patient",
     "simulation_period",
@@ -175,6 +180,13 @@ class ClinicalFrames:
     diagnoses: pl.DataFrame
     ground_truth: pl.DataFrame
 
+    @classmethod
+    def concat(cls, parts: Sequence[ClinicalFrames]) -> ClinicalFrames:
+        """The tables of several groups of patients, one after the other."""
+        if not parts:
+            return clinical_frames([])
+        return cls(**{f.name: pl.concat([getattr(p, f.name) for p in parts]) for f in fields(cls)})
+
     def by_table(self) -> dict[TableSpec, pl.DataFrame]:
         """The frames keyed by the table each belongs to."""
         return {
@@ -245,46 +257,255 @@ def samples_frame(patients: Sequence[SimulatedPatient]) -> pl.DataFrame:
     applied; ``corrupt`` only documents the intent for tests.
     """
     counts = np.array([len(p.samples) for p in patients], dtype=np.int64)
-    owner = np.repeat(np.arange(len(patients)), counts)
+    owner = np.repeat(np.arange(len(patients), dtype=np.uint32), counts)
 
     def column(name: str) -> np.ndarray:
         parts = [getattr(p.samples, name) for p in patients]
         return np.concatenate(parts) if parts else np.empty(0)
 
     start_us = column("start_us").astype(np.int64, copy=False)
-    source = column("source").astype(np.int64)
+    source = column("source").astype(np.uint32)
     position = np.arange(owner.size) - np.repeat(np.cumsum(counts) - counts, counts)
     indices = np.array([p.profile.index for p in patients], dtype=np.int64)
     names = [name for p in patients for name in p.source_names]
-    # Months as "YYYY-MM" strings, formatted once per month rather than per sample: look each
-    # start up among the few month boundaries of the batch.
-    month_of = np.zeros(start_us.size, dtype=np.int64)
-    month_names = ["1970-01"]
-    if start_us.size:
-        first = np.datetime64(int(start_us.min()), "us").astype("datetime64[M]")
-        last = np.datetime64(int(start_us.max()), "us").astype("datetime64[M]")
-        months = np.arange(first, last + 1)
-        bounds = months.astype("datetime64[us]").astype(np.int64)
-        month_of = np.searchsorted(bounds, start_us, side="right") - 1
-        month_names = [str(m) for m in months]
+    month, month_names = _months(start_us)
     utc = pl.Datetime("us", "UTC")
     return pl.DataFrame(
         {
-            "patient_id": pl.Series([p.profile.patient_id for p in patients], dtype=pl.String)[
-                owner
-            ],
+            "patient_id": _strings([p.profile.patient_id for p in patients], owner),
             "start_ts": pl.Series(start_us).cast(utc),
             "end_ts": pl.Series(column("end_us").astype(np.int64, copy=False)).cast(utc),
             "utc_offset_minutes": pl.Series(
                 column("utc_offset_minutes").astype(np.int16, copy=False)
             ),
             "steps": pl.Series(column("steps").astype(np.float64, copy=False)),
-            "source": pl.Series(names, dtype=pl.String)[owner * 2 + source],
-            "month": pl.Series(month_names, dtype=pl.String)[month_of],
+            "source": _strings(names, owner * 2 + source),
+            "month": _strings(month_names, month),
             "record": pl.Series(indices[owner] * RECORD_STRIDE + position),
             "corrupt": pl.Series(column("corrupt").astype(np.bool_, copy=False)),
         }
     ).select(*STEP_SAMPLES.columns, "record", "corrupt")
+
+
+def _strings(values: Sequence[str], index: NDArray[np.uint32]) -> pl.Series:
+    """``values[index]`` as a String column, without a Python object per row."""
+    return pl.Series(values, dtype=pl.String).gather(pl.Series(index, dtype=pl.UInt32))
+
+
+def _months(start_us: NDArray[np.int64]) -> tuple[NDArray[np.uint32], list[str]]:
+    """Month of each start as an index into the "YYYY-MM" names of the months spanned."""
+    if start_us.size == 0:
+        return np.zeros(0, dtype=np.uint32), []
+    first = np.datetime64(int(start_us.min()), "us").astype("datetime64[M]")
+    last = np.datetime64(int(start_us.max()), "us").astype("datetime64[M]")
+    months = np.arange(first, last + 1)
+    bounds = months.astype("datetime64[us]").astype(np.int64)
+    index = np.searchsorted(bounds, start_us, side="right") - 1
+    return index.astype(np.uint32), [str(m) for m in months]
+
+
+_EPOCH_MONTH = np.datetime64("1970-01", "M")
+# Returns an empty array of the given size and dtype.
+Allocator = Callable[[int, np.dtype[Any]], NDArray[Any]]
+
+
+def _allocate(size: int, dtype: np.dtype[Any]) -> NDArray[Any]:
+    return np.empty(size, dtype=dtype)
+
+
+def _month_runs(start_us: NDArray[np.int64]) -> NDArray[np.int32]:
+    """Months since 1970-01 of sorted UTC starts (one search per month, not per sample)."""
+    if start_us.size == 0:
+        return np.zeros(0, dtype=np.int32)
+    first = np.datetime64(int(start_us[0]), "us").astype("datetime64[M]")
+    last = np.datetime64(int(start_us[-1]), "us").astype("datetime64[M]")
+    months = np.arange(first, last + 1)
+    bounds = months[1:].astype("datetime64[us]").astype(np.int64)
+    ends = np.append(np.searchsorted(start_us, bounds, side="left"), start_us.size)
+    runs = np.diff(ends, prepend=0)
+    return np.repeat((months - _EPOCH_MONTH).astype(np.int32), runs)
+
+
+@dataclass(frozen=True)
+class SampleBatch:
+    """The samples of consecutive patients as flat columns: what direct mode writes to bronze.
+
+    The genuine samples of all patients come first, ordered by patient, source name and start
+    (the sort order of bronze/step_samples, so writing needs no reordering), then the corrupt
+    twins of all patients.
+
+    Args:
+        patient_ids: the patients' IDs, in order.
+        source_names: the stored source names, two per patient (index ``2 * patient + PHONE``
+            and ``2 * patient + WATCH``).
+        genuine: genuine samples per patient.
+        corrupt: corrupt twins per patient.
+        start_us: start, microseconds since the epoch (UTC).
+        end_us: end, microseconds since the epoch (UTC).
+        utc_offset_minutes: the zone's offset at the start instant.
+        steps: steps in the sample.
+        source: PHONE or WATCH.
+        month: UTC month of the start, months since 1970-01.
+        corrupt_records: ``record`` of each corrupt twin (see :func:`samples_frame`).
+    """
+
+    patient_ids: tuple[str, ...]
+    source_names: tuple[str, ...]
+    genuine: NDArray[np.int64]
+    corrupt: NDArray[np.int64]
+    start_us: NDArray[np.int64]
+    end_us: NDArray[np.int64]
+    utc_offset_minutes: NDArray[np.int16]
+    steps: NDArray[np.float64]
+    source: NDArray[np.int8]
+    month: NDArray[np.int32]
+    corrupt_records: NDArray[np.int64]
+
+    @classmethod
+    def of(
+        cls,
+        patients: Sequence[SimulatedPatient],
+        label: Callable[[str], str] | None = None,
+        allocate: Allocator | None = None,
+    ) -> SampleBatch:
+        """The samples of ``patients``.
+
+        Args:
+            patients: simulated patients.
+            label: maps a device name to the stored source name (default: kept as it is).
+            allocate: returns the empty array ``(size, dtype)`` a column is written into
+                (default: ``np.empty``; shared memory lets another process take the batch
+                without a copy).
+        """
+        allocate = allocate or _allocate
+        names: list[str] = []
+        genuine: list[slice] = []
+        corrupt: list[slice] = []
+        months: list[NDArray[np.int32]] = []
+        for patient in patients:
+            phone, watch = (label(n) if label else n for n in patient.source_names)
+            names += (phone, watch)
+            samples = patient.samples
+            # Genuine samples are sorted by source (PHONE first), then start: runs to reorder.
+            count = samples.genuine
+            phones = int(np.count_nonzero(samples.source[:count] == PHONE))
+            runs = [slice(0, phones), slice(phones, count)]
+            if watch < phone:
+                runs.reverse()
+            genuine += runs
+            corrupt.append(slice(count, len(samples)))
+            months += (_month_runs(samples.start_us[run]) for run in runs)
+        owners = [p.samples for p in patients for _ in range(2)] + [p.samples for p in patients]
+        parts = genuine + corrupt
+
+        size = sum(len(p.samples) for p in patients)
+
+        def column(name: str) -> NDArray[Any]:
+            dtype = getattr(SampleArrays.empty(), name).dtype
+            out = allocate(size, dtype)
+            if parts:
+                pieces = [getattr(a, name)[run] for a, run in zip(owners, parts, strict=True)]
+                np.concatenate(pieces, out=out)
+            return out
+
+        genuine_counts = np.array([p.samples.genuine for p in patients], dtype=np.int64)
+        corrupt_counts = np.array([run.stop - run.start for run in corrupt], dtype=np.int64)
+        start_us = column("start_us")
+        twins = start_us[int(genuine_counts.sum()) :]
+        twin_months = twins.astype("datetime64[us]").astype("datetime64[M]") - _EPOCH_MONTH
+        # A twin's record: its position among its patient's samples (after the genuine ones).
+        first_twin = np.repeat(np.cumsum(corrupt_counts) - corrupt_counts, corrupt_counts)
+        position = np.repeat(genuine_counts, corrupt_counts) + np.arange(twins.size) - first_twin
+        index = np.array([p.profile.index for p in patients], dtype=np.int64)
+        return cls(
+            patient_ids=tuple(p.profile.patient_id for p in patients),
+            source_names=tuple(names),
+            genuine=genuine_counts,
+            corrupt=corrupt_counts,
+            start_us=start_us,
+            end_us=column("end_us"),
+            utc_offset_minutes=column("utc_offset_minutes"),
+            steps=column("steps"),
+            source=column("source"),
+            month=np.concatenate(
+                [*months, twin_months.astype(np.int32)], out=allocate(size, np.dtype(np.int32))
+            ),
+            corrupt_records=np.repeat(index, corrupt_counts) * RECORD_STRIDE + position,
+        )
+
+    def __len__(self) -> int:
+        return int(self.start_us.size)
+
+    def frames(self) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """The genuine samples with the bronze/step_samples columns, and the corrupt twins with
+        those columns plus ``record``."""
+        patients = np.arange(len(self.patient_ids), dtype=np.uint32)
+        owner = np.concatenate(
+            [np.repeat(patients, self.genuine), np.repeat(patients, self.corrupt)]
+        )
+        source = owner * 2 + self.source.astype(np.uint32)
+        first_month = int(self.month.min()) if self.month.size else 0
+        month_names = [
+            str(_EPOCH_MONTH + m)
+            for m in range(first_month, int(self.month.max()) + 1 if self.month.size else 0)
+        ]
+        utc = pl.Datetime("us", "UTC")
+        frame = pl.DataFrame(
+            {
+                "patient_id": _strings(self.patient_ids, owner),
+                "start_ts": pl.Series(self.start_us).cast(utc),
+                "end_ts": pl.Series(self.end_us).cast(utc),
+                "utc_offset_minutes": pl.Series(self.utc_offset_minutes),
+                "steps": pl.Series(self.steps),
+                "source": _strings(self.source_names, source),
+                "month": _strings(month_names, (self.month - first_month).astype(np.uint32)),
+            }
+        )
+        genuine = int(self.genuine.sum())
+        corrupt = frame.slice(genuine).with_columns(record=pl.Series(self.corrupt_records))
+        return frame.slice(0, genuine), corrupt
+
+
+@dataclass(frozen=True)
+class SimulatedBatch:
+    """Consecutive patients simulated for direct mode: their clinical tables and samples."""
+
+    clinical: ClinicalFrames
+    samples: SampleBatch
+
+
+def simulate_batch(
+    seed: int,
+    first: int,
+    last: int,
+    *,
+    years: float = 3.0,
+    end_date: date = DEFAULT_END_DATE,
+    label: Callable[[str], str] | None = None,
+    allocate: Allocator | None = None,
+) -> SimulatedBatch:
+    """Simulate patients ``first`` to ``last`` (inclusive) as compact tables.
+
+    A batch holds no Python object per sample or per patient record, so it is cheap to keep and
+    to send between processes; each patient is the same as :func:`simulate_patient` gives.
+
+    Args:
+        seed: population seed.
+        first: 1-based number of the first patient.
+        last: number of the last patient.
+        years: length of the simulated period.
+        end_date: last simulated day.
+        label: maps a device name to the stored source name.
+        allocate: where the samples' columns are written (see :meth:`SampleBatch.of`).
+    """
+    patients = [
+        simulate_patient(seed, index, years=years, end_date=end_date)
+        for index in range(first, last + 1)
+    ]
+    return SimulatedBatch(
+        clinical=clinical_frames(p.history for p in patients),
+        samples=SampleBatch.of(patients, label, allocate),
+    )
 
 
 def daily_frame(patients: Sequence[SimulatedPatient]) -> pl.DataFrame:

@@ -10,6 +10,7 @@ steps it saw; :mod:`synthetic.samples` then lays those steps out as samples.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from numpy.typing import NDArray
@@ -50,10 +51,12 @@ class WearPlan:
     recorded_steps: NDArray[np.int64]
 
 
+@lru_cache(maxsize=8)
 def diurnal_cdf(chronotype_hours: float, *, weekend: bool) -> NDArray[np.float64]:
     """Cumulative share of a day's walking by local minute, 1,441 points from 00:00 to 24:00.
 
-    Little happens at night; the peaks move later for late chronotypes and at weekends.
+    Little happens at night; the peaks move later for late chronotypes and at weekends. Cached
+    (read-only): the wear plan and the samples of a patient use the same two profiles.
     """
     shift = chronotype_hours + (_WEEKEND_SHIFT_HOURS if weekend else 0.0)
     hours = (np.arange(_MINUTES) + 0.5) / 60.0
@@ -61,7 +64,9 @@ def diurnal_cdf(chronotype_hours: float, *, weekend: bool) -> NDArray[np.float64
     for centre, width, weight in _PEAKS:
         density += weight * np.exp(-0.5 * ((hours - centre - shift) / width) ** 2)
     cdf = np.concatenate([[0.0], np.cumsum(density)])
-    return np.asarray(cdf / cdf[-1], dtype=np.float64)
+    cdf /= cdf[-1]
+    cdf.setflags(write=False)
+    return cdf
 
 
 def is_weekend(days: NDArray[np.int64]) -> NDArray[np.bool_]:

@@ -143,6 +143,31 @@ def test_batch_size_does_not_change_the_data(
         assert_frame_equal(_sorted(lake, table), _sorted(first, table))
 
 
+def test_worker_processes_do_not_change_the_data(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    generated: tuple[Lake, generate.GenerateSummary],
+) -> None:
+    """Batches simulated by two worker processes give the tables of one in-process run."""
+    first, summary = generated
+    lake = Lake(str(tmp_path / "lake"))
+    monkeypatch.setattr(generate, "BATCH_SAMPLES", 60_000)  # two patients per batch
+    seen: list[int] = []
+    workers = generate.run(
+        lake,
+        patients=PATIENTS_N,
+        seed=SEED,
+        years=YEARS,
+        progress=seen.append,
+        end_date=DEFAULT_END_DATE,
+        workers=2,
+    )
+    assert seen == [2, 4, 5]
+    assert (workers.samples, workers.quarantined) == (summary.samples, summary.quarantined)
+    for table in WRITTEN:
+        assert_frame_equal(_sorted(lake, table), _sorted(first, table))
+
+
 def test_seeds_do_not_touch_each_other(tmp_path: Path) -> None:
     lake = Lake(str(tmp_path / "lake"))
     generate.run(lake, patients=2, seed=4, years=0.3, end_date=DEFAULT_END_DATE)
