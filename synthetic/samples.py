@@ -393,19 +393,64 @@ def simulate_samples(
         sample_day = np.concatenate([sample_day, sample_day[copied]])
 
     utc_start, offsets = _to_utc(zone, days[recorded_days], sample_day, start_s)
-    utc_end = utc_start + (end_s - start_s)
     # Sorted by source, then start (the order bronze stores them in): a stable sort of the
     # combined key merges the sorted runs (bouts, cut pieces, copies). Starts fit in 34 bits.
     order = np.argsort((source.astype(np.int64) << 34) + utc_start, kind="stable")
-    genuine = SampleArrays(
-        start_us=utc_start[order] * 1_000_000,
-        end_us=utc_end[order] * 1_000_000,
-        utc_offset_minutes=offsets[order],
-        steps=steps[order].astype(np.float64),
-        source=source[order].astype(np.int8, copy=False),
-        corrupt=np.zeros(order.size, dtype=np.bool_),
-    )
-    return _with_corrupt_twins(rng, genuine)
+    return _laid_out(rng, order, utc_start, end_s - start_s, offsets, steps, source)
+
+
+def _laid_out(
+    rng: np.random.Generator,
+    order: NDArray[np.intp],
+    utc_start: NDArray[np.int64],
+    seconds: NDArray[np.int64],
+    offsets: NDArray[np.int16],
+    steps: NDArray[np.int64],
+    source: NDArray[np.int8],
+) -> SampleArrays:
+    """The samples in ``order``, followed by corrupt twins of about one in 20,000 of them
+    (device and sync glitches: negative steps, end before start, an absurd count)."""
+    genuine = order.size
+    count = int(rng.binomial(genuine, CORRUPT_RATE))
+    size = genuine + count
+    start_us = np.empty(size, dtype=np.int64)
+    end_us = np.empty(size, dtype=np.int64)
+    offset_minutes = np.empty(size, dtype=np.int16)
+    step_counts = np.empty(size, dtype=np.float64)
+    sources = np.empty(size, dtype=np.int8)
+    start, end = start_us[:genuine], end_us[:genuine]
+    np.take(utc_start, order, out=start, mode="clip")
+    start *= 1_000_000
+    np.take(seconds, order, out=end, mode="clip")
+    end *= 1_000_000
+    end += start
+    np.take(offsets, order, out=offset_minutes[:genuine], mode="clip")
+    step_counts[:genuine] = steps[order]
+    np.take(source, order, out=sources[:genuine], mode="clip")
+    corrupt = np.zeros(size, dtype=np.bool_)
+    corrupt[genuine:] = True
+    if count:
+        picked = np.sort(rng.choice(genuine, size=count, replace=False))
+        kind = rng.integers(0, 3, size=count)
+        twin_start = start_us[picked]
+        twin_end = end_us[picked]
+        twin_steps = step_counts[picked]
+        negative, reversed_, absurd = kind == 0, kind == 1, kind == 2
+        twin_steps[negative] = -twin_steps[negative]
+        twin_start[reversed_], twin_end[reversed_] = (
+            twin_end[reversed_],
+            start_us[picked][reversed_],
+        )
+        twin_end[absurd] = twin_start[absurd] + 60 * 1_000_000
+        twin_steps[absurd] = np.rint(rng.uniform(20_000, 90_000, int(absurd.sum())))
+        start_us[genuine:], end_us[genuine:], step_counts[genuine:] = (
+            twin_start,
+            twin_end,
+            twin_steps,
+        )
+        offset_minutes[genuine:] = offset_minutes[picked]
+        sources[genuine:] = sources[picked]
+    return SampleArrays(start_us, end_us, offset_minutes, step_counts, sources, corrupt)
 
 
 # Further than any UTC offset (at most 14 hours): a day this far from every clock change has one
@@ -438,30 +483,3 @@ def _to_utc(
         utc[exact] = zone.local_to_utc(local)
         minutes[exact] = zone.at_utc(utc[exact]) // 60
     return utc, minutes
-
-
-def _with_corrupt_twins(rng: np.random.Generator, samples: SampleArrays) -> SampleArrays:
-    """Append corrupt copies of about one sample in 20,000 (device and sync glitches)."""
-    count = int(rng.binomial(len(samples), CORRUPT_RATE))
-    if count == 0:
-        return samples
-    picked = np.sort(rng.choice(len(samples), size=count, replace=False))
-    kind = rng.integers(0, 3, size=count)
-    start = samples.start_us[picked].copy()
-    end = samples.end_us[picked].copy()
-    steps = samples.steps[picked].copy()
-    negative, reversed_, absurd = kind == 0, kind == 1, kind == 2
-    steps[negative] = -steps[negative]
-    start[reversed_], end[reversed_] = end[reversed_], samples.start_us[picked][reversed_]
-    end[absurd] = start[absurd] + 60 * 1_000_000
-    steps[absurd] = np.rint(rng.uniform(20_000, 90_000, int(absurd.sum())))
-    return SampleArrays(
-        start_us=np.concatenate([samples.start_us, start]),
-        end_us=np.concatenate([samples.end_us, end]),
-        utc_offset_minutes=np.concatenate(
-            [samples.utc_offset_minutes, samples.utc_offset_minutes[picked]]
-        ),
-        steps=np.concatenate([samples.steps, steps]),
-        source=np.concatenate([samples.source, samples.source[picked]]),
-        corrupt=np.concatenate([samples.corrupt, np.ones(count, dtype=np.bool_)]),
-    )
