@@ -15,8 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
+from urllib.parse import unquote
 
 import polars as pl
+import pyarrow.parquet as pq
 
 from jobs.daily import DAILY_SCHEMA, SAMPLE_COLUMNS, daily_steps
 from jobs.engine import Engine, LocalEngine, Staging, task_lake
@@ -160,8 +162,32 @@ def _replace_predicate(scope: Scope, first: str | None, upper: str | None, inclu
     return " AND ".join(parts) or "true"
 
 
+def _row_group_units(
+    lake: Lake, stats: pl.DataFrame, first: str, last: str
+) -> list[tuple[str, int]] | None:
+    """``(first patient, samples)`` of every row group of the files whose patients lie in
+    [first, last], read from the files' footers (no sample is read); None when a row group has
+    no patient statistics."""
+    filesystem, root = lake.filesystem()
+    folder = f"{root.rstrip('/')}/{STEP_SAMPLES.path}"
+    paths = stats.filter((pl.col("min.patient_id") >= first) & (pl.col("max.patient_id") <= last))[
+        "path"
+    ]
+    units: list[tuple[str, int]] = []
+    for path in paths:
+        footer = pq.read_metadata(f"{folder}/{unquote(path)}", filesystem=filesystem)
+        column = footer.schema.names.index("patient_id")
+        for index in range(footer.num_row_groups):
+            group = footer.row_group(index)
+            patient = group.column(column).statistics
+            if patient is None or not patient.has_min_max:
+                return None
+            units.append((str(patient.min), group.num_rows))
+    return sorted(units)
+
+
 def _scope_batches(
-    bronze: Bronze, scope: Scope, batch_samples: int
+    lake: Lake, bronze: Bronze, scope: Scope, batch_samples: int
 ) -> list[tuple[str | None, str | None]]:
     """Patient ranges [first, upper) that tile the scope, each with about ``batch_samples``
     samples. The last range includes its upper bound (the scope's last patient)."""
@@ -179,8 +205,16 @@ def _scope_batches(
         if records <= batch_samples:
             units.append((first, records))
             continue
-        # a segment too big for one batch (e.g. compacted files): count the samples of its
-        # patients that fall in the scope
+        # a segment too big for one batch (large or compacted files, each holding thousands of
+        # patients): for every day of its patients, the row groups' statistics say how many
+        # samples each group of patients has (files are written sorted by patient)
+        if scope.first_day is None and scope.last_day is None:
+            groups = _row_group_units(lake, stats, first, last)
+            # usable when each row group is well within a batch
+            if groups and max(rows for _, rows in groups) <= batch_samples // 2:
+                units.extend(groups)
+                continue
+        # else count the samples of its patients that fall in the scope
         low = first if scope.first_patient is None else max(first, scope.first_patient)
         high = last if scope.last_patient is None else min(last, scope.last_patient)
         where = patient_range(low, high, last_inclusive=True)
@@ -293,7 +327,7 @@ def _scope_tasks(
     ``batch_samples`` samples)."""
     files = scope_files(bronze.files, scope)
     estimate = int(files["num_records"].sum()) if files.height else 0
-    batches = _scope_batches(bronze, scope, engine.task_size(estimate, batch_samples))
+    batches = _scope_batches(lake, bronze, scope, engine.task_size(estimate, batch_samples))
     tasks = []
     for index, (first, upper) in enumerate(batches):
         last = index == len(batches) - 1

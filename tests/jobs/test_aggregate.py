@@ -12,6 +12,7 @@ from polars.testing import assert_frame_equal
 
 from jobs import aggregate
 from jobs.daily import daily_steps
+from lakehouse.bulk import BulkAppend
 from lakehouse.catalog import DAILY_STEPS, JOB_RUNS, STEP_SAMPLES
 from lakehouse.storage import Lake
 
@@ -183,8 +184,29 @@ def test_batches_follow_file_boundaries(lake: Lake) -> None:
     lake.append(STEP_SAMPLES, _samples(["B1", "B2"], START, 3, seed=11))
     per_file = lake.file_stats(STEP_SAMPLES)["num_records"].max()
     bronze = aggregate.Bronze(lake.scan(STEP_SAMPLES), lake.file_stats(STEP_SAMPLES))
-    batches = aggregate._scope_batches(bronze, aggregate.Scope(), int(per_file) + 1)
+    batches = aggregate._scope_batches(lake, bronze, aggregate.Scope(), int(per_file) + 1)
     assert [first for first, _ in batches] == [None, "B1"]
+
+
+def test_large_files_are_cut_at_their_row_groups_without_reading_samples(lake: Lake) -> None:
+    # a bulk load: one file per month holding every patient, a row group per loaded batch
+    groups = [["A1", "A2"], ["B1", "B2"], ["C1", "C2"]]
+    with BulkAppend(lake, STEP_SAMPLES) as load:
+        for seed, group in enumerate(groups):
+            load.add(_samples(group, START, 12, seed=20 + seed).sort("month", maintain_order=True))
+    stats = lake.file_stats(STEP_SAMPLES)
+    assert stats.height == stats["partition.month"].n_unique()  # one segment of all patients
+
+    class Unread:
+        def __getattr__(self, name: str) -> object:
+            raise AssertionError("planning read samples")
+
+    bronze = aggregate.Bronze(Unread(), stats)  # type: ignore[arg-type]
+    per_group = lake.info(STEP_SAMPLES).rows // 3
+    batches = aggregate._scope_batches(lake, bronze, aggregate.Scope(), per_group + 50)
+    assert [first for first, _ in batches] == [None, "B1", "C1"]
+    aggregate.run(lake, batch_samples=per_group + 50)
+    _same(_silver(lake), _expected(lake))
 
 
 def test_a_run_reads_one_bronze_snapshot(lake: Lake, monkeypatch) -> None:
