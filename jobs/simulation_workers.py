@@ -5,15 +5,17 @@ requests (patient ranges) from its standard input and answers each with a pickle
 output. The batch's sample columns do not go through the pipe (a few hundred MB/s here, slower
 than the simulation): the worker builds each column in a file of its own in DIR, in memory
 (``/dev/shm``) where there is one, and the parent maps those files and uses the arrays where
-they lie (pickle protocol 5 out-of-band buffers), so no sample is copied on the way.
+they lie (pickle protocol 5 out-of-band buffers), so no sample is copied on the way. The files
+of a batch (a slot) are used again for a later batch once the parent has let go of every array
+in them (closing its mapping succeeds): memory touched for the first time costs more than
+filling it.
 
 Not :mod:`multiprocessing`: its 'spawn' and 'forkserver' children import the parent's
 ``__main__`` script again, whatever that is (a Streamlit page, a test runner), and 'fork' would
 copy this process's delta-rs and Polars thread pools in an unknown state.
 
 Batches come back in request order. A worker is sent its next request only when the parent has
-taken its previous batch, so at most two unread batches per worker exist however many patients
-there are.
+taken its previous batch, so a worker holds at most three slots however many patients there are.
 """
 
 from __future__ import annotations
@@ -49,6 +51,12 @@ class BatchRequest(NamedTuple):
     end_date: date
 
 
+class _Reply(NamedTuple):
+    data: bytes  # the pickled batch
+    slot: int
+    columns: list[tuple[str, int]]  # file and size of each out-of-band buffer, in order
+
+
 def simulate(request: BatchRequest, allocate: Allocator | None = None) -> SimulatedBatch:
     """Simulate one batch (in whichever process), with source names as stored in bronze."""
     return simulate_batch(
@@ -70,23 +78,45 @@ def simulated_batches(requests: Sequence[BatchRequest], workers: int) -> Iterato
     """
     exchange = Path(tempfile.mkdtemp(prefix="mobility-generate-", dir=_exchange_parent()))
     processes: list[subprocess.Popen[bytes]] = []
+    # Per worker, the mappings of the slots whose batches the parent has received.
+    taken: list[dict[int, list[mmap.mmap]]] = []
     try:
-        processes += [_start(exchange) for _ in range(min(workers, len(requests)))]
+        for number in range(min(workers, len(requests))):
+            processes.append(_start(exchange, number))
+            taken.append({})
         # Round robin, two requests queued per worker, so that it goes on with its next batch
         # while the parent takes the previous one.
         for number, request in enumerate(requests[: 2 * len(processes)]):
-            _send(processes[number % len(processes)], request)
+            _send(processes[number % len(processes)], request, [])
         for number in range(len(requests)):
-            process = processes[number % len(processes)]
-            batch = _receive(process)
+            worker = number % len(processes)
+            slot, mappings, batch = _receive(processes[worker])
             following = number + 2 * len(processes)
             if following < len(requests):
-                _send(process, requests[following])
+                _send(processes[worker], requests[following], _released(taken[worker]))
+            taken[worker][slot] = mappings
             yield batch
             del batch
     finally:
         _stop(processes)
+        for slots in taken:
+            _released(slots)
         shutil.rmtree(exchange, ignore_errors=True)
+
+
+def _released(slots: dict[int, list[mmap.mmap]]) -> list[int]:
+    """The slots (taken out of ``slots``) whose arrays are no longer used: closing a mapping
+    fails while any array still lies in it."""
+    released = []
+    for slot, mappings in list(slots.items()):
+        try:
+            for mapping in mappings:
+                mapping.close()
+        except BufferError:
+            continue
+        released.append(slot)
+        del slots[slot]
+    return released
 
 
 def _exchange_parent() -> str | None:
@@ -100,22 +130,22 @@ def _exchange_parent() -> str | None:
     return None
 
 
-def _start(exchange: Path) -> subprocess.Popen[bytes]:
+def _start(exchange: Path, number: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "jobs.simulation_workers", str(exchange)],
+        [sys.executable, "-m", "jobs.simulation_workers", str(exchange), f"worker{number}"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
     )
 
 
-def _send(process: subprocess.Popen[bytes], request: BatchRequest) -> None:
+def _send(process: subprocess.Popen[bytes], request: BatchRequest, released: list[int]) -> None:
     stdin = process.stdin
     assert stdin is not None
-    pickle.dump(request, stdin, protocol=pickle.HIGHEST_PROTOCOL)
+    pickle.dump((request, released), stdin, protocol=pickle.HIGHEST_PROTOCOL)
     stdin.flush()
 
 
-def _receive(process: subprocess.Popen[bytes]) -> SimulatedBatch:
+def _receive(process: subprocess.Popen[bytes]) -> tuple[int, list[mmap.mmap], SimulatedBatch]:
     stdout = process.stdout
     assert stdout is not None
     try:
@@ -125,39 +155,62 @@ def _receive(process: subprocess.Popen[bytes]) -> SimulatedBatch:
         raise RuntimeError(f"a simulation worker exited (code {code})") from err
     if isinstance(reply, str):
         raise RuntimeError(f"a simulation worker failed:\n{reply}")
-    data, paths = reply
-    batch = pickle.loads(data, buffers=[_mapped(Path(path)) for path in paths])
+    assert isinstance(reply, _Reply)
+    mappings = []
+    for path, _ in reply.columns:
+        with Path(path).open("rb") as file:
+            mappings.append(mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ))
+    buffers = [
+        memoryview(mapping)[:size]
+        for mapping, (_, size) in zip(mappings, reply.columns, strict=True)
+    ]
+    batch = pickle.loads(reply.data, buffers=buffers)
+    del buffers
     assert isinstance(batch, SimulatedBatch)
-    return batch
+    return reply.slot, mappings, batch
 
 
-def _mapped(path: Path) -> memoryview:
-    """The content of ``path``, mapped (the file is deleted: the mapping keeps the memory)."""
-    try:
-        with path.open("rb") as file:
-            return memoryview(mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ))
-    finally:
-        path.unlink(missing_ok=True)
+def _mapped_file(path: str, nbytes: int) -> tuple[mmap.mmap, NDArray[np.uint8]]:
+    """A new file, mapped, with room for ``nbytes`` and a quarter more (the next batches are
+    a little larger or smaller)."""
+    with open(path, "w+b") as file:
+        file.truncate(nbytes + nbytes // 4)
+        mapping = mmap.mmap(file.fileno(), 0)
+    return mapping, np.frombuffer(mapping, dtype=np.uint8)
 
 
-class _SharedColumns:
-    """Allocates a worker's sample columns each in a file of the exchange directory, mapped."""
+class _Slot:
+    """Files of the exchange directory, mapped, that hold one batch's sample columns."""
 
-    def __init__(self, exchange: Path, name: str) -> None:
-        self._exchange = exchange
-        self._name = name
+    def __init__(self, prefix: Path) -> None:
+        self._prefix = prefix
+        self._files: list[tuple[mmap.mmap, NDArray[np.uint8]]] = []
+        self._used = 0
         self._columns: dict[int, tuple[str, int]] = {}  # address -> file, size of each column
-        self.sent: list[str] = []  # files of the columns pickled out of band, in order
+        self.sent: list[tuple[str, int]] = []  # the columns pickled out of band, in order
+
+    def reset(self) -> None:
+        """Start a new batch (the previous one's arrays must be gone)."""
+        self._used = 0
+        self._columns.clear()
+        self.sent = []
 
     def __call__(self, size: int, dtype: np.dtype[Any]) -> NDArray[Any]:
+        """The allocator of :func:`synthetic.population.simulate_batch`."""
         if size == 0:
             return np.empty(0, dtype=dtype)
-        path = self._exchange / f"{self._name}-{len(self._columns)}.bin"
-        with path.open("w+b") as file:
-            file.truncate(size * dtype.itemsize)
-            mapped = mmap.mmap(file.fileno(), 0)
-        column = np.frombuffer(mapped, dtype=dtype)
-        self._columns[column.ctypes.data] = (str(path), column.nbytes)
+        nbytes = size * dtype.itemsize
+        number = self._used
+        self._used += 1
+        path = f"{self._prefix}-{number}.bin"
+        if number == len(self._files):
+            self._files.append(_mapped_file(path, nbytes))
+        elif self._files[number][1].size < nbytes:
+            stale = self._files[number][0]
+            self._files[number] = _mapped_file(path, nbytes)
+            stale.close()
+        column = self._files[number][1][:nbytes].view(dtype)
+        self._columns[column.ctypes.data] = (path, nbytes)
         return column
 
     def out_of_band(self, buffer: pickle.PickleBuffer) -> bool:
@@ -168,7 +221,7 @@ class _SharedColumns:
             path, size = self._columns.get(address, ("", -1))
             if size != raw.nbytes:
                 return True
-        self.sent.append(path)
+        self.sent.append((path, size))
         return False
 
 
@@ -204,20 +257,28 @@ def _keep_freed_memory() -> None:
     libc.mallopt(m_top_pad, 64 << 20)
 
 
-def serve(requests: IO[bytes], replies: IO[bytes], exchange: Path) -> None:
-    """The worker's loop: per request, the batch (its sample columns in files in ``exchange``)
-    or the traceback of its failure."""
+def serve(requests: IO[bytes], replies: IO[bytes], slots_prefix: Path) -> None:
+    """The worker's loop: per request, the batch (its sample columns in the files of a slot) or
+    the traceback of its failure."""
+    slots: list[_Slot] = []
+    free: list[int] = []
     while True:
         try:
-            request = pickle.load(requests)
+            request, released = pickle.load(requests)
         except EOFError:
             return
+        free += released
         try:
-            columns = _SharedColumns(exchange, f"batch-{request.first}")
-            batch = simulate(request, allocate=columns)
-            data = pickle.dumps(batch, protocol=5, buffer_callback=columns.out_of_band)
-            reply: object = (data, columns.sent)
-            del batch, columns
+            if not free:
+                free.append(len(slots))
+                slots.append(_Slot(Path(f"{slots_prefix}-slot{len(slots)}")))
+            number = free.pop()
+            slot = slots[number]
+            slot.reset()
+            batch = simulate(request, allocate=slot)
+            data = pickle.dumps(batch, protocol=5, buffer_callback=slot.out_of_band)
+            del batch
+            reply: object = _Reply(data, number, slot.sent)
         except Exception:
             reply = traceback.format_exc()
         pickle.dump(reply, replies, protocol=pickle.HIGHEST_PROTOCOL)
@@ -230,8 +291,11 @@ def _main() -> None:
     # Replies get the pipe; anything else writing to standard output goes to standard error.
     replies = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    serve(sys.stdin.buffer, replies, Path(sys.argv[1]))
+    serve(sys.stdin.buffer, replies, Path(sys.argv[1]) / sys.argv[2])
 
 
 if __name__ == "__main__":
-    _main()
+    # Run from the module imported under its own name, so that replies pickle as its classes.
+    from jobs.simulation_workers import _main as main
+
+    main()

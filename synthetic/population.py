@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 from numpy.typing import NDArray
 
 from lakehouse.catalog import (
@@ -313,17 +314,16 @@ def _allocate(size: int, dtype: np.dtype[Any]) -> NDArray[Any]:
     return np.empty(size, dtype=dtype)
 
 
-def _month_runs(start_us: NDArray[np.int64]) -> NDArray[np.int32]:
-    """Months since 1970-01 of sorted UTC starts (one search per month, not per sample)."""
+def _month_runs(start_us: NDArray[np.int64]) -> tuple[int, NDArray[np.int64]]:
+    """UTC months of sorted starts: the first (months since 1970-01) and the number of starts
+    in it and each following month (one search per month, not per sample)."""
     if start_us.size == 0:
-        return np.zeros(0, dtype=np.int32)
+        return 0, np.zeros(0, dtype=np.int64)
     first = np.datetime64(int(start_us[0]), "us").astype("datetime64[M]")
     last = np.datetime64(int(start_us[-1]), "us").astype("datetime64[M]")
-    months = np.arange(first, last + 1)
-    bounds = months[1:].astype("datetime64[us]").astype(np.int64)
+    bounds = np.arange(first + 1, last + 1).astype("datetime64[us]").astype(np.int64)
     ends = np.append(np.searchsorted(start_us, bounds, side="left"), start_us.size)
-    runs = np.diff(ends, prepend=0)
-    return np.repeat((months - _EPOCH_MONTH).astype(np.int32), runs)
+    return int((first - _EPOCH_MONTH).astype(np.int64)), np.diff(ends, prepend=0)
 
 
 @dataclass(frozen=True)
@@ -331,34 +331,36 @@ class SampleBatch:
     """The samples of consecutive patients as flat columns: what direct mode writes to bronze.
 
     The genuine samples of all patients come first, ordered by patient, source name and start
-    (the sort order of bronze/step_samples, so writing needs no reordering), then the corrupt
-    twins of all patients.
+    (the sort order of bronze/step_samples), then the corrupt twins of all patients. The string
+    columns are Arrow string views (16 bytes a row; strings longer than 12 bytes point into
+    ``string_data``), so that a frame is made of the arrays as they are, in whichever process.
 
     Args:
         patient_ids: the patients' IDs, in order.
-        source_names: the stored source names, two per patient (index ``2 * patient + PHONE``
-            and ``2 * patient + WATCH``).
         genuine: genuine samples per patient.
         corrupt: corrupt twins per patient.
         start_us: start, microseconds since the epoch (UTC).
         end_us: end, microseconds since the epoch (UTC).
         utc_offset_minutes: the zone's offset at the start instant.
         steps: steps in the sample.
-        source: PHONE or WATCH.
-        month: UTC month of the start, months since 1970-01.
+        patient_id: the patient ID of each sample, as string views.
+        source: the stored source name of each sample, as string views.
+        month: the UTC month ("YYYY-MM") of each start, as string views.
+        string_data: the bytes the string views of longer strings point into.
         corrupt_records: ``record`` of each corrupt twin (see :func:`samples_frame`).
     """
 
     patient_ids: tuple[str, ...]
-    source_names: tuple[str, ...]
     genuine: NDArray[np.int64]
     corrupt: NDArray[np.int64]
     start_us: NDArray[np.int64]
     end_us: NDArray[np.int64]
     utc_offset_minutes: NDArray[np.int16]
     steps: NDArray[np.float64]
-    source: NDArray[np.int8]
-    month: NDArray[np.int32]
+    patient_id: NDArray[np.void]
+    source: NDArray[np.void]
+    month: NDArray[np.void]
+    string_data: bytes
     corrupt_records: NDArray[np.int64]
 
     @classmethod
@@ -378,59 +380,81 @@ class SampleBatch:
                 without a copy).
         """
         allocate = allocate or _allocate
-        names: list[str] = []
-        genuine: list[slice] = []
-        corrupt: list[slice] = []
-        months: list[NDArray[np.int32]] = []
+        strings = _StringViews()
+        # Rows of each (patient, source) run of genuine samples, then of each patient's twins.
+        runs: list[tuple[SampleArrays, slice]] = []
+        twins: list[tuple[SampleArrays, slice]] = []
+        run_strings: list[tuple[np.void, np.void]] = []  # patient ID and source of each run
+        names: list[np.void] = []  # views of each patient's phone and watch names
         for patient in patients:
-            phone, watch = (label(n) if label else n for n in patient.source_names)
-            names += (phone, watch)
             samples = patient.samples
-            # Genuine samples are sorted by source (PHONE first), then start: runs to reorder.
+            who = strings.view(patient.profile.patient_id)
+            phone, watch = (strings.view(label(n) if label else n) for n in patient.source_names)
+            names += (phone, watch)
+            # Genuine samples are sorted by source (PHONE first), then start.
             count = samples.genuine
             phones = int(np.count_nonzero(samples.source[:count] == PHONE))
-            runs = [slice(0, phones), slice(phones, count)]
-            if watch < phone:
-                runs.reverse()
-            genuine += runs
-            corrupt.append(slice(count, len(samples)))
-            months += (_month_runs(samples.start_us[run]) for run in runs)
-        owners = [p.samples for p in patients for _ in range(2)] + [p.samples for p in patients]
-        parts = genuine + corrupt
+            by_source = [(slice(0, phones), phone), (slice(phones, count), watch)]
+            if strings.text(watch) < strings.text(phone):
+                by_source.reverse()
+            runs += ((samples, rows) for rows, _ in by_source)
+            run_strings += ((who, name) for _, name in by_source)
+            twins.append((samples, slice(count, len(samples))))
 
-        size = sum(len(p.samples) for p in patients)
+        parts = runs + twins
+        size = sum(rows.stop - rows.start for _, rows in parts)
 
         def column(name: str) -> NDArray[Any]:
             dtype = getattr(SampleArrays.empty(), name).dtype
             out = allocate(size, dtype)
             if parts:
-                pieces = [getattr(a, name)[run] for a, run in zip(owners, parts, strict=True)]
-                np.concatenate(pieces, out=out)
+                np.concatenate([getattr(s, name)[rows] for s, rows in parts], out=out)
             return out
 
-        genuine_counts = np.array([p.samples.genuine for p in patients], dtype=np.int64)
-        corrupt_counts = np.array([run.stop - run.start for run in corrupt], dtype=np.int64)
         start_us = column("start_us")
-        twins = start_us[int(genuine_counts.sum()) :]
-        twin_months = twins.astype("datetime64[us]").astype("datetime64[M]") - _EPOCH_MONTH
+        patient_id = allocate(size, _VIEW)
+        source = allocate(size, _VIEW)
+        month = allocate(size, _VIEW)
+        at = 0
+        for (samples, rows), (who, name) in zip(runs, run_strings, strict=True):
+            following = at + rows.stop - rows.start
+            patient_id[at:following] = who
+            source[at:following] = name
+            first_month, counts = _month_runs(samples.start_us[rows])
+            month[at:following] = np.repeat(strings.months(first_month, counts.size), counts)
+            at = following
+        genuine = at
+        # The few twins: looked up row by row.
+        twin_counts = np.array([rows.stop - rows.start for _, rows in twins], dtype=np.int64)
+        owner = np.repeat(np.arange(len(patients)), twin_counts)
+        if owner.size:
+            twin_source = np.concatenate([s.source[rows] for s, rows in twins]).astype(np.int64)
+            who_views = np.array([strings.view(p.profile.patient_id) for p in patients])
+            patient_id[genuine:] = who_views[owner]
+            source[genuine:] = np.array(names, dtype=_VIEW)[owner * 2 + twin_source]
+            number = (
+                start_us[genuine:].astype("datetime64[us]").astype("datetime64[M]") - _EPOCH_MONTH
+            ).astype(np.int64)
+            first = int(number.min())
+            month[genuine:] = strings.months(first, int(number.max()) - first + 1)[number - first]
+        genuine_counts = np.array([p.samples.genuine for p in patients], dtype=np.int64)
         # A twin's record: its position among its patient's samples (after the genuine ones).
-        first_twin = np.repeat(np.cumsum(corrupt_counts) - corrupt_counts, corrupt_counts)
-        position = np.repeat(genuine_counts, corrupt_counts) + np.arange(twins.size) - first_twin
+        first_twin = np.repeat(np.cumsum(twin_counts) - twin_counts, twin_counts)
+        position = np.repeat(genuine_counts, twin_counts) + np.arange(owner.size) - first_twin
         index = np.array([p.profile.index for p in patients], dtype=np.int64)
         return cls(
             patient_ids=tuple(p.profile.patient_id for p in patients),
-            source_names=tuple(names),
             genuine=genuine_counts,
-            corrupt=corrupt_counts,
+            corrupt=twin_counts,
             start_us=start_us,
             end_us=column("end_us"),
             utc_offset_minutes=column("utc_offset_minutes"),
             steps=column("steps"),
-            source=column("source"),
-            month=np.concatenate(
-                [*months, twin_months.astype(np.int32)], out=allocate(size, np.dtype(np.int32))
-            ),
-            corrupt_records=np.repeat(index, corrupt_counts) * RECORD_STRIDE + position,
+            patient_id=patient_id,
+            source=source,
+            month=month,
+            string_data=strings.data(),
+            corrupt_records=np.repeat(index, twin_counts) * RECORD_STRIDE + position,
         )
 
     def __len__(self) -> int:
@@ -439,31 +463,74 @@ class SampleBatch:
     def frames(self) -> tuple[pl.DataFrame, pl.DataFrame]:
         """The genuine samples with the bronze/step_samples columns, and the corrupt twins with
         those columns plus ``record``."""
-        patients = np.arange(len(self.patient_ids), dtype=np.uint32)
-        owner = np.concatenate(
-            [np.repeat(patients, self.genuine), np.repeat(patients, self.corrupt)]
-        )
-        source = owner * 2 + self.source.astype(np.uint32)
-        first_month = int(self.month.min()) if self.month.size else 0
-        month_names = [
-            str(_EPOCH_MONTH + m)
-            for m in range(first_month, int(self.month.max()) + 1 if self.month.size else 0)
-        ]
         utc = pl.Datetime("us", "UTC")
         frame = pl.DataFrame(
             {
-                "patient_id": _strings(self.patient_ids, owner),
+                "patient_id": self._strings(self.patient_id),
                 "start_ts": pl.Series(self.start_us).cast(utc),
                 "end_ts": pl.Series(self.end_us).cast(utc),
                 "utc_offset_minutes": pl.Series(self.utc_offset_minutes),
                 "steps": pl.Series(self.steps),
-                "source": _strings(self.source_names, source),
-                "month": _strings(month_names, (self.month - first_month).astype(np.uint32)),
+                "source": self._strings(self.source),
+                "month": self._strings(self.month),
             }
         )
         genuine = int(self.genuine.sum())
         corrupt = frame.slice(genuine).with_columns(record=pl.Series(self.corrupt_records))
         return frame.slice(0, genuine), corrupt
+
+    def _strings(self, views: NDArray[np.void]) -> pl.Series:
+        buffers = [None, pa.py_buffer(views), pa.py_buffer(self.string_data)]
+        column = pl.from_arrow(pa.Array.from_buffers(pa.string_view(), views.size, buffers))
+        assert isinstance(column, pl.Series)
+        return column
+
+
+# An Arrow string view: the length (4 bytes), then the string if it fits in 12 bytes, else its
+# first 4 bytes, the number of the data buffer (0: there is one) and the offset in it.
+_VIEW = np.dtype((np.void, 16))
+
+
+class _StringViews:
+    """The string views of a batch's few distinct strings, and the data of the longer ones."""
+
+    def __init__(self) -> None:
+        self._views: dict[str, np.void] = {}
+        self._texts: dict[bytes, str] = {}
+        self._data = bytearray()
+        self._months: dict[tuple[int, int], NDArray[np.void]] = {}
+
+    def view(self, text: str) -> np.void:
+        """The view of ``text``."""
+        found = self._views.get(text)
+        if found is None:
+            raw = text.encode()
+            head = len(raw).to_bytes(4, "little")
+            if len(raw) <= 12:
+                view = head + raw.ljust(12, b"\0")
+            else:
+                view = head + raw[:4] + bytes(4) + len(self._data).to_bytes(4, "little")
+                self._data += raw
+            found = self._views[text] = np.frombuffer(view, dtype=_VIEW)[0]
+            self._texts[view] = text
+        return found
+
+    def text(self, view: np.void) -> str:
+        """The string of a view made by :meth:`view`."""
+        return self._texts[view.tobytes()]
+
+    def months(self, first: int, count: int) -> NDArray[np.void]:
+        """Views of ``count`` consecutive "YYYY-MM" months from months since 1970-01 ``first``."""
+        key = (first, count)
+        if key not in self._months:
+            self._months[key] = np.array(
+                [self.view(str(_EPOCH_MONTH + first + m)) for m in range(count)], dtype=_VIEW
+            )
+        return self._months[key]
+
+    def data(self) -> bytes:
+        """The bytes the views of longer strings point into."""
+        return bytes(self._data)
 
 
 @dataclass(frozen=True)
