@@ -170,7 +170,7 @@ def _batch_requests(patients: int, seed: int, years: float, end_date: date) -> l
 
 
 def _default_workers(patients: int, years: float) -> int:
-    if len(_batch_requests(patients, 0, years, date.min)) < _MIN_BATCHES_FOR_WORKERS:
+    if patients < _MIN_BATCHES_FOR_WORKERS * batch_size(years):
         return 0
     return max(1, min(WORKERS, os.cpu_count() or 1))
 

@@ -17,11 +17,13 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from jobs.validation import quarantine_reason
+from lakehouse.catalog import STEP_SAMPLES
 from synthetic.clinical import ClinicalHistory
 from synthetic.daily import DailyTruth, patient_days, simulate_daily
 from synthetic.population import (
     DEFAULT_END_DATE,
     RECORD_STRIDE,
+    SampleBatch,
     SimulatedPatient,
     Stream,
     clinical_frames,
@@ -87,6 +89,18 @@ def test_patient_does_not_depend_on_batch() -> None:
     together = samples_frame(_patients()).filter(pl.col("patient_id") == "SYN11-000005")
     assert_frame_equal(alone, together)
     assert alone["record"][0] == 5 * RECORD_STRIDE
+
+
+def test_sample_batch_holds_the_samples_in_bronze_order() -> None:
+    """A batch (what direct mode writes) holds every sample once, genuine ones in the sort
+    order of bronze/step_samples, source names mapped by the label given."""
+    patients = _patients()
+    genuine, twins = SampleBatch.of(patients, str.upper).frames()
+    labelled = samples_frame(patients).with_columns(pl.col("source").str.to_uppercase())
+    expected = labelled.filter(~pl.col("corrupt")).select(STEP_SAMPLES.columns)
+    assert_frame_equal(genuine.sort(genuine.columns), expected.sort(genuine.columns))
+    assert_frame_equal(genuine, genuine.sort(STEP_SAMPLES.sort_by, maintain_order=True))
+    assert_frame_equal(twins, labelled.filter("corrupt").select(*STEP_SAMPLES.columns, "record"))
 
 
 def test_end_date_default_is_fixed() -> None:
