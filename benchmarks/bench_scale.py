@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -270,6 +271,13 @@ def main() -> None:
     home.mkdir(parents=True, exist_ok=True)
     lake = home / "lake"
     record = home / "results.json"
+    # models are signed with the artifact key: one per benchmark lake, kept beside it (never in
+    # it) so that a resumed run's forecast can read what an earlier run's train wrote
+    key = home / "artifact.key"
+    if not key.exists():
+        key.touch(mode=0o600)
+        key.write_text(secrets.token_urlsafe(32))
+    os.environ["MOBILITY_ARTIFACT_KEY"] = key.read_text().strip()
     results: dict[str, Any] = (
         json.loads(record.read_text())
         if record.exists()

@@ -6,8 +6,9 @@ quarantine) plus ``synthetic/ground_truth``. Landing mode writes the files inges
 
 Both are idempotent per seed: every row a population writes is identified by the seed's patient-ID
 prefix (``SYN{seed}-``) or, in bronze/quarantine, by ``source_file = 'synthetic:seed={seed}'``. A
-run first removes the seed's step samples, then appends them in batches of patients (memory stays
-flat however many patients), then replaces the seed's rows of the small tables. Re-running with
+run first removes the seed's step samples, then appends them in one commit, batch by batch of
+patients (memory stays flat however many patients; files per month, not per batch:
+:mod:`lakehouse.bulk`), then replaces the seed's rows of the small tables. Re-running with
 the same arguments leaves the same table content. Other seeds' and real patients' rows are never
 touched.
 
@@ -32,6 +33,7 @@ from jobs.recent_activity import as_of
 from jobs.runs import job_run
 from jobs.simulation_workers import BatchRequest, simulate, simulated_batches
 from jobs.validation import quarantine_reason
+from lakehouse.bulk import BulkAppend
 from lakehouse.catalog import GROUND_TRUTH, QUARANTINE, STEP_SAMPLES
 from lakehouse.errors import InputError
 from lakehouse.storage import Lake, sql_literal
@@ -265,26 +267,26 @@ def _run_direct(
     clinical: list[ClinicalFrames] = []
     rejected: list[pl.DataFrame] = []
     written = finished = 0
-    # One batch written at a time while worker processes simulate the next ones. (Writing in a
-    # background thread was measured: memory grew with the number of batches.)
-    for batch in batches:
-        clinical.append(batch.clinical)
-        finished += len(batch.samples.patient_ids)
-        valid, twins = batch.samples.frames()
-        del batch
-        # Genuine samples pass the quarantine rules by construction (the population tests check
-        # it), so only the corrupt twins need them.
-        valid_twins, bad = split_quarantine(
-            twins, source_file=source_file, quarantined_at=quarantined_at
-        )
-        if valid_twins.height:
-            valid = pl.concat([valid, valid_twins])
-        rejected.append(bad)
-        lake.append(STEP_SAMPLES, valid, metadata=metadata)
-        written += valid.height
-        del valid
-        if progress is not None:
-            progress(finished)
+    # All samples in one commit, written by a bulk load (lakehouse/bulk.py): one open file per
+    # month across batches, each batch's rows added while worker processes simulate the next
+    # ones; a failure part-way commits nothing and removes the files written.
+    with BulkAppend(lake, STEP_SAMPLES, metadata=metadata) as load:
+        for batch in batches:
+            clinical.append(batch.clinical)
+            finished += len(batch.samples.patient_ids)
+            valid, twins = batch.samples.frames()
+            del batch
+            # Genuine samples pass the quarantine rules by construction (the population tests
+            # check it), so only the corrupt twins need them.
+            valid_twins, bad = split_quarantine(
+                twins, source_file=source_file, quarantined_at=quarantined_at
+            )
+            rejected.append(bad)
+            load.add(valid, valid_twins)
+            written += valid.height + valid_twins.height
+            del valid, valid_twins
+            if progress is not None:
+                progress(finished)
     quarantine = pl.concat(rejected)
     lake.replace(QUARANTINE, quarantine, predicate=f"source_file = {sql_literal(source_file)}")
     frames = ClinicalFrames.concat(clinical)

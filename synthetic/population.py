@@ -330,8 +330,9 @@ def _month_runs(start_us: NDArray[np.int64]) -> tuple[int, NDArray[np.int64]]:
 class SampleBatch:
     """The samples of consecutive patients as flat columns: what direct mode writes to bronze.
 
-    The genuine samples of all patients come first, ordered by patient, source name and start
-    (the sort order of bronze/step_samples), then the corrupt twins of all patients. The string
+    The genuine samples of all patients come first, month by month (the table's partitions) and
+    in each month ordered by patient, source name and start (the table's sort order), then the
+    corrupt twins of all patients. The string
     columns are Arrow string views (16 bytes a row; strings longer than 12 bytes point into
     ``string_data``), so that a frame is made of the arrays as they are, in whichever process.
 
@@ -401,14 +402,32 @@ class SampleBatch:
             run_strings += ((who, name) for _, name in by_source)
             twins.append((samples, slice(count, len(samples))))
 
-        parts = runs + twins
-        size = sum(rows.stop - rows.start for _, rows in parts)
+        # Genuine rows month by month (bronze is partitioned by month: a month's rows are then
+        # one slice for the writer), each month's in bronze order; the twins after them.
+        blocks: list[tuple[int, int, int, int]] = []  # (month, run, first row, rows)
+        for run, (samples, rows) in enumerate(runs):
+            first_month, counts = _month_runs(samples.start_us[rows])
+            starts = rows.start + np.cumsum(counts) - counts
+            blocks += zip(
+                range(first_month, first_month + counts.size),
+                [run] * counts.size,
+                starts.tolist(),
+                counts.tolist(),
+                strict=True,
+            )
+        blocks.sort()
+        genuine = sum(count for *_, count in blocks)
+        size = genuine + sum(rows.stop - rows.start for _, rows in twins)
 
         def column(name: str) -> NDArray[Any]:
             dtype = getattr(SampleArrays.empty(), name).dtype
             out = allocate(size, dtype)
-            if parts:
-                np.concatenate([getattr(s, name)[rows] for s, rows in parts], out=out)
+            at = 0
+            for _, run, first, count in blocks:
+                out[at : at + count] = getattr(runs[run][0], name)[first : first + count]
+                at += count
+            if twins:
+                np.concatenate([getattr(s, name)[rows] for s, rows in twins], out=out[genuine:])
             return out
 
         start_us = column("start_us")
@@ -416,14 +435,13 @@ class SampleBatch:
         source = allocate(size, _VIEW)
         month = allocate(size, _VIEW)
         at = 0
-        for (samples, rows), (who, name) in zip(runs, run_strings, strict=True):
-            following = at + rows.stop - rows.start
+        for month_number, run, _, count in blocks:
+            following = at + count
+            who, name = run_strings[run]
             patient_id[at:following] = who
             source[at:following] = name
-            first_month, counts = _month_runs(samples.start_us[rows])
-            month[at:following] = np.repeat(strings.months(first_month, counts.size), counts)
+            month[at:following] = strings.months(month_number, 1)[0]
             at = following
-        genuine = at
         # The few twins: looked up row by row.
         twin_counts = np.array([rows.stop - rows.start for _, rows in twins], dtype=np.int64)
         owner = np.repeat(np.arange(len(patients)), twin_counts)

@@ -70,8 +70,11 @@ def test_file_count_grows_with_rows_not_with_batches(
     monkeypatch.setattr(bulk, "FILE_ROWS", 1_000)
     other = Lake(str(tmp_path / "other"))
     with BulkAppend(other, STEP_SAMPLES) as load:
-        for i in range(12):
-            load.add(_samples(1 + 5 * i, 5))
+        for i in range(6):  # two batches a call: one file can fill up between them
+            load.add(_samples(1 + 10 * i, 5), _samples(6 + 10 * i, 5))
+    assert other.read(STEP_SAMPLES).sort("patient_id", "start_ts").equals(
+        lake.read(STEP_SAMPLES).sort("patient_id", "start_ts")
+    )
     stats = other.file_stats(STEP_SAMPLES)
     assert stats["num_records"].max() <= 1_000
     assert stats.height <= 3 * (-(-other.info(STEP_SAMPLES).rows // 800))

@@ -92,14 +92,16 @@ def test_patient_does_not_depend_on_batch() -> None:
 
 
 def test_sample_batch_holds_the_samples_in_bronze_order() -> None:
-    """A batch (what direct mode writes) holds every sample once, genuine ones in the sort
-    order of bronze/step_samples, source names mapped by the label given."""
+    """A batch (what direct mode writes) holds every sample once, genuine ones month by month
+    (bronze's partitions) and in each month in the sort order of bronze/step_samples, source
+    names mapped by the label given."""
     patients = _patients()
     genuine, twins = SampleBatch.of(patients, str.upper).frames()
     labelled = samples_frame(patients).with_columns(pl.col("source").str.to_uppercase())
     expected = labelled.filter(~pl.col("corrupt")).select(STEP_SAMPLES.columns)
     assert_frame_equal(genuine.sort(genuine.columns), expected.sort(genuine.columns))
-    assert_frame_equal(genuine, genuine.sort(STEP_SAMPLES.sort_by, maintain_order=True))
+    in_order = genuine.sort(["month", *STEP_SAMPLES.sort_by], maintain_order=True)
+    assert_frame_equal(genuine, in_order)
     assert_frame_equal(twins, labelled.filter("corrupt").select(*STEP_SAMPLES.columns, "record"))
 
 
