@@ -8,7 +8,8 @@ processes (so each peak RSS is its own):
 - ``reference``: a plain Polars ``group_by(patient_id, date).sum()`` over the same bronze table
   (local date from each sample's offset; no splitting, no de-duplication, nothing written).
 
-Prints samples/s, wall time and peak RSS for both and the ratio aggregate/reference.
+Prints the bronze table's bytes on disk per sample and its files, then samples/s, wall time and
+peak RSS for both and the ratio aggregate/reference.
 
     python benchmarks/bench_aggregate.py --patients 100 1000 [--workdir /tmp/mobility-bench]
 """
@@ -32,7 +33,8 @@ def _child(kind: str, lake_uri: str) -> None:
     from lakehouse.storage import Lake
 
     lake = Lake(lake_uri)
-    samples = lake.info(STEP_SAMPLES).rows
+    info = lake.info(STEP_SAMPLES)
+    samples = info.rows
     start = time.perf_counter()
     if kind == "aggregate":
         summary = aggregate.run(lake, full=True)
@@ -50,7 +52,18 @@ def _child(kind: str, lake_uri: str) -> None:
         )
     wall = time.perf_counter() - start
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"samples": samples, "days": days, "wall": wall, "rss_mb": rss_mb}))
+    print(
+        json.dumps(
+            {
+                "samples": samples,
+                "days": days,
+                "wall": wall,
+                "rss_mb": rss_mb,
+                "bronze_bytes": info.size_bytes,
+                "bronze_files": info.files,
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -73,6 +86,8 @@ def main() -> None:
             "patients": n,
             "samples": int(samples),
             "generate_s": round(generate_wall, 1),
+            "bronze_bytes_per_sample": round(aggregate_run["bronze_bytes"] / samples, 2),
+            "bronze_files": aggregate_run["bronze_files"],
             "aggregate_s": round(aggregate_run["wall"], 2),
             "aggregate_samples_per_s": round(samples / aggregate_run["wall"]),
             "aggregate_peak_rss_mb": round(aggregate_run["rss_mb"]),
