@@ -108,8 +108,11 @@ def daily_steps(samples: pl.DataFrame) -> pl.DataFrame:
     from jobs.daily_kernel import MAX_OFFSET_MINUTES, aggregate_days  # compiled on first use
 
     offset = samples["utc_offset_minutes"].cast(pl.Int16)
-    if offset.abs().max() > MAX_OFFSET_MINUTES:  # type: ignore[operator]
-        raise ValueError(f"a UTC offset beyond {MAX_OFFSET_MINUTES} minutes")
+    # checked here: the compiled pass indexes a table by offset without bounds checks (and
+    # abs() of the smallest Int16 is itself)
+    low, high = offset.min(), offset.max()
+    if offset.null_count() or low < -MAX_OFFSET_MINUTES or high > MAX_OFFSET_MINUTES:  # type: ignore[operator]
+        raise ValueError(f"a UTC offset missing or beyond {MAX_OFFSET_MINUTES} minutes")
     run_start, run_patient, patient_ids, run_source, source_names = _runs(samples)
     days = aggregate_days(
         run_start,

@@ -8,8 +8,9 @@ dictionaries for the rest), and committed through delta-rs with their statistics
 their footers (:meth:`lakehouse.storage.Lake.commit_files`).
 
 Each partition has one open file; every batch adds its rows of that partition to it as row
-groups (rows arrive sorted by patient and time, so the file is too), and a file is closed once
-it holds :data:`FILE_ROWS` rows. A file count therefore grows with the rows, never with the
+groups, in the order given (the generator hands each batch sorted by patient and time, its few
+corrupt-but-valid twins as a row group of their own), and a file is closed once it holds
+:data:`FILE_ROWS` rows. A file count therefore grows with the rows, never with the
 batches. Nothing is visible before :meth:`BulkAppend.commit`; a load that fails or is abandoned
 removes the files it wrote.
 """
@@ -18,14 +19,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from types import TracebackType
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import numpy as np
 import polars as pl
@@ -65,31 +67,46 @@ def _stat(value: object) -> object:
     """A Parquet statistic as Delta's JSON statistics write it."""
     if isinstance(value, datetime):
         return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if isinstance(value, date):
+        return value.isoformat()
     return value
+
+
+def _usable(value: object) -> bool:
+    """Whether a statistic can bound a column (JSON has no NaN or infinity)."""
+    return not (isinstance(value, float) and not math.isfinite(value))
 
 
 def file_statistics(metadata: pq.FileMetaData) -> str:
     """Delta's ``stats`` of a data file (rows, per column min, max and nulls) from its footer."""
-    low: dict[str, object] = {}
-    high: dict[str, object] = {}
+    low: dict[str, Any] = {}
+    high: dict[str, Any] = {}
     nulls: dict[str, int] = {}
+    unbounded: set[str] = set()  # a row group with values but no usable min/max
+    unknown_nulls: set[str] = set()
     for group in range(metadata.num_row_groups):
         row_group = metadata.row_group(group)
         for index in range(row_group.num_columns):
             column = row_group.column(index)
             name, stats = column.path_in_schema, column.statistics
             if stats is None:
+                unbounded.add(name)
+                unknown_nulls.add(name)
                 continue
             nulls[name] = nulls.get(name, 0) + int(stats.null_count)
-            if stats.has_min_max:
-                low[name] = stats.min if name not in low else min(low[name], stats.min)
-                high[name] = stats.max if name not in high else max(high[name], stats.max)
+            if stats.null_count == row_group.num_rows:
+                continue  # only nulls: nothing to bound
+            if not (stats.has_min_max and _usable(stats.min) and _usable(stats.max)):
+                unbounded.add(name)
+                continue
+            low[name] = stats.min if name not in low else min(low[name], stats.min)
+            high[name] = stats.max if name not in high else max(high[name], stats.max)
     return json.dumps(
         {
             "numRecords": metadata.num_rows,
-            "minValues": {k: _stat(v) for k, v in low.items()},
-            "maxValues": {k: _stat(v) for k, v in high.items()},
-            "nullCount": nulls,
+            "minValues": {k: _stat(v) for k, v in low.items() if k not in unbounded},
+            "maxValues": {k: _stat(v) for k, v in high.items() if k not in unbounded},
+            "nullCount": {k: v for k, v in nulls.items() if k not in unknown_nulls},
         }
     )
 
@@ -125,6 +142,7 @@ class BulkAppend:
     _written: list[str] = field(default_factory=list)
     _pending: list[Future[None]] = field(default_factory=list)
     _full: list[_OpenFile] = field(default_factory=list)
+    _committed: bool = False
 
     def __post_init__(self) -> None:
         if not self.table.partition_by:
@@ -152,8 +170,9 @@ class BulkAppend:
         trace: TracebackType | None,
     ) -> None:
         if kind is None:
-            self.commit()
-        elif self._pending or self._open:  # not committing yet: nothing of it is data
+            if not self._committed:
+                self.commit()
+        elif not self._committed:  # failed before its commit: nothing of it is data
             self.abandon()
 
     def add(self, *batches: pl.DataFrame) -> None:
@@ -162,14 +181,17 @@ class BulkAppend:
         Partitions are written in the background while the caller prepares the next batches;
         the ones before are waited for first, so at most two calls' rows are held in memory.
         """
+        if self._committed:
+            raise ValueError(f"{self.table.path}: this bulk load was committed already")
+        for rows in batches:
+            missing = [c for c in self.table.columns if c not in rows.columns]
+            if missing:
+                raise ValueError(f"{self.table.path}: rows lack columns {missing}")
         self._wait()
         # each file's tables of this call, written in order by one thread (a writer is not
         # thread-safe), then closed if it is full
         work: dict[str, tuple[_OpenFile, list[pa.Table]]] = {}
         for rows in batches:
-            missing = [c for c in self.table.columns if c not in rows.columns]
-            if missing:
-                raise ValueError(f"{self.table.path}: rows lack columns {missing}")
             for values, part in self._partitions(rows):
                 arrow = (
                     part.select(self._schema.names)
@@ -215,12 +237,13 @@ class BulkAppend:
             current = None
         if current is None:
             partition = dict(zip(self.table.partition_by, values, strict=True))
+            # the log holds the path URI-encoded, the storage the plain name
             folder = "/".join(f"{k}={quote(v, safe='')}" for k, v in partition.items())
             path = f"{folder}/part-{uuid.uuid4().hex}.zstd.parquet"
-            self._filesystem.create_dir(f"{self._folder}/{folder}", recursive=True)
+            self._filesystem.create_dir(f"{self._folder}/{unquote(folder)}", recursive=True)
             self._written.append(path)
             writer = pq.ParquetWriter(
-                f"{self._folder}/{path}",
+                f"{self._folder}/{unquote(path)}",
                 self._file_schema,
                 filesystem=self._filesystem,
                 store_schema=False,
@@ -238,7 +261,7 @@ class BulkAppend:
 
     def _close(self, target: _OpenFile) -> None:
         target.writer.close()
-        full = f"{self._folder}/{target.path}"
+        full = f"{self._folder}/{unquote(target.path)}"
         metadata = pq.read_metadata(full, filesystem=self._filesystem)
         size = self._filesystem.get_file_info(full).size
         self._done.append(
@@ -262,7 +285,10 @@ class BulkAppend:
 
         If the commit itself fails the files stay (unreferenced, removed by the next vacuum):
         after an unclear storage failure the commit may have landed, and then they are data.
+        A load is committed once; adding to it afterwards is refused.
         """
+        if self._committed:
+            raise ValueError(f"{self.table.path}: this bulk load was committed already")
         try:
             self._wait()
             for target in self._open.values():
@@ -273,8 +299,10 @@ class BulkAppend:
             self.abandon()
             raise
         self._pool.shutdown()
+        self._committed = True
         if self._done:
             self.lake.commit_files(self.table, self._done, metadata=self.metadata)
+        self._done.clear()
         return self.rows
 
     def abandon(self) -> None:
@@ -282,12 +310,13 @@ class BulkAppend:
         for future in self._pending:
             future.cancel()
         self._pool.shutdown(wait=True)
-        for target in self._open.values():
-            with contextlib.suppress(OSError):
+        for target in [*self._open.values(), *self._full]:
+            with contextlib.suppress(Exception):
                 target.writer.close()
         for path in self._written:
-            with contextlib.suppress(OSError):
-                self._filesystem.delete_file(f"{self._folder}/{path}")
+            with contextlib.suppress(Exception):
+                self._filesystem.delete_file(f"{self._folder}/{unquote(path)}")
         self._open.clear()
+        self._full.clear()
         self._written.clear()
         self._done.clear()

@@ -228,9 +228,12 @@ def test_patients_split_over_many_runs_in_any_order_match_the_reference() -> Non
 
 
 def test_offset_beyond_14_hours_is_refused_not_read_out_of_bounds() -> None:
-    bad = local_sample("2024-01-01 10:00", "2024-01-01 10:05", 5) | {"utc_offset_minutes": 900}
-    with pytest.raises(ValueError, match="UTC offset beyond 840 minutes"):
-        daily_steps(sample_frame([bad]))
+    good = local_sample("2024-01-01 10:00", "2024-01-01 10:05", 5)
+    # -32768: the one Int16 whose abs() is itself
+    for offset in (900, -841, -32768, None):
+        bad = good | {"utc_offset_minutes": offset}
+        with pytest.raises(ValueError, match="UTC offset missing or beyond 840 minutes"):
+            daily_steps(sample_frame([good, bad]))
 
 
 def test_a_patient_spanning_years_with_sparse_data_is_aggregated() -> None:

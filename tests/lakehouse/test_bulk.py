@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +11,7 @@ import pytest
 
 from lakehouse import bulk
 from lakehouse.bulk import BulkAppend
-from lakehouse.catalog import PATIENTS, STEP_SAMPLES
+from lakehouse.catalog import DAILY_STEPS, PATIENTS, STEP_SAMPLES
 from lakehouse.storage import Lake
 
 
@@ -72,8 +72,10 @@ def test_file_count_grows_with_rows_not_with_batches(
     with BulkAppend(other, STEP_SAMPLES) as load:
         for i in range(6):  # two batches a call: one file can fill up between them
             load.add(_samples(1 + 10 * i, 5), _samples(6 + 10 * i, 5))
-    assert other.read(STEP_SAMPLES).sort("patient_id", "start_ts").equals(
-        lake.read(STEP_SAMPLES).sort("patient_id", "start_ts")
+    assert (
+        other.read(STEP_SAMPLES)
+        .sort("patient_id", "start_ts")
+        .equals(lake.read(STEP_SAMPLES).sort("patient_id", "start_ts"))
     )
     stats = other.file_stats(STEP_SAMPLES)
     assert stats["num_records"].max() <= 1_000
@@ -129,3 +131,37 @@ def test_rows_without_a_column_are_refused(tmp_path: Path) -> None:
         load.add(_samples(1, 2).drop("source"))
     with pytest.raises(ValueError, match="not partitioned"):
         BulkAppend(Lake(str(tmp_path)), PATIENTS)
+
+
+def test_a_load_commits_once(tmp_path: Path) -> None:
+    lake = Lake(str(tmp_path))
+    with BulkAppend(lake, STEP_SAMPLES) as load:
+        load.add(_samples(1, 3))
+        load.commit()  # committed inside the block: leaving it must not commit again
+    assert lake.info(STEP_SAMPLES).rows == _samples(1, 3).height
+    with pytest.raises(ValueError, match="committed already"):
+        load.add(_samples(10, 1))
+    with pytest.raises(ValueError, match="committed already"):
+        load.commit()
+
+
+def test_date_columns_get_statistics(tmp_path: Path) -> None:
+    lake = Lake(str(tmp_path))
+    days = pl.DataFrame(
+        {
+            "patient_id": ["P1", "P1", "P2"],
+            "date": [date(2024, 1, 30), date(2024, 2, 2), date(2024, 1, 31)],
+            "steps": [10.0, 20.0, 30.0],
+            "coverage_hours": [10, 12, 9],
+            "n_samples": [5, 6, 7],
+            "n_sources": [1, 1, 2],
+            "is_wear_day": [True, True, True],
+        },
+        schema_overrides={"coverage_hours": pl.Int16, "n_samples": pl.Int32, "n_sources": pl.Int16},
+    ).with_columns(month=pl.col("date").dt.strftime("%Y-%m"))
+    with BulkAppend(lake, DAILY_STEPS) as load:
+        load.add(days)
+    stats = lake.file_stats(DAILY_STEPS).sort("partition.month")
+    assert stats["min.date"].to_list() == [date(2024, 1, 30), date(2024, 2, 2)]
+    assert stats["max.date"].to_list() == [date(2024, 1, 31), date(2024, 2, 2)]
+    assert lake.read(DAILY_STEPS).sort("date").equals(days.sort("date").select(DAILY_STEPS.columns))
