@@ -226,8 +226,9 @@ def aggregate_days(
         day_samples = 0
         day_sources = 0
         day_stamp += 1
-        for h in range(hours):
-            day = (h + low) // 24
+        # one hour past the last: its day differs, so the patient's last day is written too
+        for h in range(hours + 1):
+            day = (h + low) // 24 if h < hours else current_day + 1
             if day != current_day:
                 if day_hours:
                     out_patient[rows] = p
@@ -237,6 +238,8 @@ def aggregate_days(
                     out_samples[rows] = day_samples
                     out_sources[rows] = day_sources
                     rows += 1
+                if h == hours:
+                    break
                 current_day = day
                 day_steps = 0.0
                 day_hours = 0
@@ -259,14 +262,6 @@ def aggregate_days(
                 if touched:
                     day_hours += 1
                     day_steps += best
-        if day_hours:
-            out_patient[rows] = p
-            out_day[rows] = current_day
-            out_steps[rows] = day_steps
-            out_hours[rows] = day_hours
-            out_samples[rows] = day_samples
-            out_sources[rows] = day_sources
-            rows += 1
 
         for k in range(n_offsets):
             offset_index[offset_seen[k]] = -1

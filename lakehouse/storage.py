@@ -73,6 +73,8 @@ def _writer(table: TableSpec) -> WriterProperties:
         max_row_group_size=1_048_576,
         column_properties=_time_columns(table),
     )
+
+
 # Stored objects (model artifacts, the simulation's state) live at plain paths inside the lake:
 # folders and a file name of letters, digits, '.', '_' and '-', none starting with a dot (so no
 # '..'), never an absolute path or another URI. A path comes from a table the lake holds

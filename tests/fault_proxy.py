@@ -88,7 +88,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         for name, value in headers or []:
             self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
+        if not any(name.lower() == "content-length" for name, _ in headers or []):
+            self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
@@ -133,10 +134,13 @@ class _Handler(BaseHTTPRequestHandler):
             connection.request(self.command, self.path, body=body, headers=headers)
             response = connection.getresponse()
             answer = response.read()
+            # a HEAD answer has no body: its Content-Length is the object's size (readers such
+            # as pyarrow take a file's size from it), so it is passed on as it is
             kept = [
                 (k, v)
                 for k, v in response.getheaders()
-                if k.lower() not in _HOP_BY_HOP and k.lower() != "content-length"
+                if k.lower() not in _HOP_BY_HOP
+                and (k.lower() != "content-length" or self.command == "HEAD")
             ]
             return response.status, kept, answer
         finally:
