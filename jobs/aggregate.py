@@ -258,29 +258,20 @@ def scope_files(files: pl.DataFrame, scope: Scope) -> pl.DataFrame:
     return files.filter(where) if files.height else files
 
 
-def scope_daily_steps(samples: pl.DataFrame, scope: Scope) -> tuple[pl.DataFrame, int]:
+def scope_daily_steps(samples: pl.DataFrame, scope: Scope) -> pl.DataFrame:
     """silver/daily_steps rows of the scope's days from the samples of some of its patients.
 
-    Pure, shared by every engine: the local engine calls it per batch of patients, the Spark
-    engine per group of patients on its workers.
-
     Args:
-        samples: bronze rows of whole patients (any other samples of theirs may be included:
-            only those that can touch the scope's days are used).
+        samples: bronze rows of whole patients that can touch the scope's days (read with
+            :func:`_time_filter`; samples of other days would only be aggregated and dropped).
         scope: the patient-days being recomputed.
-
-    Returns:
-        The daily rows and the number of samples they were computed from.
     """
-    if (in_time := _time_filter(scope)) is not None:
-        samples = samples.filter(in_time)
-    samples = samples.select(SAMPLE_COLUMNS)
     daily = daily_steps(samples)
     if scope.first_day is not None:
         daily = daily.filter(pl.col("date") >= scope.first_day)
     if scope.last_day is not None:
         daily = daily.filter(pl.col("date") <= scope.last_day)
-    return daily, samples.height
+    return daily
 
 
 @dataclass(frozen=True)
@@ -315,9 +306,9 @@ def aggregate_batch(_shared: Any, task: BatchTask, staging: Staging) -> dict[str
         samples = samples.filter(patient_range(task.first, task.upper, last_inclusive=task.last))
     if (in_time := _time_filter(task.scope)) is not None:
         samples = samples.filter(in_time)
-    daily, n_samples = scope_daily_steps(samples.select(SAMPLE_COLUMNS).collect(), task.scope)
-    staging.write(_DAILY, daily)
-    return {"samples": n_samples}
+    rows = samples.select(SAMPLE_COLUMNS).collect()
+    staging.write(_DAILY, scope_daily_steps(rows, task.scope))
+    return {"samples": rows.height}
 
 
 def _scope_tasks(

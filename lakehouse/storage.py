@@ -466,25 +466,17 @@ class Lake:
             if app_id is not None and app_version is not None
             else None
         )
-        marker = uuid.uuid4().hex
-        attempted = False
 
-        def write() -> None:
-            nonlocal attempted
-            # After a storage failure the earlier attempt may have landed all the same (the
-            # answer to its commit was lost): appending again would store the rows twice.
-            if attempted and self._landed(table, marker):
-                return
-            attempted = True
+        def write(marker: str) -> None:
             if table.append_only and self.exists(table):
                 with _append_handles.handle(
                     self.table_uri(table), lambda: self.delta(table)
                 ) as handle:
-                    commit(handle)
+                    commit(handle, marker)
             else:
-                commit(self.table_uri(table))
+                commit(self.table_uri(table), marker)
 
-        def commit(target: str | DeltaTable) -> None:
+        def commit(target: str | DeltaTable, marker: str) -> None:
             # a table created before the catalog gave it more columns gains them (older rows
             # null); the rows hold exactly the catalog's columns (conform), so merging adds
             # nothing else
@@ -502,8 +494,25 @@ class Lake:
                 ),
             )
 
-        _with_commit_retry(write, what=f"append to {table.path}")
+        self._append_once(table, write, what=f"append to {table.path}")
         return True
+
+    def _append_once(self, table: TableSpec, append: Callable[[str], None], *, what: str) -> None:
+        """Run an append commit (``append(marker)``, the marker in its commit metadata) with
+        retries, but never twice: after a storage failure the earlier attempt may have landed
+        all the same (the answer to its commit was lost), and appending again would store the
+        rows twice."""
+        marker = uuid.uuid4().hex
+        attempted = False
+
+        def attempt() -> None:
+            nonlocal attempted
+            if attempted and self._landed(table, marker):
+                return
+            attempted = True
+            append(marker)
+
+        _with_commit_retry(attempt, what=what)
 
     def _landed(self, table: TableSpec, marker: str) -> bool:
         """Whether one of the table's latest commits is the append named ``marker``."""
@@ -559,14 +568,8 @@ class Lake:
         """
         _require_rewritable(table)
         self._create_empty(table)
-        marker = uuid.uuid4().hex
-        attempted = False
 
-        def commit() -> None:
-            nonlocal attempted
-            if attempted and self._landed(table, marker):
-                return
-            attempted = True
+        def commit(marker: str) -> None:
             self.delta(table).create_write_transaction(
                 list(files),
                 mode="append",
@@ -577,7 +580,7 @@ class Lake:
                 ),
             )
 
-        _with_commit_retry(commit, what=f"append files to {table.path}")
+        self._append_once(table, commit, what=f"append files to {table.path}")
 
     def replace_stream(
         self,
