@@ -83,6 +83,19 @@ def test_full_run_then_nothing_to_do(source_lake: Lake, tmp_path: Path) -> None:
     assert lake.version(FEATURES) == version
 
 
+def test_a_run_in_many_commits_leaves_few_files_per_month(
+    source_lake: Lake, tmp_path: Path
+) -> None:
+    # every commit writes a file into each month it covers: at 100,000 patients a full run left
+    # 1,375 files (55 commits x 25 months) until the job merged them
+    lake = copy_lake(source_lake, tmp_path)
+    summary = features_job.run(lake, batch_days=300, commit_days=300)
+    assert summary.commits >= 5
+    per_month = lake.file_stats(FEATURES).group_by("partition.month").len()
+    assert per_month["len"].max() < 4, per_month.sort("len").tail(3)
+    assert_features_current(lake)
+
+
 def test_new_days_recompute_from_the_first_changed_day(source_lake: Lake, tmp_path: Path) -> None:
     lake = copy_lake(source_lake, tmp_path)
     daily = lake.read(DAILY_STEPS)
