@@ -242,8 +242,7 @@ def _forecast_origin(
         served = ready.only(ebm.covered(ready.patients))
         if not served.patients.height:
             continue
-        made = ebm.predict(served, horizon=horizon)
-        reasons = ebm.explain(served, horizon=horizon, top=TOP_CONTRIBUTIONS)
+        made, reasons = ebm.predict_explained(served, horizon=horizon, top=TOP_CONTRIBUTIONS)
         if shrinkage and anchor is not None and usual is not None:
             made = shrinkage.serve(ebm.name, made, anchor, served)
             reasons = guard.explain_served(reasons, made, usual)

@@ -116,6 +116,12 @@ class Forecaster(ABC):
         Raises:
             ForecastError: the history reaches the origin, or the model's output is impossible.
         """
+        self.check_horizon(data, horizon)
+        return self._checked(self._predict(data, horizon), data, horizon)
+
+    def check_horizon(self, data: ForecastInput, horizon: int) -> None:
+        """Raises ForecastError unless ``horizon`` is a day or more and the history of ``data``
+        ends before its origin."""
         if horizon < 1:
             raise ForecastError(f"horizon must be at least 1 day, not {horizon}")
         latest = data.history["date"].max()
@@ -123,7 +129,10 @@ class Forecaster(ABC):
             raise ForecastError(
                 f"{self.name}: history reaches {latest}, on or after the origin {data.origin}"
             )
-        out = self._predict(data, horizon).select(FORECAST_SCHEMA.names()).cast(FORECAST_SCHEMA)
+
+    def _checked(self, made: pl.DataFrame, data: ForecastInput, horizon: int) -> pl.DataFrame:
+        """A model's rows in the forecast schema, checked, in (patient, day) order."""
+        out = made.select(FORECAST_SCHEMA.names()).cast(FORECAST_SCHEMA)
         _check(self.name, out, data.patients.height * horizon)
         return out.sort("patient_id", "target_date")
 

@@ -297,6 +297,10 @@ def serve(
     return served(days, weight_expr(share)).select(*forecast.columns, "anchor", "weight")
 
 
+# the rows of the usual level in a served explanation
+_USUAL_PARTS = ("baseline", "usual_weekday")
+
+
 def explain_served(
     explained: pl.DataFrame, served_rows: pl.DataFrame, usual: pl.DataFrame
 ) -> pl.DataFrame:
@@ -312,21 +316,32 @@ def explain_served(
         usual: ``patient_id, weekday, level, share`` (:func:`models.baselines.usual_days`).
     """
     keys = ["patient_id", "target_date"]
-    per_day = served_rows.select(*keys, "anchor", "weight")
+    # rows put in (patient, day, feature) order by integer keys (the day's position, the
+    # feature's rank), not by sorting millions of strings
+    per_day = served_rows.select(*keys, "anchor", "weight").sort(keys).with_row_index("day")
+    features = pl.Enum(
+        sorted({*explained["feature"].unique().to_list(), "recent_level", *_USUAL_PARTS})
+    )
     scaled = explained.join(per_day, on=keys).with_columns(
         contribution=pl.when(pl.col("feature") == "baseline")
         .then(pl.col("weight") * (pl.col("contribution") - pl.col("anchor")))
         .otherwise(pl.col("weight") * pl.col("contribution")),
         feature=pl.when(pl.col("feature") == "baseline")
         .then(pl.lit("recent_level"))
-        .otherwise(pl.col("feature")),
+        .otherwise(pl.col("feature"))
+        .cast(features),
     )
     days = (
         per_day.with_columns(weekday=pl.col("target_date").dt.weekday().cast(pl.Int8))
         .join(usual.select("patient_id", "weekday", "level"), on=["patient_id", "weekday"])
-        .select(*keys, baseline="level", usual_weekday=pl.col("anchor") - pl.col("level"))
-        .unpivot(index=keys, variable_name="feature", value_name="contribution")
+        .select("day", *keys, baseline="level", usual_weekday=pl.col("anchor") - pl.col("level"))
+        .unpivot(index=["day", *keys], variable_name="feature", value_name="contribution")
+        .with_columns(pl.col("feature").cast(features))
     )
-    return pl.concat(
-        [scaled.select(*keys, "feature", "contribution"), days], how="vertical_relaxed"
-    ).sort("patient_id", "target_date", "feature")
+    return (
+        pl.concat(
+            [scaled.select("day", *keys, "feature", "contribution"), days], how="vertical_relaxed"
+        )
+        .sort("day", "feature")
+        .select(*keys, pl.col("feature").cast(pl.String), "contribution")
+    )
