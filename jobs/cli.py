@@ -379,9 +379,19 @@ def train(
 
 
 @app.command()
-def forecast(ctx: typer.Context) -> None:
-    """Forecast 365 days for every patient and model, with EBM explanations."""
-    _run_stages(ctx, "forecast", ("forecast",))
+def forecast(
+    ctx: typer.Context,
+    everyone: Annotated[
+        bool,
+        typer.Option(
+            "--all",
+            help="Forecast every patient, not only those due (new or changed data, a forecast "
+            "a week old, their refresh day, or new models).",
+        ),
+    ] = False,
+) -> None:
+    """Forecast 365 days for the patients due and every model, with EBM explanations."""
+    _run_stages(ctx, "forecast", ("forecast",), full=everyone)
 
 
 @app.command("export-forecast")

@@ -36,6 +36,8 @@ import polars as pl
 
 from jobs.daily import wear_steps
 from jobs.engine import Engine, LocalEngine, Staging, task_lake
+from jobs.features.changes import Inputs
+from jobs.forecast_refresh import REFRESH_DAYS, plan_refresh
 from jobs.outlook import BASELINE, OWN_BACKTEST_SCHEMA, outlook_rows
 from jobs.panel import load_panel
 from jobs.runs import job_run
@@ -85,6 +87,8 @@ class ForecastSummary:
     explanation_rows: int
     models: tuple[str, ...]
     without_forecast: int = 0
+    kept: int = 0  # not due: their latest forecast is recent enough (jobs.forecast_refresh)
+    why: str = ""  # the refresh rule's reasons for this run's patients
 
     def describe(self) -> str:
         """One line for the command line."""
@@ -93,8 +97,10 @@ class ForecastSummary:
             if self.without_forecast
             else ""
         )
+        kept = f", {self.kept:,} kept (forecast recent enough)" if self.kept else ""
+        why = f" [{self.why}]" if self.why else ""
         return (
-            f"forecast: {self.patients:,} patients "
+            f"forecast: {self.patients:,} patients{why}{kept} "
             f"({self.cluster_level:,} cluster-level{missing}), "
             f"{self.forecast_rows:,} forecast rows, {self.explanation_rows:,} explanation rows; "
             f"models: {', '.join(self.models)}"
@@ -593,11 +599,17 @@ def run(
     prophet_workers: int = 2,
     batch_patients: int = 250,
     engine: Engine | None = None,
+    everyone: bool = False,
+    refresh_days: int = REFRESH_DAYS,
 ) -> ForecastSummary:
-    """Forecast every patient from the day after their last day with data.
+    """Forecast the patients due (:mod:`jobs.forecast_refresh`: new, changed, or with new data
+    and a forecast ``refresh_days`` old or their refresh day; everyone after a training) from the
+    day after their last day with data.
 
     Args:
         lake: the lake.
+        everyone: forecast every patient.
+        refresh_days: how often a patient with new data is forecast again, at least.
         horizon: days forecast.
         prophet_workers: processes fitting Prophet in each task of the local engine (a
             distributed engine's task fits its own patients one after another).
@@ -610,14 +622,22 @@ def run(
     with job_run(lake, JOB, engine=engine.name) as record:
         if not lake.exists(DAILY_STEPS):
             return ForecastSummary(0, 0, 0, 0, ())
-        daily_version = lake.version(DAILY_STEPS)
-        ends = (
+        inputs = Inputs.current(lake)
+        daily_version = inputs.version(DAILY_STEPS)
+        models = latest_version(lake)
+        refresh = plan_refresh(
+            lake,
             lake.scan(DAILY_STEPS, version=daily_version)
             .group_by("patient_id")
             .agg(origin=pl.col("date").max() + pl.duration(days=1))
-            .sort("patient_id")
-            .collect()
+            .collect(),
+            inputs,
+            models,
+            job=JOB,
+            refresh_days=refresh_days,
+            everyone=everyone,
         )
+        ends = refresh.due
         batches = [
             ends.slice(start, batch_patients) for start in range(0, ends.height, batch_patients)
         ]
@@ -648,6 +668,9 @@ def run(
         compacted = sum(lake.compact(table) for table in (FORECASTS, EXPLANATIONS, OUTLOOK))
         record.rows_in, record.rows_out = totals.patients, totals.rows_out
         record.details.update(
+            inputs=inputs.as_details(),
+            registry_version=models,
+            refresh=refresh.as_details(),
             compacted_files=compacted,
             patients=totals.patients,
             cluster_level=totals.cluster_level,
@@ -663,6 +686,8 @@ def run(
             totals.rows_out,
             totals.explained_out,
             tuple(sorted(totals.models)),
+            kept=refresh.current,
+            why=refresh.describe(),
         )
 
 

@@ -26,6 +26,7 @@ from jobs.aggregate import AggregateSummary
 from jobs.features import run as features_job
 from jobs.features.run import FeaturesSummary
 from jobs.forecast import ForecastSummary
+from jobs.forecast_refresh import REFRESH_DAYS
 from jobs.monitor import run as monitor_job
 from jobs.monitor.run import MonitorSummary
 from jobs.train import TrainSummary
@@ -72,7 +73,10 @@ class Options:
     """What the stages are asked to do.
 
     Args:
-        full: aggregate and features recompute every patient-day, not only what changed.
+        full: aggregate and features recompute every patient-day, not only what changed, and
+            the forecast stage forecasts every patient, not only those due
+            (:mod:`jobs.forecast_refresh`).
+        forecast_refresh_days: a patient with new data is forecast again at least this often.
         training: the train stage's options.
         forecast_workers: processes fitting Prophet in the forecast stage (local engine).
         engine: where the stages :data:`ON_ENGINE` run their tasks (None: this process).
@@ -83,6 +87,7 @@ class Options:
     full: bool = False
     training: Training = field(default_factory=Training)
     forecast_workers: int = 2
+    forecast_refresh_days: int = REFRESH_DAYS
     engine: Engine | None = None
     now: datetime | None = None
 
@@ -194,7 +199,11 @@ def run(
     done.forecast = stage(
         "forecast",
         lambda _: forecast.run(
-            lake, prophet_workers=options.forecast_workers, engine=options.engine
+            lake,
+            prophet_workers=options.forecast_workers,
+            engine=options.engine,
+            everyone=options.full,
+            refresh_days=options.forecast_refresh_days,
         ),
     )
     done.monitor = stage("monitor", lambda _: monitor_job.run(lake, now=options.now))

@@ -18,6 +18,7 @@ import hashlib
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -192,12 +193,26 @@ def plan(lake: Lake, inputs: Inputs, *, full: bool) -> Work:
         return Work("full", [Scope()], rebuild=rebuild)
     before = covered["inputs"]
     assert isinstance(before, dict)
+    merged = changes_since(lake, before, inputs)
+    if merged is None:
+        return Work("full", [Scope()])
+    if not merged.height:
+        return Work("up-to-date")
+    return Work("incremental", changed=merged)
+
+
+def changes_since(lake: Lake, before: dict[str, Any], inputs: Inputs) -> pl.DataFrame | None:
+    """``patient_id, from`` (sorted, one row per patient): each patient's first day whose
+    inputs (:data:`INPUTS`) differ between the versions a run recorded (``before``, as
+    :meth:`Inputs.as_details`) and ``inputs``; ``from`` is null for a clinical change (every
+    day). None when that cannot be told: a table was dropped and rebuilt, or an old version is
+    gone (vacuumed)."""
     changed: list[pl.DataFrame] = []
     try:
         for table in INPUTS:
             then, now = before.get(table.path), inputs.versions[table.path]
             if then is not None and now is not None and then[1] != now[1]:
-                return Work("full", [Scope()])  # the table was dropped and rebuilt
+                return None  # the table was dropped and rebuilt
             since = None if then is None else int(then[0])
             until = None if now is None else now[0]
             if since == until:
@@ -214,18 +229,15 @@ def plan(lake: Lake, inputs: Inputs, *, full: bool) -> Work:
                     )
                 )
     except (StorageError, OSError, ValueError):
-        return Work("full", [Scope()])  # an old version is gone (vacuumed)
+        return None  # an old version is gone (vacuumed)
     merged = (
         pl.concat(changed).cast(CHANGED_SCHEMA)  # type: ignore[arg-type]
         if changed
         else pl.DataFrame(schema=CHANGED_SCHEMA)
     )
     # one row per patient; a clinical change (null: every day) wins over a first day
-    merged = (
+    return (
         merged.group_by("patient_id")
         .agg(pl.when(pl.col("from").null_count() == 0).then(pl.col("from").min()))
         .sort("patient_id")
     )
-    if not merged.height:
-        return Work("up-to-date")
-    return Work("incremental", changed=merged)
