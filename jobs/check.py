@@ -10,10 +10,13 @@ Read-only. What it checks (docs/reliability.md):
   transform (:func:`jobs.daily.daily_steps`) makes of their bronze samples now: no day missing,
   none extra, the same steps, coverage, sample and source counts.
 - **features**: every patient's features reach the day after their last day of data.
-- **forecasts**: every patient with a wear day has forecasts from their latest origin (the day
-  after their last day of data); at that origin each model has all ``horizon`` days with finite
-  values inside their interval, every patient has the three baselines (or the cluster-level
-  forecast), and a sample of EBM forecasts' explanations sum to their ``yhat``.
+- **forecasts**: every patient with a wear day has forecasts from an origin at most
+  :data:`~jobs.forecast_refresh.REFRESH_DAYS` days before their latest one (the day after their
+  last day of data: the forecast job refreshes a patient's forecast weekly, or sooner when their
+  data or clinical rows change, :mod:`jobs.forecast_refresh`); at that origin each model has
+  all ``horizon`` days with finite values inside their interval, every patient has the three
+  baselines (or the cluster-level forecast), and a sample of EBM forecasts' explanations sum to
+  their ``yhat``.
 
 A pipeline running while this runs can make its half-done state look like a problem; the
 command says when one holds the lake's lock.
@@ -23,10 +26,12 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 
 import polars as pl
 
 from jobs.daily import daily_steps
+from jobs.forecast_refresh import REFRESH_DAYS
 from lakehouse.catalog import (
     ALL_TABLES,
     DAILY_STEPS,
@@ -264,38 +269,57 @@ def check_features(lake: Lake, last_days: pl.DataFrame) -> list[Problem]:
 def check_forecasts(
     lake: Lake, last_days: pl.DataFrame, patients: list[str], *, horizon: int = HORIZON
 ) -> tuple[list[Problem], int]:
-    """Forecasts from every patient's latest origin are complete (module docstring); returns
-    problems and the number of patients checked."""
+    """Every patient with a wear day has a complete forecast from a recent origin (module
+    docstring); returns problems and the number of patients checked. Read by aggregates, never
+    the forecast rows whole (100,000 patients: about 250 million rows an origin)."""
     wearing = last_days.filter(pl.col("wear_days") > 0).select(
-        "patient_id", origin_date=pl.col("last") + pl.duration(days=1)
+        "patient_id", latest=pl.col("last") + pl.duration(days=1)
     )
     if not wearing.height:
         return [], 0
     if not lake.exists(FORECASTS):
         return [Problem(FORECASTS.path, "missing; run `mobility forecast`")], wearing.height
-    rows = (
-        lake.scan(FORECASTS)
-        .join(wearing.lazy(), on=["patient_id", "origin_date"])
-        .select(
-            "patient_id", "model", "origin_date", "target_date", "yhat", "yhat_lower", "yhat_upper"
+    earliest = wearing["latest"].min()
+    assert isinstance(earliest, date)
+    recent = lake.scan(FORECASTS).filter(
+        pl.col("origin_date") >= earliest - timedelta(days=REFRESH_DAYS)
+    )
+    # each patient's newest origin at most REFRESH_DAYS before their latest one
+    origins = (
+        recent.select("patient_id", "origin_date")
+        .unique()
+        .join(wearing.lazy(), on="patient_id")
+        .filter(
+            (pl.col("origin_date") <= pl.col("latest"))
+            & (pl.col("origin_date") >= pl.col("latest") - pl.duration(days=REFRESH_DAYS))
         )
+        .group_by("patient_id")
+        .agg(pl.col("origin_date").max())
         .collect()
+    )
+    rows = recent.join(origins.lazy(), on=["patient_id", "origin_date"]).select(
+        "patient_id", "model", "origin_date", "target_date", "yhat", "yhat_lower", "yhat_upper"
     )
     problems: list[Problem] = []
     hint = "; run `mobility forecast`"
-    without = wearing.join(rows.select("patient_id").unique(), on="patient_id", how="anti")
+    without = wearing.join(origins, on="patient_id", how="anti")
     if without.height:
         problems.append(
             Problem(
                 FORECASTS.path,
-                f"{without.height:,} patients have no forecast from their latest origin (e.g. "
-                f"{_examples(without.sort('patient_id'), ['patient_id', 'origin_date'])}){hint}",
+                f"{without.height:,} patients have no forecast from the last {REFRESH_DAYS} days "
+                f"before their latest origin (e.g. "
+                f"{_examples(without.sort('patient_id'), ['patient_id', 'latest'])}){hint}",
             )
         )
-    per_model = rows.group_by("patient_id", "model", "origin_date").agg(
-        days=pl.col("target_date").n_unique(),
-        first=pl.col("target_date").min(),
-        last=pl.col("target_date").max(),
+    per_model = (
+        rows.group_by("patient_id", "model", "origin_date")
+        .agg(
+            days=pl.col("target_date").n_unique(),
+            first=pl.col("target_date").min(),
+            last=pl.col("target_date").max(),
+        )
+        .collect(engine="streaming")
     )
     short = per_model.filter(
         (pl.col("days") != horizon)
@@ -315,7 +339,7 @@ def check_forecasts(
         | pl.col("yhat").is_null()
         | (pl.col("yhat_lower") > pl.col("yhat") + EXPLANATION_TOLERANCE)
         | (pl.col("yhat_upper") < pl.col("yhat") - EXPLANATION_TOLERANCE)
-    )
+    ).collect(engine="streaming")
     if bad.height:
         problems.append(
             Problem(
@@ -324,7 +348,7 @@ def check_forecasts(
                 f"(e.g. {_examples(bad, ['patient_id', 'model', 'target_date', 'yhat'])})",
             )
         )
-    models = rows.group_by("patient_id").agg(pl.col("model").unique())
+    models = per_model.group_by("patient_id").agg(pl.col("model").unique())
     lacking = models.filter(
         ~pl.col("model").list.contains(CLUSTER_LEVEL)
         & ~pl.all_horizontal(pl.col("model").list.contains(name) for name in BASELINES)
@@ -337,7 +361,8 @@ def check_forecasts(
                 f"(e.g. {_examples(lacking, ['patient_id'])}){hint}",
             )
         )
-    problems += _check_explanations(lake, rows.filter(pl.col("patient_id").is_in(patients)))
+    sampled = rows.filter(pl.col("patient_id").is_in(patients)).collect()
+    problems += _check_explanations(lake, sampled)
     return problems, wearing.height
 
 

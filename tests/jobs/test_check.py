@@ -13,6 +13,7 @@ import pytest
 from jobs import aggregate, forecast, generate
 from jobs import check as lake_check
 from jobs.features import run as features
+from jobs.forecast_refresh import REFRESH_DAYS
 from lakehouse.catalog import DAILY_STEPS, FEATURES, FORECASTS, OUTLOOK
 from lakehouse.storage import Lake, sql_literal
 from synthetic.population import DEFAULT_END_DATE
@@ -81,6 +82,34 @@ def test_incomplete_forecasts_are_reported(lake: Lake) -> None:
     )
     lines = _lines(lake)
     assert any("forecasts from the latest origin lack some of the 365 days" in x for x in lines)
+
+
+@pytest.mark.parametrize(("days_back", "reported"), [(3, False), (REFRESH_DAYS + 1, True)])
+def test_a_forecast_older_than_the_refresh_period_is_reported(
+    lake: Lake, days_back: int, reported: bool
+) -> None:
+    # the forecast job refreshes a patient's forecast at least weekly while data arrives
+    patient = lake.read(FORECASTS)["patient_id"].min()
+    mine = f"patient_id = {sql_literal(patient)}"
+    for table in (FORECASTS, OUTLOOK):
+        older = lake.read(table).filter(pl.col("patient_id") == patient)
+        shift = [pl.col("origin_date") - timedelta(days=days_back)]
+        if "target_date" in older.columns:
+            shift.append(pl.col("target_date") - timedelta(days=days_back))
+        older = older.with_columns(shift).with_columns(
+            origin_month=pl.col("origin_date").dt.strftime("%Y-%m")
+        )
+        lake.delete(table, mine)
+        lake.append(table, older)
+    lines = _lines(lake)
+    stale = [x for x in lines if "have no forecast from the last" in x]
+    assert bool(stale) == reported, lines
+    if not reported:
+        assert lines == []
+    else:
+        assert stale[0].startswith(
+            f"gold/forecasts: 1 patients have no forecast from the last {REFRESH_DAYS} days"
+        )
 
 
 def test_features_behind_the_data_are_reported(lake: Lake) -> None:

@@ -1,0 +1,177 @@
+"""The forecast refresh rule (jobs/forecast_refresh.py): a run forecasts the patients without a
+forecast, those whose clinical rows or earlier days changed, those with new data whose forecast is
+a week old or whose refresh day it is, and everyone when the models changed; the others keep
+their forecast. Each case against the rule computed here from the pseudonyms and dates."""
+
+from __future__ import annotations
+
+import shutil
+import zlib
+from datetime import date, timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from jobs import aggregate, forecast, generate
+from jobs.features import run as features
+from jobs.features.changes import Inputs
+from jobs.forecast_refresh import REFRESH_DAYS, plan_refresh
+from lakehouse.catalog import DAILY_STEPS, FORECASTS, THERAPIES
+from lakehouse.storage import Lake, sql_literal
+from synthetic.population import DEFAULT_END_DATE
+
+PATIENTS = 10
+HELD_BACK = REFRESH_DAYS + 1  # days of data kept out of the first forecast run
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A lake forecast once (no training) with the last HELD_BACK days of daily steps held
+    back in a Parquet file beside it."""
+    root = tmp_path_factory.mktemp("refresh")
+    lake = Lake(str(root / "lake"))
+    generate.run(lake, patients=PATIENTS, seed=5, years=0.5, end_date=DEFAULT_END_DATE)
+    aggregate.run(lake)
+    daily = lake.read(DAILY_STEPS)
+    cut = DEFAULT_END_DATE - timedelta(days=HELD_BACK)
+    daily.filter(pl.col("date") > cut).write_parquet(root / "held_back.parquet")
+    lake.delete(DAILY_STEPS, f"date > '{cut.isoformat()}'")
+    features.run(lake)
+    forecast.run(lake, prophet_workers=1)
+    return root
+
+
+@pytest.fixture
+def lake(built: Path, tmp_path: Path) -> Lake:
+    """A private copy of the built lake."""
+    shutil.copytree(built, tmp_path / "copy")
+    return Lake(str(tmp_path / "copy" / "lake"))
+
+
+def _held_back(lake: Lake) -> pl.DataFrame:
+    return pl.read_parquet(Path(lake.uri).parent / "held_back.parquet")
+
+
+def _origins(lake: Lake) -> dict[str, date]:
+    """Each patient's latest forecast origin."""
+    rows = lake.read(FORECASTS).group_by("patient_id").agg(pl.col("origin_date").max())
+    return dict(rows.iter_rows())
+
+
+def _current_origins(lake: Lake) -> dict[str, date]:
+    """Each patient's origin now: the day after their last day of data."""
+    rows = lake.read(DAILY_STEPS).group_by("patient_id").agg(pl.col("date").max())
+    return {p: last + timedelta(days=1) for p, last in rows.iter_rows()}
+
+
+def _run(lake: Lake, **options: object) -> forecast.ForecastSummary:
+    features.run(lake)
+    return forecast.run(lake, prophet_workers=1, **options)  # type: ignore[arg-type]
+
+
+def _refresh_day(patient_id: str, origin: date, every: int) -> bool:
+    """Independently of the module: the patient's day among every ``every``."""
+    return zlib.crc32(patient_id.encode()) % every == origin.toordinal() % every
+
+
+def test_nothing_changed_nobody_is_forecast(lake: Lake) -> None:
+    before = _origins(lake)
+    version = lake.version(FORECASTS)
+    summary = _run(lake)
+    assert (summary.patients, summary.kept) == (0, len(before))
+    assert lake.version(FORECASTS) == version  # nothing written
+    assert "kept (forecast recent enough)" in summary.describe()
+
+
+def test_one_new_day_refreshes_the_patients_whose_day_it_is(lake: Lake) -> None:
+    before = _origins(lake)
+    held = _held_back(lake)
+    first = held["date"].min()
+    assert isinstance(first, date)
+    lake.append(DAILY_STEPS, held.filter(pl.col("date") == first))
+    summary = _run(lake)
+    after = _origins(lake)
+    new_origin = first + timedelta(days=1)
+    current = _current_origins(lake)
+    today = {
+        p for p in before if current[p] == new_origin and _refresh_day(p, new_origin, REFRESH_DAYS)
+    }
+    assert 0 < len(today) < PATIENTS  # the case is tested both ways
+    assert {p for p in after if after[p] == new_origin} == today
+    assert {p for p in after if after[p] != new_origin} == set(before) - today
+    assert all(after[p] == before[p] for p in set(before) - today)  # kept as they were
+    assert (summary.patients, summary.kept) == (len(today), len(before) - len(today))
+
+
+def test_refreshing_every_day_forecasts_everyone_with_new_data(lake: Lake) -> None:
+    held = _held_back(lake)
+    first = held["date"].min()
+    assert isinstance(first, date)
+    lake.append(DAILY_STEPS, held.filter(pl.col("date") == first))
+    summary = _run(lake, refresh_days=1)
+    assert summary.patients == PATIENTS
+    assert _origins(lake) == _current_origins(lake)
+
+
+def test_a_forecast_a_week_old_is_refreshed_whatever_the_day(lake: Lake) -> None:
+    lake.append(DAILY_STEPS, _held_back(lake))  # HELD_BACK > REFRESH_DAYS days at once
+    summary = _run(lake)
+    assert summary.patients == PATIENTS
+    assert _origins(lake) == _current_origins(lake)
+
+
+def test_a_clinical_change_refreshes_that_patient_only(lake: Lake) -> None:
+    before = _origins(lake)
+    patient = sorted(before)[3]
+    course = {
+        "patient_id": patient,
+        "therapy": "Humira",
+        "start_date": before[patient] + timedelta(days=10),
+        "end_date": before[patient] + timedelta(days=100),
+    }
+    version = lake.version(FORECASTS)
+    lake.upsert(THERAPIES, pl.DataFrame([course]))
+    summary = _run(lake)
+    assert (summary.patients, summary.kept) == (1, PATIENTS - 1)
+    assert "1 changed" in summary.describe()
+    assert lake.version(FORECASTS) > version
+    assert _origins(lake) == before  # the same origin, forecast again
+
+
+def test_late_data_before_the_origin_refreshes_that_patient_only(lake: Lake) -> None:
+    before = _origins(lake)
+    patient = sorted(before)[5]
+    day = before[patient] - timedelta(days=40)
+    where = f"patient_id = {sql_literal(patient)} AND date = '{day.isoformat()}'"
+    row = lake.read(DAILY_STEPS).filter((pl.col("patient_id") == patient) & (pl.col("date") == day))
+    assert row.height == 1
+    lake.replace(DAILY_STEPS, row.with_columns(steps=pl.col("steps") + 2500), predicate=where)
+    old = lake.read(FORECASTS).filter(pl.col("patient_id") == patient)
+    summary = _run(lake)
+    assert (summary.patients, summary.kept) == (1, PATIENTS - 1)
+    new = lake.read(FORECASTS).filter(pl.col("patient_id") == patient)
+    # the usual level moved with the corrected day
+    assert not new.sort("model", "target_date")["yhat"].equals(
+        old.sort("model", "target_date")["yhat"]
+    )
+
+
+def test_new_models_or_asking_forecast_everyone(lake: Lake) -> None:
+    ends = (
+        lake.read(DAILY_STEPS)
+        .group_by("patient_id")
+        .agg(origin=pl.col("date").max() + pl.duration(days=1))
+    )
+    inputs = Inputs.current(lake)
+    same = plan_refresh(lake, ends, inputs, None, job=forecast.JOB)
+    assert (same.due.height, same.everyone) == (0, "")
+    trained = plan_refresh(lake, ends, inputs, 3, job=forecast.JOB)
+    assert (trained.due.height, trained.everyone) == (PATIENTS, "models changed")
+    asked = _run(lake, everyone=True)
+    assert asked.patients == PATIENTS and asked.why == "everyone: asked"
+
+
+def test_refresh_days_below_one_are_refused(lake: Lake) -> None:
+    with pytest.raises(ValueError, match="refresh days must be 1 or more, not 0"):
+        forecast.run(lake, refresh_days=0)
