@@ -360,6 +360,13 @@ def _parquet_batches(
         raise InputError(f"{where}: unreadable Parquet ({content_free(err)})") from err
 
 
+def _without_metadata(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """The batch without the file's key-value metadata (of the schema and of each column):
+    ingestion reads none of it, and Polars panics on metadata that is not UTF-8."""
+    schema = pa.schema([field.remove_metadata() for field in batch.schema])
+    return pa.RecordBatch.from_arrays(batch.columns, schema=schema)
+
+
 def _parquet_frames(
     handle: BinaryIO, options: GenericOptions, where: str, stats: ParseStats, batch_records: int
 ) -> Iterator[pl.DataFrame]:
@@ -373,7 +380,7 @@ def _parquet_frames(
         # a damaged file can hold strings that are not UTF-8, which Polars would take and
         # then crash on: refused here instead (docs/reliability.md)
         record_batch.validate(full=True)
-        frame = pl.from_arrow(record_batch)
+        frame = pl.from_arrow(_without_metadata(record_batch))
         assert isinstance(frame, pl.DataFrame)
         stats.records_read += frame.height
         frame = frame.with_columns(

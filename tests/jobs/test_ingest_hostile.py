@@ -330,11 +330,45 @@ def _parquet_with_bad_utf8() -> bytes:
     return buffer.getvalue().replace(b"PATIENTXYZ", b"PAT\xffENTXYZ")
 
 
+def _parquet_with_bad_utf8_metadata(*, of_column: bool) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    # Polars panicked on key-value metadata that is not UTF-8 (found by the slow fuzz campaign)
+    bad = {b"note": b"\xff\xfe not text"}
+    fields = [
+        pa.field("patient_id", pa.string(), metadata=bad if of_column else None),
+        pa.field("start", pa.string()),
+        pa.field("steps", pa.float64()),
+    ]
+    table = pa.table(
+        {"patient_id": ["P1"], "start": ["2024-01-01T00:00:00Z"], "steps": [5.0]},
+        schema=pa.schema(fields, metadata=None if of_column else bad),
+    )
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    return buffer.getvalue()
+
+
 @pytest.mark.parametrize(
     ("format", "name", "content", "expected"),
     [
         pytest.param(
             "apple-health", "export.zip", _zip_with_bad_offsets(), "refused", id="zip-offsets"
+        ),
+        pytest.param(
+            "generic",
+            "samples.parquet",
+            _parquet_with_bad_utf8_metadata(of_column=False),
+            "parsed",
+            id="parquet-file-metadata-not-utf8",
+        ),
+        pytest.param(
+            "generic",
+            "samples.parquet",
+            _parquet_with_bad_utf8_metadata(of_column=True),
+            "parsed",
+            id="parquet-column-metadata-not-utf8",
         ),
         pytest.param(
             "apple-health", "export.zip", _zip_with_bad_header(), "refused", id="zip-header"
