@@ -12,6 +12,9 @@ docs/scale.md). So a run forecasts a patient when:
   what the change does the next morning;
 - their daily steps changed on a day before their latest forecast's origin (late data, a
   correction, a withdrawal): that forecast was made from a history that no longer holds;
+- their worn days since their latest forecast's origin (at least :data:`DEPARTURE_MIN_DAYS`)
+  average outside that forecast's 80% interval (the usual level's, or the cluster level's),
+  averaged over the same days: their mobility has left what the forecast expects;
 - they have days of data after their latest forecast's origin, and that forecast is
   ``refresh_days`` days old or more, or today is their refresh day: each patient has a fixed
   day in every ``refresh_days`` (a hash of the pseudonym), so about one in ``refresh_days``
@@ -33,10 +36,14 @@ import polars as pl
 
 from jobs.features.changes import Inputs, changes_since
 from jobs.runs import last_succeeded_details
-from lakehouse.catalog import OUTLOOK
+from lakehouse.catalog import DAILY_STEPS, FORECASTS, OUTLOOK
 from lakehouse.storage import Lake
+from models.cluster_level import NAME as CLUSTER_LEVEL
+from models.guard import ANCHOR
 
 REFRESH_DAYS = 7
+# Worn days since the origin before their mean is compared with the forecast's interval.
+DEPARTURE_MIN_DAYS = 2
 _DUE_SCHEMA = {"patient_id": pl.String, "origin": pl.Date}
 
 
@@ -48,6 +55,7 @@ class Refresh:
     everyone: str  # why everyone is forecast, empty when not
     new: int = 0  # without a forecast
     changed: int = 0  # clinical rows, or days before their forecast's origin, changed
+    departed: int = 0  # their worn days since the origin left the forecast's interval
     stale: int = 0  # new days, and their forecast is old enough or today is their day
     current: int = 0  # not forecast: their latest forecast is recent enough
 
@@ -55,13 +63,17 @@ class Refresh:
         """Why this run's patients are forecast, for the command line."""
         if self.everyone:
             return f"everyone: {self.everyone}"
-        return f"{self.new:,} new, {self.changed:,} changed, {self.stale:,} due for refresh"
+        return (
+            f"{self.new:,} new, {self.changed:,} changed, {self.departed:,} departed from their "
+            f"forecast, {self.stale:,} due for refresh"
+        )
 
     def as_details(self) -> dict[str, Any]:
         return {
             "everyone": self.everyone or None,
             "new": self.new,
             "changed": self.changed,
+            "departed": self.departed,
             "stale": self.stale,
             "kept": self.current,
         }
@@ -142,6 +154,11 @@ def plan_refresh(
         ),
         is_changed=pl.col("patient_id").is_in(changed["patient_id"].implode()),
     )
+    rows = rows.with_columns(
+        departed=pl.col("patient_id").is_in(
+            departed(lake, rows.filter(pl.col("origin") > pl.col("stored")))["patient_id"].implode()
+        )
+    )
     new = pl.col("stored").is_null()
     touched = (
         ~new
@@ -149,9 +166,11 @@ def plan_refresh(
         & (pl.col("from").is_null() | (pl.col("from") < pl.col("stored")))
     )
     later = pl.col("origin") > pl.col("stored")
+    left = ~new & ~touched & later & pl.col("departed")
     stale = (
         ~new
         & ~touched
+        & ~left
         & later
         & (
             ((pl.col("origin") - pl.col("stored")).dt.total_days() >= refresh_days)
@@ -159,14 +178,64 @@ def plan_refresh(
         )
     )
     counted = rows.select(
-        new=new.sum(), changed=touched.sum(), stale=stale.sum(), total=pl.len()
+        new=new.sum(), changed=touched.sum(), left=left.sum(), stale=stale.sum(), total=pl.len()
     ).row(0, named=True)
-    due = rows.filter(new | touched | stale).select("patient_id", "origin")
+    due = rows.filter(new | touched | left | stale).select("patient_id", "origin")
     return Refresh(
         due,
         "",
         new=int(counted["new"]),
         changed=int(counted["changed"]),
+        departed=int(counted["left"]),
         stale=int(counted["stale"]),
         current=int(counted["total"]) - due.height,
+    )
+
+
+def departed(lake: Lake, candidates: pl.DataFrame) -> pl.DataFrame:
+    """``patient_id`` of the ``candidates`` (``patient_id, stored, origin``: their latest
+    forecast's origin and their origin now) whose worn days in [stored, origin), at least
+    :data:`DEPARTURE_MIN_DAYS` of them, average below the mean lower or above the mean upper
+    bound of that forecast's 80% interval on the same days (the usual level's forecast, or the
+    cluster level's for a patient with too little history)."""
+    empty = pl.DataFrame(schema={"patient_id": pl.String})
+    if not candidates.height or not lake.exists(FORECASTS) or not lake.exists(DAILY_STEPS):
+        return empty
+    first, last = candidates["stored"].min(), candidates["origin"].max()
+    worn = (
+        lake.scan(DAILY_STEPS)
+        .filter((pl.col("date") >= first) & (pl.col("date") < last) & pl.col("is_wear_day"))
+        .select("patient_id", "date", "steps")
+        .join(candidates.lazy(), on="patient_id")
+        .filter((pl.col("date") >= pl.col("stored")) & (pl.col("date") < pl.col("origin")))
+    )
+    bounds = (
+        lake.scan(FORECASTS)
+        .filter(
+            (pl.col("origin_date") >= first)
+            & (pl.col("target_date") < last)
+            & pl.col("model").is_in([ANCHOR, CLUSTER_LEVEL])
+        )
+        .select("patient_id", "model", "origin_date", "target_date", "yhat_lower", "yhat_upper")
+    )
+    return (
+        worn.join(
+            bounds,
+            left_on=["patient_id", "stored", "date"],
+            right_on=["patient_id", "origin_date", "target_date"],
+        )
+        .group_by("patient_id", "model")
+        .agg(
+            days=pl.len(),
+            steps=pl.col("steps").mean(),
+            low=pl.col("yhat_lower").mean(),
+            high=pl.col("yhat_upper").mean(),
+        )
+        .filter(
+            (pl.col("days") >= DEPARTURE_MIN_DAYS)
+            & ((pl.col("steps") < pl.col("low")) | (pl.col("steps") > pl.col("high")))
+        )
+        .select("patient_id")
+        .unique()
+        .collect()
     )

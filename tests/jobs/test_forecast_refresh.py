@@ -121,6 +121,66 @@ def test_a_forecast_a_week_old_is_refreshed_whatever_the_day(lake: Lake) -> None
     assert _origins(lake) == _current_origins(lake)
 
 
+def _departed_by_hand(lake: Lake, stored: dict[str, date], until: date) -> set[str]:
+    """Patients whose worn days in [stored origin, until) average outside the mean interval of
+    their usual-level (or cluster-level) forecast on those days: plain Python over the rows."""
+    days: dict[str, list[tuple[date, float]]] = {}
+    for p, day, steps, worn in (
+        lake.read(DAILY_STEPS).select("patient_id", "date", "steps", "is_wear_day").iter_rows()
+    ):
+        if worn and stored[p] <= day < until:
+            days.setdefault(p, []).append((day, steps))
+    bounds = {
+        (p, m, day): (low, high)
+        for p, m, origin, day, low, high in lake.read(FORECASTS)
+        .select("patient_id", "model", "origin_date", "target_date", "yhat_lower", "yhat_upper")
+        .iter_rows()
+        if m in ("usual_level", "cluster_level") and origin == stored[p]
+    }
+    out = set()
+    for p, worn in days.items():
+        for model in ("usual_level", "cluster_level"):
+            matched = [(s, bounds[(p, model, d)]) for d, s in worn if (p, model, d) in bounds]
+            if len(matched) < 2:
+                continue
+            mean = sum(s for s, _ in matched) / len(matched)
+            low = sum(b[0] for _, b in matched) / len(matched)
+            high = sum(b[1] for _, b in matched) / len(matched)
+            if mean < low or mean > high:
+                out.add(p)
+    return out
+
+
+def test_days_far_from_the_forecast_refresh_it_whatever_the_day(lake: Lake) -> None:
+    before = _origins(lake)
+    held = _held_back(lake)
+    first = held["date"].min()
+    assert isinstance(first, date)
+    new_days = held.filter(pl.col("date") <= first + timedelta(days=2))
+    origin = first + timedelta(days=3)
+    # a patient whose refresh day it is not, walking a tenth of their usual steps
+    slowed = next(
+        p
+        for p in sorted(before)
+        if not _refresh_day(p, origin, REFRESH_DAYS) and before[p] == first
+    )
+    new_days = new_days.with_columns(
+        steps=pl.when(pl.col("patient_id") == slowed)
+        .then(pl.col("steps") * 0.1)
+        .otherwise(pl.col("steps"))
+    )
+    lake.append(DAILY_STEPS, new_days)
+    departed = _departed_by_hand(lake, before, origin)
+    assert slowed in departed
+    current = _current_origins(lake)
+    today = {p for p in before if current[p] == origin and _refresh_day(p, origin, REFRESH_DAYS)}
+    summary = _run(lake)
+    after = _origins(lake)
+    assert {p for p in after if after[p] != before[p]} == today | departed
+    assert summary.patients == len(today | departed)
+    assert f"{len(departed):,} departed from their forecast" in summary.describe()
+
+
 def test_a_clinical_change_refreshes_that_patient_only(lake: Lake) -> None:
     before = _origins(lake)
     patient = sorted(before)[3]
