@@ -37,7 +37,7 @@ import polars as pl
 from jobs.daily import wear_steps
 from jobs.engine import Engine, LocalEngine, Staging, task_lake
 from jobs.features.changes import Inputs
-from jobs.forecast_refresh import REFRESH_DAYS, plan_refresh
+from jobs.forecast_refresh import DAILY_UP_TO, REFRESH_DAYS, plan_refresh
 from jobs.outlook import BASELINE, OWN_BACKTEST_SCHEMA, outlook_rows
 from jobs.panel import load_panel
 from jobs.runs import job_run
@@ -601,6 +601,7 @@ def run(
     engine: Engine | None = None,
     everyone: bool = False,
     refresh_days: int = REFRESH_DAYS,
+    daily_up_to: int = DAILY_UP_TO,
 ) -> ForecastSummary:
     """Forecast the patients due (:mod:`jobs.forecast_refresh`: new, changed, or with new data
     and a forecast ``refresh_days`` old or their refresh day; everyone after a training) from the
@@ -610,6 +611,7 @@ def run(
         lake: the lake.
         everyone: forecast every patient.
         refresh_days: how often a patient with new data is forecast again, at least.
+        daily_up_to: while no more patients than this have new data, each is forecast daily.
         horizon: days forecast.
         prophet_workers: processes fitting Prophet in each task of the local engine (a
             distributed engine's task fits its own patients one after another).
@@ -636,6 +638,7 @@ def run(
             job=JOB,
             refresh_days=refresh_days,
             everyone=everyone,
+            daily_up_to=daily_up_to,
         )
         ends = refresh.due
         batches = [

@@ -66,7 +66,10 @@ def _current_origins(lake: Lake) -> dict[str, date]:
 
 
 def _run(lake: Lake, **options: object) -> forecast.ForecastSummary:
+    """The forecast job as on a large cohort (the weekly cadence applies whatever the number
+    of patients with new data), after features."""
     features.run(lake)
+    options = {"daily_up_to": 0, **options}
     return forecast.run(lake, prophet_workers=1, **options)  # type: ignore[arg-type]
 
 
@@ -230,6 +233,18 @@ def test_new_models_or_asking_forecast_everyone(lake: Lake) -> None:
     assert (trained.due.height, trained.everyone) == (PATIENTS, "models changed")
     asked = _run(lake, everyone=True)
     assert asked.patients == PATIENTS and asked.why == "everyone: asked"
+
+
+def test_a_small_cohort_is_forecast_every_day(lake: Lake) -> None:
+    # the cadence bounds the daily run of a large cohort; a few thousand cost minutes
+    held = _held_back(lake)
+    first = held["date"].min()
+    assert isinstance(first, date)
+    lake.append(DAILY_STEPS, held.filter(pl.col("date") == first))
+    with_new_data = sum(o == first + timedelta(days=1) for o in _current_origins(lake).values())
+    summary = _run(lake, daily_up_to=with_new_data)
+    assert summary.patients == with_new_data
+    assert _origins(lake) == _current_origins(lake)
 
 
 def test_refresh_days_below_one_are_refused(lake: Lake) -> None:
