@@ -245,5 +245,5 @@ def departed(lake: Lake, candidates: pl.DataFrame) -> pl.DataFrame:
         )
         .select("patient_id")
         .unique()
-        .collect()
+        .collect(engine="streaming")  # reads the forecasts of the latest origins
     )

@@ -165,7 +165,7 @@ def _accuracy(lake: Lake, last: date, daily: pl.DataFrame) -> pl.DataFrame:
         return pl.DataFrame()
     since = last - timedelta(days=accuracy.RECENT_DAYS - 1)
     window = pl.col("target_date").is_between(pl.lit(since), pl.lit(last))
-    forecasts = lake.scan(FORECASTS).filter(window).collect()
+    forecasts = lake.scan(FORECASTS).filter(window).collect(engine="streaming")
     actuals = daily.filter(pl.col("date") >= since).select("patient_id", "date", steps=wear_steps())
     clusters = (
         lake.scan(PATIENTS)
@@ -185,11 +185,20 @@ def _drift(lake: Lake, now: datetime) -> pl.DataFrame:
     version = latest_version(lake)
     if version is None or not lake.exists(FEATURES) or not lake.exists(OUTLOOK):
         return pl.DataFrame()
+    # each patient's latest row, found from two columns first: a window over every row held
+    # the monitored columns of all of them (100,000 patients: peak 8 GB)
+    latest = (
+        lake.scan(FEATURES)
+        .group_by("patient_id")
+        .agg(pl.col("date").max())
+        .collect(engine="streaming")
+    )
     features = (
         lake.scan(FEATURES)
-        .filter(pl.col("date") == pl.col("date").max().over("patient_id"))
+        .filter(pl.col("date") >= latest["date"].min())
+        .join(latest.lazy(), on=["patient_id", "date"])
         .select("patient_id", *drift.MONITORED_FEATURES)
-        .collect()
+        .collect(engine="streaming")
     )
     # each patient's latest forecast, then its champion: the rows of the cohort page's list
     outlook = lake.scan(OUTLOOK).filter(
