@@ -111,7 +111,7 @@ def test_forecasts_cover_every_patient_and_explanations_add_up(
     trained: tuple[Lake, train_job.TrainSummary],
 ) -> None:
     lake, _ = trained
-    first = forecast_job.run(lake, prophet_workers=1)
+    first = forecast_job.run(lake, prophet_workers=1, everyone=True)
     patients = lake.read(DAILY_STEPS)["patient_id"].n_unique()
     assert first.patients == patients
     forecasts = lake.read(FORECASTS)
@@ -136,7 +136,7 @@ def test_forecasts_cover_every_patient_and_explanations_add_up(
     assert both.height == forecasts.filter(pl.col("model").str.starts_with("ebm")).height
     assert (both["yhat"] - both["contribution"]).abs().max() < 1e-6  # type: ignore[operator]
     # running again replaces the same rows
-    forecast_job.run(lake, prophet_workers=1)
+    forecast_job.run(lake, prophet_workers=1, everyone=True)
     assert lake.read(FORECASTS).height == forecasts.height
     assert lake.read(EXPLANATIONS).height == explained.height
 
@@ -151,7 +151,7 @@ def test_patients_with_too_little_history_get_a_labelled_cluster_forecast(
     assert last is not None
     keep_from = (last - timedelta(days=9)).isoformat()  # type: ignore[operator]
     lake.delete(DAILY_STEPS, f"patient_id = '{newcomer}' AND date < '{keep_from}'")
-    forecast_job.run(lake, prophet_workers=1)
+    forecast_job.run(lake, prophet_workers=1, everyone=True)
     mine = lake.read(FORECASTS).filter(
         pl.col("patient_id") == newcomer,
         pl.col("origin_date") == last + timedelta(days=1),  # type: ignore[operator]
@@ -166,7 +166,7 @@ def test_export_forecast_writes_the_latest_year_with_the_champion_marked(
 ) -> None:
     lake, _ = trained
     if not lake.exists(FORECASTS):
-        forecast_job.run(lake, prophet_workers=1)
+        forecast_job.run(lake, prophet_workers=1, everyone=True)
     patient = lake.read(FORECASTS).filter(pl.col("model") == "ebm_cluster")["patient_id"][0]
     out = tmp_path / "forecast.csv"
     done = mobility(
@@ -204,7 +204,7 @@ def test_on_demand_forecast_equals_the_batch_forecast(
 ) -> None:
     lake, _ = trained
     if not lake.exists(FORECASTS):
-        forecast_job.run(lake, prophet_workers=1)
+        forecast_job.run(lake, prophet_workers=1, everyone=True)
     batch = lake.read(FORECASTS).filter(pl.col("model").is_in(["ebm_cluster", "trailing_mean_28d"]))
     patient = batch["patient_id"].sort()[-1]
     latest = batch.filter(pl.col("patient_id") == patient).filter(
@@ -286,7 +286,7 @@ def test_the_outlook_sums_up_each_forecast_against_the_patients_baseline(
 
     lake, summary = trained
     if not lake.exists(FORECASTS):
-        forecast_job.run(lake, prophet_workers=1)
+        forecast_job.run(lake, prophet_workers=1, everyone=True)
     forecasts, outlook = lake.read(FORECASTS), lake.read(OUTLOOK)
     keys = ["patient_id", "model", "origin_date"]
     assert outlook.height == forecasts.select(keys).unique().height
@@ -353,7 +353,7 @@ def test_training_calibrates_intervals_that_the_forecasts_use(
         # six sampled patients per cluster: too few of their own, every band pooled with ALL
         assert all(b["pooled"] for b in bands)
     if not lake.exists(FORECASTS):
-        forecast_job.run(lake, prophet_workers=1)
+        forecast_job.run(lake, prophet_workers=1, everyone=True)
     calibration = forecast_job.registered_intervals(lake)
     model = "trailing_mean_28d"
     rows = lake.read(FORECASTS).filter(pl.col("model") == model)
@@ -491,7 +491,9 @@ def test_patients_of_a_cluster_without_an_ebm_still_get_their_other_forecasts(
     dropped = sorted(clustered.fitted)[0]
     del clustered.fitted[dropped]
     monkeypatch.setattr(forecast_job, "registered_ebms", lambda _lake: ebms)
-    forecast_job.run(lake, prophet_workers=1)
+    # other models under the same registry version: everyone forecast again, as after a
+    # training (jobs/forecast_refresh.py)
+    forecast_job.run(lake, prophet_workers=1, everyone=True)
     groups = lake.read(PATIENTS).select("patient_id", "disease_group")
     forecasts = lake.read(FORECASTS).join(groups, on="patient_id")
     latest = forecasts.filter(
