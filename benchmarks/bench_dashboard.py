@@ -25,8 +25,8 @@ it. Then measures server-side, in separate child processes (each peak RSS its ow
   list), so they have forecasts and explanations.
 - ``queries``: where the cold time goes: the ``dashboard.data`` calls of both pages one by one
   after the caches are cleared (table versions, DuckDB connection, then each query uncached);
-- ``sql``: the Cohort SQL page's example query (``EXAMPLE`` in ``dashboard/views/cohort_sql.py``,
-  read with ``ast``: importing the page would run it) through ``dashboard.data.run_analyst_query``;
+- ``sql``: the Cohort SQL page's example query (``EXAMPLE`` in ``dashboard/sql_example.py``)
+  through ``dashboard.data.run_analyst_query``;
   the first run (which opens the connection) apart, then the median of ``--runs``.
 
 Prints the lake's size, the figures as a table and as JSON lines, and whether the targets are met
@@ -40,7 +40,6 @@ Prints the lake's size, the figures as a table and as JSON lines, and whether th
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import os
 import resource
@@ -61,7 +60,6 @@ os.environ.setdefault("MOBILITY_DEMO", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "dashboard" / "app.py"
-SQL_VIEW = ROOT / "dashboard" / "views" / "cohort_sql.py"
 COHORT_PAGE = "views/cohort.py"
 PATIENT_PAGE = "views/patient.py"
 TARGETS = {"cohort page": 1.0, "patient page": 0.5}
@@ -282,16 +280,10 @@ def _query_round(cohort: Any, patient_id: str, seconds: dict[str, list[float]]) 
 
 
 def example_query() -> str:
-    """The Cohort SQL page's ``EXAMPLE``, read from the source (importing the page runs it)."""
-    tree = ast.parse(SQL_VIEW.read_text())
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and any(
-            isinstance(target, ast.Name) and target.id == "EXAMPLE" for target in node.targets
-        ):
-            value = ast.literal_eval(node.value)
-            assert isinstance(value, str)
-            return value
-    raise SystemExit(f"no EXAMPLE in {SQL_VIEW}")
+    """The Cohort SQL page's example query."""
+    from dashboard.sql_example import EXAMPLE
+
+    return EXAMPLE
 
 
 def _sql(lake_uri: str, runs: int) -> dict[str, Any]:

@@ -19,9 +19,10 @@ or SQL), so all kinds run at once:
 - ``patient page (next patient)``: another patient picked in the page's patient box;
 - ``cohort page``, then ``cohort page (filtered)``: one disease group chosen in the filter;
 - ``SQL page``; ``SQL query``: ``SELECT '<marker>' AS marker, disease_group, count(*) ...
-  FROM bronze.patients``; ``SQL example query``: the page's ``EXAMPLE`` (read from its source)
-  with the marker as first column; ``SQL query with an error``: a column named after the marker
-  that does not exist (the page must show that error, and only to that session).
+  FROM bronze.patients``; ``SQL example query``: the page's ``EXAMPLE``
+  (``dashboard/sql_example.py``) with the marker as first column; ``SQL query with an error``: a
+  column named after the marker that does not exist (the page must show that error, and only to
+  that session).
 
 Each session has patients of its own (the patients of gold/outlook dealt out in turn) and a marker
 per query (``session07query0012``). Isolation checks, per page load; any failure is a violation

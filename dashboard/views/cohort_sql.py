@@ -10,21 +10,10 @@ import streamlit as st
 
 from dashboard import auth, data
 from dashboard.literal import markdown_literal
+from dashboard.sql_example import EXAMPLE
 from lakehouse import csv_export
 from lakehouse.audit import sql_sha256
 from lakehouse.sandbox import QueryRefused
-
-EXAMPLE = """-- Median daily steps on wear days per disease group and month
-SELECT p.disease_group,
-       date_trunc('month', d.date) AS month,
-       median(d.steps) AS median_steps,
-       count(DISTINCT d.patient_id) AS patients
-FROM silver.daily_steps AS d
-JOIN bronze.patients AS p USING (patient_id)
-WHERE d.is_wear_day
-GROUP BY ALL
-ORDER BY month DESC, disease_group
-LIMIT 48"""
 
 user = auth.require("sql")
 st.title("Cohort SQL")

@@ -634,3 +634,47 @@ def test_sql_sees_the_catalog_columns_only(tmp_path: Path) -> None:
             assert "MRN-SECRET-42" not in str(shown.to_pylist())
     with pytest.raises(QueryRefused, match="source_id"):
         sandbox.run(lake, "SELECT source_id FROM bronze.patients")
+
+
+def test_a_join_builds_on_the_table_after_join_whatever_the_filters(tmp_path: Path) -> None:
+    """DuckDB knows no row counts of Arrow datasets: with a filter on the big table it took the
+    big table for the small one and built its hash table over it (at 100,000 patients the
+    Cohort SQL example ran out of memory). The build side is the table after JOIN."""
+    lake = Lake(str(tmp_path / "lake"))
+    patients = [f"P{i:05d}" for i in range(2_000)]
+    lake.append(
+        PATIENTS,
+        pl.DataFrame(
+            {"patient_id": patients, "disease_group": ["MS", "PD"] * 1_000, "timezone": "UTC"}
+        )
+        .with_columns(pl.lit(None, pl.String).alias(c) for c in ("sex", "country"))
+        .with_columns(birth_year=pl.lit(None, pl.Int16), enrolled_on=pl.lit(None, pl.Date)),
+    )
+    days = pl.DataFrame({"patient_id": patients}).join(
+        pl.DataFrame(
+            {"date": pl.date_range(datetime(2024, 1, 1), datetime(2024, 12, 31), eager=True)}
+        ),
+        how="cross",
+    )  # 732,000 patient-days
+    lake.append(
+        DAILY_STEPS,
+        days.with_columns(
+            steps=pl.lit(5_000.0),
+            coverage_hours=pl.lit(12, pl.Int16),
+            n_samples=pl.lit(40, pl.Int32),
+            n_sources=pl.lit(1, pl.Int16),
+            is_wear_day=pl.col("date").dt.day() != 1,
+            month=pl.col("date").dt.strftime("%Y-%m"),
+        ),
+    )
+    sql = (
+        "SELECT p.disease_group, count(*) AS days FROM silver.daily_steps AS d "
+        "JOIN bronze.patients AS p USING (patient_id) WHERE d.is_wear_day GROUP BY ALL ORDER BY 1"
+    )
+
+    result = sandbox.run(lake, sql, limits=Limits(memory_limit="24MB"))
+
+    assert result.table.to_pylist() == [
+        {"disease_group": "MS", "days": 354 * 1_000},
+        {"disease_group": "PD", "days": 354 * 1_000},
+    ]
