@@ -313,19 +313,16 @@ def check_forecasts(
             )
         )
     per_model = (
-        rows.group_by("patient_id", "model", "origin_date")
-        .agg(
-            days=pl.col("target_date").n_unique(),
-            first=pl.col("target_date").min(),
-            last=pl.col("target_date").max(),
-        )
+        rows.with_columns(**_days_present(horizon))
+        .group_by("patient_id", "model", "origin_date")
+        .agg(pl.len().alias("days"), pl.col(list(_all_days_present(horizon))).bitwise_or())
         .collect(engine="streaming")
     )
-    short = per_model.filter(
-        (pl.col("days") != horizon)
-        | (pl.col("first") != pl.col("origin_date"))
-        | (pl.col("last") != pl.col("origin_date") + pl.duration(days=horizon - 1))
-    ).sort("patient_id", "model")
+    # every day of the horizon once, nothing else: as many rows as days, each day's bit set
+    complete = pl.all_horizontal(
+        pl.col(name) == word for name, word in _all_days_present(horizon).items()
+    ) & (pl.col("days") == horizon)
+    short = per_model.filter(~complete).drop(_all_days_present(horizon)).sort("patient_id", "model")
     if short.height:
         problems.append(
             Problem(
@@ -366,6 +363,29 @@ def check_forecasts(
     return problems, wearing.height
 
 
+def _days_present(horizon: int) -> dict[str, pl.Expr]:
+    """Columns marking the day of the horizon a forecast row is for: bit ``k`` of word ``w`` is
+    set for the day ``64 w + k`` after the origin (days outside the horizon set no bit), to be
+    combined per forecast by a bitwise OR. That streams in little memory, where counting
+    distinct days held every forecast row (14 GB at 100,000 patients)."""
+    offset = (pl.col("target_date") - pl.col("origin_date")).dt.total_days()
+    bit = pl.lit(2, pl.UInt64).pow(offset % 64)  # exact in 64 bits; a look-up would not stream
+    return {
+        f"_days_{word}": pl.when((offset >= 0) & (offset < horizon) & (offset // 64 == word))
+        .then(bit)
+        .otherwise(pl.lit(0, pl.UInt64))
+        for word in range((horizon + 63) // 64)
+    }
+
+
+def _all_days_present(horizon: int) -> dict[str, int]:
+    """The words of :func:`_days_present` when every day of the horizon has a row."""
+    return {
+        f"_days_{word}": (1 << min(64, horizon - 64 * word)) - 1
+        for word in range((horizon + 63) // 64)
+    }
+
+
 def _check_explanations(lake: Lake, forecasts: pl.DataFrame) -> list[Problem]:
     """The EBM rows among ``forecasts`` have explanations summing to their yhat."""
     ebm = forecasts.filter(pl.col("model").str.starts_with("ebm_"))
@@ -374,6 +394,9 @@ def _check_explanations(lake: Lake, forecasts: pl.DataFrame) -> list[Problem]:
     keys = ["patient_id", "model", "origin_date", "target_date"]
     sums = (
         lake.scan(EXPLANATIONS)
+        # the sampled patients first: their files alone are read (the whole table is about
+        # 1 billion rows at 100,000 patients; joined unfiltered it took 14 GB)
+        .filter(pl.col("patient_id").is_in(ebm["patient_id"].unique().to_list()))
         .join(ebm.select(keys).lazy(), on=keys)
         .group_by(keys)
         .agg(total=pl.col("contribution").sum())

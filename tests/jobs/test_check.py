@@ -142,3 +142,21 @@ def test_the_command_says_all_is_well(lake: Lake, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.startswith("lake check: ")
     assert "tables readable with unique keys; daily totals of 2 sampled patients" in done.stdout
+
+
+def test_a_forecast_with_a_day_twice_and_a_day_missing_is_reported(lake: Lake) -> None:
+    # as many rows as the horizon has days, the first and last day right: one day twice
+    row = lake.read(FORECASTS).sort("patient_id", "model").row(0, named=True)
+    mine = f"patient_id = {sql_literal(row['patient_id'])} AND model = {sql_literal(row['model'])}"
+    day = row["origin_date"] + timedelta(days=100)
+    lake.delete(FORECASTS, f"{mine} AND target_date = '{day}'")
+    twice = lake.read(FORECASTS).filter(
+        (pl.col("patient_id") == row["patient_id"])
+        & (pl.col("model") == row["model"])
+        & (pl.col("target_date") == day + timedelta(days=1))
+    )
+    lake.append(FORECASTS, twice)
+
+    lines = _lines(lake)
+
+    assert any("forecasts from the latest origin lack some of the 365 days" in x for x in lines)
