@@ -17,7 +17,11 @@ it. Then measures server-side, in separate child processes (each peak RSS its ow
   - ``warm``: the same page again in a new session right after (a second clinician): every
     result cached;
   - ``other patient`` (patient page only): caches filled, connection open, a patient not shown
-    yet: the usual case of a clinician opening the next patient.
+    yet: the usual case of a clinician opening the next patient;
+  - ``server warm-up`` and ``after the warm-up`` (cohort page only): every cache cleared, then
+    the server's warm-up (``dashboard.warm_up.warm``, which a server runs at start and after each
+    new table version) timed, then the page in a new session: what the first clinician after a
+    pipeline run waits once the warm-up is done.
 
   The first render of each page in the process (cold, with the imports of plotly, the views'
   modules, ...; the cohort page's with AppTest's component scan too) is reported apart.
@@ -150,11 +154,19 @@ def _first_render() -> float:
     return _timed_run(AppTest.from_file(str(APP), default_timeout=TIMEOUT_SECONDS))
 
 
-def _cohort_render(*, cold: bool) -> float:
-    """The cohort page (the default page) rendered again in a new session."""
+def _cohort_render(*, cold: bool, warm_up: list[float] | None = None) -> float:
+    """The cohort page (the default page) rendered again in a new session; with ``warm_up``,
+    cold but after the server's warm-up (dashboard/warm_up.py), whose seconds go there."""
+    from dashboard import data
+    from dashboard import warm_up as server_warm_up
+
     app = _session()
     if cold:
         _forget_caches()
+    if warm_up is not None:
+        start = time.perf_counter()
+        server_warm_up.warm(data.current_lake())
+        warm_up.append(time.perf_counter() - start)
     seconds = _timed_run(app)
     if not app.metric:
         raise SystemExit("the cohort page showed no figures: is the lake empty?")
@@ -178,7 +190,13 @@ def _patient_render(patient_id: str, *, cold: bool) -> float:
 def _pages(lake_uri: str, runs: int) -> dict[str, Any]:
     patients = _patients_with_forecasts(lake_uri, 1 + 2 * runs)
     first, cold_ids, other_ids = patients[0], patients[1 : 1 + runs], patients[1 + runs :]
-    cohort = {"first in process": [_first_render()], "cold": [], "warm": []}
+    cohort: dict[str, list[float]] = {
+        "first in process": [_first_render()],
+        "cold": [],
+        "warm": [],
+        "server warm-up": [],
+        "after the warm-up": [],
+    }
     patient = {
         "first in process": [_patient_render(first, cold=True)],
         "cold": [],
@@ -188,6 +206,9 @@ def _pages(lake_uri: str, runs: int) -> dict[str, Any]:
     for _ in range(runs):
         cohort["cold"].append(_cohort_render(cold=True))
         cohort["warm"].append(_cohort_render(cold=False))
+        cohort["after the warm-up"].append(
+            _cohort_render(cold=True, warm_up=cohort["server warm-up"])
+        )
     for patient_id in cold_ids:
         patient["cold"].append(_patient_render(patient_id, cold=True))
         patient["warm"].append(_patient_render(patient_id, cold=False))

@@ -83,6 +83,8 @@ MAX_PATIENT_OPTIONS = 1000
 # days of history drawn before the forecast on the patient page
 HISTORY_DAYS = 730
 DISEASE_GROUPS = ("MS", "PD", "RA", "OTHER")
+# The cohort page's period at first: the last year of data.
+DEFAULT_PERIOD_DAYS = 365
 # Age on the last day of the chosen period, in bands; "unknown" without a birth year.
 AGE_BANDS = ("under 40", "40-49", "50-59", "60-69", "70+", "unknown")
 DECLINE_LIST_LENGTH = 50
@@ -451,10 +453,10 @@ def _version(uri: str, path: str, _lake: Lake) -> int | None:
 
 
 def _all_versions(uri: str, _lake: Lake) -> TableVersions:
-    return _versions_of(_lake, TABLES)
+    return versions_of(_lake, TABLES)
 
 
-def _versions_of(lake: Lake, tables: Sequence[TableSpec]) -> TableVersions:
+def versions_of(lake: Lake, tables: Sequence[TableSpec]) -> TableVersions:
     """The current versions of ``tables`` (each re-read at most every 10 s), in their order."""
     return tuple((table.path, _version(lake.uri, table.path, lake)) for table in tables)
 
@@ -504,7 +506,7 @@ def _query(
 ) -> pl.DataFrame:
     """Run ``sql`` with bound ``params``, cached until a table in ``reads`` (every table the
     query reads) changes."""
-    return _cached_query(lake.uri, _versions_of(lake, reads), sql, tuple(params), lake)
+    return _cached_query(lake.uri, versions_of(lake, reads), sql, tuple(params), lake)
 
 
 # -------------------------------------------------------------------------------------- queries
@@ -698,6 +700,16 @@ class CohortFilter:
     age_bands: tuple[str, ...] = ()
     therapies: tuple[str, ...] = ()
 
+    @classmethod
+    def default(cls, period: tuple[date, date]) -> CohortFilter:
+        """What the cohort page shows first: everyone, the last year of the data ``period``
+        (its first and last day)."""
+        first_day, last_day = period
+        return cls(
+            first_day=max(first_day, last_day - timedelta(days=DEFAULT_PERIOD_DAYS - 1)),
+            last_day=last_day,
+        )
+
     def period(self) -> tuple[object, ...]:
         """The bound parameters of a period filter on daily steps: first and last month (the
         partitions to read), first and last day."""
@@ -738,7 +750,7 @@ class CohortKpis:
 def data_period(lake: Lake) -> tuple[date, date] | None:
     """The first and last day of daily steps in the lake (None before any), from the Delta log's
     file statistics: no data file is read."""
-    return _data_period(lake.uri, _versions_of(lake, (DAILY_STEPS,)), lake)
+    return _data_period(lake.uri, versions_of(lake, (DAILY_STEPS,)), lake)
 
 
 @st.cache_data(ttl=RESULT_TTL_SECONDS, show_spinner=False)
@@ -908,7 +920,7 @@ def recent_activity_of(lake: Lake, reference: date) -> pl.DataFrame:
     """Every patient's recent activity as of ``reference`` (:func:`jobs.recent_activity.
     recent_activity`), read from the lake once per version of silver/daily_steps and day; when
     :func:`start_recent_activity` is computing it, its result."""
-    key = (lake.uri, _versions_of(lake, (DAILY_STEPS,)), reference)
+    key = (lake.uri, versions_of(lake, (DAILY_STEPS,)), reference)
     with _COMPUTING_LOCK:
         computing = _COMPUTING.get(key)
     if computing is not None:
@@ -926,7 +938,7 @@ def start_recent_activity(lake: Lake, reference: date) -> None:
     """Start computing :func:`recent_activity_of` on a thread of its own (Polars), so that it
     runs while the page's DuckDB queries run; nothing happens when its result is cached or being
     computed. The page's own call then waits for it."""
-    key = (lake.uri, _versions_of(lake, (DAILY_STEPS,)), reference)
+    key = (lake.uri, versions_of(lake, (DAILY_STEPS,)), reference)
     context = get_script_run_ctx()
 
     def compute() -> pl.DataFrame:
@@ -989,7 +1001,7 @@ def _recent_activity(
 
 def has_forecasts(lake: Lake) -> bool:
     """Whether the forecast job has written its summary (gold/outlook) yet."""
-    return _versions_of(lake, (OUTLOOK,))[0][1] is not None
+    return versions_of(lake, (OUTLOOK,))[0][1] is not None
 
 
 PATIENT_PAGE = "patient"

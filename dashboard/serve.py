@@ -11,10 +11,15 @@ What stays open without sign-in, and why that is harmless, is in docs/security.m
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import streamlit as st
 from starlette.middleware import Middleware
 from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from dashboard import data, warm_up
 
 # Path endings (after any server.baseUrlPath), compared without case.
 CLOSED_ENDPOINTS: frozenset[tuple[str, ...]] = frozenset({("_stcore", "metrics")})
@@ -40,4 +45,11 @@ class ClosedEndpoints:
         await self.app(scope, receive, send)
 
 
-app = st.App("app.py", middleware=[Middleware(ClosedEndpoints)])
+@asynccontextmanager
+async def lifespan(app: st.App) -> AsyncIterator[None]:
+    """The server's life: the cohort page's caches warmed from the start (dashboard/warm_up.py)."""
+    warm_up.start(data.current_lake())
+    yield
+
+
+app = st.App("app.py", lifespan=lifespan, middleware=[Middleware(ClosedEndpoints)])

@@ -5,7 +5,6 @@ group and week."""
 from __future__ import annotations
 
 import math
-from datetime import timedelta
 
 import streamlit as st
 
@@ -40,7 +39,7 @@ therapies = therapy_filter.multiselect(
 ages = age_filter.multiselect("Age band", data.AGE_BANDS, key="cohort_ages", placeholder="All ages")
 chosen = period_filter.date_input(
     "Period",
-    value=(max(first_day, last_day - timedelta(days=364)), last_day),
+    value=(data.CohortFilter.default(period).first_day, last_day),
     min_value=first_day,
     max_value=last_day,
     key="cohort_period",
