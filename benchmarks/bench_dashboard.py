@@ -18,10 +18,11 @@ it. Then measures server-side, in separate child processes (each peak RSS its ow
     result cached;
   - ``other patient`` (patient page only): caches filled, connection open, a patient not shown
     yet: the usual case of a clinician opening the next patient;
-  - ``server warm-up`` and ``after the warm-up`` (cohort page only): every cache cleared, then
-    the server's warm-up (``dashboard.warm_up.warm``, which a server runs at start and after each
-    new table version) timed, then the page in a new session: what the first clinician after a
-    pipeline run waits once the warm-up is done.
+  - ``server warm-up`` (cohort page) and ``after the warm-up`` (both pages): every cache
+    cleared, then the server's warm-up (``dashboard.warm_up.warm``, which a server runs at start
+    and after each new table version; timed for the cohort page), then the page in a new session
+    (a patient the warm-up did not open): what the first clinician after a pipeline run waits once
+    the warm-up is done.
 
   The first render of each page in the process (cold, with the imports of plotly, the views'
   modules, ...; the cohort page's with AppTest's component scan too) is reported apart.
@@ -173,11 +174,17 @@ def _cohort_render(*, cold: bool, warm_up: list[float] | None = None) -> float:
     return seconds
 
 
-def _patient_render(patient_id: str, *, cold: bool) -> float:
-    """The patient page opened from a link (``?patient_id=``); only its own run is timed."""
+def _patient_render(patient_id: str, *, cold: bool, warmed: bool = False) -> float:
+    """The patient page opened from a link (``?patient_id=``); only its own run is timed; with
+    ``warmed``, cold but after the server's warm-up (untimed)."""
+    from dashboard import data
+    from dashboard import warm_up as server_warm_up
+
     app = _session()  # switch_page needs a first run
     if cold:
         _forget_caches()
+    if warmed:
+        server_warm_up.warm(data.current_lake())
     app.query_params["patient_id"] = patient_id
     app.switch_page(PATIENT_PAGE)
     seconds = _timed_run(app)
@@ -202,6 +209,7 @@ def _pages(lake_uri: str, runs: int) -> dict[str, Any]:
         "cold": [],
         "warm": [],
         "other patient": [],
+        "after the warm-up": [],
     }
     for _ in range(runs):
         cohort["cold"].append(_cohort_render(cold=True))
@@ -214,6 +222,7 @@ def _pages(lake_uri: str, runs: int) -> dict[str, Any]:
         patient["warm"].append(_patient_render(patient_id, cold=False))
     for patient_id in other_ids:
         patient["other patient"].append(_patient_render(patient_id, cold=False))
+        patient["after the warm-up"].append(_patient_render(patient_id, cold=True, warmed=True))
     return {
         "cohort page": {mode: _summary(seconds) for mode, seconds in cohort.items()},
         "patient page": {mode: _summary(seconds) for mode, seconds in patient.items()},

@@ -1,4 +1,5 @@
-"""Warm the dashboard's caches ahead of the first clinician: the cohort page as it opens.
+"""Warm the dashboard's caches ahead of the first clinician: the cohort page as it opens, and
+the tables of the patient page.
 
 At 100,000 patients the cohort page's first render took 17.7 s (its headline figures, worklist and
 weekly medians read a year of 54.7 million daily rows), every time a pipeline run gave the tables
@@ -6,6 +7,10 @@ new versions. The server's warm-up thread (:func:`start`, from ``dashboard/serve
 page's own queries with the page's first filter (:meth:`dashboard.data.CohortFilter.default`)
 through the same cached functions, when the server starts and whenever a table the page reads has a
 new version; the page then finds their results cached. Another filter is computed when asked.
+
+It also runs the patient page's queries for one patient, which registers the tables that page
+reads at their current versions (cold, the first patient page took 0.9 s at 100,000 patients,
+the next one 0.47 s).
 
 The thread takes the queries' shared connection like any session does; a page that needs a query
 the thread is running waits for it rather than running it twice. A failure is logged and tried
@@ -18,6 +23,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from datetime import date
 
 from streamlit.logger import get_logger
 
@@ -51,8 +57,27 @@ def warm(lake: Lake) -> bool:
         data.declining_patients(lake, cohort, limit=data.NEAREST_DECLINES, threshold=float("inf"))
     data.cohort_steps_by_group(lake, cohort)
     data.cohort_weekly_trend(lake, cohort)
-    data.patient_ids(lake)
+    ids = data.patient_ids(lake)
+    if ids:
+        _open_patient_page_tables(lake, ids[0])
     return True
+
+
+def _open_patient_page_tables(lake: Lake, patient_id: str) -> None:
+    """The patient page's queries for one patient: the tables they read are then registered
+    at their current versions, so the first patient a clinician opens pays for its own rows
+    only (nothing of the patient leaves the server's cache: no audit row is due)."""
+    profile = data.patient_profile(lake, patient_id)
+    data.patient_daily_steps(lake, patient_id)
+    data.patient_therapies(lake, patient_id)
+    data.patient_side_effects(lake, patient_id)
+    forecast = data.patient_forecast(lake, patient_id)
+    model = data.shown_model(forecast)
+    origin = forecast["origin_date"].max() if forecast.height else None
+    if model is not None and isinstance(origin, date):
+        data.patient_explanation(lake, patient_id, model, origin, origin, origin)
+    if profile is not None:
+        data.cluster_accuracy(lake, profile.disease_group)
 
 
 class Warmer:
