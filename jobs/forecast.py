@@ -571,7 +571,9 @@ def _commit_batches(
 ) -> _Totals:
     """Run the batches on the engine and commit their rows as it delivers them, in order."""
     totals = _Totals()
-    with engine.map_tasks(lake, JOB, forecast_task, tasks, shared=context, in_flight=1) as results:
+    with engine.map_tasks(
+        lake, JOB, forecast_task, tasks, shared=context, in_flight=1, cpu_bound=True
+    ) as results:
         for batch, result in zip(batches, results, strict=True):
             predicate = str(result.summary["predicate"])
             forecasts = result.staged.read("forecasts")

@@ -10,8 +10,8 @@ Polars transform, writes its result to its :class:`Staging` and returns a small
 JSON-able summary. Rows never pass through the engine itself, so a distributed engine moves only
 descriptions and summaries, never samples.
 
-- :class:`jobs.engine.local.LocalEngine`: this process, a few tasks at a time on threads, staged
-  results kept in memory.
+- :class:`jobs.engine.local.LocalEngine`: this machine, a few tasks at a time on threads (or in
+  one worker process per core for tasks that are mostly Python), staged results kept in memory.
 - :class:`jobs.engine.spark.SparkEngine`: a Spark master (``local[*]`` or a cluster); staged
   results go to the lake's object store (``<lake>/_staging/``), removed after the job.
 

@@ -71,6 +71,7 @@ class Engine(Protocol):
         *,
         shared: Any = None,
         in_flight: int = 2,
+        cpu_bound: bool = False,
     ) -> AbstractContextManager[Iterator[TaskResult]]:
         """Run ``function(shared, description, staging)`` for every description.
 
@@ -82,6 +83,8 @@ class Engine(Protocol):
             shared: read by every task (picklable).
             in_flight: tasks run at once in this process (a local engine's memory bound;
                 distributed engines run as many as they have slots).
+            cpu_bound: the tasks are mostly Python (they hold the GIL): a local engine runs
+                them in worker processes rather than threads (distributed engines always do).
 
         Returns:
             A context whose value yields every task's result in the descriptions' order; staged

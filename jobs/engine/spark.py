@@ -136,6 +136,7 @@ class SparkEngine:
         *,
         shared: Any = None,
         in_flight: int = 2,
+        cpu_bound: bool = False,
     ) -> Iterator[Iterator[TaskResult]]:
         """Every task on the cluster (Spark retries a failed or lost one on another executor),
         then their results in order; the staging folder is removed when the block ends."""
