@@ -2,4 +2,6 @@
 
 from jobs.cli import main
 
-main()
+# guarded: a worker process of the local engine (spawn) imports this module again
+if __name__ == "__main__":
+    main()

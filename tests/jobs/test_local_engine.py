@@ -4,6 +4,7 @@ as on threads in this process; everything else on threads."""
 from __future__ import annotations
 
 import os
+import runpy
 from pathlib import Path
 from typing import Any
 
@@ -118,3 +119,11 @@ def test_forecasts_in_worker_processes_equal_those_made_in_this_process(tmp_path
     assert here[FORECASTS.path].height > 0
     for path, rows in here.items():
         assert_frame_equal(in_workers[path], rows, check_exact=True)
+
+
+def test_python_m_jobs_imported_by_a_worker_runs_nothing() -> None:
+    # a spawned worker imports the parent's main module as __mp_main__: were the command line
+    # to run again there, it would wait for the lake's lease its parent holds
+    namespace = runpy.run_module("jobs.__main__", run_name="__mp_main__")
+
+    assert "main" in namespace
