@@ -90,8 +90,9 @@ class LocalEngine:
         cpu_bound: bool = False,
     ) -> Iterator[Iterator[TaskResult]]:
         """At most ``in_flight`` tasks computed ahead of the one the caller is consuming (as
-        many as there are worker processes for ``cpu_bound`` tasks); a result is dropped once
-        the caller moves on, so memory stays bounded whatever the number of tasks."""
+        many as there are worker processes for ``cpu_bound`` tasks, so that none waits while
+        the caller commits); a result is dropped once the caller moves on, so memory stays
+        bounded whatever the number of tasks."""
         in_processes = cpu_bound and self.processes > 1 and len(descriptions) > 1
         width = max(1, in_flight, self.processes if in_processes else 1)
         workers: Executor
@@ -115,11 +116,20 @@ class LocalEngine:
 
             def results() -> Iterator[TaskResult]:
                 submitted = 0
-                for index in range(len(descriptions)):
+
+                def fill() -> None:
+                    nonlocal submitted
                     while submitted < len(descriptions) and len(running) < width:
                         running.append(submit(descriptions[submitted]))
                         submitted += 1
-                    summary, staged = running.popleft().result()
+
+                for index in range(len(descriptions)):
+                    fill()
+                    current = running.popleft()
+                    if in_processes:
+                        # every worker busy while the caller commits this result
+                        fill()
+                    summary, staged = current.result()
                     yield TaskResult(index, summary, staged)
 
             try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import runpy
+import time
 from pathlib import Path
 from typing import Any
 
@@ -127,3 +128,24 @@ def test_python_m_jobs_imported_by_a_worker_runs_nothing() -> None:
     namespace = runpy.run_module("jobs.__main__", run_name="__mp_main__")
 
     assert "main" in namespace
+
+
+def started_at(shared: None, description: int, staging: Staging) -> dict[str, Any]:
+    """A task of 0.3 s: when it started."""
+    start = time.time()
+    time.sleep(0.3)
+    return {"started": start}
+
+
+def test_workers_keep_computing_while_the_caller_commits_a_result() -> None:
+    # the caller's commit of one batch overlaps the next batches on every worker
+    with LocalEngine(processes=2).map_tasks(
+        Lake("/nowhere"), "test", started_at, list(range(4)), in_flight=1, cpu_bound=True
+    ) as results:
+        first = next(results)
+        time.sleep(1.0)  # committing the first batch
+        committed = time.time()
+        rest = list(results)
+
+    assert first.index == 0
+    assert rest[1].summary["started"] < committed  # the third task ran during the commit
