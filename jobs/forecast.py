@@ -173,6 +173,10 @@ def superseded(stored: pl.DataFrame, latest: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+# patients whose superseded origins one delete removes
+RETIRE_PATIENTS = 5_000
+
+
 def _retire_superseded(lake: Lake, batch: pl.DataFrame) -> int:
     """Delete the forecasts (and explanations) of the batch's superseded origins."""
     stored = (
@@ -587,10 +591,24 @@ def _commit_batches(
             if explanations is not None:
                 lake.replace(EXPLANATIONS, explanations, predicate=predicate, metadata={"job": JOB})
                 totals.explained_out += explanations.height
-            totals.retired_origins += _retire_superseded(lake, batch)
             totals.patients += batch.height
             totals.cluster_level += int(result.summary["cluster_level"])
             totals.unforecastable += list(result.summary["unforecastable"])
+    # Superseded origins go once the run's rows are in, a few thousand patients a delete: each
+    # delete rewrites the files that hold those patients' older rows, which a delete per batch
+    # rewrote again and again (at 100,000 patients that made the driver's commits the forecast's
+    # bottleneck). A run stopped before this leaves older origins beside the new ones, which
+    # every reader passes over (they read each patient's latest origin) until the next run.
+    forecast = (
+        pl.concat(
+            [batch.select("patient_id", "origin") for batch in batches],
+            how="vertical_relaxed",
+        ).sort("patient_id")
+        if batches
+        else pl.DataFrame()
+    )
+    for start in range(0, forecast.height, RETIRE_PATIENTS):
+        totals.retired_origins += _retire_superseded(lake, forecast.slice(start, RETIRE_PATIENTS))
     return totals
 
 

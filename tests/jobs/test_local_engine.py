@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import runpy
 import time
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from jobs import forecast as forecast_job
 from jobs.engine.base import Staging
 from jobs.engine.local import PROCESSES_ENV, LocalEngine, default_processes
 from jobs.features import run as features_job
-from lakehouse.catalog import EXPLANATIONS, FORECASTS, OUTLOOK
+from lakehouse.catalog import DAILY_STEPS, EXPLANATIONS, FORECASTS, OUTLOOK
 from lakehouse.errors import InputError
 from lakehouse.storage import Lake
 from synthetic.population import DEFAULT_END_DATE
@@ -149,3 +150,40 @@ def test_workers_keep_computing_while_the_caller_commits_a_result() -> None:
 
     assert first.index == 0
     assert rest[1].summary["started"] < committed  # the third task ran during the commit
+
+
+def _one_more_day(lake: Lake) -> None:
+    """Each patient's last daily row again, a day later (a day of new data for everyone)."""
+    last = lake.read(DAILY_STEPS).sort("date").group_by("patient_id").last()
+    lake.append(
+        DAILY_STEPS,
+        last.with_columns(date=pl.col("date") + pl.duration(days=1)).with_columns(
+            month=pl.col("date").dt.strftime("%Y-%m")
+        ),
+    )
+    features_job.run(lake)
+
+
+def test_a_run_in_several_batches_retires_the_origins_it_supersedes(tmp_path: Path) -> None:
+    lake = Lake(str(tmp_path / "lake"))
+    generate.run(lake, patients=6, seed=8, years=1.0, end_date=DEFAULT_END_DATE)
+    aggregate.run(lake)
+    features_job.run(lake)
+    batches = {"batch_patients": 2, "prophet_workers": 1, "everyone": True}
+    runs: list[dict[str, date]] = []  # each run's origin per patient
+    for day in range(3):
+        if day:
+            _one_more_day(lake)
+        forecast_job.run(lake, engine=LocalEngine(processes=2), **batches)
+        latest = lake.read(FORECASTS).group_by("patient_id").agg(pl.col("origin_date").max())
+        runs.append(dict(latest.iter_rows()))
+
+    # each patient keeps their first origin (the first of its month) and the latest; the second
+    # is superseded unless it opened a month of its own
+    for table in (FORECASTS, OUTLOOK):  # (no training here: no explanations)
+        stored = lake.read(table).group_by("patient_id").agg(pl.col("origin_date").unique())
+        assert stored.height == 6
+        for patient, kept in stored.iter_rows():
+            first, second, third = (run[patient] for run in runs)
+            expected = {first, third} | ({second} if second.month != first.month else set())
+            assert set(kept) == expected, (table.path, patient)
