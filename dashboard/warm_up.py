@@ -71,6 +71,7 @@ def _open_patient_page_tables(lake: Lake, patient_id: str) -> None:
     data.patient_daily_steps(lake, patient_id)
     data.patient_therapies(lake, patient_id)
     data.patient_side_effects(lake, patient_id)
+    data.patient_diagnoses(lake, patient_id)
     forecast = data.patient_forecast(lake, patient_id)
     model = data.shown_model(forecast)
     origin = forecast["origin_date"].max() if forecast.height else None
@@ -78,6 +79,8 @@ def _open_patient_page_tables(lake: Lake, patient_id: str) -> None:
         data.patient_explanation(lake, patient_id, model, origin, origin, origin)
     if profile is not None:
         data.cluster_accuracy(lake, profile.disease_group)
+        if model is not None:
+            data.forecast_choice(lake, patient_id, profile.disease_group, model)
 
 
 class Warmer:
