@@ -157,11 +157,15 @@ def append_new_day(lake_uri: str) -> dict[str, Any]:
 
     lake = Lake(lake_uri)
     bronze = lake.scan(STEP_SAMPLES)
-    last = bronze.select(pl.col("start_ts").max()).collect().item()
-    day = last.date() + timedelta(days=1)
+    local = (pl.col("start_ts") + pl.duration(minutes=pl.col("utc_offset_minutes"))).dt.date()
+    # the day after the last local day with samples (a UTC day would skip one now and then,
+    # and the week before it could then be a day without samples)
+    newest = bronze.select(pl.col("start_ts").max()).collect().item()
+    recent = [(newest - timedelta(days=31)).strftime("%Y-%m"), newest.strftime("%Y-%m")]
+    last = bronze.filter(pl.col("month").is_in(recent)).select(local.max()).collect().item()
+    day = last + timedelta(days=1)
     week = timedelta(days=7)
     source_day = pl.lit(day - week)
-    local = (pl.col("start_ts") + pl.duration(minutes=pl.col("utc_offset_minutes"))).dt.date()
     month = (day - week).strftime("%Y-%m")
     samples = (
         bronze.filter(pl.col("month").is_in([month, day.strftime("%Y-%m")]))
