@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
+import types
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -43,6 +45,23 @@ def _start_worker(shared: Any) -> None:
 
 def _run_in_worker(function: TaskFunction, description: Any) -> tuple[Summary, MemoryStaging]:
     return _run(function, _WORKER_SHARED, description)
+
+
+@contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """While worker processes start: a ``__main__`` without a file or a module name, so that
+    spawn imports nothing as the worker's main module. Spawn would run the parent's main module
+    again in each worker, and that is not always a program with a ``__main__`` guard: a
+    Streamlit page or an ``AppTest`` script, which Streamlit installs as ``__main__`` while it
+    runs, or a script without a guard (which would run the whole job again and wait for the
+    lake's lease its parent holds). Tasks are module-level functions of importable modules."""
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        if main is not None:
+            sys.modules["__main__"] = main
 
 
 def default_processes() -> int:
@@ -108,7 +127,8 @@ class LocalEngine:
 
         def submit(description: Any) -> Future[tuple[Summary, MemoryStaging]]:
             if in_processes:
-                return workers.submit(_run_in_worker, function, description)
+                with _main_module_hidden():  # a submit may start a worker
+                    return workers.submit(_run_in_worker, function, description)
             return workers.submit(_run, function, shared, description)
 
         with workers:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import runpy
+import sys
 import time
+import types
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -187,3 +189,20 @@ def test_a_run_in_several_batches_retires_the_origins_it_supersedes(tmp_path: Pa
             first, second, third = (run[patient] for run in runs)
             expected = {first, third} | ({second} if second.month != first.month else set())
             assert set(kept) == expected, (table.path, patient)
+
+
+def test_workers_never_run_the_parents_main_script(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Streamlit installs the page it runs as __main__ (AppTest too); spawn would run it again in
+    # each worker
+    page = tmp_path / "page.py"
+    page.write_text("raise SystemExit('the page ran in a worker')\n", encoding="utf-8")
+    main = types.ModuleType("__main__")
+    main.__file__ = str(page)
+    monkeypatch.setitem(sys.modules, "__main__", main)
+
+    done = _run(LocalEngine(processes=2), [0, 1, 2], cpu_bound=True)
+
+    assert [rows["value"][0] for *_, rows in done] == [100, 101, 102]
+    assert sys.modules["__main__"] is main
