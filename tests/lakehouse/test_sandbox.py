@@ -678,3 +678,20 @@ def test_a_join_builds_on_the_table_after_join_whatever_the_filters(tmp_path: Pa
         {"disease_group": "MS", "days": 354 * 1_000},
         {"disease_group": "PD", "days": 354 * 1_000},
     ]
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SET disabled_optimizers = ''",
+        "RESET disabled_optimizers",
+        "EXPLAIN ANALYZE SET disabled_optimizers = ''",
+        "SELECT 1; SET disabled_optimizers = ''",
+        "PRAGMA disabled_optimizers = ''",
+    ],
+)
+def test_the_join_setting_cannot_be_undone(patients_lake: Lake, sql: str) -> None:
+    with pytest.raises(QueryRefused):
+        sandbox.run(patients_lake, sql)
+    setting = sandbox.run(patients_lake, "SELECT current_setting('disabled_optimizers') AS s")
+    assert "build_side_probe_side" in str(setting.table.to_pylist()[0]["s"])
