@@ -312,17 +312,18 @@ def check_forecasts(
                 f"{_examples(without.sort('patient_id'), ['patient_id', 'latest'])}){hint}",
             )
         )
+    every_day = _all_days_present(horizon)
     per_model = (
         rows.with_columns(**_days_present(horizon))
         .group_by("patient_id", "model", "origin_date")
-        .agg(pl.len().alias("days"), pl.col(list(_all_days_present(horizon))).bitwise_or())
+        .agg(pl.len().alias("days"), pl.col(list(every_day)).bitwise_or())
         .collect(engine="streaming")
     )
     # every day of the horizon once, nothing else: as many rows as days, each day's bit set
-    complete = pl.all_horizontal(
-        pl.col(name) == word for name, word in _all_days_present(horizon).items()
-    ) & (pl.col("days") == horizon)
-    short = per_model.filter(~complete).drop(_all_days_present(horizon)).sort("patient_id", "model")
+    complete = pl.all_horizontal(pl.col(name) == word for name, word in every_day.items()) & (
+        pl.col("days") == horizon
+    )
+    short = per_model.filter(~complete).drop(every_day).sort("patient_id", "model")
     if short.height:
         problems.append(
             Problem(
