@@ -598,7 +598,9 @@ def year_ahead(
     print(f"\nAutoETS and AutoARIMA fits: {time.perf_counter() - started:.0f} s", flush=True)
     runs: list[LakeRun] = []
     forecasts = []
-    for kind in LAKE_KINDS:
+    # --synthetic-patients 0: the real-only lakes alone
+    kinds = LAKE_KINDS if synthetic_patients > 0 else LAKE_KINDS[:1]
+    for kind in kinds:
         for cut in sorted(set(cuts["cut"])):
             mine = cuts.filter(pl.col("cut") == cut)
             label = "real-only" if kind == LAKE_KINDS[0] else "real-synthetic"
